@@ -1,0 +1,274 @@
+"""U-Net vs FCN lung segmentation with the shipped configs, against a plain PyTorch loop.
+
+    python benchmarks/lung_segmentation.py --data-dir ../shared/data/lung_ct --image-size 64
+
+What it does, on a Kaggle-layout folder:
+1. Holds out ``--holdout-fraction`` of the slices (seeded) that training never sees; the rest is
+   the ``data_dir`` given to ``medvision fit`` (which splits it train/val/test itself).
+2. For ``configs/unet_lung.yaml`` and ``configs/fcn_lung.yaml``: ``medvision fit``, then
+   ``medvision predict`` with the best checkpoint on the held-out slices, which scores the written
+   masks at the slices' original size.
+3. A plain PyTorch loop (no Lightning, no medvision dataset) trains the same smp U-Net with the
+   same loss, optimizer, schedule, augmentation, batch size and epochs, on the same training
+   slices, with a validation pass and best-checkpoint saving each epoch, as a Lightning epoch has.
+
+Every arm runs in its own process (so peak memory is its own). Printed: a Markdown table of
+val and held-out Dice/IoU, mean epoch time (train + validation, first epoch excluded) and peak
+memory, and the medvision/plain epoch-time ratio for the U-Net.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"unet": REPO / "configs/unet_lung.yaml", "fcn": REPO / "configs/fcn_lung.yaml"}
+
+
+def make_holdout(data_dir: Path, out: Path, fraction: float, seed: int = 0) -> tuple[Path, Path]:
+    """Symlink a seeded ``fraction`` of the pairs into ``out/holdout``, the rest into ``out/pool``."""
+    names = sorted(p.name for p in (data_dir / "2d_images").iterdir())
+    order = np.random.default_rng(seed).permutation(len(names))
+    num_holdout = round(len(names) * fraction)
+    for part, idx in (("holdout", order[:num_holdout]), ("pool", order[num_holdout:])):
+        for sub in ("2d_images", "2d_masks"):
+            (out / part / sub).mkdir(parents=True, exist_ok=True)
+            for i in idx:
+                link = out / part / sub / names[i]
+                if not link.exists():
+                    link.symlink_to((data_dir / sub / names[i]).resolve())
+    return out / "pool", out / "holdout"
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mean_after_first(times: list[float]) -> float:
+    return float(np.mean(times[1:] if len(times) > 1 else times))
+
+
+# ---------------------------------------------------------------------------------------------
+# medvision arm
+# ---------------------------------------------------------------------------------------------
+def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> dict:
+    from lightning.pytorch import Callback
+
+    from medvision.cli import MedVisionCLI
+
+    class EpochTimer(Callback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):  # runs after validation in Lightning 2
+            self.times.append(time.perf_counter() - self._start)
+
+    common = [
+        "--config", str(CONFIGS[arch]),
+        f"--data.init_args.data_dir={pool}", f"--data.init_args.image_size={args.image_size}",
+        f"--data.init_args.num_workers={args.num_workers}",
+        f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    fit_args = [*common, f"--trainer.max_epochs={args.epochs}",
+                f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}"]
+    cli = MedVisionCLI(args=fit_args, run=False)
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    val = cli.trainer.validate(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+    best = cli.trainer.checkpoint_callback.best_model_path
+
+    predict = MedVisionCLI(args=["predict", *common, f"--data.init_args.predict_dir={holdout}",
+                                 f"--ckpt_path={best}"])
+    del predict
+    scores = np.genfromtxt(run_dir / "predictions/metrics.csv", delimiter=",", names=True,
+                           dtype=None, encoding="utf-8")
+    return {"val_dice": val["val/dice"], "val_iou": val["val/iou"],
+            "holdout_dice": float(np.mean(scores["dice"])),
+            "holdout_iou": float(np.mean(scores["iou"])), "holdout_n": int(scores.size),
+            "epoch_s": mean_after_first(timer.times), "peak_mb": peak_memory_mb(),
+            "checkpoint": best}
+
+
+# ---------------------------------------------------------------------------------------------
+# plain PyTorch arm: written from scratch, shares only the albumentations pipeline
+# ---------------------------------------------------------------------------------------------
+class PlainLungDataset(torch.utils.data.Dataset):
+    def __init__(self, pairs, transform):
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        import tifffile
+
+        image = tifffile.imread(self.pairs[i][0]).astype(np.float32)
+        mask = (tifffile.imread(self.pairs[i][1]) > 127).astype(np.uint8)
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+        out = self.transform(image=image[..., None], mask=mask)
+        return torch.from_numpy(out["image"].transpose(2, 0, 1).copy()), \
+            torch.from_numpy(out["mask"]).float()[None]
+
+
+def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    pred, target = pred.flatten(1).float(), target.flatten(1).float()
+    total = pred.sum(1) + target.sum(1)
+    return torch.where(total == 0, 1.0, 2 * (pred * target).sum(1) / total.clamp(min=1))
+
+
+def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
+    import segmentation_models_pytorch as smp
+    import torch.nn.functional as F
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    from medvision.data.base import split_indices
+    from medvision.data.transforms import segmentation_transform
+
+    torch.manual_seed(42)
+    names = sorted(p.name for p in (pool / "2d_images").iterdir())
+    pairs = [(pool / "2d_images" / n, pool / "2d_masks" / n) for n in names]
+    split = split_indices(len(pairs), 0.1, 0.1, seed=42)  # the split medvision fit uses
+    loader = dict(batch_size=16, num_workers=args.num_workers,
+                  persistent_workers=args.num_workers > 0, pin_memory=torch.cuda.is_available())
+    train = torch.utils.data.DataLoader(PlainLungDataset(
+        [pairs[i] for i in split["train"]], segmentation_transform(args.image_size, "basic")),
+        shuffle=True, **loader)
+    val = torch.utils.data.DataLoader(PlainLungDataset(
+        [pairs[i] for i in split["val"]], segmentation_transform(args.image_size, "none")), **loader)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1).to(device)
+    bce, dice_loss = torch.nn.BCEWithLogitsLoss(), DiceLoss("binary", from_logits=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    best_dice, times = -1.0, []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        for image, mask in train:
+            image, mask = image.to(device), mask.to(device)
+            logits = model(image)
+            loss = bce(logits, mask) + dice_loss(logits, mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        model.eval()
+        scores = []
+        with torch.no_grad():
+            for image, mask in val:
+                probs = model(image.to(device)).sigmoid()
+                scores.append(dice_per_image(probs > 0.5, mask.to(device) > 0.5))
+        val_dice = torch.cat(scores).mean().item()
+        if val_dice > best_dice:
+            best_dice = val_dice
+            torch.save(model.state_dict(), run_dir / "plain_best.pt")
+        times.append(time.perf_counter() - start)
+
+    model.load_state_dict(torch.load(run_dir / "plain_best.pt", weights_only=True))
+    model.eval()
+    holdout_scores = []
+    resize = segmentation_transform(args.image_size, "none")
+    import tifffile
+
+    with torch.no_grad():
+        for name in sorted(p.name for p in (holdout / "2d_images").iterdir()):
+            raw = tifffile.imread(holdout / "2d_images" / name).astype(np.float32)
+            truth = torch.from_numpy(tifffile.imread(holdout / "2d_masks" / name) > 127)
+            image = (raw - raw.min()) / max(float(raw.max() - raw.min()), 1e-6)
+            x = torch.from_numpy(resize(image=image[..., None])["image"].transpose(2, 0, 1).copy())
+            probs = F.interpolate(model(x[None].to(device)).sigmoid(), size=raw.shape[:2],
+                                  mode="bilinear", align_corners=False)
+            holdout_scores.append(dice_per_image(probs.cpu() > 0.5, truth[None]).item())
+    return {"val_dice": best_dice, "val_iou": float("nan"),
+            "holdout_dice": float(np.mean(holdout_scores)), "holdout_iou": float("nan"),
+            "holdout_n": len(holdout_scores), "epoch_s": mean_after_first(times),
+            "peak_mb": peak_memory_mb(), "checkpoint": str(run_dir / "plain_best.pt")}
+
+
+# ---------------------------------------------------------------------------------------------
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/lung_ct")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--holdout-fraction", type=float, default=0.15)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--arms", default="unet,fcn,plain")
+    parser.add_argument("--out", type=Path, default=None, help="default: a new temporary folder")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
+    args = parser.parse_args()
+    if not (args.data_dir / "2d_images").is_dir():
+        sys.exit(f"{args.data_dir} is not a Kaggle-layout lung CT folder (2d_images/, 2d_masks/)")
+    out = args.out or Path(tempfile.mkdtemp(prefix="medvision_lung_bench_"))
+    pool, holdout = make_holdout(args.data_dir, out / "data", args.holdout_fraction)
+
+    if args.arm:
+        run_dir = out / args.arm
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = (run_plain(pool, holdout, run_dir, args) if args.arm == "plain"
+                  else run_medvision(args.arm, pool, holdout, run_dir, args))
+        print("RESULT " + json.dumps(result))
+        return
+
+    results = {}
+    for arm in args.arms.split(","):
+        cmd = [sys.executable, __file__, "--arm", arm, "--out", str(out), "--data-dir",
+               str(args.data_dir), "--image-size", str(args.image_size), "--epochs",
+               str(args.epochs), "--holdout-fraction", str(args.holdout_fraction),
+               "--num-workers", str(args.num_workers)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"arm {arm} failed:\n{proc.stderr[-4000:]}")
+        results[arm] = json.loads(lines[-1][len("RESULT "):])
+        print(f"{arm}: {results[arm]}", file=sys.stderr)
+    print_table(results, args, out)
+
+
+def print_table(results: dict, args, out: Path) -> None:
+    names = {"unet": "medvision U-Net (configs/unet_lung.yaml)",
+             "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
+             "plain": "plain PyTorch loop, smp U-Net"}
+    print(f"\nLung CT segmentation: {args.data_dir} | image_size {args.image_size} | "
+          f"{args.epochs} epochs | held-out slices: {results[next(iter(results))]['holdout_n']} | "
+          f"{machine()} | torch {torch.__version__}\n")
+    print("| model | val Dice | val IoU | held-out Dice | held-out IoU | epoch (s) | peak memory (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for arm, r in results.items():
+        print(f"| {names[arm]} | {r['val_dice']:.4f} | {r['val_iou']:.4f} | {r['holdout_dice']:.4f} "
+              f"| {r['holdout_iou']:.4f} | {r['epoch_s']:.2f} | {r['peak_mb']:.0f} |")
+    if "unet" in results and "plain" in results:
+        ratio = results["unet"]["epoch_s"] / results["plain"]["epoch_s"]
+        print(f"\nmedvision / plain epoch time (U-Net, train + validation): {ratio:.3f}")
+    print(f"\nRuns, checkpoints and predictions: {out}")
+
+
+if __name__ == "__main__":
+    main()

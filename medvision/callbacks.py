@@ -1,0 +1,174 @@
+"""Callbacks: prediction files, validation overlays, and the config sent to every logger."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
+from scipy import ndimage
+
+from medvision.data.io import (
+    binarize_mask,
+    normalize_intensity,
+    read_image,
+    to_channels,
+    write_atomically,
+)
+from medvision.metrics import binarize, overlap_scores
+
+log = logging.getLogger(__name__)
+
+_PRED_COLOR = np.array([255, 64, 64], dtype=np.float32)
+_TRUTH_COLOR = np.array([64, 255, 64], dtype=np.uint8)
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """Any stored image (``H x W [x C]``, any dtype) as uint8 RGB ``H x W x 3`` for viewing."""
+    channels = 3 if image.ndim == 3 and image.shape[-1] >= 3 else 1
+    scaled = normalize_intensity(to_channels(image, channels))
+    return (np.repeat(scaled, 3 // channels, axis=-1) * 255).round().astype(np.uint8)
+
+
+def overlay(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None,
+            alpha: float = 0.4) -> np.ndarray:
+    """Tint predicted pixels red and outline the true mask in green; uint8 ``H x W x 3``."""
+    out = image_rgb.astype(np.float32)
+    out[pred] = (1 - alpha) * out[pred] + alpha * _PRED_COLOR
+    out = out.round().astype(np.uint8)
+    if truth is not None:
+        out[truth & ~ndimage.binary_erosion(truth)] = _TRUTH_COLOR
+    return out
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as PNG, atomically."""
+    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+class SegmentationPredictionWriter(BasePredictionWriter):
+    """Writes what ``medvision predict`` makes of each image, at the image's original size.
+
+    For every input ``<stem>.*``: ``masks/<stem>.png`` (0/255) and ``overlays/<stem>.png``
+    (prediction tinted red, true outline green when a mask is known), under ``output_dir``
+    (default ``<trainer.default_root_dir>/predictions``). When the inputs have masks,
+    ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
+    resized to the original size before thresholding at the model's ``threshold``. Files are
+    written atomically.
+    """
+
+    def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.overlays = overlays
+        self._rows: list[dict] = []
+
+    def _root(self, trainer: Trainer) -> Path:
+        return self.output_dir or Path(trainer.default_root_dir) / "predictions"
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
+        if "probs" not in prediction:
+            return
+        root = self._root(trainer)
+        threshold = getattr(pl_module, "threshold", 0.5)
+        for i, path in enumerate(prediction["path"]):
+            height, width = (int(v) for v in prediction["original_size"][i])
+            probs = F.interpolate(prediction["probs"][i : i + 1].float(), size=(height, width),
+                                  mode="bilinear", align_corners=False)
+            pred = binarize(probs, threshold)[0, 0].cpu().numpy()
+            stem = Path(path).stem
+            save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
+            truth = None
+            if "mask_path" in prediction:
+                mask_path = prediction["mask_path"][i]
+                truth = binarize_mask(read_image(mask_path), mask_path).astype(bool)
+                dice, iou = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+                self._rows.append({"image": path, "mask": mask_path,
+                                   "dice": float(dice), "iou": float(iou)})
+            if self.overlays:
+                save_png(root / "overlays" / f"{stem}.png", overlay(to_display(read_image(path)),
+                                                                    pred, truth))
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        root = self._root(trainer)
+        if self._rows:
+            name = "metrics.csv" if trainer.world_size == 1 else f"metrics.rank{trainer.global_rank}.csv"
+            write_atomically(root / name, lambda tmp: self._write_csv(tmp))
+            dice = np.mean([r["dice"] for r in self._rows])
+            iou = np.mean([r["iou"] for r in self._rows])
+            log.info("Predicted %d images with masks: mean Dice %.4f, mean IoU %.4f (%s)",
+                     len(self._rows), dice, iou, root / name)
+        log.info("Prediction masks written to %s", root / "masks")
+
+    def _write_csv(self, path: Path) -> None:
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["image", "mask", "dice", "iou"])
+            writer.writeheader()
+            writer.writerows(self._rows)
+
+
+class ValidationOverlays(Callback):
+    """After each validation epoch, a grid of ``image | truth | prediction`` for a few images.
+
+    Saved as ``overlays/val_epoch<NNN>.png`` in the run folder, and logged to W&B as
+    ``val/overlays`` when a ``WandbLogger`` is attached. Uses the first validation batch.
+    """
+
+    def __init__(self, num_images: int = 4) -> None:
+        self.num_images = num_images
+        self._batch: dict | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and "mask" in batch:
+            self._batch = {k: batch[k][: self.num_images] for k in ("image", "mask")}
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._batch is None or trainer.sanity_checking:
+            return
+        with torch.no_grad():
+            probs = pl_module(self._batch["image"]).sigmoid()
+        grid = self._grid(self._batch["image"], self._batch["mask"],
+                          binarize(probs, getattr(pl_module, "threshold", 0.5)))
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "overlays"
+        save_png(folder / f"val_epoch{trainer.current_epoch:03d}.png", grid)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/overlays", images=[grid], step=trainer.global_step,
+                                 caption=["image | truth | prediction"])
+        self._batch = None
+
+    @staticmethod
+    def _grid(images: torch.Tensor, masks: torch.Tensor, preds: torch.Tensor) -> np.ndarray:
+        rows = []
+        for image, mask, pred in zip(images, masks, preds, strict=True):
+            rgb = to_display(image.float().cpu().numpy().transpose(1, 2, 0))
+            truth = mask[0].cpu().numpy() > 0.5
+            predicted = pred[0].cpu().numpy()
+            rows.append(np.concatenate([rgb, overlay(rgb, truth), overlay(rgb, predicted, truth)],
+                                       axis=1))
+        return np.concatenate(rows, axis=0)
+
+
+class LoggedSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config in the run folder and sends it to every logger (W&B included)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = json.loads(self.parser.dump(self.config, skip_none=False, format="json"))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)

@@ -1,0 +1,75 @@
+"""Segmentation metrics as torchmetrics objects.
+
+Dice and IoU are computed per image and averaged over images (the usual convention in medical
+image segmentation); an image where both prediction and truth are empty scores 1.
+Pixel accuracy is pooled over all pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy
+
+
+def binarize(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Foreground where the probability exceeds ``threshold`` (the rule used everywhere here)."""
+    return probs > threshold
+
+
+def overlap_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of boolean masks ``N x ... `` (all dims after the first reduced).
+
+    Both empty counts as a perfect match (1.0).
+    """
+    pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
+    intersection = (pred & target).sum(1).float()
+    total = pred.sum(1).float() + target.sum(1).float()
+    union = total - intersection
+    empty = total == 0
+    dice = torch.where(empty, 1.0, 2 * intersection / total.clamp(min=1))
+    iou = torch.where(empty, 1.0, intersection / union.clamp(min=1))
+    return dice, iou
+
+
+class PerImageOverlap(Metric):
+    """Mean over images of the Dice or IoU score at ``threshold``.
+
+    ``update(probs, target)``: probabilities in [0, 1] and 0/1 targets, both ``N x 1 x H x W``.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, kind: Literal["dice", "iou"] = "dice", threshold: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("dice", "iou"):
+            raise ValueError(f"kind must be 'dice' or 'iou', got {kind!r}")
+        self.kind, self.threshold = kind, threshold
+        self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        dice, iou = overlap_scores(binarize(probs, self.threshold), target > 0.5)
+        scores = dice if self.kind == "dice" else iou
+        self.score_sum += scores.double().sum()
+        self.num_images += scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.score_sum / self.num_images.clamp(min=1)).float()
+
+
+def segmentation_metrics(threshold: float = 0.5) -> MetricCollection:
+    """``dice``, ``iou`` (per image) and ``pixel_accuracy`` for binary masks at ``threshold``.
+
+    Compute groups are off: Dice and IoU share state names, and torchmetrics would merge them
+    into one (reporting IoU = Dice) whenever their states happen to agree after the first batch.
+    """
+    return MetricCollection({
+        "dice": PerImageOverlap("dice", threshold),
+        "iou": PerImageOverlap("iou", threshold),
+        "pixel_accuracy": BinaryAccuracy(threshold=threshold),
+    }, compute_groups=False)

@@ -1,0 +1,5 @@
+"""LightningModules, one module per task; plain networks live in ``medvision.models.nets``."""
+
+from medvision.models.segmentation import SegmentationModule
+
+__all__ = ["SegmentationModule"]

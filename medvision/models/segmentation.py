@@ -1,0 +1,126 @@
+"""Binary segmentation as a LightningModule: any smp architecture, or FCN-8s on an smp encoder."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from medvision.losses import build_loss
+from medvision.metrics import segmentation_metrics
+from medvision.models.nets.fcn import FCN
+
+def create_segmentation_net(
+    arch: str,
+    encoder_name: str,
+    encoder_weights: str | None,
+    in_channels: int,
+    classes: int,
+    **kwargs,
+) -> nn.Module:
+    """``smp.create_model`` for smp's architectures, :class:`FCN` for ``arch="FCN"``.
+
+    Pretrained encoder weights come from the internet; offline, this raises an error that says
+    how to go on (``encoder_weights: null``, or a pre-filled cache).
+    """
+    try:
+        if arch.lower() == "fcn":
+            return FCN(encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
+                       classes=classes, **kwargs)
+        return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
+                                in_channels=in_channels, classes=classes, **kwargs)
+    except OSError as exc:  # URLError, requests' and huggingface_hub's connection errors
+        raise RuntimeError(
+            f"Could not fetch the {encoder_weights!r} weights of encoder {encoder_name!r} "
+            f"({type(exc).__name__}: {exc}). Offline? Set encoder_weights: null to train from "
+            "scratch, or download the weights once online (they are cached under TORCH_HOME / "
+            "HF_HOME)."
+        ) from exc
+
+
+class SegmentationModule(LightningModule):
+    """Binary segmentation: logits ``N x 1 x H x W`` for images ``N x in_channels x H x W``.
+
+    Batches are dicts with ``image`` (float) and ``mask`` (0/1 float ``N x 1 x H x W``).
+    ``arch`` is any name ``smp.create_model`` knows (``Unet``, ``UnetPlusPlus``, ``FPN``,
+    ``DeepLabV3Plus``, ...) or ``FCN``; ``encoder_name`` any smp encoder. ``loss`` is a name from
+    :data:`medvision.losses.LOSS_NAMES` or an ``nn.Module``. Dice, IoU and pixel accuracy at
+    ``threshold`` are logged per stage as ``train/dice``, ``val/iou``, ... ``in_channels`` and
+    ``num_classes`` are normally linked from the datamodule by the CLI.
+
+    ``predict_step`` returns sigmoid probabilities with the batch's paths and original sizes,
+    which :class:`medvision.callbacks.SegmentationPredictionWriter` turns into mask files.
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder_name: str = "resnet34",
+        encoder_weights: str | None = None,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        loss: str | nn.Module = "bce_dice",
+        threshold: float = 0.5,
+        arch_kwargs: dict | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        if num_classes != 1:
+            raise ValueError(
+                f"num_classes={num_classes}: SegmentationModule segments one foreground class "
+                "(binary masks). Multi-class masks are not supported yet."
+            )
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
+        self.net = create_segmentation_net(arch, encoder_name, encoder_weights, in_channels,
+                                           num_classes, **(arch_kwargs or {}))
+        self.loss = build_loss(loss)
+        self.threshold = threshold
+        metrics = segmentation_metrics(threshold)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_monitor = lr_scheduler_monitor
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        mask = batch["mask"]
+        loss = self.loss(logits, mask)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach().sigmoid(), mask)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=len(mask), sync_dist=not on_step)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train",
+                      batch_size=len(mask))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        output = {key: value for key, value in batch.items() if key != "image"}
+        output["probs"] = self(batch["image"]).sigmoid()
+        return output
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor}}

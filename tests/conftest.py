@@ -1,0 +1,42 @@
+"""Shared fixtures: synthetic data in the real layouts, and the real-data folder when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medvision.data.synthetic import write_lung_ct
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def lung_dir(tmp_path: Path) -> Path:
+    """A Kaggle-layout lung CT folder with 20 synthetic 64x64 uint8 slices."""
+    root = tmp_path / "lung_ct"
+    write_lung_ct(root, num_slices=20, size=64, seed=0)
+    return root
+
+
+@pytest.fixture
+def real_lung_dir() -> Path:
+    """``../shared/data/lung_ct`` (the real Kaggle slices); skips the test when absent."""
+    path = SHARED_DATA / "lung_ct"
+    if not (path / "2d_images").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def fast_trainer_args(root: Path) -> list[str]:
+    """CLI overrides that make any config run one CPU batch quietly inside ``root``."""
+    return [
+        "--trainer.fast_dev_run=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4",
+    ]
