@@ -1,0 +1,173 @@
+"""Pieces every datamodule shares: seeded splits and k-fold, the segmentation dataset, loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
+from medvision.data.transforms import reseed_for_worker, segmentation_transform
+
+
+def split_indices(
+    num_items: int,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    num_folds: int | None = None,
+    fold: int = 0,
+) -> dict[str, np.ndarray]:
+    """Seeded train/val/test split of ``range(num_items)``, or one fold of k-fold CV.
+
+    The test set (``test_fraction``) is drawn first and is the same for every fold. Without
+    ``num_folds`` the rest is split by ``val_fraction``; with it, the rest is cut into
+    ``num_folds`` folds and fold number ``fold`` (0-based) is the validation set.
+    Returns sorted index arrays under ``"train"``, ``"val"`` and ``"test"``.
+    """
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) "
+                         "must lie in [0, 1)")
+    order = np.random.default_rng(seed).permutation(num_items)
+    num_test = round(num_items * test_fraction)
+    test, rest = order[:num_test], order[num_test:]
+    if num_folds is not None:
+        if num_folds < 2 or not 0 <= fold < num_folds:
+            raise ValueError(f"need num_folds >= 2 and 0 <= fold < num_folds, got "
+                             f"num_folds={num_folds}, fold={fold}")
+        if len(rest) < num_folds:
+            raise ValueError(f"{len(rest)} items outside the test set cannot make {num_folds} folds")
+        folds = np.array_split(rest, num_folds)
+        val = folds[fold]
+        train = np.concatenate([f for i, f in enumerate(folds) if i != fold])
+    else:
+        if val_fraction + test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        num_val = round(num_items * val_fraction)
+        val, train = rest[:num_val], rest[num_val:]
+    if len(train) == 0:
+        raise ValueError(f"the split leaves no training items out of {num_items}")
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def default_num_workers() -> int:
+    """Loader workers that fit the machine: one per usable CPU core, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(8, cores)
+
+
+class SegmentationDataset(Dataset):
+    """Image files with optional binary masks, as dict samples at a fixed size.
+
+    Each sample holds ``image``: float32 ``C x H x W`` in [0, 1] (see
+    :func:`~medvision.data.io.normalize_intensity`), ``path``: the image file, and
+    ``original_size``: int64 ``[height, width]`` as stored. With masks it also holds
+    ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``. ``transform`` is applied to
+    image and mask in one call (resize plus augmentation).
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        mask_paths: Sequence[Path] | None,
+        transform,
+        in_channels: int = 1,
+        intensity_window: tuple[float, float] | None = None,
+    ) -> None:
+        if mask_paths is not None and len(mask_paths) != len(image_paths):
+            raise ValueError("image_paths and mask_paths differ in length")
+        self.image_paths = list(image_paths)
+        self.mask_paths = None if mask_paths is None else list(mask_paths)
+        self.transform = transform
+        self.in_channels = in_channels
+        self.intensity_window = intensity_window
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> dict:
+        self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
+        path = self.image_paths[index]
+        raw = read_image(path)
+        image = normalize_intensity(to_channels(raw, self.in_channels), self.intensity_window)
+        sample = {"path": str(path), "original_size": torch.tensor(raw.shape[:2])}
+        if self.mask_paths is None:
+            image = self.transform(image=image)["image"]
+        else:
+            mask_path = self.mask_paths[index]
+            mask = binarize_mask(read_image(mask_path), mask_path)
+            check_same_size(path, raw, mask_path, mask)
+            out = self.transform(image=image, mask=mask)
+            image = out["image"]
+            sample["mask"] = torch.from_numpy(out["mask"]).float().unsqueeze(0)
+            sample["mask_path"] = str(mask_path)
+        sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return sample
+
+
+def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
+    """Raise a ``ValueError`` naming both files when image and mask differ in height/width."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(
+            f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} is "
+            f"{image.shape[0]}x{image.shape[1]} (height x width). Re-export the mask at the "
+            "image's size, or remove the pair."
+        )
+
+
+class MedVisionDataModule(L.LightningDataModule):
+    """Loader plumbing shared by medvision's datamodules.
+
+    Subclasses fill ``self.datasets`` (keys ``train``, ``val``, ``test``, ``predict``) in
+    ``setup``. Loaders pin memory on CUDA machines and keep workers alive between epochs.
+    """
+
+    def __init__(self, batch_size: int = 16, num_workers: int | None = None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.datasets: dict[str, Dataset] = {}
+
+    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        if stage not in self.datasets:
+            raise RuntimeError(f"no {stage} dataset: call setup() for this stage first")
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0 and stage != "predict",
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+
+__all__ = [
+    "MedVisionDataModule",
+    "SegmentationDataset",
+    "check_same_size",
+    "default_num_workers",
+    "segmentation_transform",
+    "split_indices",
+]

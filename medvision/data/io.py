@@ -1,0 +1,148 @@
+"""Reading medical images from disk into numpy arrays, with errors that name the file.
+
+Every reader here returns plain numpy arrays in ``H x W`` or ``H x W x C`` layout and raises
+:class:`ImageReadError` (a ``ValueError``) whose message starts with the offending path and ends
+with what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as the image it should be; the message names the file and a fix."""
+
+
+def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """All files in ``folder`` (not recursive) whose suffix is in ``suffixes``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one 2D image (TIFF of any dtype, PNG, JPEG, BMP) to ``H x W`` or ``H x W x C``.
+
+    The dtype is kept as stored (uint8, uint16, int16, float32, ...). Channel-first TIFFs
+    (``C x H x W``) are moved to channel-last. Stacks of several slices are refused.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as image:
+                array = _pil_to_array(image)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found.") from None
+    except Exception as exc:  # decoders raise many types; the file is the useful part
+        raise ImageReadError(
+            f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc}). "
+            "The file is unreadable or truncated: re-export it or remove it from the folder."
+        ) from exc
+    return _to_hwc_or_hw(np.asarray(array), path)
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("LA", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode in ("CMYK", "YCbCr", "HSV", "LAB"):
+        image = image.convert("RGB")
+    return np.array(image)
+
+
+def _to_hwc_or_hw(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.squeeze(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (2, 3, 4)):
+        return array
+    raise ImageReadError(
+        f"{path}: has shape {tuple(array.shape)}, not a single 2D slice (H x W or H x W x C with "
+        "C <= 4). Multi-slice stacks must be split into one file per slice."
+    )
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Return ``image`` as ``H x W x channels`` (1 or 3): alpha dropped, RGB to luma, gray repeated."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] in (2, 4):  # gray+alpha or RGBA: the last channel is alpha
+        image = image[..., :-1]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return (image.astype(np.float32) @ _LUMA)[..., None]
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+
+def normalize_intensity(
+    image: np.ndarray, window: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Map intensities of any dtype to float32 in [0, 1].
+
+    With ``window=(low, high)`` (e.g. a CT window in Hounsfield units) values are clipped to the
+    window and scaled linearly, the same for every image. Without it each image is min-max
+    scaled, so the same picture stored as uint8, uint16, int16 or float32 gives the same result.
+    A constant image maps to zeros.
+    """
+    image = image.astype(np.float32, copy=False)
+    if window is not None:
+        low, high = float(window[0]), float(window[1])
+    else:
+        low, high = float(image.min()), float(image.max())
+    if high <= low:
+        return np.zeros_like(image, dtype=np.float32)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
+    """Turn a stored mask (0/1, 0/255 or 0/max, any dtype, 1 or more channels) into uint8 0/1.
+
+    Foreground is any value above half the mask's maximum, which is exact for 0/1 and 0/255
+    masks and robust to the few in-between values that lossy resaving leaves on edges.
+    A mask holding negative values is refused.
+    """
+    if mask.ndim == 3:
+        mask = mask.max(axis=-1)
+    if mask.size and float(mask.min()) < 0:
+        raise ImageReadError(
+            f"{path}: mask has negative values; expected 0/1 or 0/255. Re-export the mask as "
+            "a binary image."
+        )
+    peak = float(mask.max()) if mask.size else 0.0
+    if peak == 0:
+        return np.zeros(mask.shape, dtype=np.uint8)
+    return (mask > peak / 2).astype(np.uint8)
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A reader never sees a half-written file, and a killed process leaves no partial output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

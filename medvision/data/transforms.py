@@ -1,0 +1,69 @@
+"""Albumentations pipelines: resizing plus named augmentation presets.
+
+Image and mask go through one ``Compose`` call, so every geometric change hits both alike.
+Images are resized with area/linear interpolation, masks with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import albumentations as A
+import cv2
+import torch
+
+SegmentationAugmentation = Literal["none", "basic", "elastic"]
+
+
+def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``256`` -> ``(256, 256)``; ``[h, w]`` -> ``(h, w)``."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def segmentation_transform(
+    image_size: int | tuple[int, int], augmentation: SegmentationAugmentation = "none"
+) -> A.Compose:
+    """Resize to ``image_size``, then augment image and mask together.
+
+    Presets:
+        ``none``: resize only (validation, test, predict).
+        ``basic``: horizontal flip and shift-scale-rotate (the FCN vs U-Net study's
+        rotation/shift augmentation).
+        ``elastic``: ``basic`` plus elastic deformation, as in the U-Net paper.
+    """
+    height, width = as_hw(image_size)
+    steps: list[A.BasicTransform] = [
+        A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+    ]
+    if augmentation in ("basic", "elastic"):
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
+                border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.7,
+            ),
+        ]
+    if augmentation == "elastic":
+        steps.append(A.ElasticTransform(alpha=min(height, width) * 0.5, sigma=min(height, width) * 0.05,
+                                        border_mode=cv2.BORDER_CONSTANT, p=0.5))
+    elif augmentation not in ("none", "basic"):
+        raise ValueError(f"augmentation must be 'none', 'basic' or 'elastic', got {augmentation!r}")
+    return A.Compose(steps)
+
+
+def reseed_for_worker(transform: A.Compose, last_seed: int | None) -> int | None:
+    """Give each DataLoader worker its own augmentation stream; returns the seed in use.
+
+    ``Compose`` keeps a private RNG created in the main process. Forked workers would copy it and
+    replay the same augmentations in every worker and every epoch. Inside a worker this reseeds
+    the ``Compose`` (never the global RNGs) from the worker seed that PyTorch draws anew for each
+    epoch, which ``seed_everything`` makes reproducible.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is None or info.seed == last_seed:
+        return last_seed
+    transform.set_random_seed(info.seed % 2**32)
+    return info.seed
