@@ -38,7 +38,7 @@ CONFIGS = {"unet": REPO / "configs/unet_lung.yaml", "fcn": REPO / "configs/fcn_l
 
 
 def make_holdout(data_dir: Path, out: Path, fraction: float, seed: int = 0) -> tuple[Path, Path]:
-    """Symlink a seeded ``fraction`` of the pairs into ``out/holdout``, the rest into ``out/pool``."""
+    """Symlink a seeded ``fraction`` of pairs into ``out/holdout``, the rest into ``out/pool``."""
     names = sorted(p.name for p in (data_dir / "2d_images").iterdir())
     order = np.random.default_rng(seed).permutation(len(names))
     num_holdout = round(len(names) * fraction)
@@ -81,14 +81,20 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
             self.times.append(time.perf_counter() - self._start)
 
     common = [
-        "--config", str(CONFIGS[arch]),
-        f"--data.init_args.data_dir={pool}", f"--data.init_args.image_size={args.image_size}",
+        "--config",
+        str(CONFIGS[arch]),
+        f"--data.init_args.data_dir={pool}",
+        f"--data.init_args.image_size={args.image_size}",
         f"--data.init_args.num_workers={args.num_workers}",
-        f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir}",
+        f"--trainer.default_root_dir={run_dir}",
+        f"--trainer.logger.init_args.save_dir={run_dir}",
         "--trainer.enable_progress_bar=false",
     ]
-    fit_args = [*common, f"--trainer.max_epochs={args.epochs}",
-                f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}"]
+    fit_args = [
+        *common,
+        f"--trainer.max_epochs={args.epochs}",
+        f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
+    ]
     cli = MedVisionCLI(args=fit_args, run=False)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
@@ -96,16 +102,23 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     val = cli.trainer.validate(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
     best = cli.trainer.checkpoint_callback.best_model_path
 
-    predict = MedVisionCLI(args=["predict", *common, f"--data.init_args.predict_dir={holdout}",
-                                 f"--ckpt_path={best}"])
+    predict = MedVisionCLI(
+        args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
+    )
     del predict
-    scores = np.genfromtxt(run_dir / "predictions/metrics.csv", delimiter=",", names=True,
-                           dtype=None, encoding="utf-8")
-    return {"val_dice": val["val/dice"], "val_iou": val["val/iou"],
-            "holdout_dice": float(np.mean(scores["dice"])),
-            "holdout_iou": float(np.mean(scores["iou"])), "holdout_n": int(scores.size),
-            "epoch_s": mean_after_first(timer.times), "peak_mb": peak_memory_mb(),
-            "checkpoint": best}
+    scores = np.genfromtxt(
+        run_dir / "predictions/metrics.csv", delimiter=",", names=True, dtype=None, encoding="utf-8"
+    )
+    return {
+        "val_dice": val["val/dice"],
+        "val_iou": val["val/iou"],
+        "holdout_dice": float(np.mean(scores["dice"])),
+        "holdout_iou": float(np.mean(scores["iou"])),
+        "holdout_n": int(scores.size),
+        "epoch_s": mean_after_first(timer.times),
+        "peak_mb": peak_memory_mb(),
+        "checkpoint": best,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +138,9 @@ class PlainLungDataset(torch.utils.data.Dataset):
         mask = (tifffile.imread(self.pairs[i][1]) > 127).astype(np.uint8)
         image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
         out = self.transform(image=image[..., None], mask=mask)
-        return torch.from_numpy(out["image"].transpose(2, 0, 1).copy()), \
-            torch.from_numpy(out["mask"]).float()[None]
+        return torch.from_numpy(out["image"].transpose(2, 0, 1).copy()), torch.from_numpy(
+            out["mask"]
+        ).float()[None]
 
 
 def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -147,13 +161,25 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
     names = sorted(p.name for p in (pool / "2d_images").iterdir())
     pairs = [(pool / "2d_images" / n, pool / "2d_masks" / n) for n in names]
     split = split_indices(len(pairs), 0.1, 0.1, seed=42)  # the split medvision fit uses
-    loader = dict(batch_size=16, num_workers=args.num_workers,
-                  persistent_workers=args.num_workers > 0, pin_memory=torch.cuda.is_available())
-    train = torch.utils.data.DataLoader(PlainLungDataset(
-        [pairs[i] for i in split["train"]], segmentation_transform(args.image_size, "basic")),
-        shuffle=True, **loader)
-    val = torch.utils.data.DataLoader(PlainLungDataset(
-        [pairs[i] for i in split["val"]], segmentation_transform(args.image_size, "none")), **loader)
+    loader = dict(
+        batch_size=16,
+        num_workers=args.num_workers,
+        persistent_workers=args.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+    train = torch.utils.data.DataLoader(
+        PlainLungDataset(
+            [pairs[i] for i in split["train"]], segmentation_transform(args.image_size, "basic")
+        ),
+        shuffle=True,
+        **loader,
+    )
+    val = torch.utils.data.DataLoader(
+        PlainLungDataset(
+            [pairs[i] for i in split["val"]], segmentation_transform(args.image_size, "none")
+        ),
+        **loader,
+    )
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1).to(device)
@@ -196,13 +222,23 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
             truth = torch.from_numpy(tifffile.imread(holdout / "2d_masks" / name) > 127)
             image = (raw - raw.min()) / max(float(raw.max() - raw.min()), 1e-6)
             x = torch.from_numpy(resize(image=image[..., None])["image"].transpose(2, 0, 1).copy())
-            probs = F.interpolate(model(x[None].to(device)).sigmoid(), size=raw.shape[:2],
-                                  mode="bilinear", align_corners=False)
+            probs = F.interpolate(
+                model(x[None].to(device)).sigmoid(),
+                size=raw.shape[:2],
+                mode="bilinear",
+                align_corners=False,
+            )
             holdout_scores.append(dice_per_image(probs.cpu() > 0.5, truth[None]).item())
-    return {"val_dice": best_dice, "val_iou": float("nan"),
-            "holdout_dice": float(np.mean(holdout_scores)), "holdout_iou": float("nan"),
-            "holdout_n": len(holdout_scores), "epoch_s": mean_after_first(times),
-            "peak_mb": peak_memory_mb(), "checkpoint": str(run_dir / "plain_best.pt")}
+    return {
+        "val_dice": best_dice,
+        "val_iou": float("nan"),
+        "holdout_dice": float(np.mean(holdout_scores)),
+        "holdout_iou": float("nan"),
+        "holdout_n": len(holdout_scores),
+        "epoch_s": mean_after_first(times),
+        "peak_mb": peak_memory_mb(),
+        "checkpoint": str(run_dir / "plain_best.pt"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +249,9 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/lung_ct")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=40)
@@ -232,38 +269,64 @@ def main() -> None:
     if args.arm:
         run_dir = out / args.arm
         run_dir.mkdir(parents=True, exist_ok=True)
-        result = (run_plain(pool, holdout, run_dir, args) if args.arm == "plain"
-                  else run_medvision(args.arm, pool, holdout, run_dir, args))
+        result = (
+            run_plain(pool, holdout, run_dir, args)
+            if args.arm == "plain"
+            else run_medvision(args.arm, pool, holdout, run_dir, args)
+        )
         print("RESULT " + json.dumps(result))
         return
 
     results = {}
     for arm in args.arms.split(","):
-        cmd = [sys.executable, __file__, "--arm", arm, "--out", str(out), "--data-dir",
-               str(args.data_dir), "--image-size", str(args.image_size), "--epochs",
-               str(args.epochs), "--holdout-fraction", str(args.holdout_fraction),
-               "--num-workers", str(args.num_workers)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--arm",
+            arm,
+            "--out",
+            str(out),
+            "--data-dir",
+            str(args.data_dir),
+            "--image-size",
+            str(args.image_size),
+            "--epochs",
+            str(args.epochs),
+            "--holdout-fraction",
+            str(args.holdout_fraction),
+            "--num-workers",
+            str(args.num_workers),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             sys.exit(f"arm {arm} failed:\n{proc.stderr[-4000:]}")
-        results[arm] = json.loads(lines[-1][len("RESULT "):])
+        results[arm] = json.loads(lines[-1][len("RESULT ") :])
         print(f"{arm}: {results[arm]}", file=sys.stderr)
     print_table(results, args, out)
 
 
 def print_table(results: dict, args, out: Path) -> None:
-    names = {"unet": "medvision U-Net (configs/unet_lung.yaml)",
-             "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
-             "plain": "plain PyTorch loop, smp U-Net"}
-    print(f"\nLung CT segmentation: {args.data_dir} | image_size {args.image_size} | "
-          f"{args.epochs} epochs | held-out slices: {results[next(iter(results))]['holdout_n']} | "
-          f"{machine()} | torch {torch.__version__}\n")
-    print("| model | val Dice | val IoU | held-out Dice | held-out IoU | epoch (s) | peak memory (MB) |")
+    names = {
+        "unet": "medvision U-Net (configs/unet_lung.yaml)",
+        "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
+        "plain": "plain PyTorch loop, smp U-Net",
+    }
+    print(
+        f"\nLung CT segmentation: {args.data_dir} | image_size {args.image_size} | "
+        f"{args.epochs} epochs | held-out slices: {results[next(iter(results))]['holdout_n']} | "
+        f"{machine()} | torch {torch.__version__}\n"
+    )
+    print(
+        "| model | val Dice | val IoU | held-out Dice | held-out IoU | epoch (s) "
+        "| peak memory (MB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for arm, r in results.items():
-        print(f"| {names[arm]} | {r['val_dice']:.4f} | {r['val_iou']:.4f} | {r['holdout_dice']:.4f} "
-              f"| {r['holdout_iou']:.4f} | {r['epoch_s']:.2f} | {r['peak_mb']:.0f} |")
+        print(
+            f"| {names[arm]} | {r['val_dice']:.4f} | {r['val_iou']:.4f} | {r['holdout_dice']:.4f} "
+            f"| {r['holdout_iou']:.4f} | {r['epoch_s']:.2f} | {r['peak_mb']:.0f} |"
+        )
     if "unet" in results and "plain" in results:
         ratio = results["unet"]["epoch_s"] / results["plain"]["epoch_s"]
         print(f"\nmedvision / plain epoch time (U-Net, train + validation): {ratio:.3f}")

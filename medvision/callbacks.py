@@ -40,8 +40,9 @@ def to_display(image: np.ndarray) -> np.ndarray:
     return (np.repeat(scaled, 3 // channels, axis=-1) * 255).round().astype(np.uint8)
 
 
-def overlay(image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None,
-            alpha: float = 0.4) -> np.ndarray:
+def overlay(
+    image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.4
+) -> np.ndarray:
     """Tint predicted pixels red and outline the true mask in green; uint8 ``H x W x 3``."""
     out = image_rgb.astype(np.float32)
     out[pred] = (1 - alpha) * out[pred] + alpha * _PRED_COLOR
@@ -79,16 +80,21 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if "probs" not in prediction:
             return
         root = self._root(trainer)
         threshold = getattr(pl_module, "threshold", 0.5)
         for i, path in enumerate(prediction["path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
-            probs = F.interpolate(prediction["probs"][i : i + 1].float(), size=(height, width),
-                                  mode="bilinear", align_corners=False)
+            probs = F.interpolate(
+                prediction["probs"][i : i + 1].float(),
+                size=(height, width),
+                mode="bilinear",
+                align_corners=False,
+            )
             pred = binarize(probs, threshold)[0, 0].cpu().numpy()
             stem = Path(path).stem
             save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
@@ -96,22 +102,36 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             if "mask_path" in prediction:
                 mask_path = prediction["mask_path"][i]
                 truth = binarize_mask(read_image(mask_path), mask_path).astype(bool)
-                dice, iou = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
-                self._rows.append({"image": path, "mask": mask_path,
-                                   "dice": float(dice), "iou": float(iou)})
+                dice, iou = overlap_scores(
+                    torch.from_numpy(pred)[None], torch.from_numpy(truth)[None]
+                )
+                self._rows.append(
+                    {"image": path, "mask": mask_path, "dice": float(dice), "iou": float(iou)}
+                )
             if self.overlays:
-                save_png(root / "overlays" / f"{stem}.png", overlay(to_display(read_image(path)),
-                                                                    pred, truth))
+                save_png(
+                    root / "overlays" / f"{stem}.png",
+                    overlay(to_display(read_image(path)), pred, truth),
+                )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         root = self._root(trainer)
         if self._rows:
-            name = "metrics.csv" if trainer.world_size == 1 else f"metrics.rank{trainer.global_rank}.csv"
+            name = (
+                "metrics.csv"
+                if trainer.world_size == 1
+                else f"metrics.rank{trainer.global_rank}.csv"
+            )
             write_atomically(root / name, lambda tmp: self._write_csv(tmp))
             dice = np.mean([r["dice"] for r in self._rows])
             iou = np.mean([r["iou"] for r in self._rows])
-            log.info("Predicted %d images with masks: mean Dice %.4f, mean IoU %.4f (%s)",
-                     len(self._rows), dice, iou, root / name)
+            log.info(
+                "Predicted %d images with masks: mean Dice %.4f, mean IoU %.4f (%s)",
+                len(self._rows),
+                dice,
+                iou,
+                root / name,
+            )
         log.info("Prediction masks written to %s", root / "masks")
 
     def _write_csv(self, path: Path) -> None:
@@ -132,8 +152,9 @@ class ValidationOverlays(Callback):
         self.num_images = num_images
         self._batch: dict | None = None
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if batch_idx == 0 and dataloader_idx == 0 and "mask" in batch:
             self._batch = {k: batch[k][: self.num_images] for k in ("image", "mask")}
 
@@ -143,14 +164,21 @@ class ValidationOverlays(Callback):
             return
         with torch.no_grad():
             probs = pl_module(self._batch["image"]).sigmoid()
-        grid = self._grid(self._batch["image"], self._batch["mask"],
-                          binarize(probs, getattr(pl_module, "threshold", 0.5)))
+        grid = self._grid(
+            self._batch["image"],
+            self._batch["mask"],
+            binarize(probs, getattr(pl_module, "threshold", 0.5)),
+        )
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "overlays"
         save_png(folder / f"val_epoch{trainer.current_epoch:03d}.png", grid)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/overlays", images=[grid], step=trainer.global_step,
-                                 caption=["image | truth | prediction"])
+                logger.log_image(
+                    key="val/overlays",
+                    images=[grid],
+                    step=trainer.global_step,
+                    caption=["image | truth | prediction"],
+                )
         self._batch = None
 
     @staticmethod
@@ -160,8 +188,9 @@ class ValidationOverlays(Callback):
             rgb = to_display(image.float().cpu().numpy().transpose(1, 2, 0))
             truth = mask[0].cpu().numpy() > 0.5
             predicted = pred[0].cpu().numpy()
-            rows.append(np.concatenate([rgb, overlay(rgb, truth), overlay(rgb, predicted, truth)],
-                                       axis=1))
+            rows.append(
+                np.concatenate([rgb, overlay(rgb, truth), overlay(rgb, predicted, truth)], axis=1)
+            )
         return np.concatenate(rows, axis=0)
 
 

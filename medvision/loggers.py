@@ -46,16 +46,27 @@ class WandbLogger(_LightningWandbLogger):
         if offline is None:
             offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_configured()
             if offline:
-                log.warning("W&B: no API key configured (WANDB_API_KEY or `wandb login`): "
-                            "logging offline under %s", save_dir)
+                log.warning(
+                    "W&B: no API key configured (WANDB_API_KEY or `wandb login`): "
+                    "logging offline under %s",
+                    save_dir,
+                )
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(project=project, save_dir=save_dir, name=name, group=group,
-                         offline=offline, log_model=log_model, **kwargs)
+        super().__init__(
+            project=project,
+            save_dir=save_dir,
+            name=name,
+            group=group,
+            offline=offline,
+            log_model=log_model,
+            **kwargs,
+        )
         self._is_offline = offline
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
         if self._is_offline and self._experiment is not None:
             run_dir = Path(self._experiment.dir).parent
-            log.warning("W&B offline run saved in %s; upload it with: wandb sync %s", run_dir,
-                        run_dir)
+            log.warning(
+                "W&B offline run saved in %s; upload it with: wandb sync %s", run_dir, run_dir
+            )

@@ -38,8 +38,9 @@ def unet_weight_map(
         weights[~foreground] = 0.5 / (1 - fraction)
     labels, num_objects = ndimage.label(foreground)
     if num_objects >= 2:
-        distances = np.stack([ndimage.distance_transform_edt(labels != i)
-                              for i in range(1, num_objects + 1)])
+        distances = np.stack(
+            [ndimage.distance_transform_edt(labels != i) for i in range(1, num_objects + 1)]
+        )
         distances.partition(1, axis=0)
         gap = distances[0] + distances[1]
         border = w0 * np.exp(-(gap**2) / (2 * sigma**2))
@@ -83,7 +84,9 @@ class BCEDiceLoss(nn.Module):
         self.bce_weight, self.dice_weight = bce_weight, dice_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(logits, target)
+        return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(
+            logits, target
+        )
 
 
 def build_loss(loss: str | nn.Module) -> nn.Module:
@@ -104,5 +107,7 @@ def build_loss(loss: str | nn.Module) -> nn.Module:
         return FocalLoss(mode="binary")
     if loss == "unet_weighted_bce":
         return UNetWeightedBCELoss()
-    raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSS_NAMES)} or give a "
-                     "class_path to an nn.Module")
+    raise ValueError(
+        f"unknown loss {loss!r}: use one of {', '.join(LOSS_NAMES)} or give a "
+        "class_path to an nn.Module"
+    )

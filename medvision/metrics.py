@@ -68,8 +68,11 @@ def segmentation_metrics(threshold: float = 0.5) -> MetricCollection:
     Compute groups are off: Dice and IoU share state names, and torchmetrics would merge them
     into one (reporting IoU = Dice) whenever their states happen to agree after the first batch.
     """
-    return MetricCollection({
-        "dice": PerImageOverlap("dice", threshold),
-        "iou": PerImageOverlap("iou", threshold),
-        "pixel_accuracy": BinaryAccuracy(threshold=threshold),
-    }, compute_groups=False)
+    return MetricCollection(
+        {
+            "dice": PerImageOverlap("dice", threshold),
+            "iou": PerImageOverlap("iou", threshold),
+            "pixel_accuracy": BinaryAccuracy(threshold=threshold),
+        },
+        compute_groups=False,
+    )

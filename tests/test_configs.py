@@ -1,7 +1,6 @@
 """Every YAML in configs/ parses and runs one batch on synthetic data."""
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -16,16 +15,28 @@ FRAGMENTS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml")
 
 def test_every_yaml_is_covered():
     assert set(EXPERIMENTS) >= {"unet_lung.yaml", "fcn_lung.yaml", "quickstart.yaml"}
-    assert set(FRAGMENTS) >= {"data/lung_ct.yaml", "trainer/gpu_amp.yaml", "trainer/ddp.yaml",
-                              "logger/wandb.yaml"}
+    assert set(FRAGMENTS) >= {
+        "data/lung_ct.yaml",
+        "trainer/gpu_amp.yaml",
+        "trainer/ddp.yaml",
+        "logger/wandb.yaml",
+    }
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_one_batch(name, tmp_path, lung_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data_dir = tmp_path / "synthetic" if name == "quickstart.yaml" else lung_dir
-    main(["fit", "--config", str(CONFIGS / name), f"--data.init_args.data_dir={data_dir}",
-          "--data.init_args.image_size=64", *fast_trainer_args(tmp_path)])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / name),
+            f"--data.init_args.data_dir={data_dir}",
+            "--data.init_args.image_size=64",
+            *fast_trainer_args(tmp_path),
+        ]
+    )
     if name == "quickstart.yaml":  # generated its own data
         assert len(list((data_dir / "2d_images").glob("*.tif"))) == 120
 
@@ -40,10 +51,17 @@ def _has_gpu() -> bool:
 def test_fragment_composes_and_runs_one_batch(fragment, tmp_path, lung_dir):
     # data/*.yaml hold one group (class_path + init_args): given as --data FILE
     flag = "--data" if fragment.startswith("data/") else "--config"
-    args = ["fit", "--config", str(CONFIGS / "unet_lung.yaml"), flag,
-            str(CONFIGS / fragment), f"--data.init_args.data_dir={lung_dir}",
-            "--data.init_args.image_size=64", "--model.init_args.encoder_name=resnet18",
-            *fast_trainer_args(tmp_path)]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "unet_lung.yaml"),
+        flag,
+        str(CONFIGS / fragment),
+        f"--data.init_args.data_dir={lung_dir}",
+        "--data.init_args.image_size=64",
+        "--model.init_args.encoder_name=resnet18",
+        *fast_trainer_args(tmp_path),
+    ]
     if _has_gpu():
         args.remove("--trainer.accelerator=cpu")
     else:
@@ -59,13 +77,26 @@ def test_wandb_fragment_writes_an_offline_run_without_a_key(tmp_path, lung_dir, 
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     wandb_dir = tmp_path / "wandb_runs"
-    main(["fit", "--config", str(CONFIGS / "unet_lung.yaml"), "--config",
-          str(CONFIGS / "logger/wandb.yaml"), f"--data.init_args.data_dir={lung_dir}",
-          "--data.init_args.image_size=64", "--data.init_args.num_workers=0",
-          "--model.init_args.encoder_name=resnet18", "--trainer.accelerator=cpu",
-          f"--trainer.logger.init_args.save_dir={wandb_dir}", f"--trainer.default_root_dir={tmp_path}",
-          "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-          "--trainer.enable_progress_bar=false"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "unet_lung.yaml"),
+            "--config",
+            str(CONFIGS / "logger/wandb.yaml"),
+            f"--data.init_args.data_dir={lung_dir}",
+            "--data.init_args.image_size=64",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.encoder_name=resnet18",
+            "--trainer.accelerator=cpu",
+            f"--trainer.logger.init_args.save_dir={wandb_dir}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     import wandb
 
     wandb.finish()  # Lightning leaves the run open (fit and test share it); flush it to disk

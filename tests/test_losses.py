@@ -29,8 +29,9 @@ def test_weight_map_single_object_has_no_border_term():
 
 def test_weight_map_border_decays_with_the_gap():
     narrow = unet_weight_map(np.array([[1, 0, 1]]), w0=10, sigma=5, class_balance=False)[0, 1]
-    wide = unet_weight_map(np.array([[1, 0, 0, 0, 0, 0, 1]]), w0=10, sigma=5,
-                           class_balance=False)[0, 3]
+    wide = unet_weight_map(np.array([[1, 0, 0, 0, 0, 0, 1]]), w0=10, sigma=5, class_balance=False)[
+        0, 3
+    ]
     assert narrow == pytest.approx(1 + 10 * math.exp(-4 / 50))
     assert wide == pytest.approx(1 + 10 * math.exp(-36 / 50))  # d1 = d2 = 3 at the centre
 
@@ -47,7 +48,9 @@ def test_dice_loss_by_hand():
     # probabilities 0.5 everywhere, truth [1, 1, 0, 0]: 1 - 2 * 1 / (2 + 2) = 0.5
     assert dice(as_nchw([0, 0, 0, 0]), as_nchw([1, 1, 0, 0])).item() == pytest.approx(0.5, abs=1e-6)
     # truth [1, 0, 0, 0]: 1 - 2 * 0.5 / (2 + 1) = 2/3
-    assert dice(as_nchw([0, 0, 0, 0]), as_nchw([1, 0, 0, 0])).item() == pytest.approx(2 / 3, abs=1e-6)
+    assert dice(as_nchw([0, 0, 0, 0]), as_nchw([1, 0, 0, 0])).item() == pytest.approx(
+        2 / 3, abs=1e-6
+    )
     # confident and right: loss 0
     assert dice(as_nchw([20, -20, -20]), as_nchw([1, 0, 0])).item() == pytest.approx(0, abs=1e-6)
 

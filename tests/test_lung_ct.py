@@ -20,7 +20,7 @@ def test_samples_are_dicts_of_the_documented_shapes(lung_dir):
     assert batch["image"].shape == (4, 1, 48, 80) and batch["image"].dtype == torch.float32
     assert batch["mask"].shape == (4, 1, 48, 80)
     assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
-    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
     assert batch["original_size"].tolist()[0] == [64, 64]
     assert batch["path"][0].endswith(".tif") and "2d_images" in batch["path"][0]
 
@@ -36,8 +36,10 @@ def test_three_channel_mode_for_rgb_encoders(lung_dir):
 def test_any_tiff_dtype_loads_and_matches_uint8(tmp_path, dtype, mask_max):
     write_lung_ct(tmp_path / "u8", num_slices=3, seed=5)
     write_lung_ct(tmp_path / dtype, num_slices=3, seed=5, dtype=dtype, mask_max=mask_max)
-    a, b = (make_dm(tmp_path / d, augmentation="none", val_fraction=0, test_fraction=0)
-            for d in ("u8", dtype))
+    a, b = (
+        make_dm(tmp_path / d, augmentation="none", val_fraction=0, test_fraction=0)
+        for d in ("u8", dtype)
+    )
     a.setup("fit"), b.setup("fit")
     sa, sb = a.datasets["train"][0], b.datasets["train"][0]
     torch.testing.assert_close(sa["mask"], sb["mask"])
@@ -99,8 +101,9 @@ def test_each_worker_draws_its_own_augmentations(lung_dir):
 
 
 def test_synthetic_datamodule_writes_once_and_is_deterministic(tmp_path):
-    dm = SyntheticLungCTDataModule(tmp_path / "syn", num_slices=6, slice_size=32, image_size=32,
-                                   num_workers=0)
+    dm = SyntheticLungCTDataModule(
+        tmp_path / "syn", num_slices=6, slice_size=32, image_size=32, num_workers=0
+    )
     dm.prepare_data()
     first = tifffile.imread(tmp_path / "syn/2d_images/ID_0003_Z_0021.tif")
     again = write_lung_ct(tmp_path / "other", num_slices=6, size=32, seed=42)
@@ -140,13 +143,17 @@ def test_mask_without_image_is_named(lung_dir):
 def test_truncated_tiff_is_named_before_training(lung_dir):
     path = lung_dir / "2d_images/ID_0002_Z_0014.tif"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match=r"1 bad image/mask pairs:\n.*ID_0002_Z_0014.tif.*truncated"):
+    with pytest.raises(
+        ValueError, match=r"1 bad image/mask pairs:\n.*ID_0002_Z_0014.tif.*truncated"
+    ):
         make_dm(lung_dir).setup("fit")
 
 
 def test_mask_of_another_size_is_named(lung_dir):
     tifffile.imwrite(lung_dir / "2d_masks/ID_0001_Z_0007.tif", np.zeros((32, 32), np.uint8))
-    with pytest.raises(ValueError, match=r"ID_0001_Z_0007.tif: mask is 32x32 but its image .* 64x64"):
+    with pytest.raises(
+        ValueError, match=r"ID_0001_Z_0007.tif: mask is 32x32 but its image .* 64x64"
+    ):
         make_dm(lung_dir).setup("fit")
 
 
@@ -181,6 +188,8 @@ def test_predict_folder_of_mixed_images_needs_no_data_dir(tmp_path, lung_dir):
 def test_real_lung_slices_load(real_lung_dir):
     dm = make_dm(real_lung_dir, augmentation="basic")
     dm.setup("fit")
-    assert sum(len(d) for d in dm.datasets.values()) == len(list((real_lung_dir / "2d_images").iterdir()))
+    assert sum(len(d) for d in dm.datasets.values()) == len(
+        list((real_lung_dir / "2d_images").iterdir())
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["mask"].mean() > 0.05  # real lung masks cover a good part of the slice

@@ -42,7 +42,7 @@ def test_predict_step_returns_probabilities_and_keeps_metadata():
     module = SegmentationModule(arch="Unet", encoder_name="resnet18").eval()
     out = module.predict_step({"image": torch.rand(2, 1, 64, 64), "path": ["a", "b"]}, 0)
     assert out["path"] == ["a", "b"] and out["probs"].shape == (2, 1, 64, 64)
-    assert 0 <= out["probs"].min() and out["probs"].max() <= 1
+    assert out["probs"].min() >= 0 and out["probs"].max() <= 1
 
 
 def test_optimizer_and_scheduler_are_injected():
@@ -68,7 +68,9 @@ def test_offline_pretrained_weights_give_a_clear_error(monkeypatch):
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(smp, "create_model", offline)
-    with pytest.raises(RuntimeError, match="'imagenet' weights of encoder 'resnet34'.*encoder_weights: null"):
+    with pytest.raises(
+        RuntimeError, match="'imagenet' weights of encoder 'resnet34'.*encoder_weights: null"
+    ):
         SegmentationModule(encoder_weights="imagenet")
 
 

@@ -31,17 +31,22 @@ def split_indices(
     Returns sorted index arrays under ``"train"``, ``"val"`` and ``"test"``.
     """
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) "
-                         "must lie in [0, 1)")
+        raise ValueError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must lie in [0, 1)"
+        )
     order = np.random.default_rng(seed).permutation(num_items)
     num_test = round(num_items * test_fraction)
     test, rest = order[:num_test], order[num_test:]
     if num_folds is not None:
         if num_folds < 2 or not 0 <= fold < num_folds:
-            raise ValueError(f"need num_folds >= 2 and 0 <= fold < num_folds, got "
-                             f"num_folds={num_folds}, fold={fold}")
+            raise ValueError(
+                f"need num_folds >= 2 and 0 <= fold < num_folds, got "
+                f"num_folds={num_folds}, fold={fold}"
+            )
         if len(rest) < num_folds:
-            raise ValueError(f"{len(rest)} items outside the test set cannot make {num_folds} folds")
+            raise ValueError(
+                f"{len(rest)} items outside the test set cannot make {num_folds} folds"
+            )
         folds = np.array_split(rest, num_folds)
         val = folds[fold]
         train = np.concatenate([f for i, f in enumerate(folds) if i != fold])

@@ -77,7 +77,7 @@ def _to_hwc_or_hw(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Return ``image`` as ``H x W x channels`` (1 or 3): alpha dropped, RGB to luma, gray repeated."""
+    """``image`` as ``H x W x channels`` (1 or 3): alpha dropped, RGB to luma, gray repeated."""
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[-1] in (2, 4):  # gray+alpha or RGBA: the last channel is alpha
@@ -91,9 +91,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"channels must be 1 or 3, got {channels}")
 
 
-def normalize_intensity(
-    image: np.ndarray, window: tuple[float, float] | None = None
-) -> np.ndarray:
+def normalize_intensity(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
     """Map intensities of any dtype to float32 in [0, 1].
 
     With ``window=(low, high)`` (e.g. a CT window in Hounsfield units) values are clipped to the

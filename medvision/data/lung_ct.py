@@ -88,8 +88,13 @@ class LungCTDataModule(MedVisionDataModule):
         self.in_channels = in_channels
         self.augmentation = augmentation
         self.intensity_window = intensity_window
-        self.split = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                          num_folds=num_folds, fold=fold)
+        self.split = dict(
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            num_folds=num_folds,
+            fold=fold,
+        )
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.save_hyperparameters()
@@ -106,33 +111,48 @@ class LungCTDataModule(MedVisionDataModule):
         indices = split_indices(len(images), **self.split)
         for stage, idx in indices.items():
             augmentation = self.augmentation if stage == "train" else "none"
-            self.datasets[stage] = self._dataset([images[i] for i in idx], [masks[i] for i in idx],
-                                                 augmentation)
-        log.info("Lung CT %s: %s", self.data_dir,
-                 ", ".join(f"{k} {len(v)}" for k, v in indices.items()))
+            self.datasets[stage] = self._dataset(
+                [images[i] for i in idx], [masks[i] for i in idx], augmentation
+            )
+        log.info(
+            "Lung CT %s: %s", self.data_dir, ", ".join(f"{k} {len(v)}" for k, v in indices.items())
+        )
 
     def _predict_dataset(self) -> SegmentationDataset:
         if self.predict_dir is None:
             raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
         if (self.predict_dir / self.image_dirname).is_dir():
-            images, masks = find_pairs(self.predict_dir, self.image_dirname, self.mask_dirname,
-                                       masks_required=False)
+            images, masks = find_pairs(
+                self.predict_dir, self.image_dirname, self.mask_dirname, masks_required=False
+            )
         else:
             images = list_images(_existing_dir(self.predict_dir, "predict_dir"), IMAGE_SUFFIXES)
             masks = None
             if self.predict_mask_dir is not None:
-                masks = [_partner(p, _existing_dir(self.predict_mask_dir, "predict_mask_dir"))
-                         for p in images]
+                masks = [
+                    _partner(p, _existing_dir(self.predict_mask_dir, "predict_mask_dir"))
+                    for p in images
+                ]
         if not images:
-            raise FileNotFoundError(f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) "
-                                    "to predict on.")
-        log.info("Predicting on %d images from %s%s", len(images), self.predict_dir,
-                 " with masks" if masks else "")
+            raise FileNotFoundError(
+                f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
+            )
+        log.info(
+            "Predicting on %d images from %s%s",
+            len(images),
+            self.predict_dir,
+            " with masks" if masks else "",
+        )
         return self._dataset(images, masks, "none")
 
     def _dataset(self, images, masks, augmentation) -> SegmentationDataset:
-        return SegmentationDataset(images, masks, segmentation_transform(self.image_size, augmentation),
-                                   self.in_channels, self.intensity_window)
+        return SegmentationDataset(
+            images,
+            masks,
+            segmentation_transform(self.image_size, augmentation),
+            self.in_channels,
+            self.intensity_window,
+        )
 
 
 class SyntheticLungCTDataModule(LungCTDataModule):
@@ -152,8 +172,11 @@ class SyntheticLungCTDataModule(LungCTDataModule):
         if (self.data_dir / self.image_dirname).is_dir():
             log.info("Using the synthetic lung CT slices already in %s", self.data_dir)
             return
-        log.info("Writing %d synthetic lung CT slices to %s (not real data)", self.num_slices,
-                 self.data_dir)
+        log.info(
+            "Writing %d synthetic lung CT slices to %s (not real data)",
+            self.num_slices,
+            self.data_dir,
+        )
         write_lung_ct(self.data_dir, self.num_slices, self.slice_size, seed=self.split["seed"])
 
 
@@ -168,8 +191,10 @@ def _partner(image: Path, mask_dir: Path) -> Path:
         candidate = mask_dir / f"{image.stem}{suffix}"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{image}: no mask named {image.stem}.* in {mask_dir}. Add the mask, "
-                            "remove the image, or leave out the mask folder.")
+    raise FileNotFoundError(
+        f"{image}: no mask named {image.stem}.* in {mask_dir}. Add the mask, "
+        "remove the image, or leave out the mask folder."
+    )
 
 
 def find_pairs(
@@ -193,13 +218,15 @@ def find_pairs(
     image_names = {p.name for p in images}
     problems += [f"{m}: no image {image_dir / n}" for n, m in masks.items() if n not in image_names]
     if problems:
-        raise FileNotFoundError(_report(problems, "unpaired files",
-                                        "Add the missing partner or remove the file."))
+        raise FileNotFoundError(
+            _report(problems, "unpaired files", "Add the missing partner or remove the file.")
+        )
     return images, [masks[p.name] for p in images]
 
 
 def scan_pairs(images: list[Path], masks: list[Path]) -> None:
     """Decode every pair once; raise one error listing every unreadable file or size mismatch."""
+
     def check(pair: tuple[Path, Path]) -> str | None:
         image_path, mask_path = pair
         try:

@@ -42,8 +42,15 @@ def lung_phantom(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     for side in (-1.0, 1.0):
         cx = side * (0.37 + 0.04 * jitter[2])
         cy = -0.02 + 0.05 * jitter[3]
-        lung = _ellipse(xx, yy, cx, cy, 0.25 + 0.04 * jitter[4], 0.44 + 0.05 * jitter[5],
-                        side * (0.15 + 0.1 * jitter[6]))
+        lung = _ellipse(
+            xx,
+            yy,
+            cx,
+            cy,
+            0.25 + 0.04 * jitter[4],
+            0.44 + 0.05 * jitter[5],
+            side * (0.15 + 0.1 * jitter[6]),
+        )
         heart_notch = _ellipse(xx, yy, cx - side * 0.22, cy + 0.2, 0.16, 0.2, 0.0)
         mask |= lung & ~heart_notch
     image[mask] = 0.1
@@ -98,6 +105,7 @@ def write_lung_ct(
         tifffile.imwrite(root / "2d_images" / name, stored)
         tifffile.imwrite(root / "2d_masks" / name, (mask * mask_max).astype(np.uint8))
         paths.append(root / "2d_images" / name)
-    log.info("Wrote %d synthetic lung CT slices (%dx%d, %s) to %s", num_slices, size, size,
-             dtype, root)
+    log.info(
+        "Wrote %d synthetic lung CT slices (%dx%d, %s) to %s", num_slices, size, size, dtype, root
+    )
     return paths

@@ -36,19 +36,32 @@ def segmentation_transform(
     """
     height, width = as_hw(image_size)
     steps: list[A.BasicTransform] = [
-        A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+        A.Resize(
+            height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+        )
     ]
     if augmentation in ("basic", "elastic"):
         steps += [
             A.HorizontalFlip(p=0.5),
             A.Affine(
-                translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
-                border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.7,
+                translate_percent=(-0.0625, 0.0625),
+                scale=(0.9, 1.1),
+                rotate=(-15, 15),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=0.7,
             ),
         ]
     if augmentation == "elastic":
-        steps.append(A.ElasticTransform(alpha=min(height, width) * 0.5, sigma=min(height, width) * 0.05,
-                                        border_mode=cv2.BORDER_CONSTANT, p=0.5))
+        steps.append(
+            A.ElasticTransform(
+                alpha=min(height, width) * 0.5,
+                sigma=min(height, width) * 0.05,
+                border_mode=cv2.BORDER_CONSTANT,
+                p=0.5,
+            )
+        )
     elif augmentation not in ("none", "basic"):
         raise ValueError(f"augmentation must be 'none', 'basic' or 'elastic', got {augmentation!r}")
     return A.Compose(steps)

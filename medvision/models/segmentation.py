@@ -12,6 +12,7 @@ from medvision.losses import build_loss
 from medvision.metrics import segmentation_metrics
 from medvision.models.nets.fcn import FCN
 
+
 def create_segmentation_net(
     arch: str,
     encoder_name: str,
@@ -27,10 +28,21 @@ def create_segmentation_net(
     """
     try:
         if arch.lower() == "fcn":
-            return FCN(encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
-                       classes=classes, **kwargs)
-        return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
-                                in_channels=in_channels, classes=classes, **kwargs)
+            return FCN(
+                encoder_name,
+                encoder_weights=encoder_weights,
+                in_channels=in_channels,
+                classes=classes,
+                **kwargs,
+            )
+        return smp.create_model(
+            arch,
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+            **kwargs,
+        )
     except OSError as exc:  # URLError, requests' and huggingface_hub's connection errors
         raise RuntimeError(
             f"Could not fetch the {encoder_weights!r} weights of encoder {encoder_name!r} "
@@ -75,8 +87,9 @@ class SegmentationModule(LightningModule):
                 "(binary masks). Multi-class masks are not supported yet."
             )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
-        self.net = create_segmentation_net(arch, encoder_name, encoder_weights, in_channels,
-                                           num_classes, **(arch_kwargs or {}))
+        self.net = create_segmentation_net(
+            arch, encoder_name, encoder_weights, in_channels, num_classes, **(arch_kwargs or {})
+        )
         self.loss = build_loss(loss)
         self.threshold = threshold
         metrics = segmentation_metrics(threshold)
@@ -97,10 +110,18 @@ class SegmentationModule(LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach().sigmoid(), mask)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=len(mask), sync_dist=not on_step)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train",
-                      batch_size=len(mask))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(mask),
+            sync_dist=not on_step,
+        )
+        self.log_dict(
+            metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(mask)
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -122,5 +143,7 @@ class SegmentationModule(LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor},
+        }

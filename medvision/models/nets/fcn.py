@@ -84,8 +84,9 @@ class FCN(SegmentationModel):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth,
-                                   weights=encoder_weights)
+        self.encoder = get_encoder(
+            encoder_name, in_channels=in_channels, depth=encoder_depth, weights=encoder_weights
+        )
         self.decoder = FCNDecoder(self.encoder.out_channels, classes, head_channels, dropout)
         self.segmentation_head = nn.Identity()
         self.classification_head = None

@@ -1,0 +1,70 @@
+"""Short checks on the real public images in ../shared/data (skipped when absent).
+
+Loading and a few steps only; training quality is measured by benchmarks/lung_segmentation.py.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medvision.cli import main
+from medvision.data import LungCTDataModule
+
+from .conftest import CONFIGS, SHARED_DATA
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture
+def fullres_dir():
+    path = SHARED_DATA / "lung_ct_fullres_sample"
+    if not (path / "2d_images").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def test_fullres_rgb_lzw_slices_load_as_one_channel(fullres_dir):
+    dm = LungCTDataModule(
+        fullres_dir, image_size=128, num_workers=0, val_fraction=0.2, test_fraction=0.2
+    )
+    dm.setup("fit")
+    sample = dm.datasets["train"][0]
+    assert sample["image"].shape == (1, 128, 128) and sample["original_size"].tolist() == [512, 512]
+    assert 0.05 < sample["mask"].mean() < 0.6
+
+
+def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullres_dir, tmp_path):
+    common = [
+        "--config",
+        str(CONFIGS / "unet_lung.yaml"),
+        f"--data.init_args.data_dir={real_lung_dir}",
+        "--data.init_args.image_size=64",
+        "--data.init_args.num_workers=0",
+        "--model.init_args.encoder_name=resnet18",
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    main(
+        [
+            "fit",
+            *common,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    checkpoint = tmp_path / "logs/version_0/checkpoints/last.ckpt"
+    main(
+        [
+            "predict",
+            *common,
+            f"--ckpt_path={checkpoint}",
+            f"--data.init_args.predict_dir={fullres_dir}",
+        ]
+    )
+    masks = sorted((tmp_path / "predictions/masks").glob("*.png"))
+    assert len(masks) == 10
+    assert np.array(Image.open(masks[0])).shape == (512, 512)
+    assert (tmp_path / "predictions/metrics.csv").read_text().count("\n") == 11
