@@ -10,6 +10,7 @@ from PIL import Image
 
 from medvision.cli import MedVisionCLI, main
 from medvision.data.synthetic import lung_phantom
+from medvision.models import SegmentationModule
 
 from .conftest import CONFIGS
 
@@ -74,6 +75,9 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
         "val_epoch000.png",
         "val_epoch001.png",
     ]
+
+    model = SegmentationModule.load_from_checkpoint(checkpoints[0])  # as in a notebook
+    assert model.hparams.arch == "Unet" and model.hparams.loss == "bce_dice"
 
     main(["test", *fit_args, f"--ckpt_path={checkpoints[0]}"])
     assert "test/dice" in (tmp_path / "logs/version_1/metrics.csv").read_text()

@@ -86,7 +86,9 @@ class SegmentationModule(LightningModule):
                 f"num_classes={num_classes}: SegmentationModule segments one foreground class "
                 "(binary masks). Multi-class masks are not supported yet."
             )
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "loss"])
+        # callables and modules are not hyperparameters; a loss given by name is
+        not_saved = ["optimizer", "lr_scheduler"] + ([] if isinstance(loss, str) else ["loss"])
+        self.save_hyperparameters(ignore=not_saved)
         self.net = create_segmentation_net(
             arch, encoder_name, encoder_weights, in_channels, num_classes, **(arch_kwargs or {})
         )
