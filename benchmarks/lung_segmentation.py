@@ -20,6 +20,7 @@ memory, and the medvision/plain epoch-time ratio for the U-Net.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -34,6 +35,12 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: Slices of the public set whose ground truth is wrong, found by looking at the worst held-out
+#: scores. They are kept in every "all" figure and left out only of the column that says so.
+KNOWN_LABEL_ERRORS = {
+    "train_0099.tif": "the mask covers the whole body (lungs, mediastinum and chest wall), "
+    "not the lungs",
+}
 CONFIGS = {"unet": REPO / "configs/unet_lung.yaml", "fcn": REPO / "configs/fcn_lung.yaml"}
 
 
@@ -106,15 +113,11 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
         args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
     )
     del predict
-    scores = np.genfromtxt(
-        run_dir / "predictions/metrics.csv", delimiter=",", names=True, dtype=None, encoding="utf-8"
-    )
+    with open(run_dir / "predictions/metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     return {
         "val_dice": val["val/dice"],
-        "val_iou": val["val/iou"],
-        "holdout_dice": float(np.mean(scores["dice"])),
-        "holdout_iou": float(np.mean(scores["iou"])),
-        "holdout_n": int(scores.size),
+        "holdout": {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows},
         "epoch_s": mean_after_first(timer.times),
         "peak_mb": peak_memory_mb(),
         "checkpoint": best,
@@ -147,6 +150,11 @@ def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred, target = pred.flatten(1).float(), target.flatten(1).float()
     total = pred.sum(1) + target.sum(1)
     return torch.where(total == 0, 1.0, 2 * (pred * target).sum(1) / total.clamp(min=1))
+
+
+def iou_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    dice = dice_per_image(pred, target)
+    return dice / (2 - dice)
 
 
 def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
@@ -212,7 +220,7 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
 
     model.load_state_dict(torch.load(run_dir / "plain_best.pt", weights_only=True))
     model.eval()
-    holdout_scores = []
+    holdout_scores = {}
     resize = segmentation_transform(args.image_size, "none")
     import tifffile
 
@@ -228,13 +236,14 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
                 mode="bilinear",
                 align_corners=False,
             )
-            holdout_scores.append(dice_per_image(probs.cpu() > 0.5, truth[None]).item())
+            pred = probs.cpu() > 0.5
+            holdout_scores[name] = [
+                dice_per_image(pred, truth[None]).item(),
+                iou_per_image(pred, truth[None]).item(),
+            ]
     return {
         "val_dice": best_dice,
-        "val_iou": float("nan"),
-        "holdout_dice": float(np.mean(holdout_scores)),
-        "holdout_iou": float("nan"),
-        "holdout_n": len(holdout_scores),
+        "holdout": holdout_scores,
         "epoch_s": mean_after_first(times),
         "peak_mb": peak_memory_mb(),
         "checkpoint": str(run_dir / "plain_best.pt"),
@@ -312,21 +321,30 @@ def print_table(results: dict, args, out: Path) -> None:
         "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
         "plain": "plain PyTorch loop, smp U-Net",
     }
+    holdout = sorted(next(iter(results.values()))["holdout"])
+    excluded = [n for n in holdout if n in KNOWN_LABEL_ERRORS]
+    kept = [n for n in holdout if n not in KNOWN_LABEL_ERRORS]
     print(
         f"\nLung CT segmentation: {args.data_dir} | image_size {args.image_size} | "
-        f"{args.epochs} epochs | held-out slices: {results[next(iter(results))]['holdout_n']} | "
+        f"{args.epochs} epochs | {len(holdout)} held-out slices never seen in training | "
         f"{machine()} | torch {torch.__version__}\n"
     )
     print(
-        "| model | val Dice | val IoU | held-out Dice | held-out IoU | epoch (s) "
-        "| peak memory (MB) |"
+        f"| model | val Dice | held-out Dice (all {len(holdout)}) | held-out IoU (all) "
+        f"| held-out Dice ({len(kept)}, label errors out) | epoch (s) | peak memory (MB) |"
     )
     print("|---|---|---|---|---|---|---|")
     for arm, r in results.items():
+        scores = np.array([r["holdout"][n] for n in holdout])
+        kept_dice = np.mean([r["holdout"][n][0] for n in kept])
         print(
-            f"| {names[arm]} | {r['val_dice']:.4f} | {r['val_iou']:.4f} | {r['holdout_dice']:.4f} "
-            f"| {r['holdout_iou']:.4f} | {r['epoch_s']:.2f} | {r['peak_mb']:.0f} |"
+            f"| {names[arm]} | {r['val_dice']:.4f} | {scores[:, 0].mean():.4f} "
+            f"| {scores[:, 1].mean():.4f} | {kept_dice:.4f} | {r['epoch_s']:.2f} "
+            f"| {r['peak_mb']:.0f} |"
         )
+    for name in excluded:
+        dice = ", ".join(f"{arm} {r['holdout'][name][0]:.3f}" for arm, r in results.items())
+        print(f"\nLeft out of one column: {name}: {KNOWN_LABEL_ERRORS[name]} (Dice {dice}).")
     if "unet" in results and "plain" in results:
         ratio = results["unet"]["epoch_s"] / results["plain"]["epoch_s"]
         print(f"\nmedvision / plain epoch time (U-Net, train + validation): {ratio:.3f}")
