@@ -71,7 +71,9 @@ def test_fragment_composes_and_runs_one_batch(fragment, tmp_path, lung_dir):
     main(args)
 
 
-def test_wandb_fragment_writes_an_offline_run_without_a_key(tmp_path, lung_dir, monkeypatch):
+def test_wandb_fragment_writes_an_offline_run_without_a_key(
+    tmp_path, lung_dir, monkeypatch, caplog
+):
     for var in ("WANDB_API_KEY", "WANDB_MODE", "NETRC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
@@ -105,3 +107,4 @@ def test_wandb_fragment_writes_an_offline_run_without_a_key(tmp_path, lung_dir, 
     record = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert b"LungCTDataModule" in record and b"bce_dice" in record  # the full resolved config
     assert list(runs[0].glob("files/media/images/val/overlays_*.png"))  # validation overlays
+    assert f"wandb sync {runs[0]}" in caplog.text  # the user is told how to upload it
