@@ -193,3 +193,14 @@ def test_real_lung_slices_load(real_lung_dir):
     )
     batch = next(iter(dm.train_dataloader()))
     assert batch["mask"].mean() > 0.05  # real lung masks cover a good part of the slice
+
+
+def test_augmentation_follows_torch_seed_without_workers(lung_dir):
+    def first_draws(seed):
+        torch.manual_seed(seed)
+        dm = make_dm(lung_dir, augmentation="elastic", num_workers=0, batch_size=1)
+        dm.setup("fit")
+        return torch.stack([dm.datasets["train"][0]["image"] for _ in range(3)])
+
+    torch.testing.assert_close(first_draws(7), first_draws(7))
+    assert not torch.equal(first_draws(7), first_draws(8))

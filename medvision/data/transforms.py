@@ -68,15 +68,16 @@ def segmentation_transform(
 
 
 def reseed_for_worker(transform: A.Compose, last_seed: int | None) -> int | None:
-    """Give each DataLoader worker its own augmentation stream; returns the seed in use.
+    """Tie the augmentation stream to PyTorch's seed; returns the seed now in use.
 
-    ``Compose`` keeps a private RNG created in the main process. Forked workers would copy it and
-    replay the same augmentations in every worker and every epoch. Inside a worker this reseeds
-    the ``Compose`` (never the global RNGs) from the worker seed that PyTorch draws anew for each
-    epoch, which ``seed_everything`` makes reproducible.
+    ``Compose`` keeps a private RNG seeded from system entropy, so ``seed_everything`` alone does
+    not make augmentations repeatable, and forked DataLoader workers would copy one RNG and replay
+    the same augmentations in every worker and every epoch. This reseeds the ``Compose`` (never
+    the global RNGs): inside a worker from the worker seed that PyTorch draws anew each epoch,
+    in the main process (``num_workers=0``) once from ``torch.initial_seed()``.
     """
     info = torch.utils.data.get_worker_info()
-    if info is None or info.seed == last_seed:
-        return last_seed
-    transform.set_random_seed(info.seed % 2**32)
-    return info.seed
+    seed = torch.initial_seed() if info is None else info.seed
+    if seed != last_seed:
+        transform.set_random_seed(seed % 2**32)
+    return seed
