@@ -124,10 +124,10 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     val = cli.trainer.validate(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
     best = cli.trainer.checkpoint_callback.best_model_path
 
-    predict = MedVisionCLI(
+    # `medvision predict` writes the held-out masks and scores them at original size
+    MedVisionCLI(
         args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
     )
-    del predict
     with open(run_dir / "predictions/metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {

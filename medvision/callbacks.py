@@ -86,7 +86,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         if "probs" not in prediction:
             return
         root = self._root(trainer)
-        threshold = getattr(pl_module, "threshold", 0.5)
+        threshold = pl_module.threshold
         for i, path in enumerate(prediction["path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
             probs = F.interpolate(
@@ -122,7 +122,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                 if trainer.world_size == 1
                 else f"metrics.rank{trainer.global_rank}.csv"
             )
-            write_atomically(root / name, lambda tmp: self._write_csv(tmp))
+            write_atomically(root / name, self._write_csv)
             dice = np.mean([r["dice"] for r in self._rows])
             iou = np.mean([r["iou"] for r in self._rows])
             log.info(
@@ -167,7 +167,7 @@ class ValidationOverlays(Callback):
         grid = self._grid(
             self._batch["image"],
             self._batch["mask"],
-            binarize(probs, getattr(pl_module, "threshold", 0.5)),
+            binarize(probs, pl_module.threshold),
         )
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "overlays"
         save_png(folder / f"val_epoch{trainer.current_epoch:03d}.png", grid)

@@ -40,3 +40,21 @@ def fast_trainer_args(root: Path) -> list[str]:
         "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=4",
     ]
+
+
+def unet_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """``configs/unet_lung.yaml`` made small (64x64, resnet18, batch 4) and quiet, on the CPU."""
+    return [
+        "--config",
+        str(CONFIGS / "unet_lung.yaml"),
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.image_size=64",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4",
+        "--model.init_args.encoder_name=resnet18",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        *extra,
+    ]

@@ -12,29 +12,12 @@ from medvision.cli import MedVisionCLI, main
 from medvision.data.synthetic import lung_phantom
 from medvision.models import SegmentationModule
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, unet_run_args
 
 
 def read_csv(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def small_run_args(root, data_dir, *extra):
-    return [
-        "--config",
-        str(CONFIGS / "unet_lung.yaml"),
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.image_size=64",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=4",
-        "--model.init_args.encoder_name=resnet18",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu",
-        *extra,
-    ]
 
 
 def test_help_and_print_config(capsys):
@@ -56,14 +39,14 @@ def test_unknown_config_key_is_one_clear_line(capsys):
 
 def test_datamodule_properties_are_linked_to_the_model(tmp_path, lung_dir):
     cli = MedVisionCLI(
-        args=small_run_args(tmp_path, lung_dir, "--data.init_args.in_channels=3"), run=False
+        args=unet_run_args(tmp_path, lung_dir, "--data.init_args.in_channels=3"), run=False
     )
     assert cli.model.hparams.in_channels == 3 and cli.model.hparams.num_classes == 1
     assert cli.model.net.encoder.conv1.in_channels == 3
 
 
 def test_fit_test_predict_in_process(tmp_path, lung_dir):
-    fit_args = small_run_args(
+    fit_args = unet_run_args(
         tmp_path, lung_dir, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2"
     )
     main(["fit", *fit_args])
@@ -114,7 +97,7 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
 
 
 def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
-    cli = MedVisionCLI(args=small_run_args(tmp_path, lung_dir), run=False)
+    cli = MedVisionCLI(args=unet_run_args(tmp_path, lung_dir), run=False)
     checkpoint = tmp_path / "init.ckpt"
     torch.save(
         {"state_dict": cli.model.state_dict(), "pytorch-lightning_version": "2.6.0"}, checkpoint
@@ -122,7 +105,7 @@ def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
     main(
         [
             "predict",
-            *small_run_args(tmp_path, lung_dir),
+            *unet_run_args(tmp_path, lung_dir),
             f"--ckpt_path={checkpoint}",
             f"--data.init_args.predict_dir={lung_dir}",
         ]

@@ -10,7 +10,7 @@ from PIL import Image
 from medvision.cli import main
 from medvision.data import LungCTDataModule
 
-from .conftest import CONFIGS, SHARED_DATA
+from .conftest import SHARED_DATA, unet_run_args
 
 pytestmark = pytest.mark.realdata
 
@@ -34,18 +34,7 @@ def test_fullres_rgb_lzw_slices_load_as_one_channel(fullres_dir):
 
 
 def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullres_dir, tmp_path):
-    common = [
-        "--config",
-        str(CONFIGS / "unet_lung.yaml"),
-        f"--data.init_args.data_dir={real_lung_dir}",
-        "--data.init_args.image_size=64",
-        "--data.init_args.num_workers=0",
-        "--model.init_args.encoder_name=resnet18",
-        "--trainer.accelerator=cpu",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false",
-    ]
+    common = unet_run_args(tmp_path, real_lung_dir)
     main(
         [
             "fit",

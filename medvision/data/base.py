@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
-from medvision.data.transforms import reseed_for_worker, segmentation_transform
+from medvision.data.transforms import reseed_for_worker
 
 
 def split_indices(
@@ -173,6 +173,5 @@ __all__ = [
     "SegmentationDataset",
     "check_same_size",
     "default_num_workers",
-    "segmentation_transform",
     "split_indices",
 ]

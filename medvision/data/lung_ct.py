@@ -129,10 +129,8 @@ class LungCTDataModule(MedVisionDataModule):
             images = list_images(_existing_dir(self.predict_dir, "predict_dir"), IMAGE_SUFFIXES)
             masks = None
             if self.predict_mask_dir is not None:
-                masks = [
-                    _partner(p, _existing_dir(self.predict_mask_dir, "predict_mask_dir"))
-                    for p in images
-                ]
+                mask_dir = _existing_dir(self.predict_mask_dir, "predict_mask_dir")
+                masks = [_partner(p, mask_dir) for p in images]
         if not images:
             raise FileNotFoundError(
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
