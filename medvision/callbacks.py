@@ -15,13 +15,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
 from scipy import ndimage
 
 from medvision.data.io import (
     binarize_mask,
     normalize_intensity,
     read_image,
+    save_png,
     to_channels,
     write_atomically,
 )
@@ -52,11 +52,6 @@ def overlay(
     return out
 
 
-def save_png(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as PNG, atomically."""
-    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
 class SegmentationPredictionWriter(BasePredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
@@ -73,12 +68,14 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.overlays = overlays
         self._rows: list[dict] = []
+        self._num_written = 0
 
     def _root(self, trainer: Trainer) -> Path:
         return self.output_dir or Path(trainer.default_root_dir) / "predictions"
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
+        self._num_written = 0
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -98,6 +95,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             pred = binarize(probs, threshold)[0, 0].cpu().numpy()
             stem = Path(path).stem
             save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
+            self._num_written += 1
             truth = None
             if "mask_path" in prediction:
                 mask_path = prediction["mask_path"][i]
@@ -132,13 +130,104 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                 iou,
                 root / name,
             )
-        log.info("Prediction masks written to %s", root / "masks")
+        if self._num_written:
+            log.info("%d prediction masks written to %s", self._num_written, root / "masks")
 
     def _write_csv(self, path: Path) -> None:
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["image", "mask", "dice", "iou"])
             writer.writeheader()
             writer.writerows(self._rows)
+
+
+class ClassificationPredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
+
+    Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
+    class folders), then ``prob_<class>`` for every class. Written atomically under
+    ``output_dir`` (default ``<trainer.default_root_dir>/predictions``) at the end of predict;
+    under DDP each process writes ``predictions.rank<N>.csv``.
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self._rows: list[dict] = []
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if "class_probs" not in prediction:
+            return
+        names = pl_module.class_names
+        probs = prediction["class_probs"].cpu()
+        for i, path in enumerate(prediction["path"]):
+            row = {"file": path, "pred": names[int(probs[i].argmax())]}
+            if "label" in prediction:
+                row["label"] = names[int(prediction["label"][i])]
+            row.update(
+                {
+                    f"prob_{name}": round(float(p), 6)
+                    for name, p in zip(names, probs[i], strict=True)
+                }
+            )
+            self._rows.append(row)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._rows:
+            return
+        root = self.output_dir or Path(trainer.default_root_dir) / "predictions"
+        name = (
+            "predictions.csv"
+            if trainer.world_size == 1
+            else f"predictions.rank{trainer.global_rank}.csv"
+        )
+        write_atomically(root / name, self._write_csv)
+        if "label" in self._rows[0]:
+            correct = sum(r["pred"] == r["label"] for r in self._rows)
+            log.info(
+                "Predicted %d images from class folders: accuracy %.4f",
+                len(self._rows),
+                correct / len(self._rows),
+            )
+        log.info("Predictions of %d images written to %s", len(self._rows), root / name)
+
+    def _write_csv(self, path: Path) -> None:
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self._rows[0]))
+            writer.writeheader()
+            writer.writerows(self._rows)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """What ``medvision predict`` writes, for whichever task the model does.
+
+    Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
+    metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
+    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``).
+    """
+
+    def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.writers = (
+            SegmentationPredictionWriter(output_dir, overlays),
+            ClassificationPredictionWriter(output_dir),
+        )
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for writer in self.writers:
+            writer.on_predict_epoch_start(trainer, pl_module)
+
+    def write_on_batch_end(self, *args, **kwargs) -> None:
+        for writer in self.writers:
+            writer.write_on_batch_end(*args, **kwargs)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for writer in self.writers:
+            writer.on_predict_epoch_end(trainer, pl_module)
 
 
 class ValidationOverlays(Callback):

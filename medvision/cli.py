@@ -1,8 +1,8 @@
 """``medvision fit|validate|test|predict``: LightningCLI with datamodule -> model links.
 
 Any LightningModule and LightningDataModule can be picked in YAML by ``class_path``. The
-datamodule's ``in_channels`` and ``num_classes`` are passed to the model when both are built,
-so configs never repeat them.
+datamodule's ``in_channels``, ``num_classes`` and ``class_names`` are passed to the model when
+both are built, so configs never repeat them.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import logging
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from medvision.callbacks import LoggedSaveConfigCallback, SegmentationPredictionWriter
+from medvision.callbacks import LoggedSaveConfigCallback, PredictionWriter
 
-LINKED_DATA_PROPERTIES = ("in_channels", "num_classes")
+LINKED_DATA_PROPERTIES = ("in_channels", "num_classes", "class_names")
 
 
 class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's links and writers.
 
-    Adds ``--prediction_writer.output_dir`` (where ``predict`` writes; default
-    ``<default_root_dir>/predictions``).
+    Adds ``--prediction_writer.output_dir`` (where ``predict`` writes masks or
+    ``predictions.csv``; default ``<default_root_dir>/predictions``).
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
@@ -40,7 +40,7 @@ class MedVisionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        parser.add_lightning_class_args(SegmentationPredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
 
 def main(args: ArgsType = None) -> None:

@@ -1,8 +1,8 @@
-"""Segmentation metrics as torchmetrics objects.
+"""Segmentation and classification metrics as torchmetrics objects.
 
-Dice and IoU are computed per image and averaged over images (the usual convention in medical
-image segmentation); an image where both prediction and truth are empty scores 1.
-Pixel accuracy is pooled over all pixels.
+For segmentation, Dice and IoU are computed per image and averaged over images (the usual
+convention in medical image segmentation); an image where both prediction and truth are empty
+scores 1. Pixel accuracy is pooled over all pixels.
 """
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from typing import Literal
 
 import torch
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 
 def binarize(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -76,3 +84,41 @@ def segmentation_metrics(threshold: float = 0.5) -> MetricCollection:
         },
         compute_groups=False,
     )
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Single-label classification metrics for probabilities ``N x num_classes`` and labels ``N``.
+
+    Scalars: ``accuracy``, ``balanced_accuracy`` (mean per-class recall), ``f1`` (macro) and
+    ``auroc`` (one-vs-rest, macro). Vectors of length ``num_classes``: ``precision``, ``recall``
+    and ``f1_per_class``. And the ``confusion_matrix`` (rows: true class, columns: predicted).
+    """
+    kwargs = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(average="micro", **kwargs),
+            "balanced_accuracy": MulticlassAccuracy(average="macro", **kwargs),
+            "f1": MulticlassF1Score(average="macro", **kwargs),
+            "auroc": MulticlassAUROC(average="macro", **kwargs),
+            "precision": MulticlassPrecision(average=None, **kwargs),
+            "recall": MulticlassRecall(average=None, **kwargs),
+            "f1_per_class": MulticlassF1Score(average=None, **kwargs),
+            "confusion_matrix": MulticlassConfusionMatrix(**kwargs),
+        }
+    )
+
+
+def loggable_scalars(values: dict[str, torch.Tensor], class_names: list[str]) -> dict:
+    """Flatten computed metrics for ``log_dict``: per-class vectors become ``<key>/<class>``.
+
+    The confusion matrix is left out (it is written as a file and an image instead).
+    """
+    scalars = {}
+    for key, value in values.items():
+        if key.endswith("confusion_matrix"):
+            continue
+        if value.ndim == 0:
+            scalars[key] = value
+        else:
+            scalars.update({f"{key}/{name}": v for name, v in zip(class_names, value, strict=True)})
+    return scalars

@@ -96,8 +96,9 @@ def test_each_worker_draws_its_own_augmentations(lung_dir):
     dataset.mask_paths = dataset.mask_paths[:1] * 8
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
     images = [b["image"] for b in loader]
-    # workers 0 and 1 alternate batches; with a shared RNG, draws 0 and 1 would be identical
-    assert not torch.equal(images[0], images[1])
+    # workers 0 and 1 alternate batches; with a shared RNG, draws 2k and 2k+1 would be identical
+    # (one pair alone can match by chance: no flip and no affine, about 5%)
+    assert any(not torch.equal(images[k], images[k + 1]) for k in range(0, 8, 2))
 
 
 def test_synthetic_datamodule_writes_once_and_is_deterministic(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 import numpy as np
@@ -13,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
 from medvision.data.transforms import reseed_for_worker
+
+T = TypeVar("T")
 
 
 def split_indices(
@@ -58,6 +62,54 @@ def split_indices(
     if len(train) == 0:
         raise ValueError(f"the split leaves no training items out of {num_items}")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def stratified_split(
+    labels: Sequence[int], fraction: float, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of indices into ``(rest, held_out)``, ``fraction`` of each class held out.
+
+    Every class with at least two items puts at least one into ``held_out``, so per-class
+    metrics exist on it. Returns sorted index arrays.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = round(len(members) * fraction)
+        if len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        held_out.append(members[:count])
+    held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
+    rest = np.setdiff1d(np.arange(len(labels)), held)
+    return rest, held
+
+
+def find_problems(items: Iterable[T], check: Callable[[T], object]) -> list[str]:
+    """Run ``check`` on every item in a thread pool; the messages of the ``ValueError``s raised.
+
+    For decoding a whole dataset once up front, so that every bad file is reported together.
+    """
+
+    def message(item: T) -> str | None:
+        try:
+            check(item)
+        except ValueError as exc:  # ImageReadError included
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(default_num_workers()) as pool:
+        return [m for m in pool.map(message, items) if m]
+
+
+def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
+    """One error message for many bad files: a count, the first ``max_listed``, and the fix."""
+    listed = "\n  ".join(problems[:max_listed])
+    more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+    return f"{len(problems)} {what}:\n  {listed}{more}\n{fix}"
 
 
 def default_num_workers() -> int:
@@ -119,6 +171,47 @@ class SegmentationDataset(Dataset):
         return sample
 
 
+class ClassificationDataset(Dataset):
+    """Image files with integer class labels, as dict samples at a fixed size.
+
+    Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1] (min-max scaled per
+    image, so 8- and 16-bit files agree), ``path``: the file, and, when ``labels`` are given,
+    ``label``: int64 class index. ``transform`` is an albumentations call (resize plus
+    augmentation) on the ``H x W x C`` float image.
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        labels: Sequence[int] | None,
+        transform,
+        in_channels: int = 1,
+    ) -> None:
+        if labels is not None and len(labels) != len(image_paths):
+            raise ValueError("image_paths and labels differ in length")
+        self.image_paths = list(image_paths)
+        self.labels = None if labels is None else [int(label) for label in labels]
+        self.transform = transform
+        self.in_channels = in_channels
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> dict:
+        self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
+        path = self.image_paths[index]
+        image = normalize_intensity(to_channels(read_image(path), self.in_channels))
+        image = self.transform(image=image)["image"]
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "path": str(path),
+        }
+        if self.labels is not None:
+            sample["label"] = torch.tensor(self.labels[index], dtype=torch.long)
+        return sample
+
+
 def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
     """Raise a ``ValueError`` naming both files when image and mask differ in height/width."""
     if image.shape[:2] != mask.shape[:2]:
@@ -142,13 +235,14 @@ class MedVisionDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.datasets: dict[str, Dataset] = {}
 
-    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, stage: str, shuffle: bool = False, sampler=None) -> DataLoader:
         if stage not in self.datasets:
             raise RuntimeError(f"no {stage} dataset: call setup() for this stage first")
         return DataLoader(
             self.datasets[stage],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0 and stage != "predict",
@@ -169,9 +263,13 @@ class MedVisionDataModule(L.LightningDataModule):
 
 
 __all__ = [
+    "ClassificationDataset",
     "MedVisionDataModule",
     "SegmentationDataset",
     "check_same_size",
     "default_num_workers",
+    "find_problems",
+    "problem_report",
     "split_indices",
+    "stratified_split",
 ]

@@ -38,6 +38,8 @@ def read_image(path: str | Path) -> np.ndarray:
     (``C x H x W``) are moved to channel-last. Stacks of several slices are refused.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: is empty (0 bytes). Re-copy the file or remove it.")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             array = tifffile.imread(path)
@@ -144,3 +146,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 ``H x W`` or ``H x W x 3`` array as PNG, atomically."""
+    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

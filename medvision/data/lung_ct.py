@@ -9,20 +9,19 @@ Layout (file names pair an image with its mask)::
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from medvision.data.base import (
     MedVisionDataModule,
     SegmentationDataset,
     check_same_size,
-    default_num_workers,
+    find_problems,
+    problem_report,
     split_indices,
 )
 from medvision.data.io import (
     IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
-    ImageReadError,
     binarize_mask,
     list_images,
     read_image,
@@ -38,7 +37,6 @@ _LAYOUT_HINT = (
     "kaggle datasets download kmader/finding-lungs-in-ct-data). To try medvision without it, "
     "run: medvision fit --config configs/quickstart.yaml"
 )
-_MAX_LISTED = 10
 
 
 class LungCTDataModule(MedVisionDataModule):
@@ -217,7 +215,9 @@ def find_pairs(
     problems += [f"{m}: no image {image_dir / n}" for n, m in masks.items() if n not in image_names]
     if problems:
         raise FileNotFoundError(
-            _report(problems, "unpaired files", "Add the missing partner or remove the file.")
+            problem_report(
+                problems, "unpaired files", "Add the missing partner or remove the file."
+            )
         )
     return images, [masks[p.name] for p in images]
 
@@ -225,23 +225,14 @@ def find_pairs(
 def scan_pairs(images: list[Path], masks: list[Path]) -> None:
     """Decode every pair once; raise one error listing every unreadable file or size mismatch."""
 
-    def check(pair: tuple[Path, Path]) -> str | None:
+    def check(pair: tuple[Path, Path]) -> None:
         image_path, mask_path = pair
-        try:
-            image = read_image(image_path)
-            mask = binarize_mask(read_image(mask_path), mask_path)
-            check_same_size(image_path, image, mask_path, mask)
-        except (ImageReadError, ValueError) as exc:
-            return str(exc)
-        return None
+        image = read_image(image_path)
+        mask = binarize_mask(read_image(mask_path), mask_path)
+        check_same_size(image_path, image, mask_path, mask)
 
-    with ThreadPoolExecutor(default_num_workers()) as pool:
-        problems = [p for p in pool.map(check, zip(images, masks, strict=True)) if p]
+    problems = find_problems(zip(images, masks, strict=True), check)
     if problems:
-        raise ValueError(_report(problems, "bad image/mask pairs", "Fix or remove these files."))
-
-
-def _report(problems: list[str], what: str, fix: str) -> str:
-    listed = "\n  ".join(problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    return f"{len(problems)} {what}:\n  {listed}{more}\n{fix}"
+        raise ValueError(
+            problem_report(problems, "bad image/mask pairs", "Fix or remove these files.")
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from PIL import Image
 from scipy import ndimage
 
 log = logging.getLogger(__name__)
@@ -109,3 +110,111 @@ def write_lung_ct(
         "Wrote %d synthetic lung CT slices (%dx%d, %s) to %s", num_slices, size, size, dtype, root
     )
     return paths
+
+
+#: The four classes of the chest X-ray study, as folder names.
+CHEST_XRAY_CLASSES = ("COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS")
+
+#: Images per split and class at ``scale=1``: deliberately imbalanced, TUBERCULOSIS rarest.
+CHEST_XRAY_COUNTS = {
+    "train": {"COVID19": 12, "NORMAL": 40, "PNEUMONIA": 32, "TUBERCULOSIS": 8},
+    "val": {"COVID19": 3, "NORMAL": 8, "PNEUMONIA": 6, "TUBERCULOSIS": 2},
+    "test": {"COVID19": 3, "NORMAL": 8, "PNEUMONIA": 6, "TUBERCULOSIS": 2},
+}
+
+#: How each file is stored, in turn: (suffix, PIL mode of the written file).
+_XRAY_FORMATS = (("png", "L"), ("png", "I;16"), ("jpg", "RGB"), ("png", "RGBA"))
+
+
+def chest_xray_phantom(
+    height: int, width: int, finding: str, rng: np.random.Generator
+) -> np.ndarray:
+    """One frontal chest radiograph-like image, float32 ``height x width`` in [0, 1].
+
+    Dark lung fields inside a bright body, with spine, heart shadow and ribs. ``finding`` adds
+    what tells the classes apart: ``NORMAL`` nothing; ``PNEUMONIA`` one large dense opacity low
+    in one lung; ``COVID19`` several faint opacities along the outer edges of both lungs;
+    ``TUBERCULOSIS`` small bright nodules and a ring-shaped cavity in the upper lungs.
+    """
+    if finding not in CHEST_XRAY_CLASSES:
+        raise ValueError(f"finding must be one of {CHEST_XRAY_CLASSES}, got {finding!r}")
+    yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j].astype(np.float32)
+    jitter = rng.uniform(-1, 1, size=6).astype(np.float32)
+    image = np.where(_ellipse(xx, yy, 0, 0.1, 0.95, 1.05, 0), 0.7, 0.05).astype(np.float32)
+    lungs = []
+    for side in (-1.0, 1.0):
+        cx, cy = side * (0.42 + 0.04 * jitter[0]), -0.05 + 0.05 * jitter[1]
+        lung = _ellipse(xx, yy, cx, cy, 0.3 + 0.03 * jitter[2], 0.62 + 0.05 * jitter[3], 0)
+        image[lung] = 0.22
+        lungs.append((cx, cy))
+    image[_ellipse(xx, yy, 0.12, 0.3, 0.28 + 0.03 * jitter[4], 0.3, 0.3)] = 0.6  # heart
+    image[np.abs(xx) < 0.07] = 0.85  # spine
+    for rib in np.linspace(-0.6, 0.5, 6):  # ribs: faint bright arcs
+        image[np.abs(yy - rib - 0.15 * xx**2) < 0.025] += 0.12
+
+    def blob(cx, cy, sigma, amplitude):
+        return amplitude * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+
+    if finding == "PNEUMONIA":
+        cx, cy = lungs[int(rng.integers(2))]
+        image += blob(cx + rng.uniform(-0.1, 0.1), cy + rng.uniform(0.1, 0.35), 0.14, 0.45)
+    elif finding == "COVID19":
+        for cx, cy in lungs:
+            for _ in range(int(rng.integers(2, 4))):
+                outer = cx + np.sign(cx) * rng.uniform(0.1, 0.22)
+                image += blob(outer, cy + rng.uniform(-0.1, 0.45), 0.07, 0.28)
+    elif finding == "TUBERCULOSIS":
+        cx, cy = lungs[int(rng.integers(2))]
+        for _ in range(int(rng.integers(2, 5))):
+            image += blob(cx + rng.uniform(-0.15, 0.15), cy - rng.uniform(0.2, 0.45), 0.03, 0.5)
+        ring = np.hypot(xx - cx, yy - (cy - 0.3))
+        image[np.abs(ring - 0.08) < 0.025] += 0.4
+    image = ndimage.gaussian_filter(image, sigma=max(height, width) / 200)
+    image += rng.normal(0.0, 0.03, size=image.shape).astype(np.float32)
+    return np.clip(image, 0.0, 1.0)
+
+
+def write_chest_xray(
+    root: str | Path, scale: float = 1.0, size: int = 64, seed: int = 0
+) -> dict[str, dict[str, int]]:
+    """Write synthetic chest X-rays in the Kaggle ImageFolder layout ``root/<split>/<CLASS>/``.
+
+    Counts per split and class are :data:`CHEST_XRAY_COUNTS` times ``scale`` (at least one
+    each). Files rotate through 8-bit grayscale PNG, 16-bit PNG, RGB JPEG and RGBA PNG, and
+    sizes vary around ``size`` (90-130% wide, 90-120% high), as in real collections. Image ``i``
+    of a class and split depends only on ``(seed, split, class, i)``. Returns the counts written.
+    """
+    root = Path(root)
+    written: dict[str, dict[str, int]] = {}
+    for split_index, (split, counts) in enumerate(CHEST_XRAY_COUNTS.items()):
+        written[split] = {}
+        for class_index, finding in enumerate(CHEST_XRAY_CLASSES):
+            folder = root / split / finding
+            folder.mkdir(parents=True, exist_ok=True)
+            count = max(1, round(counts[finding] * scale))
+            for i in range(count):
+                rng = np.random.default_rng([seed, split_index, class_index, i])
+                height = int(size * rng.uniform(0.9, 1.2))
+                width = int(size * rng.uniform(0.9, 1.3))
+                image = chest_xray_phantom(height, width, finding, rng)
+                suffix, mode = _XRAY_FORMATS[i % len(_XRAY_FORMATS)]
+                _save_xray(folder / f"{finding.lower()}_{i:04d}.{suffix}", image, mode)
+            written[split][finding] = count
+    log.info("Wrote synthetic chest X-rays to %s: %s", root, written)
+    return written
+
+
+def _save_xray(path: Path, image: np.ndarray, mode: str) -> None:
+    if mode == "I;16":
+        Image.fromarray((image * 65535).round().astype(np.uint16)).save(path)
+        return
+    gray = (image * 255).round().astype(np.uint8)
+    if mode == "L":
+        Image.fromarray(gray).save(path)
+    elif mode == "RGB":
+        Image.fromarray(np.repeat(gray[..., None], 3, axis=-1)).save(path, quality=92)
+    else:  # RGBA, fully opaque
+        rgba = np.concatenate(
+            [np.repeat(gray[..., None], 3, axis=-1), np.full_like(gray, 255)[..., None]], -1
+        )
+        Image.fromarray(rgba).save(path)

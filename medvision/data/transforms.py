@@ -13,6 +13,7 @@ import cv2
 import torch
 
 SegmentationAugmentation = Literal["none", "basic", "elastic"]
+ClassificationAugmentation = Literal["none", "basic", "strong"]
 
 
 def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -64,6 +65,50 @@ def segmentation_transform(
         )
     elif augmentation not in ("none", "basic"):
         raise ValueError(f"augmentation must be 'none', 'basic' or 'elastic', got {augmentation!r}")
+    return A.Compose(steps)
+
+
+def classification_transform(
+    image_size: int | tuple[int, int], augmentation: ClassificationAugmentation = "none"
+) -> A.Compose:
+    """Resize to ``image_size``, with random crops and photometric changes for training.
+
+    Presets:
+        ``none``: resize only (validation, test, predict).
+        ``basic``: horizontal flip, rotation up to 10 degrees and a random resized crop covering
+        80-100% of the image, the chest X-ray study's RandomHorizontalFlip, RandomRotation and
+        RandomCrop.
+        ``strong``: ``basic`` with wider crops and rotations, plus brightness/contrast, gamma,
+        blur or noise, and coarse dropout.
+    """
+    height, width = as_hw(image_size)
+    if augmentation == "none":
+        return A.Compose([A.Resize(height, width, interpolation=cv2.INTER_AREA)])
+    if augmentation not in ("basic", "strong"):
+        raise ValueError(f"augmentation must be 'none', 'basic' or 'strong', got {augmentation!r}")
+    strong = augmentation == "strong"
+    steps: list[A.BasicTransform] = [
+        A.HorizontalFlip(p=0.5),
+        A.Rotate(limit=20 if strong else 10, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.7),
+        A.RandomResizedCrop(
+            (height, width),
+            scale=(0.6 if strong else 0.8, 1.0),
+            ratio=(0.85, 1.18),
+            interpolation=cv2.INTER_AREA,
+        ),
+    ]
+    if strong:
+        steps += [
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.7),
+            A.RandomGamma((80, 120), p=0.5),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.01, 0.05))]),
+            A.CoarseDropout(
+                num_holes_range=(1, 4),
+                hole_height_range=(0.05, 0.15),
+                hole_width_range=(0.05, 0.15),
+                p=0.3,
+            ),
+        ]
     return A.Compose(steps)
 
 

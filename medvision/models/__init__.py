@@ -1,5 +1,6 @@
 """LightningModules, one module per task; plain networks live in ``medvision.models.nets``."""
 
+from medvision.models.classification import ClassificationModule
 from medvision.models.segmentation import SegmentationModule
 
-__all__ = ["SegmentationModule"]
+__all__ = ["ClassificationModule", "SegmentationModule"]

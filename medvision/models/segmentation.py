@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import segmentation_models_pytorch as smp
 import torch
 from lightning.pytorch import LightningModule
@@ -11,6 +13,7 @@ from torch import nn
 from medvision.losses import build_loss
 from medvision.metrics import segmentation_metrics
 from medvision.models.nets.fcn import FCN
+from medvision.models.weights import explain_download_failure
 
 
 def create_segmentation_net(
@@ -26,7 +29,10 @@ def create_segmentation_net(
     Pretrained encoder weights come from the internet; offline, this raises an error that says
     how to go on (``encoder_weights: null``, or a pre-filled cache).
     """
-    try:
+    with explain_download_failure(
+        f"the {encoder_weights!r} weights of encoder {encoder_name!r}",
+        "Set encoder_weights: null to train from scratch.",
+    ):
         if arch.lower() == "fcn":
             return FCN(
                 encoder_name,
@@ -43,13 +49,6 @@ def create_segmentation_net(
             classes=classes,
             **kwargs,
         )
-    except OSError as exc:  # URLError, requests' and huggingface_hub's connection errors
-        raise RuntimeError(
-            f"Could not fetch the {encoder_weights!r} weights of encoder {encoder_name!r} "
-            f"({type(exc).__name__}: {exc}). Offline? Set encoder_weights: null to train from "
-            "scratch, or download the weights once online (they are cached under TORCH_HOME / "
-            "HF_HOME)."
-        ) from exc
 
 
 class SegmentationModule(LightningModule):
@@ -60,7 +59,8 @@ class SegmentationModule(LightningModule):
     ``DeepLabV3Plus``, ...) or ``FCN``; ``encoder_name`` any smp encoder. ``loss`` is a name from
     :data:`medvision.losses.LOSS_NAMES` or an ``nn.Module``. Dice, IoU and pixel accuracy at
     ``threshold`` are logged per stage as ``train/dice``, ``val/iou``, ... ``in_channels`` and
-    ``num_classes`` are normally linked from the datamodule by the CLI.
+    ``num_classes`` (and ``class_names``, kept for the record) are normally linked from the
+    datamodule by the CLI.
 
     ``predict_step`` returns sigmoid probabilities with the batch's paths and original sizes,
     which :class:`medvision.callbacks.SegmentationPredictionWriter` turns into mask files.
@@ -73,6 +73,7 @@ class SegmentationModule(LightningModule):
         encoder_weights: str | None = None,
         in_channels: int = 1,
         num_classes: int = 1,
+        class_names: Sequence[str] | None = None,
         loss: str | nn.Module = "bce_dice",
         threshold: float = 0.5,
         arch_kwargs: dict | None = None,

@@ -1,0 +1,342 @@
+"""Chest X-rays sorted into one folder per class: the Kaggle ImageFolder layout.
+
+Layout (any subset of the split folders; ``train/`` is required)::
+
+    <data_dir>/train/COVID19/*.png
+    <data_dir>/train/NORMAL/*.jpeg
+    <data_dir>/val/...
+    <data_dir>/test/...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from medvision.data.base import (
+    ClassificationDataset,
+    MedVisionDataModule,
+    find_problems,
+    problem_report,
+    stratified_split,
+)
+from medvision.data.io import IMAGE_SUFFIXES, read_image
+from medvision.data.samplers import WeightedClassSampler
+from medvision.data.synthetic import write_chest_xray
+from medvision.data.transforms import ClassificationAugmentation, classification_transform
+
+log = logging.getLogger(__name__)
+
+_LAYOUT_HINT = (
+    "Expected one folder per class under each split: <data_dir>/train/<CLASS>/*.png|jpg "
+    "(and optionally val/ and test/ alike), as in the Kaggle chest X-ray datasets. To try "
+    "medvision without it, run: medvision fit --config configs/quickstart_chestxray.yaml"
+)
+
+
+class ChestXrayDataModule(MedVisionDataModule):
+    """Single-label chest X-ray classification from ``<data_dir>/<split>/<CLASS>/<image>``.
+
+    Class names are the class folder names, sorted; every split folder used must hold every
+    class folder, and none may be empty. Files may be png/jpg/jpeg/bmp/tif, 8- or 16-bit
+    grayscale, RGB or RGBA, of any size: each is converted to ``in_channels`` (1 or 3), min-max
+    scaled to [0, 1] and resized to ``image_size``. Samples are ``{"image": float32
+    in_channels x H x W, "label": int64, "path"}``. Hidden files (``.DS_Store``) are ignored;
+    any other file that is not an image is an error.
+
+    Splits:
+        ``train`` is the ``train/`` folder. The test set is the folder named ``test_split``
+        (``test`` by default; ``val`` turns the given ``val/`` folder into an untouched test
+        set), and there is none when that folder does not exist. Validation is the ``val/``
+        folder if present and not used otherwise; else a stratified ``val_fraction`` of train.
+        ``merge_val_into_train`` moves ``val/`` into train first and re-splits it, as the chest
+        X-ray study did.
+
+    ``sampler: weighted`` draws training images so that every class is equally frequent (see
+    :class:`~medvision.data.samplers.WeightedClassSampler`; it works under DDP).
+    ``class_counts`` (training images per class) is known after ``setup``.
+
+    ``medvision predict`` reads ``predict_dir``: class subfolders (their names must be known
+    classes; the true class is then reported beside the prediction) or loose images, searched
+    recursively.
+    """
+
+    split_dirnames = ("train", "val", "test")
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data/chest_xray",
+        image_size: int | tuple[int, int] = 224,
+        in_channels: int = 1,
+        augmentation: ClassificationAugmentation = "none",
+        merge_val_into_train: bool = False,
+        val_fraction: float = 0.2,
+        test_split: str = "test",
+        seed: int = 42,
+        sampler: Literal["none", "weighted"] = "none",
+        check_images: bool = True,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if sampler not in ("none", "weighted"):
+            raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
+        if test_split == "train":
+            raise ValueError("test_split cannot be 'train'")
+        self.data_dir = Path(data_dir)
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.merge_val_into_train = merge_val_into_train
+        self.val_fraction = val_fraction
+        self.test_split = test_split
+        self.seed = seed
+        self.sampler = sampler
+        self.check_images = check_images
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self._class_names: tuple[str, ...] | None = None
+        self._class_counts: dict[str, int] | None = None
+        self.save_hyperparameters()
+
+    # --- dataset facts, linked to the model by the CLI -------------------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class folder names, sorted (known from the folders, before ``setup``)."""
+        if self._class_names is None:
+            self._class_names = tuple(find_class_names(self._split_dirs()))
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Training images per class after the split (and merge); needs ``setup`` first."""
+        if self._class_counts is None:
+            raise RuntimeError("class_counts is known after setup('fit')")
+        return dict(self._class_counts)
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.datasets["predict"] = self._predict_dataset()
+        elif "train" not in self.datasets:
+            self._setup_splits()
+
+    def _split_dirs(self) -> dict[str, Path]:
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"data_dir {self.data_dir} does not exist. {_LAYOUT_HINT}")
+        if not (self.data_dir / "train").is_dir():
+            raise FileNotFoundError(f"{self.data_dir / 'train'} is missing. {_LAYOUT_HINT}")
+        return {
+            name: self.data_dir / name
+            for name in self.split_dirnames
+            if (self.data_dir / name).is_dir()
+        }
+
+    def _setup_splits(self) -> None:
+        dirs = self._split_dirs()
+        items = {
+            name: list_labelled_images(folder, self.class_names) for name, folder in dirs.items()
+        }
+        if self.check_images:
+            check_decodable([path for paths, _ in items.values() for path in paths])
+        train_paths, train_labels = items.pop("train")
+        test = items.pop(self.test_split, None)
+        val = items.pop("val", None)
+        if self.merge_val_into_train and val is not None:
+            train_paths, train_labels = train_paths + val[0], train_labels + val[1]
+            val = None
+        if val is None:
+            rest, held = stratified_split(train_labels, self.val_fraction, self.seed)
+            val = ([train_paths[i] for i in held], [train_labels[i] for i in held])
+            train_paths = [train_paths[i] for i in rest]
+            train_labels = [train_labels[i] for i in rest]
+        splits = {"train": (train_paths, train_labels), "val": val}
+        if test is not None:
+            splits["test"] = test
+        for name, (paths, labels) in splits.items():
+            augmentation = self.augmentation if name == "train" else "none"
+            self.datasets[name] = self._dataset(paths, labels, augmentation)
+        counts = Counter(train_labels)
+        self._class_counts = {c: counts[i] for i, c in enumerate(self.class_names)}
+        log.info(
+            "Chest X-ray %s, classes %s: %s",
+            self.data_dir,
+            self.class_names,
+            ", ".join(f"{name} {len(paths)}" for name, (paths, _) in splits.items()),
+        )
+
+    def _predict_dataset(self) -> ClassificationDataset:
+        if self.predict_dir is None:
+            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
+        if not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        subfolders = _visible_subdirs(self.predict_dir)
+        if subfolders and {p.name for p in subfolders} <= set(self.class_names):
+            paths, labels = list_labelled_images(self.predict_dir, self.class_names, partial=True)
+        else:
+            paths, labels = list_images_recursive(self.predict_dir), None
+        if not paths:
+            raise FileNotFoundError(
+                f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
+            )
+        log.info(
+            "Predicting on %d images from %s%s",
+            len(paths),
+            self.predict_dir,
+            " with their class folders as truth" if labels else "",
+        )
+        return self._dataset(paths, labels, "none")
+
+    def _dataset(self, paths, labels, augmentation) -> ClassificationDataset:
+        return ClassificationDataset(
+            paths, labels, classification_transform(self.image_size, augmentation), self.in_channels
+        )
+
+    def train_dataloader(self):
+        if self.sampler == "none":
+            return self._loader("train", shuffle=True)
+        trainer = self.trainer
+        sampler = WeightedClassSampler(
+            self.datasets["train"].labels,
+            num_replicas=trainer.world_size if trainer else None,
+            rank=trainer.global_rank if trainer else None,
+            seed=self.seed,
+        )
+        return self._loader("train", sampler=sampler)
+
+
+class SyntheticChestXrayDataModule(ChestXrayDataModule):
+    """:class:`ChestXrayDataModule` on X-ray-like images it writes to ``data_dir`` if absent.
+
+    For the quickstart and tests: four deliberately imbalanced classes (COVID19, NORMAL,
+    PNEUMONIA, TUBERCULOSIS) in ``train/``, ``val/`` and ``test/``, as mixed png/jpg files of
+    mixed sizes and modes (see :func:`~medvision.data.synthetic.write_chest_xray`). Not real
+    data. An existing ``data_dir/train`` is used as it is, never overwritten.
+    """
+
+    def __init__(self, *args, scale: float = 1.0, image_px: int = 64, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scale = scale
+        self.image_px = image_px
+
+    def prepare_data(self) -> None:
+        self._write_if_absent()
+
+    def _split_dirs(self) -> dict[str, Path]:
+        self._write_if_absent()  # class names are read before prepare_data runs
+        return super()._split_dirs()
+
+    def _write_if_absent(self) -> None:
+        if (self.data_dir / "train").is_dir():
+            return
+        log.info("Writing synthetic chest X-rays to %s (not real data)", self.data_dir)
+        write_chest_xray(self.data_dir, scale=self.scale, size=self.image_px, seed=self.seed)
+
+
+# --- folder scanning ------------------------------------------------------------------------
+
+
+def _visible_subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_class_names(split_dirs: dict[str, Path]) -> list[str]:
+    """Sorted class folder names; an error names any split folder lacking one of them."""
+    per_split = {name: {p.name for p in _visible_subdirs(d)} for name, d in split_dirs.items()}
+    classes = sorted(set().union(*per_split.values()))
+    if not classes:
+        raise FileNotFoundError(f"{split_dirs['train']} has no class folders. {_LAYOUT_HINT}")
+    problems = [
+        f"{split_dirs[name] / c}: missing (class {c!r} exists in another split)"
+        for name, present in per_split.items()
+        for c in classes
+        if c not in present
+    ]
+    if problems:
+        raise FileNotFoundError(
+            problem_report(problems, "missing class folders", "Every split needs every class.")
+        )
+    return classes
+
+
+def list_images_recursive(folder: Path) -> list[Path]:
+    """Image files under ``folder`` at any depth, sorted; an error names any non-image file."""
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    strangers = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if strangers:
+        raise ValueError(
+            problem_report(
+                strangers,
+                f"files that are not images ({', '.join(IMAGE_SUFFIXES)})",
+                "Move them out of the data folder.",
+            )
+        )
+    return files
+
+
+def list_labelled_images(
+    split_dir: Path, class_names: list[str], partial: bool = False
+) -> tuple[list[Path], list[int]]:
+    """Image paths and class indices of ``split_dir/<CLASS>/**``; empty class folders are errors.
+
+    With ``partial``, class folders may be missing (predict folders need not hold every class).
+    """
+    loose = [str(p) for p in split_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if loose:
+        raise ValueError(
+            problem_report(
+                loose, f"files outside a class folder in {split_dir}", "Move each into its class."
+            )
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(class_names):
+        class_dir = split_dir / name
+        if partial and not class_dir.is_dir():
+            continue
+        found = list_images_recursive(class_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"{class_dir}: class folder holds no images. Add images of class {name!r} or "
+                "remove the folder from every split."
+            )
+        paths += found
+        labels += [index] * len(found)
+    return paths, labels
+
+
+def check_decodable(paths: list[Path]) -> None:
+    """Decode every image once; one error lists each unreadable, empty or non-image file."""
+    problems = find_problems(paths, read_image)
+    if problems:
+        raise ValueError(
+            problem_report(
+                problems,
+                "unreadable images",
+                "Fix or remove these files (check_images: false skips this scan, not the error).",
+            )
+        )
+
+
+__all__ = [
+    "ChestXrayDataModule",
+    "SyntheticChestXrayDataModule",
+    "check_decodable",
+    "find_class_names",
+    "list_images_recursive",
+    "list_labelled_images",
+]

@@ -1,0 +1,267 @@
+"""Single-label image classification as a LightningModule: any timm model, or the seed CNNs."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+
+import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
+from medvision.metrics import classification_metrics, loggable_scalars
+from medvision.models.weights import explain_download_failure, load_pretrained_weights
+from medvision.reports import format_per_class_table, per_class_rows, write_classification_report
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test")
+
+
+def create_classification_net(
+    model_name: str, pretrained: bool, in_channels: int, num_classes: int, **kwargs
+) -> nn.Module:
+    """``timm.create_model`` with a clear error when pretrained weights cannot be fetched."""
+    if not timm.is_model(model_name):
+        raise ValueError(
+            f"unknown model_name {model_name!r}: use a timm model name (timm.list_models()), "
+            "'cnn5' or 'vgg_leaky'."
+        )
+    with explain_download_failure(
+        f"the pretrained weights of {model_name!r}",
+        "Set pretrained: false, or give a local file as pretrained_weights.",
+    ):
+        return timm.create_model(
+            model_name,
+            pretrained=pretrained,
+            num_classes=num_classes,
+            in_chans=in_channels,
+            **kwargs,
+        )
+
+
+def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """``n / (k * n_c)`` per class (scikit-learn's "balanced"): rare classes weigh more."""
+    counts_tensor = torch.as_tensor(list(counts), dtype=torch.float32)
+    if (counts_tensor <= 0).any():
+        raise ValueError(f"class_weights: auto needs every class in the training set: {counts}")
+    return counts_tensor.sum() / (len(counts_tensor) * counts_tensor)
+
+
+class ClassificationModule(LightningModule):
+    """Single-label classification: logits ``N x num_classes`` for ``N x in_channels x H x W``.
+
+    Batches are dicts with ``image`` (float in [0, 1]) and ``label`` (int64 class index). The
+    network is ``timm.create_model(model_name, ...)``: any timm name (``resnet18``,
+    ``densenet121``, ``efficientnet_b0``, ...) or one of the seed studies' nets registered by
+    medvision (``cnn5``, ``vgg_leaky``). ``pretrained`` loads timm's hub weights (online);
+    ``pretrained_weights`` a local state dict or medvision checkpoint. Images are standardized
+    with the network's mean/std (timm's data config; ImageNet's by default).
+
+    The loss is cross-entropy with optional ``label_smoothing`` and ``class_weights``: ``none``,
+    ``auto`` (inverse class frequency from the datamodule's ``class_counts``, set at ``setup``)
+    or one weight per class. Logged per stage: ``<stage>/loss``, ``accuracy``,
+    ``balanced_accuracy``, ``f1`` (macro), ``auroc``, and per class ``precision/<class>``,
+    ``recall/<class>``, ``f1_per_class/<class>``. At the end of ``test``, the per-class table
+    is logged and printed, and ``test_per_class.csv``, ``test_confusion_matrix.csv`` and ``.png``
+    are written to the run folder (and sent to W&B when attached).
+
+    ``in_channels``, ``num_classes`` and ``class_names`` are normally linked from the
+    datamodule by the CLI.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet18",
+        pretrained: bool = False,
+        pretrained_weights: str | Path | None = None,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        class_weights: Literal["auto", "none"] | list[float] = "none",
+        label_smoothing: float = 0.0,
+        model_kwargs: dict | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.class_names = _check_class_names(class_names, num_classes)
+        self.net = create_classification_net(
+            model_name, pretrained, in_channels, num_classes, **(model_kwargs or {})
+        )
+        if pretrained_weights is not None:
+            load_pretrained_weights(self.net, pretrained_weights)
+        mean, std = _input_stats(self.net, in_channels)
+        self.register_buffer("input_mean", mean, persistent=False)
+        self.register_buffer("input_std", std, persistent=False)
+        self.class_weights = class_weights
+        weights = None
+        if isinstance(class_weights, list | tuple):
+            if len(class_weights) != num_classes:
+                raise ValueError(
+                    f"class_weights has {len(class_weights)} values for {num_classes} classes"
+                )
+            weights = torch.tensor(class_weights, dtype=torch.float32)
+        elif class_weights not in ("auto", "none"):
+            raise ValueError(
+                f"class_weights must be 'auto', 'none' or a list, got {class_weights!r}"
+            )
+        self.register_buffer("loss_weight", weights, persistent=False)
+        self.label_smoothing = label_smoothing
+        metrics = classification_metrics(num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_monitor = lr_scheduler_monitor
+
+    def setup(self, stage: str) -> None:
+        if self.class_weights != "auto" or stage not in ("fit", "validate", "test"):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        counts = getattr(datamodule, "class_counts", None)
+        if counts is None:
+            raise ValueError(
+                "class_weights: auto needs a datamodule with class_counts; give the weights "
+                "as a list instead."
+            )
+        weights = balanced_class_weights([counts[name] for name in self.class_names])
+        self.loss_weight = weights.to(self.device)
+        log.info(
+            "Class weights (auto): %s", dict(zip(self.class_names, weights.tolist(), strict=True))
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net((image - self.input_mean) / self.input_std)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        labels = batch["label"]
+        loss = F.cross_entropy(
+            logits.float(), labels, weight=self.loss_weight, label_smoothing=self.label_smoothing
+        )
+        getattr(self, f"{stage}_metrics").update(logits.detach().float().softmax(dim=1), labels)
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=not on_step,
+        )
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        output = {key: value for key, value in batch.items() if key != "image"}
+        output["class_probs"] = self(batch["image"]).float().softmax(dim=1)
+        return output
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = getattr(self, f"{stage}_metrics")
+        if not any(metric.update_called for metric in metrics.values()):
+            return {}
+        with warnings.catch_warnings():  # AUROC of a class absent from a small val batch
+            warnings.filterwarnings("ignore", message=".*samples in target.*")
+            values = metrics.compute()
+        metrics.reset()
+        scalars = loggable_scalars(values, self.class_names)
+        prog_bar = {f"{stage}/f1", f"{stage}/accuracy"} if stage != "train" else set()
+        for key, value in scalars.items():
+            # values are already reduced over processes; sync_dist averages equal numbers
+            self.log(key, value, prog_bar=key in prog_bar, sync_dist=True)
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch_metrics("test")
+        if values and self.trainer.is_global_zero:
+            self._report_test(values)
+
+    def _report_test(self, values: dict[str, torch.Tensor]) -> None:
+        confusion = values["test/confusion_matrix"].cpu()
+        rows = per_class_rows(
+            self.class_names,
+            values["test/precision"],
+            values["test/recall"],
+            values["test/f1_per_class"],
+            confusion,
+        )
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        paths = write_classification_report(
+            folder, "test", self.class_names, confusion.numpy(), rows
+        )
+        log.info("Test results per class:\n%s", format_per_class_table(rows))
+        log.info(
+            "Confusion matrix: %s (counts in %s)", paths["confusion_png"], paths["confusion_csv"]
+        )
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(
+                    key="test/per_class",
+                    columns=list(rows[0]),
+                    data=[list(r.values()) for r in rows],
+                )
+                logger.log_image(key="test/confusion_matrix", images=[str(paths["confusion_png"])])
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor},
+        }
+
+
+def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    if class_names is None:
+        warnings.warn(
+            f"class_names not given: classes are reported as '0'..'{num_classes - 1}'. The CLI "
+            "links them from the datamodule; pass class_names= when building the module by hand.",
+            stacklevel=3,
+        )
+        return [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+    return list(class_names)
+
+
+def _input_stats(net: nn.Module, in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's expected input mean/std (timm data config), as ``1 x C x 1 x 1`` tensors.
+
+    For one input channel, the mean of the RGB values.
+    """
+    config = timm.data.resolve_model_data_config(net)
+    mean = torch.tensor(config["mean"], dtype=torch.float32)
+    std = torch.tensor(config["std"], dtype=torch.float32)
+    if in_channels != len(mean):
+        mean, std = mean.mean().repeat(in_channels), std.mean().repeat(in_channels)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)

@@ -1,0 +1,76 @@
+"""The chest X-ray study's 5-layer CNN, registered with timm as ``cnn5``."""
+
+from __future__ import annotations
+
+import torch
+from timm.models import register_model
+from torch import nn
+
+
+class CNN5(nn.Module):
+    """Three conv-ReLU-maxpool blocks and two fully connected layers (the study's "5-layer CNN").
+
+    Input ``N x in_chans x H x W`` (224x224 in the study; any size from 8x8 works), output
+    logits ``N x num_classes``. Blocks have ``channels`` 3x3 filters each and halve the size;
+    the last map is average-pooled to 7x7 (exactly 4x4 cells at 224 px) so that the first
+    fully connected layer keeps ``channels[-1] * 49`` inputs at any image size.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        in_chans: int = 3,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        hidden: int = 256,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for in_ch, out_ch in zip((in_chans, *channels[:-1]), channels, strict=True):
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+        self.features = nn.Sequential(*blocks)
+        self.num_classes = num_classes
+        self.num_features = channels[-1]
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(7),
+            nn.Flatten(),
+            nn.Linear(channels[-1] * 49, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def cnn5(pretrained: bool = False, **kwargs) -> CNN5:
+    """``timm.create_model("cnn5", num_classes=..., in_chans=...)``; no pretrained weights exist."""
+    _refuse_pretrained("cnn5", pretrained)
+    return CNN5(**_model_kwargs(kwargs))
+
+
+def _refuse_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(
+            f"{name} has no pretrained weights; set pretrained: false, or give a checkpoint of "
+            "your own as pretrained_weights."
+        )
+
+
+def _model_kwargs(kwargs: dict) -> dict:
+    """Drop the pretrained-config arguments that ``timm.create_model`` passes to every model."""
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return kwargs

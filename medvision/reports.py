@@ -1,0 +1,108 @@
+"""End-of-test reports for classifiers: a per-class table and a confusion-matrix image."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medvision.data.io import save_png, write_atomically
+
+log = logging.getLogger(__name__)
+
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support")
+
+
+def per_class_rows(
+    class_names: list[str],
+    precision: torch.Tensor,
+    recall: torch.Tensor,
+    f1: torch.Tensor,
+    confusion: torch.Tensor,
+) -> list[dict]:
+    """One dict per class with precision, recall, F1 and support (true count, a confusion row)."""
+    support = confusion.sum(dim=1)
+    return [
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
+def format_per_class_table(rows: list[dict]) -> str:
+    """The per-class rows as a fixed-width text table, as printed by ``medvision test``."""
+    width = max(len("class"), *(len(r["class"]) for r in rows))
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    lines += [
+        f"{r['class']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  "
+        f"{r['support']:7d}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def confusion_matrix_image(confusion: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """Render counts (rows: true, columns: predicted) with row-normalized shading; uint8 RGB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.8 * len(class_names)
+    figure, axes = plt.subplots(figsize=(size + 1.0, size), dpi=100)
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, col), count in np.ndenumerate(confusion):
+        color = "white" if shares[row, col] > 0.5 else "black"
+        axes.text(
+            col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", color=color
+        )
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    figure.tight_layout()
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return image
+
+
+def write_classification_report(
+    folder: Path, stage: str, class_names: list[str], confusion: np.ndarray, rows: list[dict]
+) -> dict[str, Path]:
+    """Write ``<stage>_per_class.csv``, ``<stage>_confusion_matrix.csv`` and ``.png`` atomically."""
+    paths = {
+        "per_class": folder / f"{stage}_per_class.csv",
+        "confusion_csv": folder / f"{stage}_confusion_matrix.csv",
+        "confusion_png": folder / f"{stage}_confusion_matrix.png",
+    }
+
+    def per_class(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=PER_CLASS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def confusion_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true \\ predicted", *class_names])
+            writer.writerows(
+                [name, *map(int, row)] for name, row in zip(class_names, confusion, strict=True)
+            )
+
+    write_atomically(paths["per_class"], per_class)
+    write_atomically(paths["confusion_csv"], confusion_csv)
+    save_png(paths["confusion_png"], confusion_matrix_image(confusion, class_names))
+    return paths
