@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medvision.data.synthetic import write_lung_ct
+from medvision.data.synthetic import write_chest_xray, write_lung_ct
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -19,6 +19,23 @@ def lung_dir(tmp_path: Path) -> Path:
     root = tmp_path / "lung_ct"
     write_lung_ct(root, num_slices=20, size=64, seed=0)
     return root
+
+
+@pytest.fixture
+def chest_dir(tmp_path: Path) -> Path:
+    """A chest X-ray ImageFolder (train/val/test x 4 imbalanced classes, mixed files, ~48 px)."""
+    root = tmp_path / "chest_xray"
+    write_chest_xray(root, scale=0.5, size=48, seed=0)
+    return root
+
+
+@pytest.fixture
+def real_chest_dir() -> Path:
+    """``../shared/data/chest_xray`` (real X-rays, train/ and val/); skips when absent."""
+    path = SHARED_DATA / "chest_xray"
+    if not (path / "train").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
 
 
 @pytest.fixture
@@ -52,6 +69,23 @@ def unet_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
         "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=4",
         "--model.init_args.encoder_name=resnet18",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        *extra,
+    ]
+
+
+def chest_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """``configs/cnn5_chestxray.yaml`` made small (32x32, batch 8) and quiet, on the CPU."""
+    return [
+        "--config",
+        str(CONFIGS / "cnn5_chestxray.yaml"),
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.image_size=32",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=8",
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         "--trainer.enable_progress_bar=false",

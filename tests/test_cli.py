@@ -1,6 +1,8 @@
 """The CLI driven in-process: fit, test and predict on synthetic data."""
 
 import csv
+import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from medvision.cli import MedVisionCLI, main
 from medvision.data.synthetic import lung_phantom
 from medvision.models import SegmentationModule
 
-from .conftest import CONFIGS, unet_run_args
+from .conftest import CONFIGS, chest_run_args, unet_run_args
 
 
 def read_csv(path):
@@ -112,3 +114,79 @@ def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
     )  # a Kaggle-layout folder: masks found
     assert len(list((tmp_path / "predictions/masks").glob("*.png"))) == 20
     assert len(read_csv(tmp_path / "predictions/metrics.csv")) == 20
+
+
+def test_class_names_are_linked_from_the_folders(tmp_path, chest_dir):
+    cli = MedVisionCLI(args=chest_run_args(tmp_path, chest_dir), run=False)
+    assert cli.model.class_names == ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
+    assert cli.model.hparams.num_classes == 4 and cli.model.hparams.in_channels == 1
+
+
+def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
+    fit_args = chest_run_args(tmp_path, chest_dir, "--trainer.max_epochs=2")
+    main(["fit", *fit_args])
+    best = tmp_path / "logs/version_0/checkpoints/best.ckpt"
+    metrics = (tmp_path / "logs/version_0/metrics.csv").read_text()
+    assert "val/f1" in metrics and "val/recall/TUBERCULOSIS" in metrics and "val/auroc" in metrics
+
+    with caplog.at_level(logging.INFO, logger="medvision"):
+        main(["test", *fit_args, f"--ckpt_path={best}"])
+    assert "class         precision  recall     f1  support" in caplog.text
+    assert "TUBERCULOSIS" in caplog.text
+    run = tmp_path / "logs/version_1"
+    per_class = read_csv(run / "test_per_class.csv")
+    assert [r["class"] for r in per_class] == ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
+    assert [int(r["support"]) for r in per_class] == [2, 4, 3, 1]  # the test/ folder
+    confusion = read_csv(run / "test_confusion_matrix.csv")
+    assert (
+        sum(int(v) for row in confusion for k, v in row.items() if k != "true \\ predicted") == 10
+    )
+    assert Image.open(run / "test_confusion_matrix.png").mode == "RGB"
+
+    main(
+        [
+            "predict",
+            *fit_args,
+            f"--ckpt_path={best}",
+            f"--data.init_args.predict_dir={chest_dir / 'test'}",
+        ]
+    )
+    rows = read_csv(tmp_path / "predictions/predictions.csv")
+    assert len(rows) == 10
+    assert list(rows[0]) == [
+        "file",
+        "pred",
+        "label",
+        "prob_COVID19",
+        "prob_NORMAL",
+        "prob_PNEUMONIA",
+        "prob_TUBERCULOSIS",
+    ]
+    for row in rows:
+        probs = [
+            float(row[f"prob_{name}"])
+            for name in ("COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS")
+        ]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert (
+            row["pred"] == ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"][int(np.argmax(probs))]
+        )
+        assert row["label"] in row["file"].upper()
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for path in sorted((chest_dir / "val" / "NORMAL").iterdir()):
+        shutil.copy(path, loose / path.name)
+    out = tmp_path / "loose_predictions"
+    main(
+        [
+            "predict",
+            *fit_args,
+            f"--ckpt_path={best}",
+            f"--data.init_args.predict_dir={loose}",
+            f"--prediction_writer.output_dir={out}",
+        ]
+    )
+    rows = read_csv(out / "predictions.csv")
+    assert len(rows) == 4 and "label" not in rows[0]
+    assert not (out / "masks").exists()

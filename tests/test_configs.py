@@ -1,6 +1,7 @@
 """Every YAML in configs/ parses and runs one batch on synthetic data."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,19 +15,35 @@ FRAGMENTS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml")
 
 
 def test_every_yaml_is_covered():
-    assert set(EXPERIMENTS) >= {"unet_lung.yaml", "fcn_lung.yaml", "quickstart.yaml"}
+    assert set(EXPERIMENTS) >= {
+        "unet_lung.yaml",
+        "fcn_lung.yaml",
+        "quickstart.yaml",
+        "cnn5_chestxray.yaml",
+        "resnet18_chestxray.yaml",
+        "resnet18_chestxray_aug.yaml",
+        "quickstart_chestxray.yaml",
+    }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
+        "data/chest_xray.yaml",
         "trainer/gpu_amp.yaml",
         "trainer/ddp.yaml",
         "logger/wandb.yaml",
     }
 
 
+def data_dir_for(name: str, request, tmp_path: Path) -> Path:
+    """Where a config reads its data: fresh synthetic data in the layout it expects."""
+    if name.startswith("quickstart"):
+        return tmp_path / "synthetic"  # the quickstarts write their own
+    return request.getfixturevalue("chest_dir" if "chest" in name else "lung_dir")
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs_one_batch(name, tmp_path, lung_dir, monkeypatch):
+def test_experiment_runs_one_batch(name, tmp_path, request, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data_dir = tmp_path / "synthetic" if name == "quickstart.yaml" else lung_dir
+    data_dir = data_dir_for(name, request, tmp_path)
     main(
         [
             "fit",
@@ -39,6 +56,13 @@ def test_experiment_runs_one_batch(name, tmp_path, lung_dir, monkeypatch):
     )
     if name == "quickstart.yaml":  # generated its own data
         assert len(list((data_dir / "2d_images").glob("*.tif"))) == 120
+    if name == "quickstart_chestxray.yaml":
+        assert sorted(p.name for p in (data_dir / "train").iterdir()) == [
+            "COVID19",
+            "NORMAL",
+            "PNEUMONIA",
+            "TUBERCULOSIS",
+        ]
 
 
 def _has_gpu() -> bool:
@@ -48,18 +72,27 @@ def _has_gpu() -> bool:
 
 
 @pytest.mark.parametrize("fragment", [f for f in FRAGMENTS if f != "logger/wandb.yaml"])
-def test_fragment_composes_and_runs_one_batch(fragment, tmp_path, lung_dir):
+def test_fragment_composes_and_runs_one_batch(fragment, tmp_path, request):
     # data/*.yaml hold one group (class_path + init_args): given as --data FILE
     flag = "--data" if fragment.startswith("data/") else "--config"
+    chest = "chest" in fragment
+    base = (
+        ["--config", str(CONFIGS / "cnn5_chestxray.yaml")]
+        if chest
+        else [
+            "--config",
+            str(CONFIGS / "unet_lung.yaml"),
+            "--model.init_args.encoder_name=resnet18",
+        ]
+    )
+    data_dir = request.getfixturevalue("chest_dir" if chest else "lung_dir")
     args = [
         "fit",
-        "--config",
-        str(CONFIGS / "unet_lung.yaml"),
+        *base,
         flag,
         str(CONFIGS / fragment),
-        f"--data.init_args.data_dir={lung_dir}",
+        f"--data.init_args.data_dir={data_dir}",
         "--data.init_args.image_size=64",
-        "--model.init_args.encoder_name=resnet18",
         *fast_trainer_args(tmp_path),
     ]
     if _has_gpu():

@@ -1,6 +1,6 @@
 """Short checks on the real public images in ../shared/data (skipped when absent).
 
-Loading and a few steps only; training quality is measured by benchmarks/lung_segmentation.py.
+Loading and a few steps only; training quality is measured by the scripts in benchmarks/.
 """
 
 import numpy as np
@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from medvision.cli import main
-from medvision.data import LungCTDataModule
+from medvision.data import ChestXrayDataModule, LungCTDataModule
 
-from .conftest import SHARED_DATA, unet_run_args
+from .conftest import SHARED_DATA, chest_run_args, unet_run_args
 
 pytestmark = pytest.mark.realdata
 
@@ -57,3 +57,26 @@ def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullre
     assert len(masks) == 10
     assert np.array(Image.open(masks[0])).shape == (512, 512)
     assert (tmp_path / "predictions/metrics.csv").read_text().count("\n") == 11
+
+
+def test_real_chest_xrays_decode_and_split_with_val_as_test(real_chest_dir):
+    dm = ChestXrayDataModule(real_chest_dir, image_size=64, test_split="val", num_workers=0)
+    assert dm.class_names == ["COVID19", "NORMAL", "PNEUMONIA"]
+    dm.setup("fit")  # decodes all 884 files: mixed jpg/png, sizes and modes
+    assert len(dm.datasets["test"]) == 110
+    assert sum(dm.class_counts.values()) + len(dm.datasets["val"]) == 774
+    assert dm.datasets["train"][0]["image"].shape == (1, 64, 64)
+
+
+def test_a_few_classifier_steps_on_real_chest_xrays(real_chest_dir, tmp_path):
+    main(
+        [
+            "fit",
+            *chest_run_args(tmp_path, real_chest_dir, "--data.init_args.test_split=val"),
+            "--data.init_args.sampler=weighted",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2",
+        ]
+    )
+    assert "val/f1" in (tmp_path / "logs/version_0/metrics.csv").read_text()
