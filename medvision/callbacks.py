@@ -52,6 +52,20 @@ def overlay(
     return out
 
 
+def run_folder(trainer: Trainer) -> Path:
+    """This run's own folder, the one that holds its ``checkpoints/``.
+
+    ``<save_dir>/<name>/<version>`` of the first logger, as Lightning's ``ModelCheckpoint``
+    builds it (``logs/version_3`` for the CSV logger, ``<project>/<run id>`` for W&B), or
+    ``default_root_dir`` without a logger.
+    """
+    if not trainer.loggers or trainer.loggers[0].save_dir is None:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir) / str(logger.name) / version
+
+
 class SegmentationPredictionWriter(BasePredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
@@ -233,8 +247,9 @@ class PredictionWriter(BasePredictionWriter):
 class ValidationOverlays(Callback):
     """After each validation epoch, a grid of ``image | truth | prediction`` for a few images.
 
-    Saved as ``overlays/val_epoch<NNN>.png`` in the run folder, and logged to W&B as
-    ``val/overlays`` when a ``WandbLogger`` is attached. Uses the first validation batch.
+    Saved as ``overlays/val_epoch<NNN>.png`` in the run folder (see :func:`run_folder`), and
+    logged to W&B as ``val/overlays`` when a ``WandbLogger`` is attached. Uses the first
+    validation batch.
     """
 
     def __init__(self, num_images: int = 4) -> None:
@@ -258,7 +273,7 @@ class ValidationOverlays(Callback):
             self._batch["mask"],
             binarize(probs, pl_module.threshold),
         )
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "overlays"
+        folder = run_folder(trainer) / "overlays"
         save_png(folder / f"val_epoch{trainer.current_epoch:03d}.png", grid)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

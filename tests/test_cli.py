@@ -190,3 +190,27 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
     rows = read_csv(out / "predictions.csv")
     assert len(rows) == 4 and "label" not in rows[0]
     assert not (out / "masks").exists()
+
+    # on another machine: no training folders, the classes given by name
+    elsewhere = chest_run_args(tmp_path, tmp_path / "not_here", "--data.init_args.class_names")
+    classes = "[COVID19,NORMAL,PNEUMONIA,TUBERCULOSIS]"
+    main(
+        [
+            "predict",
+            *elsewhere,
+            classes,
+            f"--ckpt_path={best}",
+            f"--data.init_args.predict_dir={loose}",
+        ]
+    )
+    # classes in another order would silently mislabel every prediction: refused
+    with pytest.raises(ValueError, match="trained on classes.*COVID19.*NORMAL"):
+        main(
+            [
+                "predict",
+                *elsewhere,
+                "[NORMAL,COVID19,PNEUMONIA,TUBERCULOSIS]",
+                f"--ckpt_path={best}",
+                f"--data.init_args.predict_dir={loose}",
+            ]
+        )

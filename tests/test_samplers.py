@@ -68,7 +68,10 @@ class RecordDraws(L.Callback):
 
 
 @pytest.mark.slow
-def test_weighted_sampler_under_ddp_on_two_cpu_processes(chest_dir, tmp_path):
+def test_weighted_sampler_under_ddp_on_two_cpu_processes(chest_dir, tmp_path, monkeypatch):
+    # an earlier in-process DDP run leaves its port in MASTER_PORT (and maybe still bound)
+    for var in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
     dm = ChestXrayDataModule(
         chest_dir, image_size=16, sampler="weighted", batch_size=8, num_workers=0, seed=7
     )

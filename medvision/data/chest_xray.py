@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 _LAYOUT_HINT = (
     "Expected one folder per class under each split: <data_dir>/train/<CLASS>/*.png|jpg "
-    "(and optionally val/ and test/ alike), as in the Kaggle chest X-ray datasets. To try "
+    "(and optionally val/ and test/ alike), as in the Kaggle chest X-ray datasets. To predict "
+    "without the training folders, give the classes: --data.class_names [A,B,...]. To try "
     "medvision without it, run: medvision fit --config configs/quickstart_chestxray.yaml"
 )
 
@@ -53,6 +54,9 @@ class ChestXrayDataModule(MedVisionDataModule):
         folder if present and not used otherwise; else a stratified ``val_fraction`` of train.
         ``merge_val_into_train`` moves ``val/`` into train first and re-splits it, as the chest
         X-ray study did.
+
+    ``class_names`` fixes the classes and their order (indices); by default they are read from
+    the folders. Give them to ``predict`` on a machine without the training folders.
 
     ``sampler: weighted`` draws training images so that every class is equally frequent (see
     :class:`~medvision.data.samplers.WeightedClassSampler`; it works under DDP).
@@ -76,6 +80,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         test_split: str = "test",
         seed: int = 42,
         sampler: Literal["none", "weighted"] = "none",
+        class_names: list[str] | None = None,
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
@@ -99,15 +104,16 @@ class ChestXrayDataModule(MedVisionDataModule):
         self.sampler = sampler
         self.check_images = check_images
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
-        self._class_names: tuple[str, ...] | None = None
+        self._class_names = None if class_names is None else tuple(class_names)
         self._class_counts: dict[str, int] | None = None
-        self.save_hyperparameters()
+        # the model records class_names; loggers merge both hparams and need equal values
+        self.save_hyperparameters(ignore=["class_names"])
 
     # --- dataset facts, linked to the model by the CLI -------------------------------------
 
     @property
     def class_names(self) -> list[str]:
-        """Class folder names, sorted (known from the folders, before ``setup``)."""
+        """Class folder names, sorted (known from the folders before ``setup``), or as given."""
         if self._class_names is None:
             self._class_names = tuple(find_class_names(self._split_dirs()))
         return list(self._class_names)
@@ -144,6 +150,12 @@ class ChestXrayDataModule(MedVisionDataModule):
 
     def _setup_splits(self) -> None:
         dirs = self._split_dirs()
+        found = find_class_names(dirs)
+        if sorted(found) != sorted(self.class_names):
+            raise ValueError(
+                f"class_names {self.class_names} differ from the class folders in "
+                f"{self.data_dir}: {found}"
+            )
         items = {
             name: list_labelled_images(folder, self.class_names) for name, folder in dirs.items()
         }

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
+from medvision.callbacks import run_folder
 from medvision.metrics import classification_metrics, loggable_scalars
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
 from medvision.reports import format_per_class_table, per_class_rows, write_classification_report
@@ -213,7 +214,7 @@ class ClassificationModule(LightningModule):
             values["test/f1_per_class"],
             confusion,
         )
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder = run_folder(self.trainer)
         paths = write_classification_report(
             folder, "test", self.class_names, confusion.numpy(), rows
         )
@@ -229,6 +230,15 @@ class ClassificationModule(LightningModule):
                     data=[list(r.values()) for r in rows],
                 )
                 logger.log_image(key="test/confusion_matrix", images=[str(paths["confusion_png"])])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trained = checkpoint.get("hyper_parameters", {}).get("class_names")
+        if trained is not None and list(trained) != self.class_names:
+            raise ValueError(
+                f"the checkpoint was trained on classes {list(trained)} but this run has "
+                f"{self.class_names}. Use data with the same class folders, or pass "
+                f"--data.class_names {list(trained)} in that order."
+            )
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
