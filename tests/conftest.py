@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medvision.data.synthetic import write_chest_xray, write_lung_ct
+from medvision.data.synthetic import write_chest_xray, write_ham10000, write_lung_ct
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -26,6 +26,14 @@ def chest_dir(tmp_path: Path) -> Path:
     """A chest X-ray ImageFolder (train/val/test x 4 imbalanced classes, mixed files, ~48 px)."""
     root = tmp_path / "chest_xray"
     write_chest_xray(root, scale=0.5, size=48, seed=0)
+    return root
+
+
+@pytest.fixture
+def ham_dir(tmp_path: Path) -> Path:
+    """A HAM10000-layout folder: 32 synthetic lesions (1-3 images each, 48x64), masks, CSV."""
+    root = tmp_path / "ham10000"
+    write_ham10000(root, num_lesions=32, size=(48, 64), seed=0)
     return root
 
 

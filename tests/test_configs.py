@@ -23,6 +23,9 @@ def test_every_yaml_is_covered():
         "resnet18_chestxray.yaml",
         "resnet18_chestxray_aug.yaml",
         "quickstart_chestxray.yaml",
+        "unet_ham10000.yaml",
+        "resnet50_ham10000.yaml",
+        "resnet50_ham10000_7class.yaml",
     }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
@@ -37,7 +40,10 @@ def data_dir_for(name: str, request, tmp_path: Path) -> Path:
     """Where a config reads its data: fresh synthetic data in the layout it expects."""
     if name.startswith("quickstart"):
         return tmp_path / "synthetic"  # the quickstarts write their own
-    return request.getfixturevalue("chest_dir" if "chest" in name else "lung_dir")
+    for key, fixture in (("chest", "chest_dir"), ("ham10000", "ham_dir")):
+        if key in name:
+            return request.getfixturevalue(fixture)
+    return request.getfixturevalue("lung_dir")
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

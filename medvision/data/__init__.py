@@ -1,10 +1,12 @@
 """Datasets and LightningDataModules, one module per dataset layout."""
 
 from medvision.data.chest_xray import ChestXrayDataModule, SyntheticChestXrayDataModule
+from medvision.data.ham10000 import HAM10000DataModule
 from medvision.data.lung_ct import LungCTDataModule, SyntheticLungCTDataModule
 
 __all__ = [
     "ChestXrayDataModule",
+    "HAM10000DataModule",
     "LungCTDataModule",
     "SyntheticChestXrayDataModule",
     "SyntheticLungCTDataModule",

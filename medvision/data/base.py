@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import cv2
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
+from medvision.data.samplers import WeightedClassSampler
 from medvision.data.transforms import reseed_for_worker
 
 T = TypeVar("T")
@@ -34,19 +36,11 @@ def split_indices(
     ``num_folds`` folds and fold number ``fold`` (0-based) is the validation set.
     Returns sorted index arrays under ``"train"``, ``"val"`` and ``"test"``.
     """
-    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1:
-        raise ValueError(
-            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must lie in [0, 1)"
-        )
+    _check_split_args(val_fraction, test_fraction, num_folds, fold)
     order = np.random.default_rng(seed).permutation(num_items)
     num_test = round(num_items * test_fraction)
     test, rest = order[:num_test], order[num_test:]
     if num_folds is not None:
-        if num_folds < 2 or not 0 <= fold < num_folds:
-            raise ValueError(
-                f"need num_folds >= 2 and 0 <= fold < num_folds, got "
-                f"num_folds={num_folds}, fold={fold}"
-            )
         if len(rest) < num_folds:
             raise ValueError(
                 f"{len(rest)} items outside the test set cannot make {num_folds} folds"
@@ -55,13 +49,71 @@ def split_indices(
         val = folds[fold]
         train = np.concatenate([f for i, f in enumerate(folds) if i != fold])
     else:
-        if val_fraction + test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be below 1")
         num_val = round(num_items * val_fraction)
         val, train = rest[:num_val], rest[num_val:]
     if len(train) == 0:
         raise ValueError(f"the split leaves no training items out of {num_items}")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _check_split_args(
+    val_fraction: float, test_fraction: float, num_folds: int | None, fold: int
+) -> None:
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1:
+        raise ValueError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must lie in [0, 1)"
+        )
+    if num_folds is None and val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction + test_fraction must be below 1")
+    if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+        raise ValueError(
+            f"need num_folds >= 2 and 0 <= fold < num_folds, got num_folds={num_folds}, fold={fold}"
+        )
+
+
+def grouped_split_indices(
+    groups: Sequence[str],
+    labels: Sequence[int],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    num_folds: int | None = None,
+    fold: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`split_indices` for items that come in groups: a group never straddles two splits.
+
+    ``groups[i]`` names the group of item ``i`` (a lesion, a patient) and ``labels[i]`` its
+    class; the items of one group must share a label. Groups are split per label (stratified),
+    test first, then validation by ``val_fraction`` or as fold ``fold`` of ``num_folds``; the
+    test set is the same for every fold. Returns sorted item indices per split.
+    """
+    _check_split_args(val_fraction, test_fraction, num_folds, fold)
+    groups, labels = np.asarray(groups), np.asarray(labels)
+    names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    group_labels = labels[first]
+    mixed = names[np.bincount(inverse, weights=labels[first][inverse] != labels) > 0]
+    if len(mixed):
+        raise ValueError(f"groups with items of different labels: {[str(m) for m in mixed[:5]]}")
+    rng = np.random.default_rng(seed)
+    split_of_group = np.empty(len(names), dtype=object)
+    for label in np.unique(group_labels):
+        members = rng.permutation(np.flatnonzero(group_labels == label))
+        num_test = round(len(members) * test_fraction)
+        split_of_group[members[:num_test]] = "test"
+        rest = members[num_test:]
+        if num_folds is not None:
+            chunks = np.array_split(rest, num_folds)
+            split_of_group[rest] = "train"
+            split_of_group[chunks[fold]] = "val"
+        else:
+            num_val = round(len(members) * val_fraction)
+            split_of_group[rest[:num_val]] = "val"
+            split_of_group[rest[num_val:]] = "train"
+    item_split = split_of_group[inverse]
+    indices = {name: np.flatnonzero(item_split == name) for name in ("train", "val", "test")}
+    if len(indices["train"]) == 0:
+        raise ValueError(f"the split leaves no training items out of {len(groups)}")
+    return indices
 
 
 def stratified_split(
@@ -128,7 +180,8 @@ class SegmentationDataset(Dataset):
     :func:`~medvision.data.io.normalize_intensity`), ``path``: the image file, and
     ``original_size``: int64 ``[height, width]`` as stored. With masks it also holds
     ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``. ``transform`` is applied to
-    image and mask in one call (resize plus augmentation).
+    image and mask in one call (resize plus augmentation). A mask of another size than its
+    image is an error, or, with ``resize_masks``, resized to it by nearest neighbour.
     """
 
     def __init__(
@@ -138,6 +191,7 @@ class SegmentationDataset(Dataset):
         transform,
         in_channels: int = 1,
         intensity_window: tuple[float, float] | None = None,
+        resize_masks: bool = False,
     ) -> None:
         if mask_paths is not None and len(mask_paths) != len(image_paths):
             raise ValueError("image_paths and mask_paths differ in length")
@@ -146,6 +200,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.in_channels = in_channels
         self.intensity_window = intensity_window
+        self.resize_masks = resize_masks
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:
@@ -162,6 +217,8 @@ class SegmentationDataset(Dataset):
         else:
             mask_path = self.mask_paths[index]
             mask = binarize_mask(read_image(mask_path), mask_path)
+            if self.resize_masks:
+                mask = resize_mask(mask, raw.shape[:2])
             check_same_size(path, raw, mask_path, mask)
             out = self.transform(image=image, mask=mask)
             image = out["image"]
@@ -212,6 +269,13 @@ class ClassificationDataset(Dataset):
         return sample
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 0/1 mask at ``size`` (height, width), by nearest neighbour; unchanged if already there."""
+    if mask.shape[:2] == tuple(size):
+        return mask
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
     """Raise a ``ValueError`` naming both files when image and mask differ in height/width."""
     if image.shape[:2] != mask.shape[:2]:
@@ -252,6 +316,17 @@ class MedVisionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
+    def _weighted_train_loader(self, seed: int) -> DataLoader:
+        """Training loader drawing classes equally often, one share per DDP process."""
+        trainer = self.trainer
+        sampler = WeightedClassSampler(
+            self.datasets["train"].labels,
+            num_replicas=trainer.world_size if trainer else None,
+            rank=trainer.global_rank if trainer else None,
+            seed=seed,
+        )
+        return self._loader("train", sampler=sampler)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
@@ -269,7 +344,9 @@ __all__ = [
     "check_same_size",
     "default_num_workers",
     "find_problems",
+    "grouped_split_indices",
     "problem_report",
+    "resize_mask",
     "split_indices",
     "stratified_split",
 ]

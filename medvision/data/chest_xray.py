@@ -23,7 +23,6 @@ from medvision.data.base import (
     stratified_split,
 )
 from medvision.data.io import IMAGE_SUFFIXES, read_image
-from medvision.data.samplers import WeightedClassSampler
 from medvision.data.synthetic import write_chest_xray
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -217,14 +216,7 @@ class ChestXrayDataModule(MedVisionDataModule):
     def train_dataloader(self):
         if self.sampler == "none":
             return self._loader("train", shuffle=True)
-        trainer = self.trainer
-        sampler = WeightedClassSampler(
-            self.datasets["train"].labels,
-            num_replicas=trainer.world_size if trainer else None,
-            rank=trainer.global_rank if trainer else None,
-            seed=self.seed,
-        )
-        return self._loader("train", sampler=sampler)
+        return self._weighted_train_loader(seed=self.seed)
 
 
 class SyntheticChestXrayDataModule(ChestXrayDataModule):

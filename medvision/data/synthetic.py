@@ -6,6 +6,7 @@ exercise TIFF decoding, pairing, resizing and normalization, not a shortcut arou
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -218,3 +219,88 @@ def _save_xray(path: Path, image: np.ndarray, mode: str) -> None:
             [np.repeat(gray[..., None], 3, axis=-1), np.full_like(gray, 255)[..., None]], -1
         )
         Image.fromarray(rgba).save(path)
+
+
+#: Diagnoses of the synthetic HAM10000 lesions, in turn: imbalanced like the real set (nv most).
+_HAM_DX_CYCLE = (
+    "nv",
+    "nv",
+    "nv",
+    "mel",
+    "nv",
+    "bkl",
+    "nv",
+    "bcc",
+    "nv",
+    "mel",
+    "akiec",
+    "nv",
+    "bkl",
+    "vasc",
+    "nv",
+    "df",
+)
+_HAM_DX_COLOR = {  # lesion RGB on skin, so the diagnoses are learnable
+    "nv": (110, 70, 50),
+    "mel": (40, 25, 30),
+    "bkl": (150, 110, 70),
+    "bcc": (190, 120, 130),
+    "akiec": (200, 90, 80),
+    "vasc": (170, 30, 60),
+    "df": (120, 90, 90),
+}
+
+
+def write_ham10000(
+    root: str | Path, num_lesions: int = 24, size: tuple[int, int] = (48, 64), seed: int = 0
+) -> list[dict]:
+    """Write synthetic dermoscopy images in the HAM10000 layout; returns the metadata rows.
+
+    ``root/images/ISIC_<id>.jpg`` (RGB, ``size`` = height x width), the lesion mask
+    ``root/masks/ISIC_<id>_segmentation.png`` (0/255) and ``root/HAM10000_metadata.csv``.
+    Lesion ``i`` has 1-3 images (so lesion ids repeat, as in the real set) and the diagnosis
+    ``_HAM_DX_CYCLE[i % 16]``; each image shows an elliptic lesion of the diagnosis' colour
+    at a random place, size and tilt on skin. Depends only on ``(seed, lesion, image)``.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    height, width = size
+    yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j].astype(np.float32)
+    rows, image_number = [], 24306
+    for lesion in range(num_lesions):
+        dx = _HAM_DX_CYCLE[lesion % len(_HAM_DX_CYCLE)]
+        for shot in range(int(np.random.default_rng([seed, lesion]).integers(1, 4))):
+            rng = np.random.default_rng([seed, lesion, shot])
+            centre, axes = rng.uniform(-0.3, 0.3, 2), rng.uniform(0.25, 0.55, 2)
+            mask = _ellipse(xx, yy, *centre, *axes, rng.uniform(0, np.pi))
+            skin = np.array([225, 180, 160], np.float32) + rng.normal(0, 8, 3)
+            image = np.broadcast_to(skin, (height, width, 3)).copy()
+            image[mask] = np.array(_HAM_DX_COLOR[dx], np.float32) + rng.normal(0, 6, 3)
+            image = ndimage.gaussian_filter(image, sigma=(1, 1, 0))
+            image += rng.normal(0, 6, image.shape)
+            image_id = f"ISIC_{image_number:07d}"
+            image_number += 1
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+                root / "images" / f"{image_id}.jpg", quality=92
+            )
+            Image.fromarray(mask.astype(np.uint8) * 255).save(
+                root / "masks" / f"{image_id}_segmentation.png"
+            )
+            rows.append(
+                {
+                    "lesion_id": f"HAM_{lesion:07d}",
+                    "image_id": image_id,
+                    "dx": dx,
+                    "dx_type": "histo",
+                    "age": "50.0",
+                    "sex": "female",
+                    "localization": "back",
+                }
+            )
+    with open(root / "HAM10000_metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info("Wrote %d synthetic HAM10000 images of %d lesions to %s", len(rows), num_lesions, root)
+    return rows
