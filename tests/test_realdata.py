@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from medvision.cli import main
-from medvision.data import ChestXrayDataModule, LungCTDataModule
+from medvision.data import ChestXrayDataModule, HAM10000DataModule, LungCTDataModule
+from medvision.data.ham10000 import read_metadata
 
-from .conftest import SHARED_DATA, chest_run_args, unet_run_args
+from .conftest import CONFIGS, SHARED_DATA, chest_run_args, unet_run_args
 
 pytestmark = pytest.mark.realdata
 
@@ -80,3 +81,51 @@ def test_a_few_classifier_steps_on_real_chest_xrays(real_chest_dir, tmp_path):
         ]
     )
     assert "val/f1" in (tmp_path / "logs/version_0/metrics.csv").read_text()
+
+
+@pytest.fixture
+def real_ham_dir():
+    path = SHARED_DATA / "ham10000"
+    if not (path / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def test_real_ham10000_splits_never_share_a_lesion(real_ham_dir):
+    dm = HAM10000DataModule(real_ham_dir, task="classification", check_images=False)
+    dm.setup("fit")
+    image_to_lesion = {
+        r.image_id: r.lesion_id for r in read_metadata(real_ham_dir / dm.metadata_filename)
+    }
+    lesions = {
+        split: {image_to_lesion[p.stem] for p in dataset.image_paths}
+        for split, dataset in dm.datasets.items()
+    }
+    assert not lesions["train"] & lesions["test"] and not lesions["val"] & lesions["test"]
+    assert not lesions["train"] & lesions["val"]
+    assert sum(dm.class_counts.values()) == len(dm.datasets["train"])
+    assert dm.class_counts["nv"] > 10 * dm.class_counts["df"]  # the real imbalance
+
+
+def test_a_few_lesion_segmentation_steps_on_real_ham10000(real_ham_dir, tmp_path):
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "unet_ham10000.yaml"),
+            f"--data.init_args.data_dir={real_ham_dir}",
+            "--data.init_args.check_images=false",
+            "--data.init_args.image_size=[96,128]",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.batch_size=4",
+            "--model.init_args.encoder_name=resnet18",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2",
+        ]
+    )
+    assert "val/iou" in (tmp_path / "logs/version_0/metrics.csv").read_text()
