@@ -46,23 +46,33 @@ class PerImageOverlap(Metric):
     """Mean over images of the Dice or IoU score at ``threshold``.
 
     ``update(probs, target)``: probabilities in [0, 1] and 0/1 targets, both ``N x 1 x H x W``.
+    With ``floor``, an image scoring below it counts as 0: the ISIC 2018 challenge's
+    "thresholded Jaccard" is ``kind="iou", floor=0.65``.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, kind: Literal["dice", "iou"] = "dice", threshold: float = 0.5, **kwargs):
+    def __init__(
+        self,
+        kind: Literal["dice", "iou"] = "dice",
+        threshold: float = 0.5,
+        floor: float | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if kind not in ("dice", "iou"):
             raise ValueError(f"kind must be 'dice' or 'iou', got {kind!r}")
-        self.kind, self.threshold = kind, threshold
+        self.kind, self.threshold, self.floor = kind, threshold, floor
         self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         dice, iou = overlap_scores(binarize(probs, self.threshold), target > 0.5)
         scores = dice if self.kind == "dice" else iou
+        if self.floor is not None:
+            scores = torch.where(scores < self.floor, 0.0, scores)
         self.score_sum += scores.double().sum()
         self.num_images += scores.numel()
 
@@ -70,20 +80,25 @@ class PerImageOverlap(Metric):
         return (self.score_sum / self.num_images.clamp(min=1)).float()
 
 
-def segmentation_metrics(threshold: float = 0.5) -> MetricCollection:
+def segmentation_metrics(
+    threshold: float = 0.5, jaccard_floor: float | None = None
+) -> MetricCollection:
     """``dice``, ``iou`` (per image) and ``pixel_accuracy`` for binary masks at ``threshold``.
+
+    With ``jaccard_floor`` also ``thresholded_iou``: IoU with per-image scores below the floor
+    counted as 0 (0.65 in the ISIC 2018 lesion segmentation challenge).
 
     Compute groups are off: Dice and IoU share state names, and torchmetrics would merge them
     into one (reporting IoU = Dice) whenever their states happen to agree after the first batch.
     """
-    return MetricCollection(
-        {
-            "dice": PerImageOverlap("dice", threshold),
-            "iou": PerImageOverlap("iou", threshold),
-            "pixel_accuracy": BinaryAccuracy(threshold=threshold),
-        },
-        compute_groups=False,
-    )
+    metrics = {
+        "dice": PerImageOverlap("dice", threshold),
+        "iou": PerImageOverlap("iou", threshold),
+        "pixel_accuracy": BinaryAccuracy(threshold=threshold),
+    }
+    if jaccard_floor is not None:
+        metrics["thresholded_iou"] = PerImageOverlap("iou", threshold, floor=jaccard_floor)
+    return MetricCollection(metrics, compute_groups=False)
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

@@ -128,3 +128,10 @@ def test_weighted_loss_by_hand():
 def test_class_weight_list_must_match_the_classes():
     with pytest.raises(ValueError, match="2 values for 3 classes"):
         ClassificationModule("cnn5", num_classes=3, class_names=list("abc"), class_weights=[1, 2])
+
+
+def test_highlighted_classes_must_exist():
+    with pytest.raises(ValueError, match=r"highlight_classes \['melanoma'\] are not among"):
+        ClassificationModule(
+            "cnn5", num_classes=2, class_names=["mel", "nv"], highlight_classes=["melanoma"]
+        )

@@ -123,7 +123,13 @@ def test_class_names_are_linked_from_the_folders(tmp_path, chest_dir):
 
 
 def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
-    fit_args = chest_run_args(tmp_path, chest_dir, "--trainer.max_epochs=2")
+    # hyperparameters travel in the checkpoint: test and predict reuse them
+    fit_args = chest_run_args(
+        tmp_path,
+        chest_dir,
+        "--trainer.max_epochs=2",
+        "--model.init_args.highlight_classes=[TUBERCULOSIS]",
+    )
     main(["fit", *fit_args])
     best = tmp_path / "logs/version_0/checkpoints/best.ckpt"
     metrics = (tmp_path / "logs/version_0/metrics.csv").read_text()
@@ -132,7 +138,7 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
     with caplog.at_level(logging.INFO, logger="medvision"):
         main(["test", *fit_args, f"--ckpt_path={best}"])
     assert "class         precision  recall     f1  support" in caplog.text
-    assert "TUBERCULOSIS" in caplog.text
+    assert "TUBERCULOSIS: recall" in caplog.text
     run = tmp_path / "logs/version_1"
     per_class = read_csv(run / "test_per_class.csv")
     assert [r["class"] for r in per_class] == ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]

@@ -79,3 +79,14 @@ def test_per_class_vectors_are_logged_under_class_names():
         "val/recall/NORMAL": values["val/recall"][0],
         "val/recall/COVID19": values["val/recall"][1],
     }
+
+
+def test_isic_thresholded_jaccard_counts_poor_images_as_zero():
+    # image 1: IoU 1/2 (below 0.65, counts 0); image 2: IoU 3/4 (kept)
+    pred = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).float().view(2, 1, 1, 4)
+    truth = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]]).float().view(2, 1, 1, 4)
+    metrics = segmentation_metrics(threshold=0.5, jaccard_floor=0.65)
+    metrics.update(pred, truth)
+    values = metrics.compute()
+    assert values["iou"].item() == pytest.approx((0.5 + 0.75) / 2)
+    assert values["thresholded_iou"].item() == pytest.approx(0.75 / 2)

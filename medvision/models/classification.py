@@ -73,7 +73,8 @@ class ClassificationModule(LightningModule):
     ``balanced_accuracy``, ``f1`` (macro), ``auroc``, and per class ``precision/<class>``,
     ``recall/<class>``, ``f1_per_class/<class>``. At the end of ``test``, the per-class table
     is logged and printed, and ``test_per_class.csv``, ``test_confusion_matrix.csv`` and ``.png``
-    are written to the run folder (and sent to W&B when attached).
+    are written to the run folder (and sent to W&B when attached); ``highlight_classes`` (e.g.
+    melanoma) get a summary line of their own.
 
     ``in_channels``, ``num_classes`` and ``class_names`` are normally linked from the
     datamodule by the CLI.
@@ -89,6 +90,7 @@ class ClassificationModule(LightningModule):
         class_names: Sequence[str] | None = None,
         class_weights: Literal["auto", "none"] | list[float] = "none",
         label_smoothing: float = 0.0,
+        highlight_classes: list[str] | None = None,
         model_kwargs: dict | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -97,6 +99,10 @@ class ClassificationModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.class_names = _check_class_names(class_names, num_classes)
+        unknown = sorted(set(highlight_classes or []) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"highlight_classes {unknown} are not among {self.class_names}")
+        self.highlight_classes = list(highlight_classes or [])
         self.net = create_classification_net(
             model_name, pretrained, in_channels, num_classes, **(model_kwargs or {})
         )
@@ -219,6 +225,16 @@ class ClassificationModule(LightningModule):
             folder, "test", self.class_names, confusion.numpy(), rows
         )
         log.info("Test results per class:\n%s", format_per_class_table(rows))
+        for row in rows:
+            if row["class"] in self.highlight_classes:
+                log.info(
+                    "%s: recall %.3f, precision %.3f, F1 %.3f (%d test images)",
+                    row["class"],
+                    row["recall"],
+                    row["precision"],
+                    row["f1"],
+                    row["support"],
+                )
         log.info(
             "Confusion matrix: %s (counts in %s)", paths["confusion_png"], paths["confusion_csv"]
         )

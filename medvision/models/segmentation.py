@@ -58,9 +58,10 @@ class SegmentationModule(LightningModule):
     ``arch`` is any name ``smp.create_model`` knows (``Unet``, ``UnetPlusPlus``, ``FPN``,
     ``DeepLabV3Plus``, ...) or ``FCN``; ``encoder_name`` any smp encoder. ``loss`` is a name from
     :data:`medvision.losses.LOSS_NAMES` or an ``nn.Module``. Dice, IoU and pixel accuracy at
-    ``threshold`` are logged per stage as ``train/dice``, ``val/iou``, ... ``in_channels`` and
-    ``num_classes`` (and ``class_names``, kept for the record) are normally linked from the
-    datamodule by the CLI.
+    ``threshold`` are logged per stage as ``train/dice``, ``val/iou``, ... (and
+    ``thresholded_iou`` with ``jaccard_floor``, see
+    :func:`~medvision.metrics.segmentation_metrics`). ``in_channels`` and ``num_classes`` (and
+    ``class_names``, kept for the record) are normally linked from the datamodule by the CLI.
 
     ``predict_step`` returns sigmoid probabilities with the batch's paths and original sizes,
     which :class:`medvision.callbacks.SegmentationPredictionWriter` turns into mask files.
@@ -76,6 +77,7 @@ class SegmentationModule(LightningModule):
         class_names: Sequence[str] | None = None,
         loss: str | nn.Module = "bce_dice",
         threshold: float = 0.5,
+        jaccard_floor: float | None = None,
         arch_kwargs: dict | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -95,7 +97,7 @@ class SegmentationModule(LightningModule):
         )
         self.loss = build_loss(loss)
         self.threshold = threshold
-        metrics = segmentation_metrics(threshold)
+        metrics = segmentation_metrics(threshold, jaccard_floor)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
