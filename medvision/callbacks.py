@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from scipy import ndimage
 
+from medvision.data.base import resize_mask
 from medvision.data.io import (
     binarize_mask,
     normalize_intensity,
@@ -113,7 +114,8 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             truth = None
             if "mask_path" in prediction:
                 mask_path = prediction["mask_path"][i]
-                truth = binarize_mask(read_image(mask_path), mask_path).astype(bool)
+                mask = binarize_mask(read_image(mask_path), mask_path)
+                truth = resize_mask(mask, (height, width)).astype(bool)
                 dice, iou = overlap_scores(
                     torch.from_numpy(pred)[None], torch.from_numpy(truth)[None]
                 )

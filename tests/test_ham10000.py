@@ -8,8 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from medvision.cli import MedVisionCLI, main
 from medvision.data import HAM10000DataModule
 from medvision.data.base import grouped_split_indices
+
+from .conftest import CONFIGS
 
 SEED_STUDY_MAP = {
     "mel": "MEL",
@@ -171,3 +174,29 @@ def test_missing_metadata_points_to_the_layout(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match="HAM10000_metadata.csv is missing.*layout"):
         make_dm(tmp_path).setup("fit")
+
+
+def test_predict_scores_at_the_images_own_size_even_with_a_smaller_mask(ham_dir, tmp_path):
+    row = metadata(ham_dir)[0]
+    mask = ham_dir / "masks" / f"{row['image_id']}_segmentation.png"
+    Image.open(mask).resize((32, 24), Image.NEAREST).save(mask)
+    args = [
+        "--config",
+        str(CONFIGS / "unet_ham10000.yaml"),
+        f"--data.init_args.data_dir={ham_dir}",
+        "--data.init_args.image_size=[32,64]",
+        "--data.init_args.num_workers=0",
+        "--model.init_args.encoder_name=resnet18",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]
+    checkpoint = tmp_path / "init.ckpt"
+    model = MedVisionCLI(args=args, run=False).model
+    torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": "2.6.0"}, checkpoint)
+    main(["predict", *args, f"--ckpt_path={checkpoint}", f"--data.init_args.predict_dir={ham_dir}"])
+    predicted = np.array(Image.open(tmp_path / "predictions/masks" / f"{row['image_id']}.png"))
+    assert predicted.shape == (48, 64)  # the image's size, not the model's 32x64
+    with open(tmp_path / "predictions/metrics.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(metadata(ham_dir))
