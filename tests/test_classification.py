@@ -41,7 +41,7 @@ def test_seed_nets_have_no_pretrained_weights():
 def test_module_forward_backward_on_64px_grayscale(model_name):
     module = ClassificationModule(model_name, in_channels=1, num_classes=4, class_names=NAMES)
     batch = {"image": torch.rand(3, 1, 64, 64), "label": torch.tensor([0, 3, 1])}
-    loss = module._shared_step(batch, "train")
+    loss = module.step(batch, "train")
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
 
@@ -118,11 +118,11 @@ def test_weighted_loss_by_hand():
     logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     batch = {"image": logits, "label": torch.tensor([0, 1])}
     # each sample loses log(2); weighted mean = (1 * log2 + 3 * log2) / (1 + 3) = log 2
-    assert module._shared_step(batch, "train").item() == pytest.approx(0.693147, abs=1e-5)
+    assert module.step(batch, "train").item() == pytest.approx(0.693147, abs=1e-5)
     batch["image"] = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
     # CE(sample 0) = log(1 + e^-2) = 0.126928, CE(sample 1) = log(1 + e^2) = 2.126928
     expected = (1 * 0.126928 + 3 * 2.126928) / 4
-    assert module._shared_step(batch, "train").item() == pytest.approx(expected, abs=1e-5)
+    assert module.step(batch, "train").item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_class_weight_list_must_match_the_classes():

@@ -289,8 +289,9 @@ def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: 
 class MedVisionDataModule(L.LightningDataModule):
     """Loader plumbing shared by medvision's datamodules.
 
-    Subclasses fill ``self.datasets`` (keys ``train``, ``val``, ``test``, ``predict``) in
-    ``setup``. Loaders pin memory on CUDA machines and keep workers alive between epochs.
+    Subclasses define ``class_names``, fill ``self.datasets`` (keys ``train``, ``val``,
+    ``test``, ``predict``) in ``setup``, and set ``self._class_counts`` for classification.
+    Loaders pin memory on CUDA machines and keep workers alive between epochs.
     """
 
     def __init__(self, batch_size: int = 16, num_workers: int | None = None) -> None:
@@ -298,6 +299,18 @@ class MedVisionDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.datasets: dict[str, Dataset] = {}
+        self._class_counts: dict[str, int] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Training images per class name, known after ``setup`` (set by subclasses)."""
+        if self._class_counts is None:
+            raise RuntimeError("class_counts is known after setup('fit')")
+        return dict(self._class_counts)
 
     def _loader(self, stage: str, shuffle: bool = False, sampler=None) -> DataLoader:
         if stage not in self.datasets:

@@ -104,7 +104,6 @@ class ChestXrayDataModule(MedVisionDataModule):
         self.check_images = check_images
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self._class_names = None if class_names is None else tuple(class_names)
-        self._class_counts: dict[str, int] | None = None
         # the model records class_names; loggers merge both hparams and need equal values
         self.save_hyperparameters(ignore=["class_names"])
 
@@ -116,17 +115,6 @@ class ChestXrayDataModule(MedVisionDataModule):
         if self._class_names is None:
             self._class_names = tuple(find_class_names(self._split_dirs()))
         return list(self._class_names)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        """Training images per class after the split (and merge); needs ``setup`` first."""
-        if self._class_counts is None:
-            raise RuntimeError("class_counts is known after setup('fit')")
-        return dict(self._class_counts)
 
     # --- setup ------------------------------------------------------------------------------
 

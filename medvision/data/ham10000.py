@@ -133,7 +133,6 @@ class HAM10000DataModule(MedVisionDataModule):
         self.sampler = sampler
         self.check_images = check_images
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
-        self._class_counts: dict[str, int] | None = None
         self.save_hyperparameters()
 
     # --- dataset facts, linked to the model by the CLI -------------------------------------
@@ -146,17 +145,6 @@ class HAM10000DataModule(MedVisionDataModule):
         if self.label_map is None:
             return list(self.diagnoses)
         return sorted(set(self.label_map.values()))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        """Training images per class after the split; needs ``setup`` first."""
-        if self._class_counts is None:
-            raise RuntimeError("class_counts is known after setup('fit')")
-        return dict(self._class_counts)
 
     def label_of(self, dx: str) -> int:
         """Class index of a diagnosis code, through ``label_map`` when given."""

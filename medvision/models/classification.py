@@ -11,7 +11,6 @@ from typing import Literal
 import timm
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
@@ -19,6 +18,7 @@ from torch import nn
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
 from medvision.callbacks import run_folder
 from medvision.metrics import classification_metrics, loggable_scalars
+from medvision.models.base import MedVisionModule
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
 from medvision.reports import format_per_class_table, per_class_rows, write_classification_report
 
@@ -57,7 +57,7 @@ def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
     return counts_tensor.sum() / (len(counts_tensor) * counts_tensor)
 
 
-class ClassificationModule(LightningModule):
+class ClassificationModule(MedVisionModule):
     """Single-label classification: logits ``N x num_classes`` for ``N x in_channels x H x W``.
 
     Batches are dicts with ``image`` (float in [0, 1]) and ``label`` (int64 class index). The
@@ -96,7 +96,7 @@ class ClassificationModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.class_names = _check_class_names(class_names, num_classes)
         unknown = sorted(set(highlight_classes or []) - set(self.class_names))
@@ -129,9 +129,6 @@ class ClassificationModule(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
-        self.lr_scheduler_monitor = lr_scheduler_monitor
 
     def setup(self, stage: str) -> None:
         if self.class_weights != "auto" or stage not in ("fit", "validate", "test"):
@@ -152,33 +149,15 @@ class ClassificationModule(LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net((image - self.input_mean) / self.input_std)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["image"])
         labels = batch["label"]
         loss = F.cross_entropy(
             logits.float(), labels, weight=self.loss_weight, label_smoothing=self.label_smoothing
         )
         getattr(self, f"{stage}_metrics").update(logits.detach().float().softmax(dim=1), labels)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(labels),
-            sync_dist=not on_step,
-        )
+        self.log_loss(stage, loss, batch_size=len(labels))
         return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
@@ -255,16 +234,6 @@ class ClassificationModule(LightningModule):
                 f"{self.class_names}. Use data with the same class folders, or pass "
                 f"--data.class_names {list(trained)} in that order."
             )
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor},
-        }
 
 
 def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from medvision.losses import build_loss
 from medvision.metrics import segmentation_metrics
+from medvision.models.base import MedVisionModule
 from medvision.models.nets.fcn import FCN
 from medvision.models.weights import explain_download_failure
 
@@ -51,7 +51,7 @@ def create_segmentation_net(
         )
 
 
-class SegmentationModule(LightningModule):
+class SegmentationModule(MedVisionModule):
     """Binary segmentation: logits ``N x 1 x H x W`` for images ``N x in_channels x H x W``.
 
     Batches are dicts with ``image`` (float) and ``mask`` (0/1 float ``N x 1 x H x W``).
@@ -83,7 +83,7 @@ class SegmentationModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor)
         if num_classes != 1:
             raise ValueError(
                 f"num_classes={num_classes}: SegmentationModule segments one foreground class "
@@ -101,54 +101,23 @@ class SegmentationModule(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
-        self.lr_scheduler_monitor = lr_scheduler_monitor
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["image"])
         mask = batch["mask"]
         loss = self.loss(logits, mask)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach().sigmoid(), mask)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(mask),
-            sync_dist=not on_step,
-        )
+        self.log_loss(stage, loss, batch_size=len(mask))
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(mask)
         )
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
         output["probs"] = self(batch["image"]).sigmoid()
         return output
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor},
-        }

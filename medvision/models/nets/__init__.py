@@ -6,6 +6,7 @@ Importing this package registers the seed studies' classifiers with timm, so
 
 from medvision.models.nets.cnn5 import CNN5
 from medvision.models.nets.fcn import FCN, FCNDecoder
+from medvision.models.nets.feature_head import FeatureHeadNet
 from medvision.models.nets.vgg_leaky import VGGLeaky
 
-__all__ = ["CNN5", "FCN", "FCNDecoder", "VGGLeaky"]
+__all__ = ["CNN5", "FCN", "FCNDecoder", "FeatureHeadNet", "VGGLeaky"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from timm.models import register_model
 from torch import nn
 
+from medvision.models.nets.feature_head import FeatureHeadNet, entrypoint_kwargs
 
-class CNN5(nn.Module):
+
+class CNN5(FeatureHeadNet):
     """Three conv-ReLU-maxpool blocks and two fully connected layers (the study's "5-layer CNN").
 
     Input ``N x in_chans x H x W`` (224x224 in the study; any size from 8x8 works), output
@@ -44,33 +45,8 @@ class CNN5(nn.Module):
             nn.Linear(hidden, num_classes),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model
 def cnn5(pretrained: bool = False, **kwargs) -> CNN5:
     """``timm.create_model("cnn5", num_classes=..., in_chans=...)``; no pretrained weights exist."""
-    _refuse_pretrained("cnn5", pretrained)
-    return CNN5(**_model_kwargs(kwargs))
-
-
-def _refuse_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(
-            f"{name} has no pretrained weights; set pretrained: false, or give a checkpoint of "
-            "your own as pretrained_weights."
-        )
-
-
-def _model_kwargs(kwargs: dict) -> dict:
-    """Drop the pretrained-config arguments that ``timm.create_model`` passes to every model."""
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return kwargs
+    return CNN5(**entrypoint_kwargs("cnn5", pretrained, kwargs))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from timm.models import register_model
 from torch import nn
 
-from medvision.models.nets.cnn5 import _model_kwargs, _refuse_pretrained
+from medvision.models.nets.feature_head import FeatureHeadNet, entrypoint_kwargs
 
 #: Conv widths of the four stages that make the feature map; a max-pool follows each stage.
 FEATURE_STAGES = ((64, 64), (128, 128), (128, 128, 256), (256, 256, 512))
@@ -28,7 +27,7 @@ def _linear(in_features: int, out_features: int, slope: float) -> list[nn.Module
     ]
 
 
-class VGGLeaky(nn.Module):
+class VGGLeaky(FeatureHeadNet):
     """VGG-style classifier split into ``features`` (image -> feature map) and ``head``.
 
     ``features``: four stages of 3x3 conv + BatchNorm + LeakyReLU, each ending in a 2x2 max-pool
@@ -70,18 +69,8 @@ class VGGLeaky(nn.Module):
             nn.Linear(512, num_classes),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model
 def vgg_leaky(pretrained: bool = False, **kwargs) -> VGGLeaky:
     """``timm.create_model("vgg_leaky", num_classes=..., in_chans=...)``; no pretrained weights."""
-    _refuse_pretrained("vgg_leaky", pretrained)
-    return VGGLeaky(**_model_kwargs(kwargs))
+    return VGGLeaky(**entrypoint_kwargs("vgg_leaky", pretrained, kwargs))
