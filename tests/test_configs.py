@@ -1,6 +1,7 @@
 """Every YAML in configs/ parses and runs one batch on synthetic data."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def test_every_yaml_is_covered():
         "unet_ham10000.yaml",
         "resnet50_ham10000.yaml",
         "resnet50_ham10000_7class.yaml",
+        "resnet50_ham10000_lesion_crop.yaml",
     }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
@@ -46,6 +48,14 @@ def data_dir_for(name: str, request, tmp_path: Path) -> Path:
     return request.getfixturevalue("lung_dir")
 
 
+def lesion_masks_from_truth(ham_dir: Path, folder: Path) -> list[str]:
+    """Stand-in for a segmenter's output: the true masks, named as medvision predict names them."""
+    folder.mkdir()
+    for mask in (ham_dir / "masks").glob("*_segmentation.png"):
+        shutil.copy(mask, folder / mask.name.replace("_segmentation", ""))
+    return [f"--data.init_args.lesion_mask_dir={folder}", "--data.init_args.lesion_segmenter=null"]
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_one_batch(name, tmp_path, request, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -58,6 +68,7 @@ def test_experiment_runs_one_batch(name, tmp_path, request, monkeypatch):
             f"--data.init_args.data_dir={data_dir}",
             "--data.init_args.image_size=64",
             *fast_trainer_args(tmp_path),
+            *(lesion_masks_from_truth(data_dir, tmp_path / "lesions") if "lesion" in name else []),
         ]
     )
     if name == "quickstart.yaml":  # generated its own data

@@ -234,7 +234,8 @@ class ClassificationDataset(Dataset):
     Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1] (min-max scaled per
     image, so 8- and 16-bit files agree), ``path``: the file, and, when ``labels`` are given,
     ``label``: int64 class index. ``transform`` is an albumentations call (resize plus
-    augmentation) on the ``H x W x C`` float image.
+    augmentation) on the ``H x W x C`` float image; ``preprocess(image, path)``, when given,
+    runs before it (e.g. :class:`~medvision.pipelines.LesionFocus` cropping to a lesion).
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class ClassificationDataset(Dataset):
         labels: Sequence[int] | None,
         transform,
         in_channels: int = 1,
+        preprocess: Callable[[np.ndarray, Path], np.ndarray] | None = None,
     ) -> None:
         if labels is not None and len(labels) != len(image_paths):
             raise ValueError("image_paths and labels differ in length")
@@ -250,6 +252,7 @@ class ClassificationDataset(Dataset):
         self.labels = None if labels is None else [int(label) for label in labels]
         self.transform = transform
         self.in_channels = in_channels
+        self.preprocess = preprocess
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:
@@ -259,6 +262,8 @@ class ClassificationDataset(Dataset):
         self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
         path = self.image_paths[index]
         image = normalize_intensity(to_channels(read_image(path), self.in_channels))
+        if self.preprocess is not None:
+            image = self.preprocess(image, path)
         image = self.transform(image=image)["image"]
         sample = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),

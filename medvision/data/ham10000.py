@@ -25,6 +25,7 @@ from medvision.data.base import (
     problem_report,
 )
 from medvision.data.io import IMAGE_SUFFIXES, binarize_mask, list_images, read_image
+from medvision.data.lesion_focus import LesionFocus
 from medvision.data.transforms import (
     classification_transform,
     segmentation_transform,
@@ -66,6 +67,12 @@ class HAM10000DataModule(MedVisionDataModule):
     (int64) for classification. A mask of another size than its image is resized to it by
     nearest neighbour; how many were is logged.
 
+    Segment-then-classify: with ``lesion_focus: crop`` (or ``mask``) each image is cropped to
+    its lesion's bounding box plus ``lesion_margin`` (or its background blacked out) before
+    resizing, using ``lesion_mask_dir/<image_id>.png``. Those masks come from ``medvision
+    predict`` with a segmentation checkpoint, or are predicted once in ``prepare_data`` by the
+    checkpoint given as ``lesion_segmenter`` (see :mod:`medvision.pipelines`).
+
     Every metadata row is checked in ``setup`` (image present, known dx, mask present for
     segmentation) and every file decoded once (``check_images``); all problems are reported
     in one error. Images without a metadata row are not used, and their number is logged.
@@ -101,11 +108,20 @@ class HAM10000DataModule(MedVisionDataModule):
         fold: int = 0,
         sampler: Literal["none", "weighted"] = "none",
         check_images: bool = True,
+        lesion_focus: Literal["none", "crop", "mask"] = "none",
+        lesion_mask_dir: str | Path | None = None,
+        lesion_segmenter: str | Path | None = None,
+        lesion_margin: float = 0.1,
         predict_dir: str | Path | None = None,
         batch_size: int = 16,
         num_workers: int | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if lesion_focus != "none" and (task != "classification" or lesion_mask_dir is None):
+            raise ValueError(
+                "lesion_focus needs task: classification and a lesion_mask_dir (filled by "
+                "lesion_segmenter, or by medvision predict with a segmentation checkpoint)"
+            )
         if task not in ("segmentation", "classification"):
             raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
         if sampler not in ("none", "weighted"):
@@ -132,6 +148,10 @@ class HAM10000DataModule(MedVisionDataModule):
         )
         self.sampler = sampler
         self.check_images = check_images
+        self.focus = None
+        if lesion_focus != "none":
+            self.focus = LesionFocus(lesion_mask_dir, lesion_focus, lesion_margin)
+        self.lesion_segmenter = None if lesion_segmenter is None else Path(lesion_segmenter)
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.save_hyperparameters()
 
@@ -153,6 +173,17 @@ class HAM10000DataModule(MedVisionDataModule):
 
     # --- setup ------------------------------------------------------------------------------
 
+    def prepare_data(self) -> None:
+        if self.lesion_segmenter is None or self.focus is None:
+            return
+        from medvision.pipelines import predict_lesion_masks  # needs the models package
+
+        images = self._image_paths(read_metadata(self.data_dir / self.metadata_filename))
+        if self.predict_dir is not None:
+            images += self._predict_images()
+        written = predict_lesion_masks(self.lesion_segmenter, images, self.focus.mask_dir)
+        log.info("Lesion masks: %d predicted, %d already there", written, len(images) - written)
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             self.datasets["predict"] = self._predict_dataset()
@@ -166,6 +197,8 @@ class HAM10000DataModule(MedVisionDataModule):
         masks = self._mask_paths(records) if self.task == "segmentation" else None
         if self.check_images:
             self._scan(images, masks)
+        if self.focus is not None:
+            self._check_lesion_masks(images)
         if self.task == "classification":
             labels = [self.label_of(r.dx) for r in records]
         else:
@@ -242,6 +275,29 @@ class HAM10000DataModule(MedVisionDataModule):
             )
         return paths
 
+    def _check_lesion_masks(self, images: list[Path]) -> None:
+        missing = [
+            str(self.focus.mask_path(p)) for p in images if not self.focus.mask_path(p).is_file()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                problem_report(
+                    missing,
+                    "missing lesion masks",
+                    "Give lesion_segmenter (a segmentation checkpoint) to predict them, or "
+                    "point lesion_mask_dir at the masks/ folder that medvision predict wrote "
+                    "with a segmentation checkpoint.",
+                )
+            )
+        empty = self.focus.count_empty(images)
+        log.info(
+            "Lesion focus (%s) from %s; %d of %d masks are empty, those images stay whole",
+            self.focus.mode,
+            self.focus.mask_dir,
+            empty,
+            len(images),
+        )
+
     def _scan(self, images: list[Path], masks: list[Path] | None) -> None:
         """Decode every file once; count masks of another size than their image."""
         resized: list[Path] = []
@@ -274,7 +330,11 @@ class HAM10000DataModule(MedVisionDataModule):
                 resize_masks=True,
             )
         return ClassificationDataset(
-            images, labels, classification_transform(self.image_size, augmentation), 3
+            images,
+            labels,
+            classification_transform(self.image_size, augmentation),
+            in_channels=3,
+            preprocess=self.focus,
         )
 
     def _predict_dataset(self):
@@ -282,10 +342,9 @@ class HAM10000DataModule(MedVisionDataModule):
             raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
         if not self.predict_dir.is_dir():
             raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
-        image_dir = self.predict_dir / self.image_dirname
-        images = list_images(image_dir if image_dir.is_dir() else self.predict_dir)
-        if not images:
-            raise FileNotFoundError(f"{self.predict_dir}: no images to predict on.")
+        images = self._predict_images()
+        if self.focus is not None:
+            self._check_lesion_masks(images)
         masks = None
         mask_dir = self.predict_dir / self.mask_dirname
         if self.task == "segmentation" and mask_dir.is_dir():
@@ -297,6 +356,13 @@ class HAM10000DataModule(MedVisionDataModule):
                 )
         log.info("Predicting on %d images from %s", len(images), self.predict_dir)
         return self._dataset(images, masks, None, "none")
+
+    def _predict_images(self) -> list[Path]:
+        image_dir = self.predict_dir / self.image_dirname
+        images = list_images(image_dir if image_dir.is_dir() else self.predict_dir)
+        if not images:
+            raise FileNotFoundError(f"{self.predict_dir}: no images to predict on.")
+        return images
 
     def train_dataloader(self):
         if self.sampler == "none":
