@@ -160,9 +160,10 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
 
     Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
-    class folders), then ``prob_<class>`` for every class. Written atomically under
-    ``output_dir`` (default ``<trainer.default_root_dir>/predictions``) at the end of predict;
-    under DDP each process writes ``predictions.rank<N>.csv``.
+    class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
+    (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
+    Written atomically under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``)
+    at the end of predict; under DDP each process writes ``predictions.rank<N>.csv``.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -180,10 +181,17 @@ class ClassificationPredictionWriter(BasePredictionWriter):
             return
         names = pl_module.class_names
         probs = prediction["class_probs"].cpu()
+        multilabel = getattr(pl_module, "multilabel", False)
         for i, path in enumerate(prediction["path"]):
-            row = {"file": path, "pred": names[int(probs[i].argmax())]}
-            if "label" in prediction:
-                row["label"] = names[int(prediction["label"][i])]
+            if multilabel:
+                positive = probs[i] > pl_module.thresholds.cpu()
+                row = {"file": path, "pred": _joined(names, positive)}
+                if "label" in prediction:
+                    row["label"] = _joined(names, prediction["label"][i] > 0.5)
+            else:
+                row = {"file": path, "pred": names[int(probs[i].argmax())]}
+                if "label" in prediction:
+                    row["label"] = names[int(prediction["label"][i])]
             row.update(
                 {
                     f"prob_{name}": round(float(p), 6)
@@ -216,6 +224,11 @@ class ClassificationPredictionWriter(BasePredictionWriter):
             writer = csv.DictWriter(handle, fieldnames=list(self._rows[0]))
             writer.writeheader()
             writer.writerows(self._rows)
+
+
+def _joined(names: list[str], chosen: torch.Tensor) -> str:
+    """Names where ``chosen`` is true, joined by ``|`` (the NIH label style); ``""`` if none."""
+    return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
 
 
 class PredictionWriter(BasePredictionWriter):

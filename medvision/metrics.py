@@ -19,6 +19,9 @@ from torchmetrics.classification import (
     MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
+    MultilabelAUROC,
+    MultilabelF1Score,
+    MultilabelPrecisionRecallCurve,
 )
 
 
@@ -126,14 +129,53 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 def loggable_scalars(values: dict[str, torch.Tensor], class_names: list[str]) -> dict:
     """Flatten computed metrics for ``log_dict``: per-class vectors become ``<key>/<class>``.
 
-    The confusion matrix is left out (it is written as a file and an image instead).
+    The confusion matrix and PR curve are left out (written as files, or used for thresholds).
     """
     scalars = {}
     for key, value in values.items():
-        if key.endswith("confusion_matrix"):
+        if key.endswith(("confusion_matrix", "pr_curve")):
             continue
         if value.ndim == 0:
             scalars[key] = value
         else:
             scalars.update({f"{key}/{name}": v for name, v in zip(class_names, value, strict=True)})
     return scalars
+
+
+#: Target value marking an unknown (uncertain, blank) label; such entries are left out.
+IGNORE_LABEL = -1
+
+
+def multilabel_metrics(num_labels: int, threshold_bins: int = 101) -> MetricCollection:
+    """Multi-label metrics for probabilities ``N x num_labels`` and 0/1 targets (-1 = unknown).
+
+    ``auroc`` (mean over labels) and ``auroc_per_label``; ``f1`` (macro) and ``f1_per_label``
+    at 0.5; and ``pr_curve`` (binned at ``threshold_bins`` thresholds), from which
+    :func:`best_f1_thresholds` picks each label's F1-maximizing threshold.
+    """
+    kwargs = {"num_labels": num_labels, "ignore_index": IGNORE_LABEL}
+    return MetricCollection(
+        {
+            "auroc": MultilabelAUROC(average="macro", **kwargs),
+            "auroc_per_label": MultilabelAUROC(average=None, **kwargs),
+            "f1": MultilabelF1Score(average="macro", **kwargs),
+            "f1_per_label": MultilabelF1Score(average=None, **kwargs),
+            "pr_curve": MultilabelPrecisionRecallCurve(thresholds=threshold_bins, **kwargs),
+        }
+    )
+
+
+def best_f1_thresholds(
+    pr_curve: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per label, the threshold with the highest F1 on a binned PR curve, and that F1.
+
+    ``pr_curve`` is ``(precision, recall, thresholds)`` as ``MultilabelPrecisionRecallCurve``
+    computes them (``K x (T + 1)``, ``K x (T + 1)``, ``T``). Ties go to the lowest threshold.
+    """
+    precision, recall, thresholds = (t.float() for t in pr_curve)
+    precision, recall = precision[:, :-1], recall[:, :-1]  # drop the appended (1, 0) point
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    f1 = f1.nan_to_num(0.0)  # no predicted positives at the top thresholds: precision is NaN
+    best = f1.argmax(dim=1)
+    return thresholds[best], f1.gather(1, best[:, None])[:, 0]

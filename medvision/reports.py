@@ -1,4 +1,4 @@
-"""End-of-test reports for classifiers: a per-class table and a confusion-matrix image."""
+"""End-of-test reports for classifiers: per-class (or per-label) tables, a confusion matrix."""
 
 from __future__ import annotations
 
@@ -106,3 +106,60 @@ def write_classification_report(
     write_atomically(paths["confusion_csv"], confusion_csv)
     save_png(paths["confusion_png"], confusion_matrix_image(confusion, class_names))
     return paths
+
+
+PER_LABEL_COLUMNS = ("label", "auroc", "f1_at_0.5", "threshold", "f1_at_threshold")
+
+
+def per_label_rows(
+    label_names: list[str],
+    auroc: torch.Tensor,
+    f1_at_half: torch.Tensor,
+    pr_curve: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    thresholds: torch.Tensor,
+) -> list[dict]:
+    """One dict per label: AUROC, F1 at 0.5, and F1 at the label's tuned threshold.
+
+    The F1 at a threshold is read off the binned PR curve at the nearest bin.
+    """
+    precision, recall, bins = (t.float().cpu() for t in pr_curve)
+    rows = []
+    for i, name in enumerate(label_names):
+        at = int((bins - float(thresholds[i])).abs().argmin())
+        p, r = float(precision[i, at].nan_to_num(0.0)), float(recall[i, at])
+        rows.append(
+            {
+                "label": name,
+                "auroc": float(auroc[i]),
+                "f1_at_0.5": float(f1_at_half[i]),
+                "threshold": float(thresholds[i]),
+                "f1_at_threshold": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+            }
+        )
+    return rows
+
+
+def format_per_label_table(rows: list[dict]) -> str:
+    """The per-label rows as a fixed-width text table."""
+    width = max(len("label"), *(len(r["label"]) for r in rows))
+    lines = [f"{'label':<{width}}  auroc  f1@0.5  threshold  f1@threshold"]
+    lines += [
+        f"{r['label']:<{width}}  {r['auroc']:5.3f}  {r['f1_at_0.5']:6.3f}  {r['threshold']:9.2f}  "
+        f"{r['f1_at_threshold']:12.3f}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def write_per_label_report(folder: Path, stage: str, rows: list[dict]) -> Path:
+    """Write ``<stage>_per_label.csv`` atomically; returns its path."""
+    path = folder / f"{stage}_per_label.csv"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=PER_LABEL_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)
+    return path

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from medvision.data.synthetic import write_chest_xray, write_ham10000, write_lung_ct
+from medvision.data.synthetic import (
+    write_chest_xray,
+    write_ham10000,
+    write_lung_ct,
+    write_nih_chestxray14,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -34,6 +39,14 @@ def ham_dir(tmp_path: Path) -> Path:
     """A HAM10000-layout folder: 32 synthetic lesions (1-3 images each, 48x64), masks, CSV."""
     root = tmp_path / "ham10000"
     write_ham10000(root, num_lesions=32, size=(48, 64), seed=0)
+    return root
+
+
+@pytest.fixture
+def nih_dir(tmp_path: Path) -> Path:
+    """An NIH ChestX-ray14 layout: 24 synthetic patients (1-3 images each, 48 px) and the CSV."""
+    root = tmp_path / "nih"
+    write_nih_chestxray14(root, num_patients=24, size=48, seed=0)
     return root
 
 

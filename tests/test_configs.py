@@ -28,6 +28,7 @@ def test_every_yaml_is_covered():
         "resnet50_ham10000.yaml",
         "resnet50_ham10000_7class.yaml",
         "resnet50_ham10000_lesion_crop.yaml",
+        "resnet50_nih.yaml",
     }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
@@ -42,7 +43,7 @@ def data_dir_for(name: str, request, tmp_path: Path) -> Path:
     """Where a config reads its data: fresh synthetic data in the layout it expects."""
     if name.startswith("quickstart"):
         return tmp_path / "synthetic"  # the quickstarts write their own
-    for key, fixture in (("chest", "chest_dir"), ("ham10000", "ham_dir")):
+    for key, fixture in (("chest", "chest_dir"), ("ham10000", "ham_dir"), ("nih", "nih_dir")):
         if key in name:
             return request.getfixturevalue(fixture)
     return request.getfixturevalue("lung_dir")

@@ -3,11 +3,13 @@
 from medvision.data.chest_xray import ChestXrayDataModule, SyntheticChestXrayDataModule
 from medvision.data.ham10000 import HAM10000DataModule
 from medvision.data.lung_ct import LungCTDataModule, SyntheticLungCTDataModule
+from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
 
 __all__ = [
     "ChestXrayDataModule",
     "HAM10000DataModule",
     "LungCTDataModule",
+    "NIHChestXray14DataModule",
     "SyntheticChestXrayDataModule",
     "SyntheticLungCTDataModule",
 ]

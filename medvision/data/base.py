@@ -233,9 +233,12 @@ class ClassificationDataset(Dataset):
 
     Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1] (min-max scaled per
     image, so 8- and 16-bit files agree), ``path``: the file, and, when ``labels`` are given,
-    ``label``: int64 class index. ``transform`` is an albumentations call (resize plus
-    augmentation) on the ``H x W x C`` float image; ``preprocess(image, path)``, when given,
-    runs before it (e.g. :class:`~medvision.pipelines.LesionFocus` cropping to a lesion).
+    ``label``: int64 class index; or, for ``labels`` given as an ``N x K`` float array of 0/1
+    with NaN for unknown (multi-label), ``label``: float32 ``K`` (unknown as 0) and
+    ``label_mask``: float32 ``K``, 1 where the label is known. ``transform`` is an
+    albumentations call (resize plus augmentation) on the ``H x W x C`` float image;
+    ``preprocess(image, path)``, when given, runs before it (e.g.
+    :class:`~medvision.data.lesion_focus.LesionFocus` cropping to a lesion).
     """
 
     def __init__(
@@ -249,7 +252,13 @@ class ClassificationDataset(Dataset):
         if labels is not None and len(labels) != len(image_paths):
             raise ValueError("image_paths and labels differ in length")
         self.image_paths = list(image_paths)
-        self.labels = None if labels is None else [int(label) for label in labels]
+        self.multilabel = labels is not None and np.ndim(labels) == 2
+        if labels is None:
+            self.labels = None
+        elif self.multilabel:
+            self.labels = np.asarray(labels, dtype=np.float32)
+        else:
+            self.labels = [int(label) for label in labels]
         self.transform = transform
         self.in_channels = in_channels
         self.preprocess = preprocess
@@ -269,7 +278,11 @@ class ClassificationDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "path": str(path),
         }
-        if self.labels is not None:
+        if self.multilabel:
+            target = torch.from_numpy(self.labels[index])
+            sample["label_mask"] = (~target.isnan()).float()
+            sample["label"] = target.nan_to_num(0.0)
+        elif self.labels is not None:
             sample["label"] = torch.tensor(self.labels[index], dtype=torch.long)
         return sample
 

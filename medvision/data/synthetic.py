@@ -304,3 +304,47 @@ def write_ham10000(
         writer.writerows(rows)
     log.info("Wrote %d synthetic HAM10000 images of %d lesions to %s", len(rows), num_lesions, root)
     return rows
+
+
+def write_nih_chestxray14(
+    root: str | Path, num_patients: int = 20, size: int = 48, seed: int = 0
+) -> list[dict]:
+    """Write synthetic X-rays in the NIH ChestX-ray14 layout; returns the CSV rows.
+
+    ``root/images/<patient:08d>_<follow-up:03d>.png`` (8-bit gray, ``size`` px) and
+    ``root/Data_Entry_2017.csv``. Patient ``i`` has 1-3 images; each image's ``Finding Labels``
+    is ``No Finding`` or one to three findings joined by ``|`` (pneumonia-like images show a
+    dense opacity). Depends only on ``(seed, patient, image)``.
+    """
+    from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
+
+    findings = NIHChestXray14DataModule.findings
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for patient in range(1, num_patients + 1):
+        for follow_up in range(int(np.random.default_rng([seed, patient]).integers(1, 4))):
+            rng = np.random.default_rng([seed, patient, follow_up])
+            chosen = []
+            if rng.random() < 0.6:
+                chosen = sorted(rng.choice(findings, size=int(rng.integers(1, 4)), replace=False))
+            look = "PNEUMONIA" if {"Pneumonia", "Consolidation"} & set(chosen) else "NORMAL"
+            image = chest_xray_phantom(size, size, look, rng)
+            name = f"{patient:08d}_{follow_up:03d}.png"
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(root / "images" / name)
+            rows.append(
+                {
+                    "Image Index": name,
+                    "Finding Labels": "|".join(chosen) or "No Finding",
+                    "Follow-up #": follow_up,
+                    "Patient ID": patient,
+                    "Patient Age": 50,
+                    "Patient Gender": "F",
+                    "View Position": "PA",
+                }
+            )
+    with open(root / "Data_Entry_2017.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

@@ -17,10 +17,23 @@ from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
 from medvision.callbacks import run_folder
-from medvision.metrics import classification_metrics, loggable_scalars
+from medvision.metrics import (
+    IGNORE_LABEL,
+    best_f1_thresholds,
+    classification_metrics,
+    loggable_scalars,
+    multilabel_metrics,
+)
 from medvision.models.base import MedVisionModule
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
-from medvision.reports import format_per_class_table, per_class_rows, write_classification_report
+from medvision.reports import (
+    format_per_class_table,
+    format_per_label_table,
+    per_class_rows,
+    per_label_rows,
+    write_classification_report,
+    write_per_label_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +70,21 @@ def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
     return counts_tensor.sum() / (len(counts_tensor) * counts_tensor)
 
 
-class ClassificationModule(MedVisionModule):
-    """Single-label classification: logits ``N x num_classes`` for ``N x in_channels x H x W``.
+def positive_weights(positives: Sequence[int], known: Sequence[int]) -> torch.Tensor:
+    """BCE ``pos_weight`` per label: negatives / positives among the images where it is known."""
+    positives_t = torch.as_tensor(list(positives), dtype=torch.float32)
+    known_t = torch.as_tensor(list(known), dtype=torch.float32)
+    if (positives_t <= 0).any():
+        raise ValueError(f"class_weights: auto needs a positive of every label: {positives}")
+    return (known_t - positives_t) / positives_t
 
-    Batches are dicts with ``image`` (float in [0, 1]) and ``label`` (int64 class index). The
+
+class ClassificationModule(MedVisionModule):
+    """Image classification: logits ``N x num_classes`` for ``N x in_channels x H x W``.
+
+    Batches are dicts with ``image`` (float in [0, 1]) and ``label``: an int64 class index, or
+    with ``multilabel`` a float 0/1 vector of ``num_classes`` labels plus ``label_mask`` (0
+    where a label is unknown, e.g. uncertain, and left out of loss and metrics). The
     network is ``timm.create_model(model_name, ...)``: any timm name (``resnet18``,
     ``densenet121``, ``efficientnet_b0``, ...) or one of the seed studies' nets registered by
     medvision (``cnn5``, ``vgg_leaky``). ``pretrained`` loads timm's hub weights (online);
@@ -76,6 +100,14 @@ class ClassificationModule(MedVisionModule):
     are written to the run folder (and sent to W&B when attached); ``highlight_classes`` (e.g.
     melanoma) get a summary line of their own.
 
+    Multi-label (``multilabel: true``): sigmoid outputs and binary cross-entropy averaged over
+    known labels; ``class_weights`` are then BCE positive weights (``auto``: negatives /
+    positives per label, from the datamodule's ``class_counts`` and ``known_counts``). Logged:
+    ``auroc`` (mean), ``auroc_per_label/<label>``, ``f1`` and ``f1_per_label/<label>`` at 0.5,
+    and after each validation epoch ``val/f1_tuned`` with the per-label thresholds that
+    maximize validation F1. Those thresholds are kept in the checkpoint and used by
+    ``predict``; ``test`` writes ``test_per_label.csv`` (AUROC, F1 at 0.5 and at the threshold).
+
     ``in_channels``, ``num_classes`` and ``class_names`` are normally linked from the
     datamodule by the CLI.
     """
@@ -90,6 +122,7 @@ class ClassificationModule(MedVisionModule):
         class_names: Sequence[str] | None = None,
         class_weights: Literal["auto", "none"] | list[float] = "none",
         label_smoothing: float = 0.0,
+        multilabel: bool = False,
         highlight_classes: list[str] | None = None,
         model_kwargs: dict | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -125,43 +158,70 @@ class ClassificationModule(MedVisionModule):
             )
         self.register_buffer("loss_weight", weights, persistent=False)
         self.label_smoothing = label_smoothing
-        metrics = classification_metrics(num_classes)
+        self.multilabel = multilabel
+        if multilabel:
+            self.register_buffer("thresholds", torch.full((num_classes,), 0.5))
+            metrics = multilabel_metrics(num_classes)
+        else:
+            metrics = classification_metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_multilabel = getattr(datamodule, "multilabel", False)
+        if datamodule is not None and data_multilabel != self.multilabel:
+            raise ValueError(
+                f"{type(datamodule).__name__} gives {'multi' if data_multilabel else 'single'}"
+                f"-label targets but the model has multilabel: {self.multilabel}. Set "
+                f"model.init_args.multilabel: {data_multilabel}."
+            )
         if self.class_weights != "auto" or stage not in ("fit", "validate", "test"):
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         counts = getattr(datamodule, "class_counts", None)
-        if counts is None:
+        known = getattr(datamodule, "known_counts", None) if self.multilabel else counts
+        if counts is None or known is None:
             raise ValueError(
-                "class_weights: auto needs a datamodule with class_counts; give the weights "
-                "as a list instead."
+                "class_weights: auto needs a datamodule with class_counts (and known_counts for "
+                "multi-label); give the weights as a list instead."
             )
-        weights = balanced_class_weights([counts[name] for name in self.class_names])
+        positives = [counts[name] for name in self.class_names]
+        if self.multilabel:
+            weights = positive_weights(positives, [known[name] for name in self.class_names])
+        else:
+            weights = balanced_class_weights(positives)
         self.loss_weight = weights.to(self.device)
-        log.info(
-            "Class weights (auto): %s", dict(zip(self.class_names, weights.tolist(), strict=True))
-        )
+        kind = "positive weights" if self.multilabel else "class weights"
+        log.info("%s (auto): %s", kind, dict(zip(self.class_names, weights.tolist(), strict=True)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net((image - self.input_mean) / self.input_std)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits = self(batch["image"]).float()
         labels = batch["label"]
-        loss = F.cross_entropy(
-            logits.float(), labels, weight=self.loss_weight, label_smoothing=self.label_smoothing
-        )
-        getattr(self, f"{stage}_metrics").update(logits.detach().float().softmax(dim=1), labels)
+        metrics = getattr(self, f"{stage}_metrics")
+        if self.multilabel:
+            known = batch["label_mask"]
+            losses = F.binary_cross_entropy_with_logits(
+                logits, labels, pos_weight=self.loss_weight, reduction="none"
+            )
+            loss = (losses * known).sum() / known.sum().clamp(min=1)
+            target = torch.where(known.bool(), labels, IGNORE_LABEL).long()
+            metrics.update(logits.detach().sigmoid(), target)
+        else:
+            loss = F.cross_entropy(
+                logits, labels, weight=self.loss_weight, label_smoothing=self.label_smoothing
+            )
+            metrics.update(logits.detach().softmax(dim=1), labels)
         self.log_loss(stage, loss, batch_size=len(labels))
         return loss
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
-        output["class_probs"] = self(batch["image"]).float().softmax(dim=1)
+        logits = self(batch["image"]).float()
+        output["class_probs"] = logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
         return output
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
@@ -183,12 +243,37 @@ class ClassificationModule(MedVisionModule):
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
+        values = self._log_epoch_metrics("val")
+        if self.multilabel and values and not self.trainer.sanity_checking:
+            self._tune_thresholds(values["val/pr_curve"])
+
+    def _tune_thresholds(self, pr_curve) -> None:
+        """Keep, per label, the threshold that maximizes F1 on this validation epoch."""
+        thresholds, f1 = best_f1_thresholds(pr_curve)
+        self.thresholds = thresholds.to(self.thresholds)
+        self.log("val/f1_tuned", f1.mean(), sync_dist=True)
+        for name, threshold in zip(self.class_names, thresholds, strict=True):
+            self.log(f"val/threshold/{name}", threshold, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch_metrics("test")
-        if values and self.trainer.is_global_zero:
+        if not values or not self.trainer.is_global_zero:
+            return
+        if self.multilabel:
+            self._report_test_multilabel(values)
+        else:
             self._report_test(values)
+
+    def _report_test_multilabel(self, values: dict[str, torch.Tensor]) -> None:
+        rows = per_label_rows(
+            self.class_names,
+            values["test/auroc_per_label"],
+            values["test/f1_per_label"],
+            values["test/pr_curve"],
+            self.thresholds.cpu(),
+        )
+        path = write_per_label_report(run_folder(self.trainer), "test", rows)
+        log.info("Test results per label (%s):\n%s", path, format_per_label_table(rows))
 
     def _report_test(self, values: dict[str, torch.Tensor]) -> None:
         confusion = values["test/confusion_matrix"].cpu()

@@ -1,0 +1,272 @@
+"""NIH ChestX-ray14: multi-label findings on frontal chest X-rays, in the NIH release layout.
+
+Layout::
+
+    <data_dir>/Data_Entry_2017.csv   (Image Index, Finding Labels "A|B" or "No Finding",
+                                      Follow-up #, Patient ID, ...)
+    <data_dir>/images/00000001_000.png   (any depth below images/, e.g. images_001/images/)
+    <data_dir>/train_val_list.txt, test_list.txt   (optional: the official split)
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from medvision.data.base import (
+    ClassificationDataset,
+    MedVisionDataModule,
+    find_problems,
+    grouped_split_indices,
+    problem_report,
+)
+from medvision.data.io import read_image
+from medvision.data.transforms import ClassificationAugmentation, classification_transform
+
+log = logging.getLogger(__name__)
+
+_LAYOUT_HINT = (
+    "Expected the NIH ChestX-ray14 layout: <data_dir>/Data_Entry_2017.csv and the PNGs under "
+    "<data_dir>/images/ (https://nihcc.app.box.com/v/ChestXray-NIHCC)."
+)
+
+
+@dataclass(frozen=True)
+class NIHRecord:
+    """One row of ``Data_Entry_2017.csv``: image file, patient, and its findings."""
+
+    image: str
+    patient: str
+    findings: frozenset[str]
+
+
+class NIHChestXray14DataModule(MedVisionDataModule):
+    """Multi-label classification of the 14 NIH ChestX-ray14 findings (or a subset, ``labels``).
+
+    Samples: ``{"image": float32 in_channels x H x W in [0, 1], "label": float32 K of 0/1,
+    "label_mask": float32 K of ones, "path"}`` at ``image_size``; ``No Finding`` is all zeros.
+    ``class_names`` are ``labels`` in the order given (default :attr:`findings`).
+
+    Splits are by patient: with the official ``train_val_list.txt`` / ``test_list.txt`` in
+    ``data_dir``, test is the official test list and validation a patient-grouped
+    ``val_fraction`` of the rest; without them, a patient-grouped split stratified by
+    "any finding" (``test_fraction`` first). No patient's images straddle two splits.
+
+    A CSV row whose image is not on disk is an error listing them, or with
+    ``missing_images: skip`` (for a partial download) left out with a logged count. A finding
+    name outside :attr:`findings` is an error naming the row.
+    """
+
+    findings = (
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Hernia",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pleural_Thickening",
+        "Pneumonia",
+        "Pneumothorax",
+    )
+    no_finding = "No Finding"
+    metadata_filename = "Data_Entry_2017.csv"
+    image_dirname = "images"
+    official_lists = ("train_val_list.txt", "test_list.txt")
+    multilabel = True
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data/nih_chestxray14",
+        labels: list[str] | None = None,
+        image_size: int | tuple[int, int] = 224,
+        in_channels: int = 1,
+        augmentation: ClassificationAugmentation = "none",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 42,
+        missing_images: Literal["error", "skip"] = "error",
+        check_images: bool = True,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        unknown = sorted(set(labels or []) - set(self.findings))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not NIH findings; known: {self.findings}")
+        if missing_images not in ("error", "skip"):
+            raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        self.data_dir = Path(data_dir)
+        self.labels = list(labels or self.findings)
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.missing_images = missing_images
+        self.check_images = check_images
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self._known_counts: dict[str, int] | None = None
+        self.save_hyperparameters()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.labels)
+
+    @property
+    def known_counts(self) -> dict[str, int]:
+        """Training images whose label is known, per label (all of them: NIH has no blanks)."""
+        if self._known_counts is None:
+            raise RuntimeError("known_counts is known after setup('fit')")
+        return dict(self._known_counts)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.datasets["predict"] = self._predict_dataset()
+        elif "train" not in self.datasets:
+            self._setup_splits()
+
+    def _setup_splits(self) -> None:
+        records = read_nih_metadata(self.data_dir / self.metadata_filename)
+        records, paths = self._locate_images(records)
+        if self.check_images:
+            problems = find_problems(paths, read_image)
+            if problems:
+                raise ValueError(
+                    problem_report(problems, "unreadable images", "Fix or remove them.")
+                )
+        targets = self.targets(records)
+        indices = self._split(records)
+        for stage, idx in indices.items():
+            augmentation = self.augmentation if stage == "train" else "none"
+            self.datasets[stage] = ClassificationDataset(
+                [paths[i] for i in idx],
+                targets[idx],
+                classification_transform(self.image_size, augmentation),
+                self.in_channels,
+            )
+        train = targets[indices["train"]]
+        self._class_counts = dict(zip(self.labels, train.sum(0).astype(int).tolist(), strict=True))
+        self._known_counts = {name: len(train) for name in self.labels}
+        log.info(
+            "NIH ChestX-ray14 %s: %d images of %d patients; %s; training positives %s",
+            self.data_dir,
+            len(records),
+            len({r.patient for r in records}),
+            ", ".join(f"{k} {len(v)}" for k, v in indices.items()),
+            self._class_counts,
+        )
+
+    def targets(self, records: list[NIHRecord]) -> np.ndarray:
+        """``N x K`` float32 0/1 matrix of the records' findings among ``labels``."""
+        return np.array(
+            [[name in r.findings for name in self.labels] for r in records], dtype=np.float32
+        )
+
+    def _locate_images(self, records: list[NIHRecord]) -> tuple[list[NIHRecord], list[Path]]:
+        image_dir = self.data_dir / self.image_dirname
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"{image_dir} is missing. {_LAYOUT_HINT}")
+        on_disk = {p.name: p for p in image_dir.rglob("*.png")}
+        missing = [r for r in records if r.image not in on_disk]
+        if missing and self.missing_images == "error":
+            raise FileNotFoundError(
+                problem_report(
+                    [
+                        f"{self.metadata_filename} row {r.image}: not under {image_dir}"
+                        for r in missing
+                    ],
+                    "rows without an image",
+                    "Add the images, or set missing_images: skip to use only those present.",
+                )
+            )
+        if missing:
+            log.warning(
+                "%d of %d CSV rows have no image on disk; skipped", len(missing), len(records)
+            )
+            records = [r for r in records if r.image in on_disk]
+        if not records:
+            raise FileNotFoundError(f"no image of {self.metadata_filename} is under {image_dir}")
+        return records, [on_disk[r.image] for r in records]
+
+    def _split(self, records: list[NIHRecord]) -> dict[str, np.ndarray]:
+        patients = [r.patient for r in records]
+        sick = {r.patient for r in records if r.findings}
+        stratify = [int(p in sick) for p in patients]  # one value per patient
+        lists = [self.data_dir / name for name in self.official_lists]
+        if not all(path.is_file() for path in lists):
+            return grouped_split_indices(
+                patients, stratify, self.val_fraction, self.test_fraction, self.seed
+            )
+        official_test = set(lists[1].read_text().split())
+        is_test = np.array([r.image in official_test for r in records])
+        rest = np.flatnonzero(~is_test)
+        inner = grouped_split_indices(
+            [patients[i] for i in rest],
+            [stratify[i] for i in rest],
+            self.val_fraction,
+            0.0,
+            self.seed,
+        )
+        log.info("Using the official NIH test list (%s)", lists[1])
+        return {
+            "train": rest[inner["train"]],
+            "val": rest[inner["val"]],
+            "test": np.flatnonzero(is_test),
+        }
+
+    def _predict_dataset(self) -> ClassificationDataset:
+        if self.predict_dir is None:
+            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
+        if not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        paths = sorted(self.predict_dir.rglob("*.png"))
+        if not paths:
+            raise FileNotFoundError(f"{self.predict_dir}: no .png images to predict on.")
+        return ClassificationDataset(
+            paths, None, classification_transform(self.image_size, "none"), self.in_channels
+        )
+
+
+def read_nih_metadata(path: Path) -> list[NIHRecord]:
+    """Rows of ``Data_Entry_2017.csv``; an unknown finding name is an error naming the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
+    known = set(NIHChestXray14DataModule.findings)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"Image Index", "Finding Labels", "Patient ID"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
+        records, problems = [], []
+        for line, row in enumerate(reader, start=2):
+            names = {n.strip() for n in row["Finding Labels"].split("|") if n.strip()}
+            names.discard(NIHChestXray14DataModule.no_finding)
+            if names - known:
+                problems.append(
+                    f"{path} line {line} ({row['Image Index']}): {sorted(names - known)}"
+                )
+                continue
+            records.append(
+                NIHRecord(row["Image Index"].strip(), row["Patient ID"].strip(), frozenset(names))
+            )
+    if problems:
+        raise ValueError(
+            problem_report(
+                problems,
+                "rows with unknown findings",
+                f"Finding Labels must be '|'-joined names from {sorted(known)} or 'No Finding'.",
+            )
+        )
+    return records
