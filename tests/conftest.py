@@ -8,6 +8,7 @@ import pytest
 
 from medvision.data.synthetic import (
     write_chest_xray,
+    write_chexpert,
     write_ham10000,
     write_lung_ct,
     write_nih_chestxray14,
@@ -48,6 +49,12 @@ def nih_dir(tmp_path: Path) -> Path:
     root = tmp_path / "nih"
     write_nih_chestxray14(root, num_patients=24, size=48, seed=0)
     return root
+
+
+@pytest.fixture
+def chexpert_dir(tmp_path: Path) -> Path:
+    """A CheXpert "small" release folder: 24 synthetic patients, train.csv and valid.csv."""
+    return write_chexpert(tmp_path, num_patients=24, size=48, seed=0)
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ def test_every_yaml_is_covered():
         "resnet50_ham10000_7class.yaml",
         "resnet50_ham10000_lesion_crop.yaml",
         "resnet50_nih.yaml",
+        "densenet121_chexpert.yaml",
+        "extractor_chexpert6.yaml",
     }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
@@ -43,7 +45,13 @@ def data_dir_for(name: str, request, tmp_path: Path) -> Path:
     """Where a config reads its data: fresh synthetic data in the layout it expects."""
     if name.startswith("quickstart"):
         return tmp_path / "synthetic"  # the quickstarts write their own
-    for key, fixture in (("chest", "chest_dir"), ("ham10000", "ham_dir"), ("nih", "nih_dir")):
+    fixtures = {
+        "chest": "chest_dir",
+        "ham10000": "ham_dir",
+        "nih": "nih_dir",
+        "chexpert": "chexpert_dir",
+    }
+    for key, fixture in fixtures.items():
         if key in name:
             return request.getfixturevalue(fixture)
     return request.getfixturevalue("lung_dir")

@@ -348,3 +348,50 @@ def write_nih_chestxray14(
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def write_chexpert(root: str | Path, num_patients: int = 16, size: int = 48, seed: int = 0) -> Path:
+    """Write a synthetic CheXpert "small" release under ``root``; returns its folder.
+
+    ``root/CheXpert-v1.0-small/{train,valid}.csv`` and the JPEGs they name
+    (``train/patient00001/study1/view1_frontal.jpg``, some lateral views too). The last quarter
+    of the patients form ``valid.csv``. Each observation cell is 1, 0, -1 or blank at random.
+    Depends only on ``(seed, patient, view)``.
+    """
+    from medvision.data.chexpert import CheXpertDataModule
+
+    release = Path(root) / "CheXpert-v1.0-small"
+    fields = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CheXpertDataModule.observations]
+    tables: dict[str, list[dict]] = {"train": [], "valid": []}
+    for patient in range(1, num_patients + 1):
+        split = "valid" if patient > num_patients * 3 // 4 else "train"
+        for view in (1, 2):
+            rng = np.random.default_rng([seed, patient, view])
+            frontal = view == 1 or rng.random() < 0.5
+            name = f"view{view}_{'frontal' if frontal else 'lateral'}.jpg"
+            relative = f"{split}/patient{patient:05d}/study1/{name}"
+            (release / relative).parent.mkdir(parents=True, exist_ok=True)
+            image = chest_xray_phantom(size, size, "NORMAL", rng)
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(
+                release / relative, quality=92
+            )
+            row = {
+                "Path": f"CheXpert-v1.0-small/{relative}",
+                "Sex": "Female",
+                "Age": 60,
+                "Frontal/Lateral": "Frontal" if frontal else "Lateral",
+                "AP/PA": "AP",
+            }
+            row.update(
+                {
+                    name: rng.choice(["1.0", "0.0", "-1.0", ""])
+                    for name in CheXpertDataModule.observations
+                }
+            )
+            tables[split].append(row)
+    for split, rows in tables.items():
+        with open(release / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return release

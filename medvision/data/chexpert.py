@@ -1,0 +1,304 @@
+"""CheXpert: chest X-ray observations labelled 1 / 0 / -1 (uncertain) / blank by a report labeler.
+
+Layout (the "small" release)::
+
+    <data_dir>/train.csv, valid.csv   (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 observations)
+    <data_dir>/train/patient00001/study1/view1_frontal.jpg
+
+``data_dir`` is the release folder (the one holding ``train.csv``). ``Path`` values start with
+the release folder's name (``CheXpert-v1.0-small/train/...``), so they are resolved against
+``data_dir``'s parent (or, for tables rewritten without the prefix, ``data_dir`` itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from medvision.data.base import (
+    ClassificationDataset,
+    MedVisionDataModule,
+    find_problems,
+    grouped_split_indices,
+    problem_report,
+)
+from medvision.data.io import read_image
+from medvision.data.transforms import ClassificationAugmentation, classification_transform
+
+log = logging.getLogger(__name__)
+
+Uncertainty = Literal["ones", "zeros", "ignore"]
+
+_LAYOUT_HINT = (
+    "Expected the CheXpert layout: <data_dir>/train.csv and valid.csv with a Path column, and "
+    "the images they name (https://stanfordmlgroup.github.io/competitions/chexpert/)."
+)
+_PATIENT = re.compile(r"(patient\d+)")
+
+
+class CheXpertDataModule(MedVisionDataModule):
+    """CheXpert as multi-label (``mode: multilabel``) or single-label (``mode: multiclass``).
+
+    ``multilabel``: targets for ``labels`` (default the 5 competition observations). Uncertain
+    labels (-1) become 1 (``uncertainty: ones``, U-Ones), 0 (``zeros``) or are left out of loss
+    and metrics (``ignore``); a mapping gives a policy per label, e.g. ``{Atelectasis: ones,
+    Cardiomegaly: zeros}`` (labels not named use ``zeros``). Blank cells become 0
+    (``blank: zeros``) or are left out (``ignore``). Samples carry ``label`` (float32 K) and
+    ``label_mask`` (1 where known).
+
+    ``multiclass`` (the GAN study's setup): keep the images with exactly one positive among
+    ``labels`` (its 6: Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion,
+    No Finding), optionally a seeded random ``max_per_class`` per class; ``label`` is the class
+    index (in the order of ``labels``).
+
+    ``frontal_only`` drops lateral views. ``train.csv`` is split by patient into train and
+    validation (``val_fraction``); ``valid.csv`` (other patients) is the test set.
+    """
+
+    observations = (
+        "No Finding",
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Opacity",
+        "Lung Lesion",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
+    )
+    competition_labels = (
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Pleural Effusion",
+    )
+    csv_files = {"train": "train.csv", "test": "valid.csv"}
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data/chexpert",
+        mode: Literal["multilabel", "multiclass"] = "multilabel",
+        labels: list[str] | None = None,
+        uncertainty: Uncertainty | dict[str, Uncertainty] = "ones",
+        blank: Literal["zeros", "ignore"] = "zeros",
+        frontal_only: bool = True,
+        max_per_class: int | None = None,
+        image_size: int | tuple[int, int] = 224,
+        in_channels: int = 1,
+        augmentation: ClassificationAugmentation = "none",
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        check_images: bool = True,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        self.labels = list(labels or self.competition_labels)
+        unknown = sorted(set(self.labels) - set(self.observations))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not CheXpert observations: {self.observations}")
+        if mode not in ("multilabel", "multiclass"):
+            raise ValueError(f"mode must be 'multilabel' or 'multiclass', got {mode!r}")
+        self.policies = self._policies(uncertainty)
+        if blank not in ("zeros", "ignore"):
+            raise ValueError(f"blank must be 'zeros' or 'ignore', got {blank!r}")
+        self.data_dir = Path(data_dir)
+        self.mode = mode
+        self.blank = blank
+        self.frontal_only = frontal_only
+        self.max_per_class = max_per_class
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.val_fraction, self.seed = val_fraction, seed
+        self.check_images = check_images
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self._known_counts: dict[str, int] | None = None
+        self.save_hyperparameters()
+
+    def _policies(self, uncertainty) -> dict[str, str]:
+        if isinstance(uncertainty, str):
+            policies = dict.fromkeys(self.labels, uncertainty)
+        else:
+            unknown = sorted(set(uncertainty) - set(self.labels))
+            if unknown:
+                raise ValueError(f"uncertainty names {unknown}, which are not among labels")
+            policies = {name: uncertainty.get(name, "zeros") for name in self.labels}
+        bad = {k: v for k, v in policies.items() if v not in ("ones", "zeros", "ignore")}
+        if bad:
+            raise ValueError(f"uncertainty must be ones, zeros or ignore; got {bad}")
+        return policies
+
+    @property
+    def multilabel(self) -> bool:
+        return self.mode == "multilabel"
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.labels)
+
+    @property
+    def known_counts(self) -> dict[str, int]:
+        """Training images whose label is known (not ignored), per label; after ``setup``."""
+        if self._known_counts is None:
+            raise RuntimeError("known_counts is known after setup('fit')")
+        return dict(self._known_counts)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.datasets["predict"] = self._predict_dataset()
+        elif "train" not in self.datasets:
+            self._setup_splits()
+
+    def _setup_splits(self) -> None:
+        tables = {s: self._read(self.data_dir / name) for s, name in self.csv_files.items()}
+        paths, raw = tables["train"]
+        split = grouped_split_indices(
+            [patient_of(p) for p in paths], [0] * len(paths), self.val_fraction, 0.0, self.seed
+        )
+        parts = {
+            "train": ([paths[i] for i in split["train"]], raw[split["train"]]),
+            "val": ([paths[i] for i in split["val"]], raw[split["val"]]),
+            "test": tables["test"],
+        }
+        for stage, (stage_paths, stage_raw) in parts.items():
+            stage_paths, targets = self._targets(stage_paths, stage_raw)
+            if self.check_images:
+                problems = find_problems(stage_paths, read_image)
+                if problems:
+                    raise ValueError(
+                        problem_report(problems, "unreadable images", "Fix or remove them.")
+                    )
+            augmentation = self.augmentation if stage == "train" else "none"
+            self.datasets[stage] = ClassificationDataset(
+                stage_paths,
+                targets,
+                classification_transform(self.image_size, augmentation),
+                self.in_channels,
+            )
+            if stage == "train":
+                self._count(targets)
+        log.info(
+            "CheXpert %s (%s, labels %s): %s",
+            self.data_dir,
+            self.mode,
+            self.labels,
+            ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()),
+        )
+
+    def _read(self, path: Path) -> tuple[list[Path], np.ndarray]:
+        """Image paths and the raw label matrix (1, 0, -1, NaN for blank) of one CSV."""
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"Path", *self.labels} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: no column {sorted(missing)}. {_LAYOUT_HINT}")
+            rows = list(reader)
+        if self.frontal_only and rows and "Frontal/Lateral" in rows[0]:
+            rows = [r for r in rows if r["Frontal/Lateral"] == "Frontal"]
+        paths, problems = [], []
+        for line, row in enumerate(rows, start=2):
+            resolved = self._resolve(row["Path"])
+            if resolved is None:
+                problems.append(f"{path} row {line}: image {row['Path']} not found")
+            paths.append(resolved)
+        if problems:
+            raise FileNotFoundError(
+                problem_report(problems, "rows without an image", f"Check data_dir. {_LAYOUT_HINT}")
+            )
+        raw = np.array(
+            [[_cell(r[name], path, name) for name in self.labels] for r in rows], dtype=np.float32
+        )
+        return paths, raw.reshape(len(rows), len(self.labels))
+
+    def _resolve(self, relative: str) -> Path | None:
+        for base in (self.data_dir, self.data_dir.parent):
+            candidate = base / relative
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _targets(self, paths: list[Path], raw: np.ndarray) -> tuple[list[Path], np.ndarray]:
+        """Apply the uncertainty/blank policies; in ``multiclass`` keep single-positive rows."""
+        targets = raw.copy()
+        for j, name in enumerate(self.labels):
+            column = targets[:, j]
+            uncertain = column == -1
+            column[uncertain] = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[self.policies[name]]
+            if self.blank == "zeros":
+                column[np.isnan(raw[:, j])] = 0.0
+        if self.mode == "multilabel":
+            return paths, targets
+        single = (raw == 1).sum(1) == 1
+        keep = np.flatnonzero(single)
+        classes = (raw[keep] == 1).argmax(1)
+        if self.max_per_class is not None:  # a seeded random subset of each class
+            taken = Counter()
+            chosen = []
+            for position in np.random.default_rng(self.seed).permutation(len(keep)):
+                if taken[classes[position]] < self.max_per_class:
+                    taken[classes[position]] += 1
+                    chosen.append(keep[position])
+            keep = np.sort(np.array(chosen, dtype=int))
+            classes = (raw[keep] == 1).argmax(1)
+        return [paths[i] for i in keep], classes.astype(int)
+
+    def _count(self, targets: np.ndarray) -> None:
+        if self.mode == "multiclass":
+            counts = Counter(targets.tolist())
+            self._class_counts = {name: counts[i] for i, name in enumerate(self.labels)}
+            self._known_counts = None
+            return
+        self._class_counts = {n: int(np.nansum(targets[:, j])) for j, n in enumerate(self.labels)}
+        known = (~np.isnan(targets)).sum(0)
+        self._known_counts = {n: int(known[j]) for j, n in enumerate(self.labels)}
+
+    def _predict_dataset(self) -> ClassificationDataset:
+        if self.predict_dir is None:
+            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
+        if not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        paths = sorted(
+            p for p in self.predict_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if not paths:
+            raise FileNotFoundError(f"{self.predict_dir}: no jpg/png images to predict on.")
+        return ClassificationDataset(
+            paths, None, classification_transform(self.image_size, "none"), self.in_channels
+        )
+
+
+def patient_of(path: Path) -> str:
+    """``patient00001`` from a CheXpert image path (the split group)."""
+    match = _PATIENT.search(str(path))
+    if match is None:
+        raise ValueError(f"{path}: no patientNNNNN folder in the path; cannot split by patient")
+    return match.group(1)
+
+
+def _cell(value: str, path: Path, column: str) -> float:
+    value = (value or "").strip()
+    if value == "":
+        return np.nan
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number not in (1.0, 0.0, -1.0):
+        raise ValueError(f"{path}: column {column!r} holds {value!r}; expected 1, 0, -1 or blank")
+    return number
