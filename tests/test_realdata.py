@@ -8,7 +8,12 @@ import pytest
 from PIL import Image
 
 from medvision.cli import main
-from medvision.data import ChestXrayDataModule, HAM10000DataModule, LungCTDataModule
+from medvision.data import (
+    ChestXrayDataModule,
+    HAM10000DataModule,
+    LungCTDataModule,
+    NIHChestXray14DataModule,
+)
 from medvision.data.ham10000 import read_metadata
 
 from .conftest import CONFIGS, SHARED_DATA, chest_run_args, unet_run_args
@@ -129,3 +134,42 @@ def test_a_few_lesion_segmentation_steps_on_real_ham10000(real_ham_dir, tmp_path
         ]
     )
     assert "val/iou" in (tmp_path / "logs/version_0/metrics.csv").read_text()
+
+
+@pytest.fixture
+def real_nih_dir():
+    path = SHARED_DATA / "nih_chestxray14"
+    if not (path / "Data_Entry_2017.csv").is_file():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def test_real_nih_labels_and_a_few_multilabel_steps(real_nih_dir, tmp_path):
+    dm = NIHChestXray14DataModule(real_nih_dir, image_size=64, num_workers=0)
+    dm.setup("fit")  # decodes all 790 PNGs
+    patients = {
+        split: {p.name.split("_")[0] for p in d.image_paths} for split, d in dm.datasets.items()
+    }
+    assert not patients["train"] & patients["test"] and not patients["train"] & patients["val"]
+    assert dm.class_counts["Pneumonia"] > 100  # about half of these images show pneumonia
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "resnet50_nih.yaml"),
+            f"--data.init_args.data_dir={real_nih_dir}",
+            "--data.init_args.image_size=64",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.check_images=false",
+            "--model.init_args.model_name=resnet18",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=3",
+        ]
+    )
+    assert "val/auroc_per_label/Pneumonia" in (tmp_path / "logs/version_0/metrics.csv").read_text()
