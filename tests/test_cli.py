@@ -98,6 +98,21 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
     assert not list(out.rglob(".*"))  # no temporary files left behind
 
 
+def test_last_checkpoint_follows_every_epoch_to_resume_from(tmp_path, lung_dir):
+    # lr 0: validation never improves after epoch 0, so best.ckpt stays there
+    args = unet_run_args(
+        tmp_path,
+        lung_dir,
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=1",
+        "--model.init_args.optimizer.init_args.lr=0",
+    )
+    main(["fit", *args])
+    folder = tmp_path / "logs/version_0/checkpoints"
+    assert torch.load(folder / "best.ckpt", weights_only=False)["epoch"] == 0
+    assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
 def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
     cli = MedVisionCLI(args=unet_run_args(tmp_path, lung_dir), run=False)
     checkpoint = tmp_path / "init.ckpt"
