@@ -177,3 +177,21 @@ def test_loose_file_in_a_split_folder_is_named(chest_dir):
     with pytest.raises(ValueError, match="outside a class folder") as error:
         make_dm(chest_dir).setup("fit")
     assert str(stray) in str(error.value)
+
+
+def test_group_pattern_keeps_each_patient_out_of_validation_or_in_it_whole(chest_dir):
+    for class_dir in (chest_dir / "train").iterdir():
+        for k, path in enumerate(sorted(class_dir.iterdir())):
+            path.rename(class_dir / f"P{k % 7:03d}_{path.name}")  # patients span classes
+    dm = make_dm(chest_dir, test_split="val", val_fraction=0.25, group_pattern=r"^(P\d+)_")
+    dm.setup("fit")
+
+    def patients(split):
+        return {p.name.split("_")[0] for p in dm.datasets[split].image_paths}
+
+    assert patients("val") and patients("train") and not patients("val") & patients("train")
+    ungrouped = make_dm(chest_dir, test_split="val", val_fraction=0.25)
+    ungrouped.setup("fit")
+    train = {p.name.split("_")[0] for p in ungrouped.datasets["train"].image_paths}
+    val = {p.name.split("_")[0] for p in ungrouped.datasets["val"].image_paths}
+    assert train & val  # what the pattern prevents

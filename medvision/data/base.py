@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import cv2
 import lightning as L
@@ -79,11 +79,13 @@ def grouped_split_indices(
     seed: int = 42,
     num_folds: int | None = None,
     fold: int = 0,
+    mixed_labels: Literal["error", "majority"] = "error",
 ) -> dict[str, np.ndarray]:
     """:func:`split_indices` for items that come in groups: a group never straddles two splits.
 
     ``groups[i]`` names the group of item ``i`` (a lesion, a patient) and ``labels[i]`` its
-    class; the items of one group must share a label. Groups are split per label (stratified),
+    class. The items of one group must share a label, or with ``mixed_labels: majority`` the
+    group counts as its most frequent label. Groups are split per label (stratified),
     test first, then validation by ``val_fraction`` or as fold ``fold`` of ``num_folds``; the
     test set is the same for every fold. Returns sorted item indices per split.
     """
@@ -91,9 +93,13 @@ def grouped_split_indices(
     groups, labels = np.asarray(groups), np.asarray(labels)
     names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     group_labels = labels[first]
-    mixed = names[np.bincount(inverse, weights=labels[first][inverse] != labels) > 0]
-    if len(mixed):
-        raise ValueError(f"groups with items of different labels: {[str(m) for m in mixed[:5]]}")
+    mixed = np.bincount(inverse, weights=group_labels[inverse] != labels) > 0
+    if mixed.any() and mixed_labels == "error":
+        raise ValueError(
+            f"groups with items of different labels: {[str(m) for m in names[mixed][:5]]}"
+        )
+    for group in np.flatnonzero(mixed):  # majority label, ties to the smallest
+        group_labels[group] = np.bincount(labels[inverse == group]).argmax()
     rng = np.random.default_rng(seed)
     split_of_group = np.empty(len(names), dtype=object)
     for label in np.unique(group_labels):

@@ -11,6 +11,7 @@ Layout (any subset of the split folders; ``train/`` is required)::
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from medvision.data.base import (
     ClassificationDataset,
     MedVisionDataModule,
     find_problems,
+    grouped_split_indices,
     problem_report,
     stratified_split,
 )
@@ -52,7 +54,9 @@ class ChestXrayDataModule(MedVisionDataModule):
         set), and there is none when that folder does not exist. Validation is the ``val/``
         folder if present and not used otherwise; else a stratified ``val_fraction`` of train.
         ``merge_val_into_train`` moves ``val/`` into train first and re-splits it, as the chest
-        X-ray study did.
+        X-ray study did. ``group_pattern`` (a regex whose first group is the patient in a file
+        name, e.g. ``^(\\d{8})_`` for NIH names) keeps each patient's images on one side of
+        that carved split; a patient counts as their most frequent class.
 
     ``class_names`` fixes the classes and their order (indices); by default they are read from
     the folders. Give them to ``predict`` on a machine without the training folders.
@@ -80,6 +84,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         seed: int = 42,
         sampler: Literal["none", "weighted"] = "none",
         class_names: list[str] | None = None,
+        group_pattern: str | None = None,
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
@@ -102,6 +107,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         self.seed = seed
         self.sampler = sampler
         self.check_images = check_images
+        self.group_pattern = None if group_pattern is None else re.compile(group_pattern)
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self._class_names = None if class_names is None else tuple(class_names)
         # the model records class_names; loggers merge both hparams and need equal values
@@ -155,7 +161,7 @@ class ChestXrayDataModule(MedVisionDataModule):
             train_paths, train_labels = train_paths + val[0], train_labels + val[1]
             val = None
         if val is None:
-            rest, held = stratified_split(train_labels, self.val_fraction, self.seed)
+            rest, held = self._carve_validation(train_paths, train_labels)
             val = ([train_paths[i] for i in held], [train_labels[i] for i in held])
             train_paths = [train_paths[i] for i in rest]
             train_labels = [train_labels[i] for i in rest]
@@ -173,6 +179,16 @@ class ChestXrayDataModule(MedVisionDataModule):
             self.class_names,
             ", ".join(f"{name} {len(paths)}" for name, (paths, _) in splits.items()),
         )
+
+    def _carve_validation(self, paths: list[Path], labels: list[int]):
+        """Stratified ``val_fraction`` of train, keeping each ``group_pattern`` group whole."""
+        if self.group_pattern is None:
+            return stratified_split(labels, self.val_fraction, self.seed)
+        groups = [group_of(p, self.group_pattern) for p in paths]
+        split = grouped_split_indices(
+            groups, labels, self.val_fraction, 0.0, self.seed, mixed_labels="majority"
+        )
+        return split["train"], split["val"]
 
     def _predict_dataset(self) -> ClassificationDataset:
         if self.predict_dir is None:
@@ -240,6 +256,12 @@ class SyntheticChestXrayDataModule(ChestXrayDataModule):
 
 def _visible_subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def group_of(path: Path, pattern: re.Pattern) -> str:
+    """The first capture of ``pattern`` in the file name (a patient id), else the name itself."""
+    match = pattern.search(path.name)
+    return match.group(1) if match else path.name
 
 
 def find_class_names(split_dirs: dict[str, Path]) -> list[str]:
