@@ -74,14 +74,17 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     (prediction tinted red, true outline green when a mask is known), under ``output_dir``
     (default ``<trainer.default_root_dir>/predictions``). When the inputs have masks,
     ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
-    resized to the original size before thresholding at the model's ``threshold``. Files are
-    written atomically.
+    resized to the original size before thresholding at ``threshold`` (default: the
+    model's). Files are written atomically.
     """
 
-    def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.overlays = overlays
+        self.threshold = threshold
         self._rows: list[dict] = []
         self._num_written = 0
 
@@ -98,7 +101,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         if "probs" not in prediction:
             return
         root = self._root(trainer)
-        threshold = pl_module.threshold
+        threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, path in enumerate(prediction["path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
             probs = F.interpolate(
@@ -236,13 +239,17 @@ class PredictionWriter(BasePredictionWriter):
 
     Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
     metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
-    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``).
+    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``). ``threshold``
+    overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the model's settings
+    come from its checkpoint in ``predict``, so ``--model.init_args.threshold`` does not apply.
     """
 
-    def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+    ) -> None:
         super().__init__(write_interval="batch")
         self.writers = (
-            SegmentationPredictionWriter(output_dir, overlays),
+            SegmentationPredictionWriter(output_dir, overlays, threshold),
             ClassificationPredictionWriter(output_dir),
         )
 

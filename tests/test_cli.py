@@ -130,6 +130,20 @@ def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
     assert len(list((tmp_path / "predictions/masks").glob("*.png"))) == 20
     assert len(read_csv(tmp_path / "predictions/metrics.csv")) == 20
 
+    # the checkpoint's hyperparameters win over --model.*; the writer's threshold does not
+    main(
+        [
+            "predict",
+            *unet_run_args(tmp_path, lung_dir),
+            f"--ckpt_path={checkpoint}",
+            f"--data.init_args.predict_dir={lung_dir}",
+            f"--prediction_writer.output_dir={tmp_path / 'at_zero'}",
+            "--prediction_writer.threshold=0.0",  # every sigmoid output is above 0
+        ]
+    )
+    for mask in (tmp_path / "at_zero/masks").glob("*.png"):
+        assert np.array(Image.open(mask)).min() == 255
+
 
 def test_class_names_are_linked_from_the_folders(tmp_path, chest_dir):
     cli = MedVisionCLI(args=chest_run_args(tmp_path, chest_dir), run=False)
