@@ -1,0 +1,430 @@
+"""HAM10000 lesion segmentation with the shipped config, scored on lesions never seen in training.
+
+    python benchmarks/ham10000.py --data-dir ../shared/data/ham10000 --epochs 1 \\
+        --image-size 160 224 --encoder resnet34 --num-workers 2
+
+This is the lesion segmentation part of the HAM10000 benchmark. The diagnosis classification
+part (``configs/resnet50_ham10000*.yaml``) and segment-then-classify (classifying the lesion
+crop the U-Net finds) come later, in this same script.
+
+What it does, on a HAM10000-layout folder (``images/``, ``masks/``, ``HAM10000_metadata.csv``):
+
+1. ``medvision fit`` with ``configs/unet_ham10000.yaml``, overriding only the epochs (and the
+   cosine schedule's ``T_max`` with them), image size, encoder, batch size, loader workers and,
+   optionally, ``limit_train_batches``. The datamodule splits by lesion (seed and fractions
+   from the config); the checkpoint is the config's ``best.ckpt``, picked on ``val/iou``, so
+   the test split plays no part in choosing it.
+2. The test split, rebuilt exactly as ``medvision fit`` built it (``HAM10000DataModule`` with
+   the config's seed and fractions, ``setup("fit")``, ``datasets["test"]``), is symlinked into
+   ``<out>/holdout/{images,masks}``: no image in it shares a lesion with a training or
+   validation image.
+3. ``medvision predict`` with the best checkpoint on that folder writes the masks at each
+   image's own size and scores them (``predictions/metrics.csv``); a second predict at
+   threshold 0.4 (the seed study's) unless ``--no-threshold-04``, from a copy of the checkpoint
+   whose stored threshold is 0.4 (with ``--ckpt_path`` LightningCLI lets the checkpoint's
+   hyperparameters override ``--model.init_args.threshold``).
+
+``--reuse-fit`` redoes steps 2-3 on the fit already in ``--out``; ``--report`` only reprints
+the table of the run in ``--out`` (from its ``result.json``).
+
+Printed: a Markdown table of the best validation IoU, held-out mean Dice, IoU and ISIC 2018
+thresholded Jaccard (an image's IoU below 0.65 counts 0) at the images' own size, the held-out
+IoU at threshold 0.4, and the fit wall time per epoch (training + validation, measured by a
+callback) and in all (process start to end). ``--write-docs`` puts it into docs/ham10000.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/unet_ham10000.yaml"
+DOCS = REPO / "docs/ham10000.md"
+TABLE_START, TABLE_END = "<!-- ham10000-table:start -->", "<!-- ham10000-table:end -->"
+ISIC_JACCARD_FLOOR = 0.65
+SEED_STUDY_THRESHOLD = 0.4
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lung_segmentation import machine  # noqa: E402  (same machine line as the lung benchmark)
+
+try:  # the epoch timer is a Lightning callback, loaded by `medvision fit` from this module
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+
+class EpochTimer(Callback):
+    """Wall time of every training epoch (its validation included, as in Lightning 2).
+
+    Added to ``medvision fit`` as ``--trainer.callbacks+=ham10000.EpochTimer`` with this folder
+    on ``PYTHONPATH``; writes a JSON list of seconds to ``output`` after each epoch.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.output = Path(output)
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after validation in Lightning 2
+        self.times.append(time.perf_counter() - self._start)
+        self.output.write_text(json.dumps(self.times))
+
+
+# ---------------------------------------------------------------------------------------------
+def config_split() -> dict:
+    """The config's data arguments that decide the split (seed, fractions, folds)."""
+    import yaml
+
+    init = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
+    keys = ("val_fraction", "test_fraction", "seed", "num_folds", "fold")
+    return {k: init[k] for k in keys if k in init}
+
+
+def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path, int, int]:
+    """Symlink the test split ``medvision fit`` uses into ``out/{images,masks}``.
+
+    Returns the folder, its number of images and of lesions.
+    """
+    from medvision.data import HAM10000DataModule
+    from medvision.data.ham10000 import read_metadata
+
+    datamodule = HAM10000DataModule(
+        data_dir,
+        task="segmentation",
+        image_size=image_size,
+        check_images=False,  # `medvision fit` decoded every file already
+        **config_split(),
+    )
+    datamodule.setup("fit")
+    test = datamodule.datasets["test"]
+    if out.exists():
+        shutil.rmtree(out)
+    for sub, paths in (("images", test.image_paths), ("masks", test.mask_paths)):
+        (out / sub).mkdir(parents=True)
+        for path in paths:
+            (out / sub / path.name).symlink_to(path.resolve())
+    stems = {p.stem for p in test.image_paths}
+    lesions = {
+        r.lesion_id
+        for r in read_metadata(data_dir / "HAM10000_metadata.csv")
+        if r.image_id in stems
+    }
+    # the split's promise, checked: no test lesion has an image in train or validation
+    seen = {p.stem for stage in ("train", "val") for p in datamodule.datasets[stage].image_paths}
+    leaked = {
+        r.lesion_id for r in read_metadata(data_dir / "HAM10000_metadata.csv") if r.image_id in seen
+    } & lesions
+    if leaked:
+        sys.exit(f"lesions in both test and train/val: {sorted(leaked)[:5]}")
+    return out, len(stems), len(lesions)
+
+
+def medvision(*args: str, env: dict | None = None, log: Path) -> float:
+    """Run the ``medvision`` CLI of this interpreter's environment; returns its wall time."""
+    exe = Path(sys.executable).with_name("medvision")
+    cmd = [str(exe) if exe.exists() else "medvision", *args]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(
+            f"{' '.join(cmd[:2])} failed (exit {proc.returncode}), see {log}:\n"
+            + log.read_text()[-4000:]
+        )
+    return wall
+
+
+def common_args(args) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        f"--data.init_args.data_dir={args.data_dir}",
+        f"--data.init_args.image_size=[{args.image_size[0]},{args.image_size[1]}]",
+        f"--data.init_args.batch_size={args.batch_size}",
+        f"--data.init_args.num_workers={args.num_workers}",
+        f"--model.init_args.encoder_name={args.encoder}",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+def fit(args, out: Path) -> dict:
+    """``medvision fit``; returns the best checkpoint, its validation scores and timings."""
+    run_dir = out / "fit"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    timer_file = run_dir / "epoch_times.json"
+    extra = (
+        []
+        if args.limit_train_batches is None
+        else [f"--trainer.limit_train_batches={args.limit_train_batches}"]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    wall = medvision(
+        "fit",
+        *common_args(args),
+        f"--trainer.max_epochs={args.epochs}",
+        f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
+        f"--trainer.default_root_dir={run_dir}",
+        f"--trainer.logger.init_args.save_dir={run_dir}",
+        *extra,
+        "--trainer.callbacks+=ham10000.EpochTimer",
+        f"--trainer.callbacks.output={timer_file}",
+        env=env,
+        log=run_dir / "fit.log",
+    )
+    return read_fit(run_dir, wall)
+
+
+def read_fit(run_dir: Path, wall: float) -> dict:
+    """The best checkpoint of a finished fit in ``run_dir``, its validation scores and timings."""
+    version = run_dir / "logs/version_0"
+    best = version / "checkpoints/best.ckpt"
+    if not best.is_file():
+        sys.exit(f"no {best} after fit; see {run_dir / 'fit.log'}")
+    # the validation scores of the epoch the checkpoint comes from (highest val/iou)
+    with open(version / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/iou")]
+    best_row = max(rows, key=lambda r: float(r["val/iou"]))
+    return {
+        "checkpoint": best,
+        "val_iou": float(best_row["val/iou"]),
+        "val_dice": float(best_row["val/dice"]),
+        "val_thresholded_iou": float(best_row.get("val/thresholded_iou") or "nan"),
+        "best_epoch": int(best_row["epoch"]),
+        "epoch_s": json.loads((run_dir / "epoch_times.json").read_text()),
+        "fit_s": wall,
+    }
+
+
+def checkpoint_with_threshold(checkpoint: Path, threshold: float, folder: Path) -> Path:
+    """A copy of ``checkpoint`` (weights and hyperparameters only) whose threshold is changed."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["threshold"] = threshold
+    keep = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
+    path = folder / f"{checkpoint.stem}_threshold{threshold}.ckpt"
+    torch.save({k: v for k, v in state.items() if k in keep}, path)
+    return path
+
+
+def predict(args, out: Path, holdout: Path, checkpoint: Path, threshold: float | None) -> dict:
+    """``medvision predict`` on the held-out folder; returns per-image scores and wall time."""
+    name = "predict" if threshold is None else f"predict_t{threshold}"
+    pred_dir = out / name
+    if pred_dir.exists():
+        shutil.rmtree(pred_dir)
+    pred_dir.mkdir(parents=True)
+    extra = []
+    if threshold is not None:
+        # `--model.init_args.threshold` would be ignored: with --ckpt_path, LightningCLI (2.x)
+        # replaces the model's arguments with the hyperparameters stored in the checkpoint.
+        checkpoint = checkpoint_with_threshold(checkpoint, threshold, pred_dir)
+        extra = ["--prediction_writer.overlays=false"]
+    wall = medvision(
+        "predict",
+        *common_args(args),
+        f"--data.init_args.predict_dir={holdout}",
+        f"--trainer.default_root_dir={pred_dir}",
+        f"--trainer.logger.init_args.save_dir={pred_dir}",
+        f"--prediction_writer.output_dir={pred_dir / 'predictions'}",
+        f"--ckpt_path={checkpoint}",
+        *extra,
+        log=pred_dir / "predict.log",
+    )
+    with open(pred_dir / "predictions/metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    dice = np.array([float(r["dice"]) for r in rows])
+    iou = np.array([float(r["iou"]) for r in rows])
+    return {
+        "num_images": len(rows),
+        "dice": float(dice.mean()),
+        "iou": float(iou.mean()),
+        "thresholded_iou": float(np.where(iou < ISIC_JACCARD_FLOOR, 0.0, iou).mean()),
+        "below_floor": int((iou < ISIC_JACCARD_FLOOR).sum()),
+        "predict_s": wall,
+        "folder": str(pred_dir / "predictions"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+def table(args, result: dict) -> str:
+    import torch
+
+    fit_, main, low = result["fit"], result["main"], result.get("t04")
+    epochs = fit_["epoch_s"]
+    batches = "all" if args.limit_train_batches is None else str(args.limit_train_batches)
+    lines = [
+        f"HAM10000 lesion segmentation (configs/unet_ham10000.yaml): {args.data_dir} | "
+        f"{result['num_holdout']} held-out images of {result['num_lesions']} lesions never seen "
+        f"in training or validation | {machine()} | torch {torch.__version__}",
+        "",
+        "| encoder | epochs | image size | batch | train batches/epoch | best val IoU (epoch) "
+        "| held-out Dice | held-out IoU | ISIC thresholded Jaccard (IoU < 0.65 = 0) "
+        f"| held-out IoU @ {SEED_STUDY_THRESHOLD} | epoch wall (s) | fit wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {args.encoder} | {args.epochs} | {args.image_size[0]}x{args.image_size[1]} "
+        f"| {args.batch_size} | {batches} | {fit_['val_iou']:.4f} ({fit_['best_epoch']}) "
+        f"| {main['dice']:.4f} | {main['iou']:.4f} | {main['thresholded_iou']:.4f} "
+        f"| {'-' if low is None else format(low['iou'], '.4f')} "
+        f"| {np.mean(epochs):.0f} | {fit_['fit_s']:.0f} |",
+        "",
+        f"Held-out scores at threshold 0.5, at each image's own size ({result['sizes']} px): "
+        f"{main['below_floor']} of {main['num_images']} images have IoU < "
+        f"{ISIC_JACCARD_FLOOR}. Epoch wall: training + validation, mean of "
+        f"{len(epochs)} epoch(s) ({', '.join(f'{t:.0f}' for t in epochs)} s); fit wall: the "
+        "whole `medvision fit` process (start-up and the image check included). Predict wall: "
+        f"{main['predict_s']:.0f} s"
+        + ("" if low is None else f" (at {SEED_STUDY_THRESHOLD}: {low['predict_s']:.0f} s)")
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
+def image_sizes(folder: Path) -> str:
+    """The images' stored sizes as ``WxH`` (most common first), read from the file headers."""
+    from collections import Counter
+
+    from PIL import Image
+
+    counts = Counter()
+    for path in sorted(folder.iterdir()):
+        with Image.open(path) as image:
+            counts["{}x{}".format(*image.size)] += 1
+    return ", ".join(size if len(counts) == 1 else f"{size} ({n})" for size, n in counts.items())
+
+
+def write_docs(text: str, command: str) -> None:
+    block = f"{TABLE_START}\n\n```\n{command}\n```\n\n{text}\n\n{TABLE_END}"
+    if DOCS.exists():
+        doc = DOCS.read_text()
+        if TABLE_START in doc and TABLE_END in doc:
+            pattern = re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END)
+            DOCS.write_text(re.sub(pattern, lambda _: block, doc, flags=re.S))
+            return
+        DOCS.write_text(doc.rstrip() + "\n\n" + block + "\n")
+    else:
+        DOCS.write_text(f"# HAM10000 lesion segmentation\n\n{block}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/ham10000")
+    parser.add_argument("--epochs", type=int, default=30, help="the config's 30 by default")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
+    parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument(
+        "--limit-train-batches",
+        type=int,
+        default=None,
+        help="train on this many batches per epoch (a quick estimate)",
+    )
+    parser.add_argument(
+        "--no-threshold-04",
+        action="store_true",
+        help=f"skip the second predict at threshold {SEED_STUDY_THRESHOLD}",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: a new temporary folder")
+    parser.add_argument(
+        "--reuse-fit",
+        action="store_true",
+        help="train nothing: take the finished fit in --out and redo the held-out predictions",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: print (and with --write-docs write) the table of the finished run "
+        "in --out, from its result.json",
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"put the table into {DOCS.relative_to(REPO)}"
+    )
+    args = parser.parse_args()
+    args.data_dir = args.data_dir.resolve()
+    if not (args.data_dir / "HAM10000_metadata.csv").is_file():
+        sys.exit(
+            f"{args.data_dir} is not a HAM10000 folder (images/, masks/, HAM10000_metadata.csv)"
+        )
+    if (args.report or args.reuse_fit) and args.out is None:
+        sys.exit("--report and --reuse-fit need --out, the folder of a finished run")
+    out = (args.out or Path(tempfile.mkdtemp(prefix="medvision_ham10000_bench_"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        result = json.loads((out / "result.json").read_text())
+        stored = {k: v for k, v in result.get("args", {}).items() if k != "write_docs"}
+        report(argparse.Namespace(**{**vars(args), **stored}), result, out)
+        return
+
+    if args.reuse_fit:  # the fit's wall time is only known from the run that made it
+        previous = out / "result.json"
+        wall = json.loads(previous.read_text())["fit"]["fit_s"] if previous.exists() else np.nan
+        result: dict = {"fit": read_fit(out / "fit", wall)}
+    else:
+        result = {"fit": fit(args, out)}
+    print(f"fit: {result['fit']}", file=sys.stderr, flush=True)
+    holdout, result["num_holdout"], result["num_lesions"] = make_holdout(
+        args.data_dir, out / "holdout", args.image_size
+    )
+    result["main"] = predict(args, out, holdout, result["fit"]["checkpoint"], None)
+    print(f"predict: {result['main']}", file=sys.stderr, flush=True)
+    if not args.no_threshold_04:
+        result["t04"] = predict(
+            args, out, holdout, result["fit"]["checkpoint"], SEED_STUDY_THRESHOLD
+        )
+        print(f"predict @ {SEED_STUDY_THRESHOLD}: {result['t04']}", file=sys.stderr, flush=True)
+    result["fit"]["checkpoint"] = str(result["fit"]["checkpoint"])
+    result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result["args"]["command"] = this_command()
+    result["sizes"] = image_sizes(holdout / "images")
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    report(args, result, out)
+
+
+def this_command() -> str:
+    """This script's command line as typed, less the options that only print or write docs."""
+    return "python benchmarks/ham10000.py " + " ".join(
+        a if " " not in a else repr(a)
+        for a in sys.argv[1:]
+        if a not in ("--write-docs", "--report", "--reuse-fit")
+    )
+
+
+def report(args, result: dict, out: Path) -> None:
+    """Print the table of a finished run; with ``--write-docs`` put it into the docs page."""
+    result.setdefault("sizes", image_sizes(out / "holdout/images"))
+    text = table(args, result)
+    print("\n" + text)
+    print(f"\nRuns, checkpoint and predictions: {out}")
+    if args.write_docs:
+        write_docs(text, getattr(args, "command", None) or this_command())
+        print(f"Table written to {DOCS}")
+
+
+if __name__ == "__main__":
+    main()
