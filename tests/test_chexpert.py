@@ -114,9 +114,16 @@ def test_row_without_its_image_is_named(chexpert_dir):
 
 def test_a_cell_that_is_not_a_label_is_named(chexpert_dir):
     set_first_row(chexpert_dir, Edema="maybe")
-    with pytest.raises(
-        ValueError, match="column 'Edema' holds 'maybe'; expected 1, 0, -1 or blank"
-    ):
+    with pytest.raises(ValueError, match="train.csv row 2: column 'Edema' holds 'maybe'"):
+        make_dm(chexpert_dir).setup("fit")
+
+
+def test_a_missing_column_is_named(chexpert_dir):
+    rows = read_rows(chexpert_dir / "valid.csv")
+    for row in rows:
+        del row["Edema"]
+    write_rows(chexpert_dir / "valid.csv", rows)
+    with pytest.raises(ValueError, match=r"valid.csv: no column \['Edema'\]"):
         make_dm(chexpert_dir).setup("fit")
 
 

@@ -208,11 +208,11 @@ class CheXpertDataModule(MedVisionDataModule):
             missing = {"Path", *self.labels} - set(reader.fieldnames or [])
             if missing:
                 raise ValueError(f"{path}: no column {sorted(missing)}. {_LAYOUT_HINT}")
-            rows = list(reader)
-        if self.frontal_only and rows and "Frontal/Lateral" in rows[0]:
-            rows = [r for r in rows if r["Frontal/Lateral"] == "Frontal"]
+            rows = list(enumerate(reader, start=2))  # (line in the CSV, row)
+        if self.frontal_only and rows and "Frontal/Lateral" in rows[0][1]:
+            rows = [(line, r) for line, r in rows if r["Frontal/Lateral"] == "Frontal"]
         paths, problems = [], []
-        for line, row in enumerate(rows, start=2):
+        for line, row in rows:
             resolved = self._resolve(row["Path"])
             if resolved is None:
                 problems.append(f"{path} row {line}: image {row['Path']} not found")
@@ -222,7 +222,11 @@ class CheXpertDataModule(MedVisionDataModule):
                 problem_report(problems, "rows without an image", f"Check data_dir. {_LAYOUT_HINT}")
             )
         raw = np.array(
-            [[_cell(r[name], path, name) for name in self.labels] for r in rows], dtype=np.float32
+            [
+                [_cell(row[name], f"{path} row {line}", name) for name in self.labels]
+                for line, row in rows
+            ],
+            dtype=np.float32,
         )
         return paths, raw.reshape(len(rows), len(self.labels))
 
@@ -291,7 +295,7 @@ def patient_of(path: Path) -> str:
     return match.group(1)
 
 
-def _cell(value: str, path: Path, column: str) -> float:
+def _cell(value: str, where: str, column: str) -> float:
     value = (value or "").strip()
     if value == "":
         return np.nan
@@ -300,5 +304,5 @@ def _cell(value: str, path: Path, column: str) -> float:
     except ValueError:
         number = None
     if number not in (1.0, 0.0, -1.0):
-        raise ValueError(f"{path}: column {column!r} holds {value!r}; expected 1, 0, -1 or blank")
+        raise ValueError(f"{where}: column {column!r} holds {value!r}; expected 1, 0, -1 or blank")
     return number
