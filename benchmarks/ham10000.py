@@ -20,8 +20,8 @@ What it does, on a HAM10000-layout folder (``images/``, ``masks/``, ``HAM10000_m
    validation image.
 3. ``medvision predict`` with the best checkpoint on that folder writes the masks at each
    image's own size and scores them (``predictions/metrics.csv``); a second predict at
-   threshold 0.4 (the seed study's) unless ``--no-threshold-04``, from a copy of the checkpoint
-   whose stored threshold is 0.4 (with ``--ckpt_path`` LightningCLI lets the checkpoint's
+   threshold 0.4 (the seed study's) unless ``--no-threshold-04``, via
+   ``--prediction_writer.threshold`` (with ``--ckpt_path`` LightningCLI lets the checkpoint's
    hyperparameters override ``--model.init_args.threshold``).
 
 ``--reuse-fit`` redoes steps 2-3 on the fit already in ``--out``; ``--report`` only reprints
@@ -218,18 +218,6 @@ def read_fit(run_dir: Path, wall: float) -> dict:
     }
 
 
-def checkpoint_with_threshold(checkpoint: Path, threshold: float, folder: Path) -> Path:
-    """A copy of ``checkpoint`` (weights and hyperparameters only) whose threshold is changed."""
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state["hyper_parameters"]["threshold"] = threshold
-    keep = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
-    path = folder / f"{checkpoint.stem}_threshold{threshold}.ckpt"
-    torch.save({k: v for k, v in state.items() if k in keep}, path)
-    return path
-
-
 def predict(args, out: Path, holdout: Path, checkpoint: Path, threshold: float | None) -> dict:
     """``medvision predict`` on the held-out folder; returns per-image scores and wall time."""
     name = "predict" if threshold is None else f"predict_t{threshold}"
@@ -239,10 +227,8 @@ def predict(args, out: Path, holdout: Path, checkpoint: Path, threshold: float |
     pred_dir.mkdir(parents=True)
     extra = []
     if threshold is not None:
-        # `--model.init_args.threshold` would be ignored: with --ckpt_path, LightningCLI (2.x)
-        # replaces the model's arguments with the hyperparameters stored in the checkpoint.
-        checkpoint = checkpoint_with_threshold(checkpoint, threshold, pred_dir)
-        extra = ["--prediction_writer.overlays=false"]
+        # the writer's threshold: --model.init_args.threshold would lose to the checkpoint's
+        extra = [f"--prediction_writer.threshold={threshold}", "--prediction_writer.overlays=false"]
     wall = medvision(
         "predict",
         *common_args(args),

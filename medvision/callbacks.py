@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -24,7 +23,7 @@ from medvision.data.io import (
     read_image,
     save_png,
     to_channels,
-    write_atomically,
+    write_csv,
 )
 from medvision.metrics import binarize, overlap_scores
 
@@ -139,7 +138,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                 if trainer.world_size == 1
                 else f"metrics.rank{trainer.global_rank}.csv"
             )
-            write_atomically(root / name, self._write_csv)
+            write_csv(root / name, self._rows, ["image", "mask", "dice", "iou"])
             dice = np.mean([r["dice"] for r in self._rows])
             iou = np.mean([r["iou"] for r in self._rows])
             log.info(
@@ -151,12 +150,6 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             )
         if self._num_written:
             log.info("%d prediction masks written to %s", self._num_written, root / "masks")
-
-    def _write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["image", "mask", "dice", "iou"])
-            writer.writeheader()
-            writer.writerows(self._rows)
 
 
 class ClassificationPredictionWriter(BasePredictionWriter):
@@ -212,7 +205,7 @@ class ClassificationPredictionWriter(BasePredictionWriter):
             if trainer.world_size == 1
             else f"predictions.rank{trainer.global_rank}.csv"
         )
-        write_atomically(root / name, self._write_csv)
+        write_csv(root / name, self._rows)
         if "label" in self._rows[0]:
             correct = sum(r["pred"] == r["label"] for r in self._rows)
             log.info(
@@ -221,12 +214,6 @@ class ClassificationPredictionWriter(BasePredictionWriter):
                 correct / len(self._rows),
             )
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
-
-    def _write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(self._rows[0]))
-            writer.writeheader()
-            writer.writerows(self._rows)
 
 
 def _joined(names: list[str], chosen: torch.Tensor) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medvision.data.io import save_png, write_atomically
+from medvision.data.io import save_png, write_atomically, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,6 @@ def write_classification_report(
         "confusion_png": folder / f"{stage}_confusion_matrix.png",
     }
 
-    def per_class(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=PER_CLASS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
     def confusion_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -102,7 +96,7 @@ def write_classification_report(
                 [name, *map(int, row)] for name, row in zip(class_names, confusion, strict=True)
             )
 
-    write_atomically(paths["per_class"], per_class)
+    write_csv(paths["per_class"], rows, list(PER_CLASS_COLUMNS))
     write_atomically(paths["confusion_csv"], confusion_csv)
     save_png(paths["confusion_png"], confusion_matrix_image(confusion, class_names))
     return paths
@@ -154,12 +148,5 @@ def format_per_label_table(rows: list[dict]) -> str:
 def write_per_label_report(folder: Path, stage: str, rows: list[dict]) -> Path:
     """Write ``<stage>_per_label.csv`` atomically; returns its path."""
     path = folder / f"{stage}_per_label.csv"
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=PER_LABEL_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomically(path, write)
+    write_csv(path, rows, list(PER_LABEL_COLUMNS))
     return path

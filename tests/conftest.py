@@ -57,22 +57,24 @@ def chexpert_dir(tmp_path: Path) -> Path:
     return write_chexpert(tmp_path, num_patients=24, size=48, seed=0)
 
 
+def shared_dataset(name: str, required: str) -> Path:
+    """``../shared/data/<name>`` if it holds ``required``; otherwise the test is skipped."""
+    path = SHARED_DATA / name
+    if not (path / required).exists():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
 @pytest.fixture
 def real_chest_dir() -> Path:
     """``../shared/data/chest_xray`` (real X-rays, train/ and val/); skips when absent."""
-    path = SHARED_DATA / "chest_xray"
-    if not (path / "train").is_dir():
-        pytest.skip(f"real data not found at {path}")
-    return path
+    return shared_dataset("chest_xray", "train")
 
 
 @pytest.fixture
 def real_lung_dir() -> Path:
     """``../shared/data/lung_ct`` (the real Kaggle slices); skips the test when absent."""
-    path = SHARED_DATA / "lung_ct"
-    if not (path / "2d_images").is_dir():
-        pytest.skip(f"real data not found at {path}")
-    return path
+    return shared_dataset("lung_ct", "2d_images")
 
 
 def fast_trainer_args(root: Path) -> list[str]:
@@ -87,36 +89,39 @@ def fast_trainer_args(root: Path) -> list[str]:
     ]
 
 
-def unet_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
-    """``configs/unet_lung.yaml`` made small (64x64, resnet18, batch 4) and quiet, on the CPU."""
+def config_run_args(
+    config: str,
+    root: Path,
+    data_dir: Path,
+    *extra: str,
+    image_size: int | str = 64,
+    batch_size: int = 4,
+) -> list[str]:
+    """``configs/<config>`` on ``data_dir``, small and quiet on the CPU, writing inside ``root``."""
     return [
         "--config",
-        str(CONFIGS / "unet_lung.yaml"),
+        str(CONFIGS / config),
         f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.image_size=64",
+        f"--data.init_args.image_size={image_size}",
         "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=4",
-        "--model.init_args.encoder_name=resnet18",
+        f"--data.init_args.batch_size={batch_size}",
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
         "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu",
         *extra,
     ]
+
+
+def unet_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """``configs/unet_lung.yaml`` made small (64x64, resnet18, batch 4) and quiet, on the CPU."""
+    return config_run_args(
+        "unet_lung.yaml", root, data_dir, "--model.init_args.encoder_name=resnet18", *extra
+    )
 
 
 def chest_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
     """``configs/cnn5_chestxray.yaml`` made small (32x32, batch 8) and quiet, on the CPU."""
-    return [
-        "--config",
-        str(CONFIGS / "cnn5_chestxray.yaml"),
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.image_size=32",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=8",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu",
-        *extra,
-    ]
+    return config_run_args(
+        "cnn5_chestxray.yaml", root, data_dir, *extra, image_size=32, batch_size=8
+    )

@@ -12,7 +12,7 @@ from medvision.cli import MedVisionCLI, main
 from medvision.data import HAM10000DataModule
 from medvision.data.base import grouped_split_indices
 
-from .conftest import CONFIGS
+from .conftest import config_run_args
 
 SEED_STUDY_MAP = {
     "mel": "MEL",
@@ -180,18 +180,13 @@ def test_predict_scores_at_the_images_own_size_even_with_a_smaller_mask(ham_dir,
     row = metadata(ham_dir)[0]
     mask = ham_dir / "masks" / f"{row['image_id']}_segmentation.png"
     Image.open(mask).resize((32, 24), Image.NEAREST).save(mask)
-    args = [
-        "--config",
-        str(CONFIGS / "unet_ham10000.yaml"),
-        f"--data.init_args.data_dir={ham_dir}",
-        "--data.init_args.image_size=[32,64]",
-        "--data.init_args.num_workers=0",
+    args = config_run_args(
+        "unet_ham10000.yaml",
+        tmp_path,
+        ham_dir,
         "--model.init_args.encoder_name=resnet18",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu",
-    ]
+        image_size="[32,64]",
+    )
     checkpoint = tmp_path / "init.ckpt"
     model = MedVisionCLI(args=args, run=False).model
     torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": "2.6.0"}, checkpoint)

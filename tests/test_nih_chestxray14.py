@@ -12,7 +12,7 @@ from medvision.data import NIHChestXray14DataModule
 from medvision.metrics import best_f1_thresholds, multilabel_metrics
 from medvision.models import ClassificationModule
 
-from .conftest import CONFIGS
+from .conftest import config_run_args
 
 
 def make_dm(data_dir, **kwargs) -> NIHChestXray14DataModule:
@@ -118,20 +118,15 @@ def test_single_label_model_on_multi_label_data_is_refused(nih_dir, tmp_path):
 
 
 def nih_args(root, data_dir, *extra):
-    return [
-        "--config",
-        str(CONFIGS / "resnet50_nih.yaml"),
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.image_size=32",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=8",
+    return config_run_args(
+        "resnet50_nih.yaml",
+        root,
+        data_dir,
         "--model.init_args.model_name=resnet18",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu",
         *extra,
-    ]
+        image_size=32,
+        batch_size=8,
+    )
 
 
 def test_multilabel_fit_tunes_thresholds_that_test_and_predict_use(nih_dir, tmp_path, caplog):

@@ -16,17 +16,21 @@ from medvision.data import (
 )
 from medvision.data.ham10000 import read_metadata
 
-from .conftest import CONFIGS, SHARED_DATA, chest_run_args, unet_run_args
+from .conftest import chest_run_args, config_run_args, shared_dataset, unet_run_args
 
 pytestmark = pytest.mark.realdata
+
+#: one short epoch: loading and a few steps, not a training run
+FEW_STEPS = (
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=2",
+)
 
 
 @pytest.fixture
 def fullres_dir():
-    path = SHARED_DATA / "lung_ct_fullres_sample"
-    if not (path / "2d_images").is_dir():
-        pytest.skip(f"real data not found at {path}")
-    return path
+    return shared_dataset("lung_ct_fullres_sample", "2d_images")
 
 
 def test_fullres_rgb_lzw_slices_load_as_one_channel(fullres_dir):
@@ -80,9 +84,7 @@ def test_a_few_classifier_steps_on_real_chest_xrays(real_chest_dir, tmp_path):
             "fit",
             *chest_run_args(tmp_path, real_chest_dir, "--data.init_args.test_split=val"),
             "--data.init_args.sampler=weighted",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=3",
-            "--trainer.limit_val_batches=2",
+            *FEW_STEPS,
         ]
     )
     assert "val/f1" in (tmp_path / "logs/version_0/metrics.csv").read_text()
@@ -90,10 +92,7 @@ def test_a_few_classifier_steps_on_real_chest_xrays(real_chest_dir, tmp_path):
 
 @pytest.fixture
 def real_ham_dir():
-    path = SHARED_DATA / "ham10000"
-    if not (path / "HAM10000_metadata.csv").is_file():
-        pytest.skip(f"real data not found at {path}")
-    return path
+    return shared_dataset("ham10000", "HAM10000_metadata.csv")
 
 
 def test_real_ham10000_splits_never_share_a_lesion(real_ham_dir):
@@ -116,21 +115,15 @@ def test_a_few_lesion_segmentation_steps_on_real_ham10000(real_ham_dir, tmp_path
     main(
         [
             "fit",
-            "--config",
-            str(CONFIGS / "unet_ham10000.yaml"),
-            f"--data.init_args.data_dir={real_ham_dir}",
-            "--data.init_args.check_images=false",
-            "--data.init_args.image_size=[96,128]",
-            "--data.init_args.num_workers=0",
-            "--data.init_args.batch_size=4",
-            "--model.init_args.encoder_name=resnet18",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.accelerator=cpu",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=3",
-            "--trainer.limit_val_batches=2",
+            *config_run_args(
+                "unet_ham10000.yaml",
+                tmp_path,
+                real_ham_dir,
+                "--data.init_args.check_images=false",
+                "--model.init_args.encoder_name=resnet18",
+                *FEW_STEPS,
+                image_size="[96,128]",
+            ),
         ]
     )
     assert "val/iou" in (tmp_path / "logs/version_0/metrics.csv").read_text()
@@ -138,10 +131,7 @@ def test_a_few_lesion_segmentation_steps_on_real_ham10000(real_ham_dir, tmp_path
 
 @pytest.fixture
 def real_nih_dir():
-    path = SHARED_DATA / "nih_chestxray14"
-    if not (path / "Data_Entry_2017.csv").is_file():
-        pytest.skip(f"real data not found at {path}")
-    return path
+    return shared_dataset("nih_chestxray14", "Data_Entry_2017.csv")
 
 
 def test_real_nih_labels_and_a_few_multilabel_steps(real_nih_dir, tmp_path):
@@ -155,21 +145,15 @@ def test_real_nih_labels_and_a_few_multilabel_steps(real_nih_dir, tmp_path):
     main(
         [
             "fit",
-            "--config",
-            str(CONFIGS / "resnet50_nih.yaml"),
-            f"--data.init_args.data_dir={real_nih_dir}",
-            "--data.init_args.image_size=64",
-            "--data.init_args.num_workers=0",
-            "--data.init_args.batch_size=8",
-            "--data.init_args.check_images=false",
-            "--model.init_args.model_name=resnet18",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.accelerator=cpu",
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=3",
-            "--trainer.limit_val_batches=3",
+            *config_run_args(
+                "resnet50_nih.yaml",
+                tmp_path,
+                real_nih_dir,
+                "--data.init_args.check_images=false",
+                "--model.init_args.model_name=resnet18",
+                *FEW_STEPS,
+                batch_size=8,
+            ),
         ]
     )
     assert "val/auroc_per_label/Pneumonia" in (tmp_path / "logs/version_0/metrics.csv").read_text()

@@ -163,6 +163,25 @@ def find_problems(items: Iterable[T], check: Callable[[T], object]) -> list[str]
         return [m for m in pool.map(message, items) if m]
 
 
+def _known_after_setup(counts: dict[str, int] | None, name: str) -> dict[str, int]:
+    if counts is None:
+        raise RuntimeError(f"{name} is known after setup('fit')")
+    return dict(counts)
+
+
+def check_decodable(paths: Sequence[Path]) -> None:
+    """Decode every image once; one error lists each unreadable, empty or non-image file."""
+    problems = find_problems(paths, read_image)
+    if problems:
+        raise ValueError(
+            problem_report(
+                problems,
+                "unreadable images",
+                "Fix or remove these files (check_images: false skips this scan, not the error).",
+            )
+        )
+
+
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
     """One error message for many bad files: a count, the first ``max_listed``, and the fix."""
     listed = "\n  ".join(problems[:max_listed])
@@ -324,6 +343,7 @@ class MedVisionDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.datasets: dict[str, Dataset] = {}
         self._class_counts: dict[str, int] | None = None
+        self._known_counts: dict[str, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -331,10 +351,36 @@ class MedVisionDataModule(L.LightningDataModule):
 
     @property
     def class_counts(self) -> dict[str, int]:
-        """Training images per class name, known after ``setup`` (set by subclasses)."""
-        if self._class_counts is None:
-            raise RuntimeError("class_counts is known after setup('fit')")
-        return dict(self._class_counts)
+        """Training images per class name (positives per label if multi-label); after ``setup``."""
+        return _known_after_setup(self._class_counts, "class_counts")
+
+    @property
+    def known_counts(self) -> dict[str, int]:
+        """Multi-label: training images whose label is known (not ignored), per label."""
+        return _known_after_setup(self._known_counts, "known_counts")
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.datasets["predict"] = self._predict_dataset()
+        elif "train" not in self.datasets:
+            self._setup_splits()
+
+    def _setup_splits(self) -> None:
+        """Fill ``self.datasets`` with ``train``, ``val`` (and ``test``) splits."""
+        raise NotImplementedError
+
+    def _predict_dataset(self) -> Dataset:
+        """The dataset of ``predict_dir``."""
+        raise NotImplementedError
+
+    def _predict_folder(self) -> Path:
+        """``self.predict_dir``, checked to be given and to exist."""
+        folder = getattr(self, "predict_dir", None)
+        if folder is None:
+            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predict_dir {folder} does not exist or is not a folder.")
+        return folder
 
     def _loader(self, stage: str, shuffle: bool = False, sampler=None) -> DataLoader:
         if stage not in self.datasets:
@@ -376,6 +422,7 @@ class MedVisionDataModule(L.LightningDataModule):
 
 __all__ = [
     "ClassificationDataset",
+    "check_decodable",
     "MedVisionDataModule",
     "SegmentationDataset",
     "check_same_size",

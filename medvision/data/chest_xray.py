@@ -19,12 +19,12 @@ from typing import Literal
 from medvision.data.base import (
     ClassificationDataset,
     MedVisionDataModule,
-    find_problems,
+    check_decodable,
     grouped_split_indices,
     problem_report,
     stratified_split,
 )
-from medvision.data.io import IMAGE_SUFFIXES, read_image
+from medvision.data.io import IMAGE_SUFFIXES
 from medvision.data.synthetic import write_chest_xray
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -124,12 +124,6 @@ class ChestXrayDataModule(MedVisionDataModule):
 
     # --- setup ------------------------------------------------------------------------------
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self.datasets["predict"] = self._predict_dataset()
-        elif "train" not in self.datasets:
-            self._setup_splits()
-
     def _split_dirs(self) -> dict[str, Path]:
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"data_dir {self.data_dir} does not exist. {_LAYOUT_HINT}")
@@ -191,10 +185,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         return split["train"], split["val"]
 
     def _predict_dataset(self) -> ClassificationDataset:
-        if self.predict_dir is None:
-            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
-        if not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        self._predict_folder()
         subfolders = _visible_subdirs(self.predict_dir)
         if subfolders and {p.name for p in subfolders} <= set(self.class_names):
             paths, labels = list_labelled_images(self.predict_dir, self.class_names, partial=True)
@@ -333,23 +324,9 @@ def list_labelled_images(
     return paths, labels
 
 
-def check_decodable(paths: list[Path]) -> None:
-    """Decode every image once; one error lists each unreadable, empty or non-image file."""
-    problems = find_problems(paths, read_image)
-    if problems:
-        raise ValueError(
-            problem_report(
-                problems,
-                "unreadable images",
-                "Fix or remove these files (check_images: false skips this scan, not the error).",
-            )
-        )
-
-
 __all__ = [
     "ChestXrayDataModule",
     "SyntheticChestXrayDataModule",
-    "check_decodable",
     "find_class_names",
     "list_images_recursive",
     "list_labelled_images",

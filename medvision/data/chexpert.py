@@ -24,11 +24,10 @@ import numpy as np
 from medvision.data.base import (
     ClassificationDataset,
     MedVisionDataModule,
-    find_problems,
+    check_decodable,
     grouped_split_indices,
     problem_report,
 )
-from medvision.data.io import read_image
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,6 @@ class CheXpertDataModule(MedVisionDataModule):
         self.val_fraction, self.seed = val_fraction, seed
         self.check_images = check_images
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
-        self._known_counts: dict[str, int] | None = None
         self.save_hyperparameters()
 
     def _policies(self, uncertainty) -> dict[str, str]:
@@ -150,19 +148,6 @@ class CheXpertDataModule(MedVisionDataModule):
     def class_names(self) -> list[str]:
         return list(self.labels)
 
-    @property
-    def known_counts(self) -> dict[str, int]:
-        """Training images whose label is known (not ignored), per label; after ``setup``."""
-        if self._known_counts is None:
-            raise RuntimeError("known_counts is known after setup('fit')")
-        return dict(self._known_counts)
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self.datasets["predict"] = self._predict_dataset()
-        elif "train" not in self.datasets:
-            self._setup_splits()
-
     def _setup_splits(self) -> None:
         tables = {s: self._read(self.data_dir / name) for s, name in self.csv_files.items()}
         paths, raw = tables["train"]
@@ -177,11 +162,7 @@ class CheXpertDataModule(MedVisionDataModule):
         for stage, (stage_paths, stage_raw) in parts.items():
             stage_paths, targets = self._targets(stage_paths, stage_raw)
             if self.check_images:
-                problems = find_problems(stage_paths, read_image)
-                if problems:
-                    raise ValueError(
-                        problem_report(problems, "unreadable images", "Fix or remove them.")
-                    )
+                check_decodable(stage_paths)
             augmentation = self.augmentation if stage == "train" else "none"
             self.datasets[stage] = ClassificationDataset(
                 stage_paths,
@@ -273,10 +254,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self._known_counts = {n: int(known[j]) for j, n in enumerate(self.labels)}
 
     def _predict_dataset(self) -> ClassificationDataset:
-        if self.predict_dir is None:
-            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
-        if not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        self._predict_folder()
         paths = sorted(
             p for p in self.predict_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
         )

@@ -184,12 +184,6 @@ class HAM10000DataModule(MedVisionDataModule):
         written = predict_lesion_masks(self.lesion_segmenter, images, self.focus.mask_dir)
         log.info("Lesion masks: %d predicted, %d already there", written, len(images) - written)
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self.datasets["predict"] = self._predict_dataset()
-        elif "train" not in self.datasets:
-            self._setup_splits()
-
     def _setup_splits(self) -> None:
         records = read_metadata(self.data_dir / self.metadata_filename)
         self._check_labels(records)
@@ -338,10 +332,7 @@ class HAM10000DataModule(MedVisionDataModule):
         )
 
     def _predict_dataset(self):
-        if self.predict_dir is None:
-            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
-        if not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        self._predict_folder()
         images = self._predict_images()
         if self.focus is not None:
             self._check_lesion_masks(images)

@@ -7,6 +7,7 @@ with what to do about it.
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from collections.abc import Callable
@@ -151,3 +152,15 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
 def save_png(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 ``H x W`` or ``H x W x 3`` array as PNG, atomically."""
     write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Write dict rows as CSV (columns: ``fieldnames`` or the first row's keys), atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)

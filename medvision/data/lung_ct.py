@@ -97,12 +97,6 @@ class LungCTDataModule(MedVisionDataModule):
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.save_hyperparameters()
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self.datasets["predict"] = self._predict_dataset()
-        elif "train" not in self.datasets:
-            self._setup_splits()
-
     def _setup_splits(self) -> None:
         images, masks = find_pairs(self.data_dir, self.image_dirname, self.mask_dirname)
         scan_pairs(images, masks)
@@ -117,14 +111,13 @@ class LungCTDataModule(MedVisionDataModule):
         )
 
     def _predict_dataset(self) -> SegmentationDataset:
-        if self.predict_dir is None:
-            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
-        if (self.predict_dir / self.image_dirname).is_dir():
+        folder = self._predict_folder()
+        if (folder / self.image_dirname).is_dir():
             images, masks = find_pairs(
-                self.predict_dir, self.image_dirname, self.mask_dirname, masks_required=False
+                folder, self.image_dirname, self.mask_dirname, masks_required=False
             )
         else:
-            images = list_images(_existing_dir(self.predict_dir, "predict_dir"), IMAGE_SUFFIXES)
+            images = list_images(folder, IMAGE_SUFFIXES)
             masks = None
             if self.predict_mask_dir is not None:
                 mask_dir = _existing_dir(self.predict_mask_dir, "predict_mask_dir")

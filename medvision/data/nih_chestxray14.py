@@ -21,11 +21,10 @@ import numpy as np
 from medvision.data.base import (
     ClassificationDataset,
     MedVisionDataModule,
-    find_problems,
+    check_decodable,
     grouped_split_indices,
     problem_report,
 )
-from medvision.data.io import read_image
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -117,35 +116,17 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         self.missing_images = missing_images
         self.check_images = check_images
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
-        self._known_counts: dict[str, int] | None = None
         self.save_hyperparameters()
 
     @property
     def class_names(self) -> list[str]:
         return list(self.labels)
 
-    @property
-    def known_counts(self) -> dict[str, int]:
-        """Training images whose label is known, per label (all of them: NIH has no blanks)."""
-        if self._known_counts is None:
-            raise RuntimeError("known_counts is known after setup('fit')")
-        return dict(self._known_counts)
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self.datasets["predict"] = self._predict_dataset()
-        elif "train" not in self.datasets:
-            self._setup_splits()
-
     def _setup_splits(self) -> None:
         records = read_nih_metadata(self.data_dir / self.metadata_filename)
         records, paths = self._locate_images(records)
         if self.check_images:
-            problems = find_problems(paths, read_image)
-            if problems:
-                raise ValueError(
-                    problem_report(problems, "unreadable images", "Fix or remove them.")
-                )
+            check_decodable(paths)
         targets = self.targets(records)
         indices = self._split(records)
         for stage, idx in indices.items():
@@ -227,10 +208,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         }
 
     def _predict_dataset(self) -> ClassificationDataset:
-        if self.predict_dir is None:
-            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
-        if not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist.")
+        self._predict_folder()
         paths = sorted(self.predict_dir.rglob("*.png"))
         if not paths:
             raise FileNotFoundError(f"{self.predict_dir}: no .png images to predict on.")

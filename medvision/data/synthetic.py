@@ -6,7 +6,6 @@ exercise TIFF decoding, pairing, resizing and normalization, not a shortcut arou
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 from scipy import ndimage
+
+from medvision.data.io import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -298,10 +299,7 @@ def write_ham10000(
                     "localization": "back",
                 }
             )
-    with open(root / "HAM10000_metadata.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(root / "HAM10000_metadata.csv", rows)
     log.info("Wrote %d synthetic HAM10000 images of %d lesions to %s", len(rows), num_lesions, root)
     return rows
 
@@ -343,10 +341,7 @@ def write_nih_chestxray14(
                     "View Position": "PA",
                 }
             )
-    with open(root / "Data_Entry_2017.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(root / "Data_Entry_2017.csv", rows)
     return rows
 
 
@@ -390,8 +385,5 @@ def write_chexpert(root: str | Path, num_patients: int = 16, size: int = 48, see
             )
             tables[split].append(row)
     for split, rows in tables.items():
-        with open(release / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(release / f"{split}.csv", rows, fields)
     return release
