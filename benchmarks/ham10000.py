@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -58,30 +57,6 @@ SEED_STUDY_THRESHOLD = 0.4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lung_segmentation import machine  # noqa: E402  (same machine line as the lung benchmark)
-
-try:  # the epoch timer is a Lightning callback, loaded by `medvision fit` from this module
-    from lightning.pytorch import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
-
-
-class EpochTimer(Callback):
-    """Wall time of every training epoch (its validation included, as in Lightning 2).
-
-    Added to ``medvision fit`` as ``--trainer.callbacks+=ham10000.EpochTimer`` with this folder
-    on ``PYTHONPATH``; writes a JSON list of seconds to ``output`` after each epoch.
-    """
-
-    def __init__(self, output: str) -> None:
-        self.output = Path(output)
-        self.times: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after validation in Lightning 2
-        self.times.append(time.perf_counter() - self._start)
-        self.output.write_text(json.dumps(self.times))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,12 +150,6 @@ def fit(args, out: Path) -> dict:
         if args.limit_train_batches is None
         else [f"--trainer.limit_train_batches={args.limit_train_batches}"]
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
-        ),
-    }
     wall = medvision(
         "fit",
         *common_args(args),
@@ -189,9 +158,8 @@ def fit(args, out: Path) -> dict:
         f"--trainer.default_root_dir={run_dir}",
         f"--trainer.logger.init_args.save_dir={run_dir}",
         *extra,
-        "--trainer.callbacks+=ham10000.EpochTimer",
+        "--trainer.callbacks+=medvision.callbacks.EpochTimer",
         f"--trainer.callbacks.output={timer_file}",
-        env=env,
         log=run_dir / "fit.log",
     )
     return read_fit(run_dir, wall)
@@ -213,7 +181,7 @@ def read_fit(run_dir: Path, wall: float) -> dict:
         "val_dice": float(best_row["val/dice"]),
         "val_thresholded_iou": float(best_row.get("val/thresholded_iou") or "nan"),
         "best_epoch": int(best_row["epoch"]),
-        "epoch_s": json.loads((run_dir / "epoch_times.json").read_text()),
+        "epoch_s": [e["wall_s"] for e in json.loads((run_dir / "epoch_times.json").read_text())],
         "fit_s": wall,
     }
 

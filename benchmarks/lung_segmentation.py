@@ -88,19 +88,8 @@ def epoch_times(deltas: list[np.ndarray]) -> dict:
 # medvision arm
 # ---------------------------------------------------------------------------------------------
 def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> dict:
-    from lightning.pytorch import Callback
-
+    from medvision.callbacks import EpochTimer
     from medvision.cli import MedVisionCLI
-
-    class EpochTimer(Callback):
-        def __init__(self):
-            self.times: list[np.ndarray] = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._start = clocks()
-
-        def on_train_epoch_end(self, trainer, pl_module):  # runs after validation in Lightning 2
-            self.times.append(clocks() - self._start)
 
     common = [
         "--config",
@@ -118,7 +107,7 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
         f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
     ]
     cli = MedVisionCLI(args=fit_args, run=False)
-    timer = EpochTimer()
+    timer = EpochTimer()  # from one epoch's start to the next: checkpoint saving included
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     val = cli.trainer.validate(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
@@ -133,7 +122,7 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     return {
         "val_dice": val["val/dice"],
         "holdout": {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows},
-        **epoch_times(timer.times),
+        **epoch_times([np.array([e["wall_s"], e["cpu_s"]]) for e in timer.epochs]),
         "peak_mb": peak_memory_mb(),
         "checkpoint": best,
     }

@@ -1,9 +1,10 @@
-"""Callbacks: prediction files, validation overlays, and the config sent to every logger."""
+"""Callbacks: prediction files, validation overlays, epoch timing, and the logged config."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from medvision.data.io import (
     read_image,
     save_png,
     to_channels,
+    write_atomically,
     write_csv,
 )
 from medvision.metrics import binarize, overlap_scores
@@ -305,6 +307,47 @@ class ValidationOverlays(Callback):
                 np.concatenate([rgb, overlay(rgb, truth), overlay(rgb, predicted, truth)], axis=1)
             )
         return np.concatenate(rows, axis=0)
+
+
+class EpochTimer(Callback):
+    """Wall and CPU seconds of every training epoch, written to the run folder as JSON.
+
+    An epoch is timed from its start to the next epoch's start (the last one to the end of
+    training), so its time holds everything it costs: training, validation, logging and
+    checkpoint saving. (Lightning runs checkpoint callbacks after all others at epoch end: a
+    timer stopped in ``on_train_epoch_end`` would leave the saving out.) CPU time is this
+    process's, all threads; loader workers are other processes and not counted. After each
+    epoch ``epoch_times.json`` (``[{"epoch", "wall_s", "cpu_s"}, ...]``) is rewritten,
+    atomically, in the run folder (see :func:`run_folder`) or at ``output``.
+    """
+
+    def __init__(self, output: str | Path | None = None) -> None:
+        self.output = None if output is None else Path(output)
+        self.epochs: list[dict] = []
+        self._start: tuple[int, float, float] | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._close_epoch(trainer)
+        self._start = (trainer.current_epoch, time.perf_counter(), time.process_time())
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._close_epoch(trainer)
+
+    def _close_epoch(self, trainer: Trainer) -> None:
+        if self._start is None:
+            return
+        epoch, wall, cpu = self._start
+        self._start = None
+        self.epochs.append(
+            {
+                "epoch": epoch,
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+            }
+        )
+        if trainer.is_global_zero:
+            path = self.output or run_folder(trainer) / "epoch_times.json"
+            write_atomically(path, lambda tmp: tmp.write_text(json.dumps(self.epochs, indent=1)))
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):

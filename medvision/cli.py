@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import logging
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from medvision.callbacks import LoggedSaveConfigCallback, PredictionWriter
+from medvision.checkpointing import use_atomic_checkpoints
 
-LINKED_DATA_PROPERTIES = ("in_channels", "num_classes", "class_names")
+#: Datamodule properties passed to the model's argument of the same name. A model without that
+#: argument, or a datamodule without that property, simply skips the link.
+LINKED_DATA_PROPERTIES = (
+    "in_channels",
+    "num_classes",
+    "class_names",
+    "feature_shape",
+    "classifier_checkpoint",
+)
 
 
 class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's links and writers.
 
     Adds ``--prediction_writer.output_dir`` (where ``predict`` writes masks or
-    ``predictions.csv``; default ``<default_root_dir>/predictions``).
+    ``predictions.csv``; default ``<default_root_dir>/predictions``). Checkpoints are written by
+    :class:`~medvision.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
+    another checkpoint IO.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
@@ -41,6 +52,11 @@ class MedVisionCLI(LightningCLI):
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
+        return trainer
 
 
 def main(args: ArgsType = None) -> None:

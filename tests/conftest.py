@@ -125,3 +125,43 @@ def chest_run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
     return config_run_args(
         "cnn5_chestxray.yaml", root, data_dir, *extra, image_size=32, batch_size=8
     )
+
+
+def train_extractor(config: str, root: Path, data_dir: Path, *extra: str, **kwargs) -> Path:
+    """Step 1 of the rebalancing study, in one batch: ``configs/<config>`` fit on ``data_dir``.
+
+    Returns the best checkpoint; its run's data settings are ``config_run_args``'s.
+    """
+    from medvision.cli import main
+
+    limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    main(["fit", *config_run_args(config, root, data_dir, *limits, *extra, **kwargs)])
+    return root / "logs/version_0/checkpoints/best.ckpt"
+
+
+def rebalance_run_args(
+    config: str,
+    root: Path,
+    data_dir: Path,
+    extractor: Path,
+    *extra: str,
+    image_size: int | str = 64,
+    batch_size: int = 8,
+) -> list[str]:
+    """A ``configs/rebalance_*.yaml`` run on ``extractor``'s data, small and quiet on the CPU."""
+    inner = "--data.init_args.data.init_args"
+    return [
+        "--config",
+        str(CONFIGS / config),
+        *extra,
+        f"--data.init_args.classifier_checkpoint={extractor}",
+        f"{inner}.data_dir={data_dir}",
+        f"{inner}.image_size={image_size}",
+        f"{inner}.num_workers=0",
+        f"--data.init_args.batch_size={batch_size}",
+        "--data.init_args.num_workers=0",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]

@@ -8,11 +8,12 @@ import pytest
 
 from medvision.cli import main
 
-from .conftest import CONFIGS, fast_trainer_args
+from .conftest import CONFIGS, fast_trainer_args, rebalance_run_args, train_extractor
 
 EXPERIMENTS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 # fragments compose onto an experiment; each one is run composed onto unet_lung.yaml
 FRAGMENTS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml"))
+ENGINE_FRAGMENTS = [f for f in FRAGMENTS if f.split("/")[0] in ("data", "trainer")]
 
 
 def test_every_yaml_is_covered():
@@ -31,6 +32,8 @@ def test_every_yaml_is_covered():
         "resnet50_nih.yaml",
         "densenet121_chexpert.yaml",
         "extractor_chexpert6.yaml",
+        "rebalance_chestxray.yaml",
+        "rebalance_ham10000.yaml",
     }
     assert set(FRAGMENTS) >= {
         "data/lung_ct.yaml",
@@ -38,7 +41,13 @@ def test_every_yaml_is_covered():
         "trainer/gpu_amp.yaml",
         "trainer/ddp.yaml",
         "logger/wandb.yaml",
+        "rebalancing/class_weighted.yaml",
+        "rebalancing/weighted_sampler.yaml",
+        "rebalancing/feature_gan.yaml",
     }
+    # each fragment is run by one of the tests below
+    arms = {f for f in FRAGMENTS if f.startswith("rebalancing/")}
+    assert set(FRAGMENTS) == set(ENGINE_FRAGMENTS) | arms | {"logger/wandb.yaml"}
 
 
 def data_dir_for(name: str, request, tmp_path: Path) -> Path:
@@ -65,9 +74,31 @@ def lesion_masks_from_truth(ham_dir: Path, folder: Path) -> list[str]:
     return [f"--data.init_args.lesion_mask_dir={folder}", "--data.init_args.lesion_segmenter=null"]
 
 
+#: the classification config whose run is the extractor of each rebalancing base config
+EXTRACTOR_CONFIGS = {
+    "rebalance_chestxray.yaml": ("cnn5_chestxray.yaml", "chest_dir"),
+    "rebalance_ham10000.yaml": ("resnet50_ham10000_7class.yaml", "ham_dir"),
+}
+
+
+def rebalance_one_batch_args(name: str, tmp_path: Path, request, *extra: str) -> list[str]:
+    """A rebalancing config on a one-batch extractor of its data, in fast_dev_run mode."""
+    config, fixture = EXTRACTOR_CONFIGS[name]
+    data_dir = request.getfixturevalue(fixture)
+    extractor = train_extractor(
+        config, tmp_path / "extractor", data_dir, "--model.init_args.model_name=resnet18"
+    )
+    return rebalance_run_args(
+        name, tmp_path, data_dir, extractor, *extra, "--trainer.fast_dev_run=1"
+    )
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_one_batch(name, tmp_path, request, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if name in EXTRACTOR_CONFIGS:
+        main(["fit", *rebalance_one_batch_args(name, tmp_path, request)])
+        return
     data_dir = data_dir_for(name, request, tmp_path)
     main(
         [
@@ -97,7 +128,13 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.mark.parametrize("fragment", [f for f in FRAGMENTS if f != "logger/wandb.yaml"])
+@pytest.mark.parametrize("fragment", [f for f in FRAGMENTS if f.startswith("rebalancing/")])
+def test_rebalancing_arm_composes_and_runs_one_batch(fragment, tmp_path, request):
+    arm = ["--config", str(CONFIGS / fragment)]
+    main(["fit", *rebalance_one_batch_args("rebalance_chestxray.yaml", tmp_path, request, *arm)])
+
+
+@pytest.mark.parametrize("fragment", ENGINE_FRAGMENTS)
 def test_fragment_composes_and_runs_one_batch(fragment, tmp_path, request):
     # data/*.yaml hold one group (class_path + init_args): given as --data FILE
     flag = "--data" if fragment.startswith("data/") else "--config"

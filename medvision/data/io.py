@@ -135,11 +135,14 @@ def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
-    A reader never sees a half-written file, and a killed process leaves no partial output.
+    A reader never sees a half-written file, and a killed process leaves no partial output under
+    ``path``'s name: only a hidden ``.partial-*.tmp`` that no reader (nor Lightning's search for
+    ``last`` checkpoints) mistakes for a result. ``write`` must not infer a format from the
+    temporary file's suffix.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))

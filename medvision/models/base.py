@@ -52,8 +52,12 @@ class MedVisionModule(LightningModule):
             sync_dist=not on_step,
         )
 
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates: those that require gradients."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer(self.trainable_parameters())
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

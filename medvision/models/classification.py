@@ -196,10 +196,22 @@ class ClassificationModule(MedVisionModule):
         log.info("%s (auto): %s", kind, dict(zip(self.class_names, weights.tolist(), strict=True)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image - self.input_mean) / self.input_std)
+        return self.forward_head(self.forward_features(image))
+
+    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's feature map of images in [0, 1] (timm's ``forward_features``)."""
+        return self.net.forward_features((image - self.input_mean) / self.input_std)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits of feature maps (timm's ``forward_head``: pooling and classifier)."""
+        return self.net.forward_head(features)
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Class logits (float32) of a batch's images."""
+        return self(batch["image"]).float()
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["image"]).float()
+        logits = self.logits(batch)
         labels = batch["label"]
         metrics = getattr(self, f"{stage}_metrics")
         if self.multilabel:
@@ -219,8 +231,8 @@ class ClassificationModule(MedVisionModule):
         return loss
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        output = {key: value for key, value in batch.items() if key != "image"}
-        logits = self(batch["image"]).float()
+        output = {k: v for k, v in batch.items() if k not in ("image", "features")}
+        logits = self.logits(batch)
         output["class_probs"] = logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
         return output
 
@@ -319,6 +331,39 @@ class ClassificationModule(MedVisionModule):
                 f"{self.class_names}. Use data with the same class folders, or pass "
                 f"--data.class_names {list(trained)} in that order."
             )
+
+
+def load_classifier(path: str | Path) -> ClassificationModule:
+    """A trained :class:`ClassificationModule` from its checkpoint, on the CPU.
+
+    The weights come from the checkpoint, so nothing is downloaded or read besides it
+    (``pretrained`` and ``pretrained_weights`` of the original run are not applied again).
+    """
+    path = _existing_checkpoint(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*class_names not given.*")
+        return ClassificationModule.load_from_checkpoint(
+            path, map_location="cpu", pretrained=False, pretrained_weights=None
+        )
+
+
+def classifier_hparams(path: str | Path) -> dict:
+    """The ``ClassificationModule`` arguments a checkpoint was trained with, read from the file.
+
+    (A module's own ``hparams`` are not reliable for this when it is built inside LightningCLI,
+    which hands the whole CLI configuration to every module created during instantiation.)
+    """
+    checkpoint = torch.load(
+        _existing_checkpoint(path), map_location="cpu", weights_only=False, mmap=True
+    )
+    return dict(checkpoint.get("hyper_parameters", {}))
+
+
+def _existing_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint {path} does not exist.")
+    return path
 
 
 def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:

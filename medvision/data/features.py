@@ -1,0 +1,245 @@
+"""Feature maps of an image datamodule, extracted once by a trained classifier and cached.
+
+The rebalancing study retrains only a classifier's head; every arm (plain, class-weighted,
+weighted sampler, feature GAN) reads the same cached features, so images are decoded and the
+extractor run once, not once per arm and epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from medvision.data.base import MedVisionDataModule
+from medvision.data.io import write_atomically
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class FeatureDataset(Dataset):
+    """In-memory feature maps with class labels: samples ``{"features": C x h x w, "label"}``.
+
+    ``features`` is ``N x C x h x w`` (stored as float16, returned as float32), ``labels`` ``N``
+    class indices, ``paths`` the images they came from.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, paths: list[str]) -> None:
+        if not (len(features) == len(labels) == len(paths)):
+            raise ValueError("features, labels and paths differ in length")
+        self.features, self.paths = features, paths
+        self.labels = [int(v) for v in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "features": self.features[index].float(),
+            "label": torch.tensor(self.labels[index]),
+            "path": self.paths[index],
+        }
+
+
+class FeatureDataModule(MedVisionDataModule):
+    """Serves the feature maps a trained classifier makes of another datamodule's splits.
+
+    ``data`` is any single-label image datamodule of medvision (chest X-ray folders, HAM10000,
+    ...); ``classifier_checkpoint`` a :class:`~medvision.models.ClassificationModule` checkpoint
+    trained on it. Each split (train, val, and test when ``data`` has one) goes once through
+    ``forward_features`` of the classifier, with the validation transform (resize, no
+    augmentation) for every split, and is cached as ``<cache_dir>/<split>.pt`` (default: a
+    ``features_<checkpoint name>`` folder beside the checkpoint). A cache is reused only when
+    the checkpoint file, the split's images and labels and the transform are unchanged.
+
+    Exposes the image datamodule's ``class_names``, ``in_channels`` and ``class_counts``, plus
+    ``feature_shape`` (``C, h, w``) and ``classifier_checkpoint``, which the CLI links to the
+    model. ``sampler: weighted`` draws training features class-balanced (DDP-aware). ``predict``
+    serves ``data``'s images (give ``predict_dir`` here or on ``data``): a head trained on
+    features then predicts from images through the whole classifier.
+    """
+
+    def __init__(
+        self,
+        data: LightningDataModule,
+        classifier_checkpoint: str | Path,
+        cache_dir: str | Path | None = None,
+        sampler: Literal["none", "weighted"] = "none",
+        seed: int = 0,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        extract_batch_size: int = 64,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if sampler not in ("none", "weighted"):
+            raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
+        self.data = data
+        self.checkpoint_path = Path(classifier_checkpoint)
+        if not self.checkpoint_path.is_file():
+            raise FileNotFoundError(
+                f"classifier_checkpoint {self.checkpoint_path} does not exist. Train the "
+                "feature extractor first (medvision fit with a classification config) and give "
+                "its best.ckpt."
+            )
+        self.cache_dir = (
+            Path(cache_dir)
+            if cache_dir is not None
+            else self.checkpoint_path.parent / f"features_{self.checkpoint_path.stem}"
+        )
+        self.sampler, self.seed = sampler, seed
+        if predict_dir is not None:
+            self.data.predict_dir = Path(predict_dir)
+        self.extract_batch_size = extract_batch_size
+        self._feature_shape: tuple[int, int, int] | None = None
+
+    @property
+    def classifier_checkpoint(self) -> str:
+        """The extractor's checkpoint, as a string (it goes into the model's hyperparameters)."""
+        return str(self.checkpoint_path)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.data.in_channels
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of the classifier's feature maps at the image datamodule's size."""
+        if self._feature_shape is None:
+            from medvision.models.classification import load_classifier
+
+            classifier = load_classifier(self.checkpoint_path)
+            height, width = _pair(self.data.image_size)
+            with torch.no_grad():
+                probe = torch.zeros(1, self.in_channels, height, width)
+                self._feature_shape = tuple(classifier.eval().forward_features(probe).shape[1:])
+        return self._feature_shape
+
+    def prepare_data(self) -> None:
+        """Extract and cache the features of every split (once per machine, not per process)."""
+        self.data.prepare_data()
+        self.data.setup("fit")
+        stale = [s for s in SPLITS if s in self.data.datasets and self._cached(s) is None]
+        if not stale:
+            return
+        from medvision.models.classification import load_classifier
+
+        device = self._device()
+        classifier = load_classifier(self.checkpoint_path).to(device).eval()
+        for split in stale:
+            self._extract(split, classifier, device)
+
+    def _setup_splits(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            self.prepare_data()  # in a notebook, or a no-op after the Trainer's call
+        for split in SPLITS:
+            if split not in self.data.datasets:
+                continue
+            cached = self._cached(split)
+            if cached is None:
+                raise RuntimeError(
+                    f"no up-to-date feature cache for {split} in {self.cache_dir}: "
+                    "prepare_data() makes it (the Trainer calls it before setup)."
+                )
+            self.datasets[split] = FeatureDataset(
+                cached["features"], cached["labels"], cached["paths"]
+            )
+        counts = Counter(self.datasets["train"].labels)
+        self._class_counts = {name: counts[i] for i, name in enumerate(self.class_names)}
+
+    def _predict_dataset(self) -> Dataset:
+        self.data.setup("predict")
+        return self.data.datasets["predict"]
+
+    def train_dataloader(self) -> DataLoader:
+        if self.sampler == "weighted":
+            return self._weighted_train_loader(self.seed)
+        return super().train_dataloader()
+
+    # -- the cache ------------------------------------------------------------------------
+    def _split_source(self, split: str) -> Dataset:
+        """The split's images with the validation transform (no augmentation)."""
+        dataset = copy.copy(self.data.datasets[split])
+        dataset.transform = self.data.datasets["val"].transform
+        if getattr(dataset, "multilabel", False):
+            raise ValueError(
+                "FeatureDataModule needs single-label data; "
+                f"{type(self.data).__name__} gives multi-label targets."
+            )
+        return dataset
+
+    def _fingerprint(self, split: str) -> str:
+        dataset = self._split_source(split)
+        stat = self.checkpoint_path.stat()
+        key = {
+            "checkpoint": str(self.checkpoint_path.resolve()),
+            "checkpoint_size": stat.st_size,
+            "checkpoint_mtime_ns": stat.st_mtime_ns,
+            "images": [str(p) for p in dataset.image_paths],
+            "labels": list(dataset.labels),
+            "transform": repr(dataset.transform),
+        }
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+    def _cached(self, split: str) -> dict | None:
+        path = self.cache_dir / f"{split}.pt"
+        if not path.is_file():
+            return None
+        cached = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if cached.get("fingerprint") != self._fingerprint(split):
+            log.info("feature cache %s is out of date (checkpoint or split changed)", path)
+            return None
+        return cached
+
+    def _extract(self, split: str, classifier, device: torch.device) -> None:
+        dataset = self._split_source(split)
+        loader = DataLoader(
+            dataset, batch_size=self.extract_batch_size, num_workers=self.data.num_workers
+        )
+        features, labels, paths = [], [], []
+        with torch.no_grad():
+            for batch in loader:
+                maps = classifier.forward_features(batch["image"].to(device))
+                features.append(maps.half().cpu())
+                labels.append(batch["label"])
+                paths += batch["path"]
+        payload = {
+            "fingerprint": self._fingerprint(split),
+            "features": torch.cat(features),
+            "labels": torch.cat(labels),
+            "paths": paths,
+        }
+        path = self.cache_dir / f"{split}.pt"
+        write_atomically(path, lambda tmp: torch.save(payload, tmp))
+        log.info(
+            "cached %s features of %d %s images in %s",
+            tuple(payload["features"].shape[1:]),
+            len(paths),
+            split,
+            path,
+        )
+
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

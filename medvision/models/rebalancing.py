@@ -1,0 +1,381 @@
+"""Retraining a classifier's head on cached feature maps: plain, reweighted, or GAN-rebalanced.
+
+The rebalancing study's method in three steps: (1) a classifier trained on the imbalanced images
+(any :class:`~medvision.models.ClassificationModule` checkpoint) is split into ``features`` and
+``head``; (2) a class-conditional GAN learns to generate feature maps, while the head learns to
+classify real and generated ones; (3) generated features top every class up to the majority
+count and the head is fine-tuned on real + generated features. The baselines retrain the same
+head on the same cached features with a plain, class-weighted or sampled loss
+(:class:`FeatureHeadClassifier`); the GAN arm is :class:`FeatureGANRebalancer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from medvision.models.classification import (
+    ClassificationModule,
+    classifier_hparams,
+    load_classifier,
+)
+from medvision.models.nets.feature_gan import (
+    FeatureDiscriminator,
+    FeatureGenerator,
+    adversarial_loss,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FeatureHeadClassifier(ClassificationModule):
+    """The classifier of ``classifier_checkpoint`` with its head retrained on feature maps.
+
+    Training, validation and test batches are ``{"features": N x C x h x w, "label": N}`` from
+    :class:`~medvision.data.features.FeatureDataModule`; only the parameters that
+    ``forward_head`` uses are trained (for a timm ResNet: the final linear layer; for
+    ``vgg_leaky``: its convolutional and fully connected head), the feature extractor stays
+    frozen. Batches with ``image`` go through the whole network, so the checkpoint predicts
+    from images like any classifier (``medvision predict``). Loss, ``class_weights``,
+    ``label_smoothing``, metrics and test reports are :class:`ClassificationModule`'s.
+    ``reset_head`` re-initializes the head instead of fine-tuning it. ``in_channels``,
+    ``num_classes``, ``class_names`` (checked against the classifier's) and
+    ``classifier_checkpoint`` are linked from the datamodule by the CLI.
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: str | Path,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        class_weights: Literal["auto", "none"] | list[float] = "none",
+        label_smoothing: float = 0.0,
+        reset_head: bool = False,
+        highlight_classes: list[str] | None = None,
+        feature_shape: Sequence[int] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_monitor: str = "val/loss",
+    ) -> None:
+        trained = classifier_hparams(classifier_checkpoint)
+        _check_same_task(trained, in_channels, num_classes, class_names, classifier_checkpoint)
+        super().__init__(
+            model_name=trained["model_name"],
+            in_channels=trained["in_channels"],
+            num_classes=trained["num_classes"],
+            class_names=trained["class_names"],
+            class_weights=class_weights,
+            label_smoothing=label_smoothing,
+            highlight_classes=highlight_classes,
+            model_kwargs=trained.get("model_kwargs"),
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_scheduler_monitor=lr_scheduler_monitor,
+        )
+        # this class's own arguments, not ClassificationModule's, make its checkpoints load
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net.load_state_dict(load_classifier(classifier_checkpoint).net.state_dict())
+        self.head_parameter_names = self._freeze_features()
+        if reset_head:
+            self._reset_head()
+
+    def _freeze_features(self) -> list[str]:
+        """Freeze what ``forward_features`` uses; return the names of the head's parameters."""
+        probe = torch.zeros(2, self.input_mean.shape[1], 64, 64)
+        was_training = self.net.training
+        self.net.eval()  # no BatchNorm statistics change during the probe
+        self.forward_features(probe).sum().backward()
+        feature_params = {name for name, p in self.net.named_parameters() if p.grad is not None}
+        self.net.zero_grad(set_to_none=True)
+        self.net.train(was_training)
+        head = []
+        for name, param in self.net.named_parameters():
+            param.requires_grad = name not in feature_params
+            if param.requires_grad:
+                head.append(name)
+        if not head:
+            raise ValueError(f"{type(self.net).__name__}: forward_head has no parameters to train")
+        return head
+
+    def _reset_head(self) -> None:
+        owners = {name.rpartition(".")[0] for name in self.head_parameter_names}
+        for name, module in self.net.named_modules():
+            if name in owners and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        if "features" in batch:
+            return self.forward_head(batch["features"]).float()
+        return super().logits(batch)
+
+
+class FeatureGANRebalancer(FeatureHeadClassifier):
+    """Feature-space GAN rebalancing (AC-GAN style), then the head fine-tuned on the result.
+
+    Epochs ``0 .. gan_epochs-1`` train the GAN on the training features: a
+    :class:`~medvision.models.nets.feature_gan.FeatureGenerator` (noise of ``noise_dim`` plus
+    a class -> feature map) against a
+    :class:`~medvision.models.nets.feature_gan.FeatureDiscriminator` (real/fake). The generator
+    is also pushed to make features the head classifies as their class (weight
+    ``class_loss_weight``). The head learns on generated features every ``head_fake_every``
+    steps and on real ones every ``head_real_every`` steps (the study: 2 and 5). The GAN works
+    on features scaled per channel to [-1, 1] (``tanh`` output) by the training set's range.
+
+    From epoch ``gan_epochs`` on, generated features top up every class to ``target_count``
+    (default: the largest class's count), drawn once from a generator seeded by ``seed``, and
+    the head is fine-tuned on every real batch plus its share of generated features.
+
+    Three optimizers: ``generator_optimizer``, ``discriminator_optimizer`` and ``optimizer``
+    (the head's). ``feature_shape`` (``C, h, w``) is linked from the datamodule by the CLI.
+    Logged in training: ``train/d_loss``, ``train/g_loss``, ``train/head_real_accuracy``,
+    ``train/head_fake_accuracy``, and after each GAN epoch, per class, the mean and standard
+    deviation of generated and real features (``gan/fake_std/<class>``,
+    ``gan/std_ratio/<class>`` ...): a ratio far below 1 is mode collapse.
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: str | Path,
+        feature_shape: Sequence[int],
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        gan_epochs: int = 10,
+        target_count: int | None = None,
+        noise_dim: int = 100,
+        generator_width: int = 256,
+        discriminator_width: int = 256,
+        class_loss_weight: float = 1.0,
+        head_fake_every: int = 2,
+        head_real_every: int = 5,
+        seed: int = 0,
+        label_smoothing: float = 0.0,
+        highlight_classes: list[str] | None = None,
+        generator_optimizer: OptimizerCallable = torch.optim.Adam,
+        discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+    ) -> None:
+        super().__init__(
+            classifier_checkpoint,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            class_names=class_names,
+            label_smoothing=label_smoothing,
+            highlight_classes=highlight_classes,
+            feature_shape=feature_shape,
+            optimizer=optimizer,
+        )
+        self.save_hyperparameters(
+            ignore=["optimizer", "generator_optimizer", "discriminator_optimizer"]
+        )
+        self.automatic_optimization = False
+        shape = tuple(int(v) for v in feature_shape)
+        self.generator = FeatureGenerator(self.num_classes, shape, noise_dim, generator_width)
+        self.discriminator = FeatureDiscriminator(shape, discriminator_width)
+        self.generator_optimizer = generator_optimizer
+        self.discriminator_optimizer = discriminator_optimizer
+        # per-channel range of the real training features, set at the start of fit
+        self.register_buffer("feature_low", torch.zeros(1, shape[0], 1, 1))
+        self.register_buffer("feature_high", torch.ones(1, shape[0], 1, 1))
+        #: generated features per class in the last rebalanced epoch
+        self.generated_per_class = torch.zeros(self.num_classes, dtype=torch.long)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # -- scaling between the head's feature space and the GAN's [-1, 1] ---------------------
+    def to_gan_space(self, features: torch.Tensor) -> torch.Tensor:
+        span = (self.feature_high - self.feature_low).clamp(min=1e-6)
+        return (features - self.feature_low) / span * 2 - 1
+
+    def from_gan_space(self, scaled: torch.Tensor) -> torch.Tensor:
+        return (scaled + 1) / 2 * (self.feature_high - self.feature_low) + self.feature_low
+
+    def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None):
+        """Feature maps in the head's space for class indices ``labels`` (no gradient)."""
+        if len(labels) == 0:
+            return self.feature_low.new_zeros(0, *self.generator.feature_shape)
+        with torch.no_grad():
+            return self.from_gan_space(self.generator.sample(labels, generator))
+
+    # -- optimizers and phases -------------------------------------------------------------
+    def configure_optimizers(self):
+        return [
+            self.generator_optimizer(self.generator.parameters()),
+            self.discriminator_optimizer(self.discriminator.parameters()),
+            self.optimizer(self.head_parameters()),
+        ]
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        named = dict(self.net.named_parameters())
+        return [named[name] for name in self.head_parameter_names]
+
+    def on_fit_start(self) -> None:
+        train = self.trainer.datamodule.datasets["train"]
+        if self.trainer.ckpt_path is None:  # a resumed run keeps the range it trained with
+            low, high = _channel_range(train.features)
+            self.feature_low, self.feature_high = low.to(self.device), high.to(self.device)
+        self._class_counts = torch.bincount(
+            torch.as_tensor(train.labels), minlength=self.num_classes
+        )
+
+    @property
+    def in_gan_phase(self) -> bool:
+        return self.current_epoch < self.hparams.gan_epochs
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.in_gan_phase:
+            self._gan_step(batch, batch_idx)
+        else:
+            self._rebalanced_head_step(batch, batch_idx)
+
+    def _gan_step(self, batch: dict, batch_idx: int) -> None:
+        g_opt, d_opt, h_opt = self.optimizers()
+        real, labels = batch["features"], batch["label"]
+        real_scaled = self.to_gan_space(real)
+        # class-balanced fake labels: the rare classes are the ones the GAN is for
+        fake_labels = torch.randint(0, self.num_classes, (len(labels),), device=self.device)
+        fake_scaled = self.generator.sample(fake_labels)
+
+        d_loss = adversarial_loss(self.discriminator(real_scaled), True) + adversarial_loss(
+            self.discriminator(fake_scaled.detach()), False
+        )
+        d_opt.zero_grad()
+        self.manual_backward(d_loss)
+        d_opt.step()
+
+        fake_logits = self.forward_head(self.from_gan_space(fake_scaled)).float()
+        g_loss = adversarial_loss(self.discriminator(fake_scaled), True)
+        g_loss = g_loss + self.hparams.class_loss_weight * F.cross_entropy(fake_logits, fake_labels)
+        g_opt.zero_grad()
+        self.manual_backward(g_loss)
+        g_opt.step()
+        h_opt.zero_grad()  # the generator's loss left gradients on the head
+
+        step = batch_idx + 1
+        if step % self.hparams.head_fake_every == 0:
+            self._head_update(self.from_gan_space(fake_scaled.detach()), fake_labels, "fake")
+        if step % self.hparams.head_real_every == 0:
+            self._head_update(real, labels, "real")
+        size = len(labels)
+        self.log("train/d_loss", d_loss, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, batch_size=size)
+
+    def _head_update(self, features: torch.Tensor, labels: torch.Tensor, kind: str) -> None:
+        h_opt = self.optimizers()[2]
+        logits = self.forward_head(features).float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        h_opt.zero_grad()
+        self.manual_backward(loss)
+        h_opt.step()
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        self.log(f"train/head_{kind}_accuracy", accuracy, on_epoch=True, batch_size=len(labels))
+        self.log(f"train/head_{kind}_loss", loss, on_epoch=True, batch_size=len(labels))
+
+    def _rebalanced_head_step(self, batch: dict, batch_idx: int) -> None:
+        features, labels = batch["features"], batch["label"]
+        last = batch_idx == self.trainer.num_training_batches - 1
+        extra_labels = self._next_generated_labels(len(labels), last)
+        extra_features = self.generate(extra_labels, self._epoch_rng)
+        features = torch.cat([features, extra_features.to(features)])
+        labels = torch.cat([labels, extra_labels])
+        h_opt = self.optimizers()[2]
+        logits = self.forward_head(features).float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        h_opt.zero_grad()
+        self.manual_backward(loss)
+        h_opt.step()
+        self.train_metrics.update(logits.detach().softmax(dim=1), labels)
+        self.log_loss("train", loss, batch_size=len(labels))
+
+    # -- the generated set -----------------------------------------------------------------
+    def generated_counts(self) -> torch.Tensor:
+        """Features to generate per class and epoch: up to ``target_count`` (or the majority)."""
+        counts = self._class_counts
+        target = self.hparams.target_count or int(counts.max())
+        return (target - counts).clamp(min=0)
+
+    def on_train_epoch_start(self) -> None:
+        if self.in_gan_phase:
+            self.generator.train()
+            self.discriminator.train()
+            return
+        # this epoch's generated labels, shuffled; each real batch takes its share of them
+        self.generator.eval()
+        self._epoch_rng = torch.Generator(device=self.device)
+        self._epoch_rng.manual_seed(self.hparams.seed + self.current_epoch)
+        quota = self.generated_counts().to(self.device)
+        labels = torch.repeat_interleave(torch.arange(self.num_classes, device=self.device), quota)
+        order = torch.randperm(len(labels), generator=self._epoch_rng, device=self.device)
+        self._pending_labels = labels[order]
+        self._share = len(labels) / max(int(self._class_counts.sum()), 1)
+        self.generated_per_class = torch.zeros(self.num_classes, dtype=torch.long)
+        if self.current_epoch == self.hparams.gan_epochs:
+            counts = dict(zip(self.class_names, quota.tolist(), strict=True))
+            log.info("rebalancing: generated features per class and epoch: %s", counts)
+
+    def _next_generated_labels(self, real_batch_size: int, last_batch: bool) -> torch.Tensor:
+        """The class labels of the generated features that join this real batch."""
+        count = len(self._pending_labels) if last_batch else round(real_batch_size * self._share)
+        labels, self._pending_labels = (
+            self._pending_labels[:count],
+            self._pending_labels[count:],
+        )
+        self.generated_per_class += torch.bincount(labels.cpu(), minlength=self.num_classes)
+        return labels
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.in_gan_phase:
+            self._log_feature_statistics()
+
+    def _log_feature_statistics(self, per_class: int = 256) -> None:
+        """Per class: mean and std of generated vs real features (std ratio << 1: collapse)."""
+        train = self.trainer.datamodule.datasets["train"]
+        labels = torch.as_tensor(train.labels)
+        rng = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 1)
+        self.generator.eval()
+        for index, name in enumerate(self.class_names):
+            real = train.features[labels == index][:per_class].float()
+            if len(real) < 2:
+                continue
+            fake = self.generate(torch.full((per_class,), index, device=self.device), rng).cpu()
+            stats = {
+                f"gan/real_mean/{name}": real.mean(),
+                f"gan/fake_mean/{name}": fake.mean(),
+                f"gan/real_std/{name}": real.std(0).mean(),
+                f"gan/fake_std/{name}": fake.std(0).mean(),
+            }
+            ratio = stats[f"gan/fake_std/{name}"] / stats[f"gan/real_std/{name}"].clamp(min=1e-8)
+            stats[f"gan/std_ratio/{name}"] = ratio
+            self.log_dict(stats)
+        self.generator.train()
+
+
+def _channel_range(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel min and max of ``N x C x h x w`` features, as ``1 x C x 1 x 1``."""
+    flat = features.float().transpose(0, 1).flatten(1)
+    return flat.min(1).values.view(1, -1, 1, 1), flat.max(1).values.view(1, -1, 1, 1)
+
+
+def _check_same_task(trained: dict, in_channels, num_classes, class_names, checkpoint) -> None:
+    """The data must be what the classifier was trained on: same classes, same channels."""
+    problems = []
+    if class_names is not None and list(class_names) != list(trained["class_names"]):
+        problems.append(f"classes {list(class_names)} (classifier: {trained['class_names']})")
+    if num_classes is not None and num_classes != trained["num_classes"]:
+        problems.append(f"{num_classes} classes (classifier: {trained['num_classes']})")
+    if in_channels is not None and in_channels != trained["in_channels"]:
+        problems.append(f"{in_channels} channels (classifier: {trained['in_channels']})")
+    if problems:
+        raise ValueError(
+            f"the data does not match the classifier of {checkpoint}: " + "; ".join(problems)
+        )
