@@ -14,8 +14,11 @@ What it does, on a Kaggle-layout folder:
    checkpoint every epoch and a best one on improvement, with optimizer state.
 
 Every arm runs in its own process (so peak memory is its own). Printed: a Markdown table of
-val and held-out Dice/IoU, mean epoch wall and CPU time (train + validation, first epoch
-excluded), peak memory, and the medvision/plain epoch-time ratios for the U-Net.
+val and held-out Dice/IoU, mean epoch wall and CPU time (everything from one epoch's start to
+the next: training, validation and checkpoint saving; first epoch excluded), peak memory, and
+the medvision/plain epoch-time ratios for the U-Net. ``--rounds N`` repeats the arms N times in
+alternation and adds a table of per-round ratios: on a shared machine whose speed drifts, arms
+run back to back compare better than one run of each.
 """
 
 from __future__ import annotations
@@ -280,6 +283,9 @@ def main() -> None:
     parser.add_argument("--holdout-fraction", type=float, default=0.15)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--arms", default="unet,fcn,plain")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the arms in alternation (speed study)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
     args = parser.parse_args()
@@ -299,33 +305,66 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    results = {}
-    for arm in args.arms.split(","):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--arm",
-            arm,
-            "--out",
-            str(out),
-            "--data-dir",
-            str(args.data_dir),
-            "--image-size",
-            str(args.image_size),
-            "--epochs",
-            str(args.epochs),
-            "--holdout-fraction",
-            str(args.holdout_fraction),
-            "--num-workers",
-            str(args.num_workers),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            sys.exit(f"arm {arm} failed:\n{proc.stderr[-4000:]}")
-        results[arm] = json.loads(lines[-1][len("RESULT ") :])
-        print(f"{arm}: {results[arm]}", file=sys.stderr)
-    print_table(results, args, out)
+    rounds: list[dict] = []
+    for index in range(args.rounds):
+        # with several rounds the arms alternate (A B A B ...), so slow drifts of this shared
+        # machine's speed hit both arms alike; each round trains from scratch in its own folder
+        round_out = out if args.rounds == 1 else out / f"round{index}"
+        rounds.append({arm: run_arm_process(arm, round_out, args) for arm in args.arms.split(",")})
+    print_table(rounds[0], args, out)
+    if args.rounds > 1:
+        print_rounds(rounds)
+
+
+def run_arm_process(arm: str, out: Path, args) -> dict:
+    """One arm in a fresh process (its own peak memory); returns its RESULT line."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--arm",
+        arm,
+        "--out",
+        str(out),
+        "--data-dir",
+        str(args.data_dir),
+        "--image-size",
+        str(args.image_size),
+        "--epochs",
+        str(args.epochs),
+        "--holdout-fraction",
+        str(args.holdout_fraction),
+        "--num-workers",
+        str(args.num_workers),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"arm {arm} failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    print(f"{arm}: {result}", file=sys.stderr)
+    return result
+
+
+def print_rounds(rounds: list[dict]) -> None:
+    """Per-round epoch times and the medvision/plain ratios of arms run back to back."""
+    if not all("unet" in r and "plain" in r for r in rounds):
+        return
+    print("\n| round | medvision U-Net epoch (s) | plain epoch (s) | wall ratio | CPU ratio |")
+    print("|---|---|---|---|---|")
+    wall, cpu = [], []
+    for index, r in enumerate(rounds):
+        unet, plain = r["unet"], r["plain"]
+        wall.append(unet["epoch_s"] / plain["epoch_s"])
+        cpu.append(unet["epoch_cpu_s"] / plain["epoch_cpu_s"])
+        print(
+            f"| {index} | {unet['epoch_s']:.2f} | {plain['epoch_s']:.2f} | {wall[-1]:.3f} "
+            f"| {cpu[-1]:.3f} |"
+        )
+    print(
+        f"\nmedvision / plain over {len(rounds)} rounds: median wall ratio "
+        f"{np.median(wall):.3f} (range {min(wall):.3f}-{max(wall):.3f}), median CPU ratio "
+        f"{np.median(cpu):.3f} (range {min(cpu):.3f}-{max(cpu):.3f})"
+    )
 
 
 def print_table(results: dict, args, out: Path) -> None:

@@ -269,13 +269,18 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
         self.log("train/d_loss", d_loss, on_step=True, on_epoch=True, batch_size=size)
         self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, batch_size=size)
 
-    def _head_update(self, features: torch.Tensor, labels: torch.Tensor, kind: str) -> None:
+    def _train_head(self, features: torch.Tensor, labels: torch.Tensor):
+        """One optimizer step of the head on ``features``; returns its logits and loss."""
         h_opt = self.optimizers()[2]
         logits = self.forward_head(features).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         h_opt.zero_grad()
         self.manual_backward(loss)
         h_opt.step()
+        return logits.detach(), loss.detach()
+
+    def _head_update(self, features: torch.Tensor, labels: torch.Tensor, kind: str) -> None:
+        logits, loss = self._train_head(features, labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
         self.log(f"train/head_{kind}_accuracy", accuracy, on_epoch=True, batch_size=len(labels))
         self.log(f"train/head_{kind}_loss", loss, on_epoch=True, batch_size=len(labels))
@@ -287,13 +292,8 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
         extra_features = self.generate(extra_labels, self._epoch_rng)
         features = torch.cat([features, extra_features.to(features)])
         labels = torch.cat([labels, extra_labels])
-        h_opt = self.optimizers()[2]
-        logits = self.forward_head(features).float()
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        h_opt.zero_grad()
-        self.manual_backward(loss)
-        h_opt.step()
-        self.train_metrics.update(logits.detach().softmax(dim=1), labels)
+        logits, loss = self._train_head(features, labels)
+        self.train_metrics.update(logits.softmax(dim=1), labels)
         self.log_loss("train", loss, batch_size=len(labels))
 
     # -- the generated set -----------------------------------------------------------------
