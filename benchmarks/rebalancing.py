@@ -63,6 +63,8 @@ def write_extractor_data(config: Path, out: Path, num_workers: int) -> Path:
     """The extractor's data block as a YAML file that ``--data.init_args.data`` accepts."""
     data = yaml.safe_load(config.read_text())["data"]
     data["init_args"]["num_workers"] = num_workers
+    if "check_images" in data["init_args"]:
+        data["init_args"]["check_images"] = False  # the extractor's run decoded every image
     path = out / "extractor_data.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -204,3 +204,8 @@ def test_baseline_arms_compose_and_train(tmp_path, chest_dir, extractor, arm):
     )
     main(["fit", *args, "--trainer.max_epochs=1"])
     assert (root / "logs/version_0/checkpoints/best.ckpt").is_file()
+
+
+def test_missing_extractor_checkpoint_says_what_to_do(tmp_path, chest_dir):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist. Train the feature"):
+        FeatureDataModule(image_data(chest_dir), tmp_path / "missing.ckpt")
