@@ -89,6 +89,9 @@ def arm_args(args, arm: str, seed: int, checkpoint: Path, data_yaml: Path, run_d
         cli.append(f"--model.init_args.seed={seed}")
         if args.gan_epochs is not None:
             cli.append(f"--model.init_args.gan_epochs={args.gan_epochs}")
+        if args.gan_width is not None:
+            cli.append(f"--model.init_args.generator_width={args.gan_width}")
+            cli.append(f"--model.init_args.discriminator_width={args.gan_width}")
     return cli + args.extra
 
 
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: the config's)")
     parser.add_argument("--gan-epochs", type=int, help="the GAN arm's gan_epochs")
+    parser.add_argument("--gan-width", type=int, help="the GAN arm's generator/discriminator width")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--write-docs", action="store_true")
