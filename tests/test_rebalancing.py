@@ -209,3 +209,32 @@ def test_baseline_arms_compose_and_train(tmp_path, chest_dir, extractor, arm):
 def test_missing_extractor_checkpoint_says_what_to_do(tmp_path, chest_dir):
     with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist. Train the feature"):
         FeatureDataModule(image_data(chest_dir), tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("model_name", "head_prefix"), [("resnet18", "fc."), ("vgg_leaky", "head.")]
+)
+def test_timm_and_vgg_extractors_split_at_forward_features(tmp_path, model_name, head_prefix):
+    import lightning
+
+    from medvision.models import ClassificationModule
+
+    classifier = ClassificationModule(
+        model_name=model_name, in_channels=3, num_classes=3, class_names=["a", "b", "c"]
+    )
+    path = tmp_path / f"{model_name}.ckpt"
+    torch.save(
+        {
+            "state_dict": classifier.state_dict(),
+            "hyper_parameters": dict(classifier.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
+    model = FeatureHeadClassifier(path)
+    assert all(name.startswith(head_prefix) for name in model.head_parameter_names)
+    trainable = {n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable == set(model.head_parameter_names)
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # the split changes nothing: head(features(x)) is the classifier
+        torch.testing.assert_close(model.eval()(image), classifier.eval()(image))
