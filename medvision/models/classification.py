@@ -196,7 +196,7 @@ class ClassificationModule(MedVisionModule):
         log.info("%s (auto): %s", kind, dict(zip(self.class_names, weights.tolist(), strict=True)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(image))
+        return self.net((image - self.input_mean) / self.input_std)
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """The network's feature map of images in [0, 1] (timm's ``forward_features``)."""
