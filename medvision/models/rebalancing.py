@@ -129,8 +129,9 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
     on features scaled per channel to [-1, 1] (``tanh`` output) by the training set's range.
 
     From epoch ``gan_epochs`` on, generated features top up every class to ``target_count``
-    (default: the largest class's count), drawn once from a generator seeded by ``seed``, and
-    the head is fine-tuned on every real batch plus its share of generated features.
+    (default: the largest class's count) in every epoch, drawn afresh each epoch from noise
+    seeded by ``seed`` and the epoch, and the head is fine-tuned on every real batch plus its
+    share of them (:attr:`generated_per_class` counts what the last epoch drew).
 
     Three optimizers: ``generator_optimizer``, ``discriminator_optimizer`` and ``optimizer``
     (the head's). ``feature_shape`` (``C, h, w``) is linked from the datamodule by the CLI.
