@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.base import MedVisionDataModule
 from medvision.data.io import write_atomically
+from medvision.data.transforms import as_hw
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class FeatureDataModule(MedVisionDataModule):
             self.data.predict_dir = Path(predict_dir)
         self.extract_batch_size = extract_batch_size
         self._feature_shape: tuple[int, int, int] | None = None
+        self._prepared: dict[str, dict] | None = None  # what prepare_data found or made
 
     @property
     def classifier_checkpoint(self) -> str:
@@ -123,7 +125,7 @@ class FeatureDataModule(MedVisionDataModule):
             from medvision.models.classification import load_classifier
 
             classifier = load_classifier(self.checkpoint_path)
-            height, width = _pair(self.data.image_size)
+            height, width = as_hw(self.data.image_size)
             with torch.no_grad():
                 probe = torch.zeros(1, self.in_channels, height, width)
                 self._feature_shape = tuple(classifier.eval().forward_features(probe).shape[1:])
@@ -131,36 +133,42 @@ class FeatureDataModule(MedVisionDataModule):
 
     def prepare_data(self) -> None:
         """Extract and cache the features of every split (once per machine, not per process)."""
-        self.data.prepare_data()
-        self.data.setup("fit")
-        stale = [s for s in SPLITS if s in self.data.datasets and self._cached(s) is None]
-        if not stale:
-            return
-        from medvision.models.classification import load_classifier
-
-        device = self._device()
-        classifier = load_classifier(self.checkpoint_path).to(device).eval()
-        for split in stale:
-            self._extract(split, classifier, device)
+        self._prepared = self._load_caches(extract=True)
 
     def _setup_splits(self) -> None:
+        # in one process (a notebook, or one device) a missing cache is made here; under DDP
+        # only prepare_data (local rank 0) extracts, and the other ranks read its files
         trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size == 1:
-            self.prepare_data()  # in a notebook, or a no-op after the Trainer's call
-        for split in SPLITS:
-            if split not in self.data.datasets:
-                continue
-            cached = self._cached(split)
-            if cached is None:
-                raise RuntimeError(
-                    f"no up-to-date feature cache for {split} in {self.cache_dir}: "
-                    "prepare_data() makes it (the Trainer calls it before setup)."
-                )
+        caches = self._prepared or self._load_caches(
+            extract=trainer is None or trainer.world_size == 1
+        )
+        for split, cached in caches.items():
             self.datasets[split] = FeatureDataset(
                 cached["features"], cached["labels"], cached["paths"]
             )
         counts = Counter(self.datasets["train"].labels)
         self._class_counts = {name: counts[i] for i, name in enumerate(self.class_names)}
+
+    def _load_caches(self, extract: bool) -> dict[str, dict]:
+        """Every split's up-to-date cache, extracting the missing or stale ones if ``extract``."""
+        self.data.prepare_data()
+        self.data.setup("fit")
+        fingerprints = {s: self._fingerprint(s) for s in SPLITS if s in self.data.datasets}
+        caches = {s: self._cached(s, key) for s, key in fingerprints.items()}
+        stale = [s for s, cached in caches.items() if cached is None]
+        if stale and not extract:
+            raise RuntimeError(
+                f"no up-to-date feature cache for {stale} in {self.cache_dir}: prepare_data() "
+                "makes it (the Trainer calls it before setup)."
+            )
+        if stale:
+            from medvision.models.classification import load_classifier
+
+            device = self._device()
+            classifier = load_classifier(self.checkpoint_path).to(device).eval()
+            for split in stale:
+                caches[split] = self._extract(split, fingerprints[split], classifier, device)
+        return caches
 
     def _predict_dataset(self) -> Dataset:
         self.data.setup("predict")
@@ -196,17 +204,17 @@ class FeatureDataModule(MedVisionDataModule):
         }
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
-    def _cached(self, split: str) -> dict | None:
+    def _cached(self, split: str, fingerprint: str) -> dict | None:
         path = self.cache_dir / f"{split}.pt"
         if not path.is_file():
             return None
         cached = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        if cached.get("fingerprint") != self._fingerprint(split):
+        if cached.get("fingerprint") != fingerprint:
             log.info("feature cache %s is out of date (checkpoint or split changed)", path)
             return None
         return cached
 
-    def _extract(self, split: str, classifier, device: torch.device) -> None:
+    def _extract(self, split: str, fingerprint: str, classifier, device: torch.device) -> dict:
         dataset = self._split_source(split)
         loader = DataLoader(
             dataset, batch_size=self.extract_batch_size, num_workers=self.data.num_workers
@@ -219,7 +227,7 @@ class FeatureDataModule(MedVisionDataModule):
                 labels.append(batch["label"])
                 paths += batch["path"]
         payload = {
-            "fingerprint": self._fingerprint(split),
+            "fingerprint": fingerprint,
             "features": torch.cat(features),
             "labels": torch.cat(labels),
             "paths": paths,
@@ -233,13 +241,10 @@ class FeatureDataModule(MedVisionDataModule):
             split,
             path,
         )
+        return payload
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             return trainer.strategy.root_device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

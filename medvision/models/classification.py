@@ -347,16 +347,15 @@ def load_classifier(path: str | Path) -> ClassificationModule:
         )
 
 
-def classifier_hparams(path: str | Path) -> dict:
-    """The ``ClassificationModule`` arguments a checkpoint was trained with, read from the file.
+def read_classifier_checkpoint(path: str | Path) -> dict:
+    """A ``ClassificationModule`` checkpoint as a dict (``hyper_parameters``, ``state_dict``).
 
-    (A module's own ``hparams`` are not reliable for this when it is built inside LightningCLI,
-    which hands the whole CLI configuration to every module created during instantiation.)
+    Read the arguments a classifier was trained with from here: a module's own ``hparams``
+    are not reliable for this when it is built inside LightningCLI, which hands the whole CLI
+    configuration to every module created during instantiation.
     """
-    checkpoint = torch.load(
-        _existing_checkpoint(path), map_location="cpu", weights_only=False, mmap=True
-    )
-    return dict(checkpoint.get("hyper_parameters", {}))
+    path = _existing_checkpoint(path)
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
 def _existing_checkpoint(path: str | Path) -> Path:

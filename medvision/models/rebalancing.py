@@ -20,11 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from medvision.models.classification import (
-    ClassificationModule,
-    classifier_hparams,
-    load_classifier,
-)
+from medvision.models.classification import ClassificationModule, read_classifier_checkpoint
 from medvision.models.nets.feature_gan import (
     FeatureDiscriminator,
     FeatureGenerator,
@@ -32,6 +28,9 @@ from medvision.models.nets.feature_gan import (
 )
 
 log = logging.getLogger(__name__)
+
+#: feature maps per class compared (generated vs real) after each GAN epoch
+STATISTICS_SAMPLES = 256
 
 
 class FeatureHeadClassifier(ClassificationModule):
@@ -44,7 +43,7 @@ class FeatureHeadClassifier(ClassificationModule):
     frozen. Batches with ``image`` go through the whole network, so the checkpoint predicts
     from images like any classifier (``medvision predict``). Loss, ``class_weights``,
     ``label_smoothing``, metrics and test reports are :class:`ClassificationModule`'s.
-    ``reset_head`` re-initializes the head instead of fine-tuning it. ``in_channels``,
+    ``in_channels``,
     ``num_classes``, ``class_names`` (checked against the classifier's) and
     ``classifier_checkpoint`` are linked from the datamodule by the CLI.
     """
@@ -57,14 +56,13 @@ class FeatureHeadClassifier(ClassificationModule):
         class_names: Sequence[str] | None = None,
         class_weights: Literal["auto", "none"] | list[float] = "none",
         label_smoothing: float = 0.0,
-        reset_head: bool = False,
         highlight_classes: list[str] | None = None,
-        feature_shape: Sequence[int] | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
     ) -> None:
-        trained = classifier_hparams(classifier_checkpoint)
+        checkpoint = read_classifier_checkpoint(classifier_checkpoint)
+        trained = checkpoint["hyper_parameters"]
         _check_same_task(trained, in_channels, num_classes, class_names, classifier_checkpoint)
         super().__init__(
             model_name=trained["model_name"],
@@ -81,10 +79,8 @@ class FeatureHeadClassifier(ClassificationModule):
         )
         # this class's own arguments, not ClassificationModule's, make its checkpoints load
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.net.load_state_dict(load_classifier(classifier_checkpoint).net.state_dict())
+        self.net.load_state_dict(_net_weights(checkpoint["state_dict"]))
         self.head_parameter_names = self._freeze_features()
-        if reset_head:
-            self._reset_head()
 
     def _freeze_features(self) -> list[str]:
         """Freeze what ``forward_features`` uses; return the names of the head's parameters."""
@@ -103,12 +99,6 @@ class FeatureHeadClassifier(ClassificationModule):
         if not head:
             raise ValueError(f"{type(self.net).__name__}: forward_head has no parameters to train")
         return head
-
-    def _reset_head(self) -> None:
-        owners = {name.rpartition(".")[0] for name in self.head_parameter_names}
-        for name, module in self.net.named_modules():
-            if name in owners and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
 
     def logits(self, batch: dict) -> torch.Tensor:
         if "features" in batch:
@@ -170,7 +160,6 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
             class_names=class_names,
             label_smoothing=label_smoothing,
             highlight_classes=highlight_classes,
-            feature_shape=feature_shape,
             optimizer=optimizer,
         )
         self.save_hyperparameters(
@@ -220,13 +209,13 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
         return [named[name] for name in self.head_parameter_names]
 
     def on_fit_start(self) -> None:
-        train = self.trainer.datamodule.datasets["train"]
+        datamodule = self.trainer.datamodule
+        train = datamodule.datasets["train"]
         if self.trainer.ckpt_path is None:  # a resumed run keeps the range it trained with
             low, high = _channel_range(train.features)
             self.feature_low, self.feature_high = low.to(self.device), high.to(self.device)
-        self._class_counts = torch.bincount(
-            torch.as_tensor(train.labels), minlength=self.num_classes
-        )
+        self._class_counts = torch.tensor([datamodule.class_counts[n] for n in self.class_names])
+        self._real_statistics = _class_statistics(train, self.num_classes)
 
     @property
     def in_gan_phase(self) -> bool:
@@ -338,27 +327,47 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
         if self.in_gan_phase:
             self._log_feature_statistics()
 
-    def _log_feature_statistics(self, per_class: int = 256) -> None:
+    def _log_feature_statistics(self) -> None:
         """Per class: mean and std of generated vs real features (std ratio << 1: collapse)."""
-        train = self.trainer.datamodule.datasets["train"]
-        labels = torch.as_tensor(train.labels)
         rng = torch.Generator(device=self.device).manual_seed(self.hparams.seed + 1)
         self.generator.eval()
         for index, name in enumerate(self.class_names):
-            real = train.features[labels == index][:per_class].float()
-            if len(real) < 2:
+            if self._real_statistics[index] is None:
                 continue
-            fake = self.generate(torch.full((per_class,), index, device=self.device), rng).cpu()
-            stats = {
-                f"gan/real_mean/{name}": real.mean(),
-                f"gan/fake_mean/{name}": fake.mean(),
-                f"gan/real_std/{name}": real.std(0).mean(),
-                f"gan/fake_std/{name}": fake.std(0).mean(),
-            }
-            ratio = stats[f"gan/fake_std/{name}"] / stats[f"gan/real_std/{name}"].clamp(min=1e-8)
-            stats[f"gan/std_ratio/{name}"] = ratio
-            self.log_dict(stats)
+            real_mean, real_std = self._real_statistics[index]
+            labels = torch.full((STATISTICS_SAMPLES,), index, device=self.device)
+            fake = self.generate(labels, rng).float().cpu()
+            fake_std = fake.std(0).mean()
+            self.log_dict(
+                {
+                    f"gan/real_mean/{name}": real_mean,
+                    f"gan/fake_mean/{name}": fake.mean(),
+                    f"gan/real_std/{name}": real_std,
+                    f"gan/fake_std/{name}": fake_std,
+                    f"gan/std_ratio/{name}": fake_std / real_std.clamp(min=1e-8),
+                }
+            )
         self.generator.train()
+
+
+def _class_statistics(train, num_classes: int) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per class, the mean and (per-element, then averaged) std of up to STATISTICS_SAMPLES
+    real training feature maps; None for a class with fewer than two."""
+    labels = torch.as_tensor(train.labels)
+    statistics = []
+    for index in range(num_classes):
+        rows = (labels == index).nonzero()[:STATISTICS_SAMPLES, 0]
+        if len(rows) < 2:
+            statistics.append(None)
+            continue
+        real = train.features[rows].float()
+        statistics.append((real.mean(), real.std(0).mean()))
+    return statistics
+
+
+def _net_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``net.`` entries of a ClassificationModule state dict, without the prefix."""
+    return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
 
 
 def _channel_range(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
