@@ -15,11 +15,16 @@
 3. **Table.** Test accuracy, balanced accuracy, macro-F1 and per-class recall, mean +- std over
    seeds, with the extractor's own head as the first row. ``--write-docs`` puts it into
    ``docs/rebalancing.md`` between this dataset's markers.
+4. **Diagnostics** from the runs' own logs: the extractor's checkpoint epoch and validation
+   balanced accuracy, each arm's first-epoch training loss (near 0: the head has nothing left to
+   learn on these features), the GAN's head accuracy on real features and its per-class
+   generated/real spread ratio. ``--diagnostics-only`` reprints them for finished runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import re
 import sys
@@ -127,6 +132,59 @@ def run_extractor_row(args, checkpoint: Path, data_yaml: Path, out: Path) -> dic
     return test_scores(metrics, cli.datamodule.class_names)
 
 
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """``(epoch, value)`` of every row of a run's metrics.csv that logged ``key``."""
+    with open(run_dir / "logs/version_0/metrics.csv", newline="") as handle:
+        return [(int(r["epoch"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
+
+
+def extractor_line(checkpoint: Path, run: Path) -> str:
+    """The extractor's epoch count and the validation scores of its checkpoint's epoch."""
+    import torch
+
+    epoch = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+    balanced = dict(logged(run, "val/balanced_accuracy"))
+    trained = max(epoch for epoch, _ in logged(run, "val/balanced_accuracy")) + 1
+    return (
+        f"extractor: {trained} epochs trained, checkpoint from epoch {epoch}, its validation "
+        f"balanced accuracy {balanced[epoch]:.3f}"
+    )
+
+
+def diagnostics(out: Path, arms: list[str], seeds: list[int], class_names: list[str]) -> str:
+    """What the runs' own logs say: how much the head had to learn, and the GAN's spread."""
+    lines = []
+    for arm in arms:
+        runs = [out / f"{arm}_seed{seed}" for seed in seeds]
+        if arm == "feature_gan":
+            lines += gan_lines(runs, class_names)
+            continue
+        first = [logged(run, "train/loss_epoch")[0][1] for run in runs]
+        lines.append(f"{arm}: training loss in the first epoch {mean_std(first)}")
+    return "\n".join(lines)
+
+
+def gan_lines(runs: list[Path], class_names: list[str]) -> list[str]:
+    real_accuracy = [logged(run, "train/head_real_accuracy_epoch") for run in runs]
+    lines = [
+        "feature_gan: head accuracy on real training features per GAN epoch, all seeds: "
+        f"{min(v for acc in real_accuracy for _, v in acc):.3f} to "
+        f"{max(v for acc in real_accuracy for _, v in acc):.3f}"
+    ]
+    for name in class_names:
+        ratios = [logged(run, f"gan/std_ratio/{name}") for run in runs]
+        if not all(ratios):
+            continue
+        first = [r[0][1] for r in ratios]
+        last = [r[-1][1] for r in ratios]
+        lines.append(
+            f"feature_gan: generated/real feature std ratio, {name}: after the first GAN epoch "
+            f"{min(first):.2f}-{max(first):.2f}, after the last {min(last):.2f}-{max(last):.2f} "
+            "(range over seeds)"
+        )
+    return lines
+
+
 def mean_std(values: list[float]) -> str:
     values = np.asarray(values, dtype=float)
     if len(values) == 1:
@@ -170,12 +228,20 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--diagnostics-only",
+        action="store_true",
+        help="print only the training diagnostics of finished runs in --out (no training)",
+    )
     parser.add_argument("extra", nargs="*", help="more CLI overrides for every arm, after --")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint, config = extractor_files(args.extractor_run)
+    if args.diagnostics_only:
+        print_diagnostics(args, checkpoint)
+        return
     data_yaml = write_extractor_data(config, args.out, args.num_workers)
     rows = {"extractor": [run_extractor_row(args, checkpoint, data_yaml, args.out)]}
     for arm in args.arms:
@@ -209,6 +275,15 @@ def main() -> None:
     print(text)
     if args.write_docs:
         write_docs(text, args.dataset)
+    print_diagnostics(args, checkpoint)
+
+
+def print_diagnostics(args, checkpoint: Path) -> None:
+    with open(args.out / "extractor_test/logs/version_0/test_per_class.csv", newline="") as f:
+        class_names = [row["class"] for row in csv.DictReader(f)]
+    print("\nTraining diagnostics, from the runs' metrics.csv:")
+    print(extractor_line(checkpoint, args.extractor_run))
+    print(diagnostics(args.out, args.arms, args.seeds, class_names))
 
 
 if __name__ == "__main__":
