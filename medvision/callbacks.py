@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from scipy import ndimage
 
-from medvision.data.base import resize_mask
+from medvision.data.base import BadFile, resize_mask
 from medvision.data.io import (
     binarize_mask,
     normalize_intensity,
@@ -28,6 +28,7 @@ from medvision.data.io import (
     write_csv,
 )
 from medvision.metrics import binarize, overlap_scores
+from medvision.provenance import run_info
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
     resized to the original size before thresholding at ``threshold`` (default: the
     model's). Files are written atomically.
+
+    Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
+    and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
+    ``problem``) and kept in :attr:`failures`; such an image leaves no mask or overlay behind.
     """
 
     def __init__(
@@ -88,52 +93,68 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self.threshold = threshold
         self._rows: list[dict] = []
         self._num_written = 0
+        self._own_failures: list[BadFile] = []
+        self._active = False
+        self.failures: list[BadFile] = []
 
     def _root(self, trainer: Trainer) -> Path:
-        return self.output_dir or Path(trainer.default_root_dir) / "predictions"
+        return prediction_root(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
         self._num_written = 0
+        self._own_failures, self._active, self.failures = [], False, []
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
         if "probs" not in prediction:
             return
+        self._active = True
         root = self._root(trainer)
         threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, path in enumerate(prediction["path"]):
-            height, width = (int(v) for v in prediction["original_size"][i])
-            probs = F.interpolate(
-                prediction["probs"][i : i + 1].float(),
-                size=(height, width),
-                mode="bilinear",
-                align_corners=False,
+            try:
+                self._write_one(root, prediction, i, threshold)
+            except (ValueError, OSError) as exc:  # this image's outputs go; the others stay
+                for folder in ("masks", "overlays"):
+                    (root / folder / f"{Path(path).stem}.png").unlink(missing_ok=True)
+                self._own_failures.append(BadFile(path, f"not predicted: {exc}"))
+                log.warning("Not predicted: %s", self._own_failures[-1])
+
+    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float) -> None:
+        """The mask, overlay and metrics row of the ``i``-th image of a batch."""
+        path = prediction["path"][i]
+        height, width = (int(v) for v in prediction["original_size"][i])
+        probs = F.interpolate(
+            prediction["probs"][i : i + 1].float(),
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )
+        pred = binarize(probs, threshold)[0, 0].cpu().numpy()
+        stem = Path(path).stem
+        save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
+        truth, row = None, None
+        if "mask_path" in prediction:
+            mask_path = prediction["mask_path"][i]
+            mask = binarize_mask(read_image(mask_path), mask_path)
+            truth = resize_mask(mask, (height, width)).astype(bool)
+            dice, iou = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+            row = {"image": path, "mask": mask_path, "dice": float(dice), "iou": float(iou)}
+        if self.overlays:
+            save_png(
+                root / "overlays" / f"{stem}.png",
+                overlay(to_display(read_image(path)), pred, truth),
             )
-            pred = binarize(probs, threshold)[0, 0].cpu().numpy()
-            stem = Path(path).stem
-            save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
-            self._num_written += 1
-            truth = None
-            if "mask_path" in prediction:
-                mask_path = prediction["mask_path"][i]
-                mask = binarize_mask(read_image(mask_path), mask_path)
-                truth = resize_mask(mask, (height, width)).astype(bool)
-                dice, iou = overlap_scores(
-                    torch.from_numpy(pred)[None], torch.from_numpy(truth)[None]
-                )
-                self._rows.append(
-                    {"image": path, "mask": mask_path, "dice": float(dice), "iou": float(iou)}
-                )
-            if self.overlays:
-                save_png(
-                    root / "overlays" / f"{stem}.png",
-                    overlay(to_display(read_image(path)), pred, truth),
-                )
+        if row is not None:
+            self._rows.append(row)
+        self._num_written += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         root = self._root(trainer)
+        if self._active:
+            self.failures = report_failures(trainer, root, self._own_failures)
         if self._rows:
             name = (
                 "metrics.csv"
@@ -162,15 +183,19 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
     Written atomically under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``)
     at the end of predict; under DDP each process writes ``predictions.rank<N>.csv``.
+    Input files that failed (the datamodule's ``predict_failures``) have no row: they are
+    listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = None if output_dir is None else Path(output_dir)
         self._rows: list[dict] = []
+        self.failures: list[BadFile] = []
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
+        self.failures = []
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -201,7 +226,8 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
-        root = self.output_dir or Path(trainer.default_root_dir) / "predictions"
+        root = prediction_root(self.output_dir, trainer)
+        self.failures = report_failures(trainer, root, [])
         name = (
             "predictions.csv"
             if trainer.world_size == 1
@@ -218,6 +244,28 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
 
 
+def prediction_root(output_dir: Path | None, trainer: Trainer) -> Path:
+    """Where predictions go: ``output_dir``, else ``<default_root_dir>/predictions``."""
+    return output_dir or Path(trainer.default_root_dir) / "predictions"
+
+
+def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:
+    """The datamodule's ``predict_failures`` plus ``own``, written to ``root/failed.csv``.
+
+    Without failures a ``failed.csv`` left by an earlier run in ``root`` is removed, so the
+    folder never lists files that this run predicted. Returns the failures.
+    """
+    failures = [*getattr(trainer.datamodule, "predict_failures", ()), *own]
+    name = "failed.csv" if trainer.world_size == 1 else f"failed.rank{trainer.global_rank}.csv"
+    if not failures:
+        (root / name).unlink(missing_ok=True)
+        return []
+    rows = [{"file": f.path, "problem": f.problem} for f in failures]
+    write_csv(root / name, rows, ["file", "problem"])
+    log.warning("%d input files were not predicted; listed in %s", len(failures), root / name)
+    return failures
+
+
 def _joined(names: list[str], chosen: torch.Tensor) -> str:
     """Names where ``chosen`` is true, joined by ``|`` (the NIH label style); ``""`` if none."""
     return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
@@ -231,6 +279,8 @@ class PredictionWriter(BasePredictionWriter):
     under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``). ``threshold``
     overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the model's settings
     come from its checkpoint in ``predict``, so ``--model.init_args.threshold`` does not apply.
+    Input files that could not be predicted are listed in ``failed.csv`` there and in
+    :attr:`failures` (``medvision predict`` then exits with status 1).
     """
 
     def __init__(
@@ -253,6 +303,11 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
             writer.on_predict_epoch_end(trainer, pl_module)
+
+    @property
+    def failures(self) -> list[BadFile]:
+        """The input files the last ``predict`` could not use (:class:`BadFile`, path and why)."""
+        return [failure for writer in self.writers for failure in writer.failures]
 
 
 class ValidationOverlays(Callback):
@@ -351,9 +406,127 @@ class EpochTimer(Callback):
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
-    """Saves the resolved config in the run folder and sends it to every logger (W&B included)."""
+    """Saves what makes a run repeatable in its folder, and sends it to every logger.
+
+    Beside Lightning's ``config.yaml`` (the resolved config, seed included) it writes
+    ``run_info.json``: package versions, hardware, the medvision git commit and the command
+    line (:func:`medvision.provenance.run_info`). Loggers (W&B included) get the config with
+    the run info under ``run_info``.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir is a broadcast under DDP: every process asks here, not rank 0 alone
+        # in save_config (which Lightning calls on rank 0 only)
+        self._log_dir = trainer.log_dir
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = json.loads(self.parser.dump(self.config, skip_none=False, format="json"))
+        info = run_info()
+        if self._log_dir is not None:
+            path = Path(self._log_dir) / "run_info.json"
+            write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
         for logger in trainer.loggers:
-            logger.log_hyperparams(config)
+            logger.log_hyperparams({**config, "run_info": info})
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient (see :class:`NonFiniteGuard`)."""
+
+
+class NonFiniteGuard(Callback):
+    """Stops training at a NaN or infinite loss or gradient, saying where and what to do.
+
+    The loss is checked before each backward pass and the gradients before each optimizer
+    step (not under a ``16-mixed`` gradient scaler, which skips overflowing steps itself). The
+    error names the epoch, step and batch, the batch's files (the samples' ``path``) and the
+    newest checkpoint saved so far, from which to resume after fixing the cause. With
+    ``max_skipped`` above 0, up to that many such steps are skipped instead (their gradients
+    are dropped, so the optimizer leaves the weights alone), each logged with its files and
+    counted in ``train/skipped_steps``; one more stops the run. The CLI adds this callback to
+    every ``fit`` unless the config lists one.
+    """
+
+    def __init__(self, max_skipped: int = 0) -> None:
+        if max_skipped < 0:
+            raise ValueError(f"max_skipped must be >= 0, got {max_skipped}")
+        self.max_skipped = max_skipped
+        self.skipped = 0
+        self._files: list[str] = []
+        self._batch_idx = -1
+        self._fault: str | None = None
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module, batch, batch_idx: int) -> None:
+        paths = batch.get("path") if isinstance(batch, dict) else None
+        self._files = [str(p) for p in paths] if paths is not None else []
+        self._batch_idx = batch_idx
+        self._fault = None
+
+    def on_before_backward(self, trainer: Trainer, pl_module, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            self._fault = f"the loss is {loss.detach().float().flatten()[0].item()}"
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module, optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if self._fault is None and not _scales_gradients(trainer) and not _finite_grads(params):
+            self._fault = "a gradient is NaN or infinite"
+        if self._fault is None:
+            return
+        self._fault, fault = None, self._fault
+        self.skipped += 1
+        if self.skipped > self.max_skipped:
+            raise NonFiniteError(self._message(trainer, fault))
+        for param in params:
+            param.grad = None  # the optimizer skips parameters without a gradient
+        log.warning(
+            "Skipped a step (%d of at most %d): %s",
+            self.skipped,
+            self.max_skipped,
+            self._where(trainer, fault),
+        )
+        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
+
+    def _where(self, trainer: Trainer, fault: str) -> str:
+        files = ", ".join(self._files[:8]) + (" ..." if len(self._files) > 8 else "")
+        return (
+            f"{fault} at epoch {trainer.current_epoch}, step {trainer.global_step}, batch "
+            f"{self._batch_idx} (files: {files or 'not known'})"
+        )
+
+    def _message(self, trainer: Trainer, fault: str) -> str:
+        checkpoint = _newest_checkpoint(trainer)
+        resume = (
+            f"The last good checkpoint is {checkpoint}; resume from it with --ckpt_path "
+            f"{checkpoint}"
+            if checkpoint
+            else "No checkpoint was saved before this step"
+        )
+        return (
+            f"Training stopped: {self._where(trainer, fault)}. {resume} after fixing the cause: "
+            "check those files, lower the learning rate, or use 32-bit precision. "
+            "NonFiniteGuard(max_skipped=N) skips up to N such steps instead."
+        )
+
+
+def _scales_gradients(trainer: Trainer) -> bool:
+    return getattr(trainer.precision_plugin, "scaler", None) is not None
+
+
+def _finite_grads(params: list[torch.Tensor]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
+def _newest_checkpoint(trainer: Trainer) -> str | None:
+    paths = {
+        path
+        for callback in trainer.checkpoint_callbacks
+        for path in (
+            getattr(callback, "best_model_path", ""),
+            getattr(callback, "last_model_path", ""),
+        )
+        if path and Path(path).is_file()
+    }
+    return max(paths, key=lambda p: Path(p).stat().st_mtime, default=None)

@@ -1,14 +1,18 @@
-"""Weights & Biases that never blocks on a login prompt."""
+"""Loggers: Weights & Biases that never blocks on a login prompt, a CSV logger that resumes."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +74,48 @@ class WandbLogger(_LightningWandbLogger):
             log.warning(
                 "W&B offline run saved in %s; upload it with: wandb sync %s", run_dir, run_dir
             )
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's ``CSVLogger`` (``<save_dir>/<name>/version_<n>/metrics.csv``) that resumes.
+
+    Lightning's deletes ``metrics.csv`` when a run logs into an existing version folder, as
+    ``medvision fit ... --ckpt_path last`` does to continue a stopped run in place. This one
+    keeps the earlier rows up to the resumed run's first logged step and appends after them;
+    the rows a killed run logged after its last checkpoint are dropped, since the resumed run
+    does those steps again.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ResumingWriter(ExperimentWriter):
+    """An ``ExperimentWriter`` that merges the rows already in ``metrics.csv`` into its first
+    save."""
+
+    def _check_log_dir_exists(self) -> None:
+        self._earlier_rows: list[dict] | None = None
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self._earlier_rows = list(csv.DictReader(file))
+
+    def save(self) -> None:
+        if self._earlier_rows is not None and self.metrics:
+            first_step = min(row["step"] for row in self.metrics)
+            kept = [row for row in self._earlier_rows if float(row["step"]) < first_step]
+            self.metrics = [*kept, *self.metrics]
+            self._earlier_rows = None
+            self._fs.rm_file(self.metrics_file_path)  # rewritten whole, with every column
+            log.info(
+                "Kept %d rows of %s logged before step %d",
+                len(kept),
+                self.metrics_file_path,
+                first_step,
+            )
+        super().save()

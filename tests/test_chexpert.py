@@ -108,7 +108,7 @@ def test_multiclass_keeps_single_positive_images_and_caps_classes(chexpert_dir):
 def test_row_without_its_image_is_named(chexpert_dir):
     image = set_first_row(chexpert_dir)
     image.unlink()
-    with pytest.raises(FileNotFoundError, match=r"(?s)train.csv row 2: image .*not found"):
+    with pytest.raises(ValueError, match=r"(?s)train.csv row 2: image .*not found"):
         make_dm(chexpert_dir).setup("fit")
 
 

@@ -131,13 +131,13 @@ def test_empty_image_folder(tmp_path):
 
 def test_missing_mask_partner_is_named(lung_dir):
     (lung_dir / "2d_masks/ID_0004_Z_0028.tif").unlink()
-    with pytest.raises(FileNotFoundError, match=r"ID_0004_Z_0028.tif: no mask .*partner"):
+    with pytest.raises(ValueError, match=r"ID_0004_Z_0028.tif: no mask .*Add the mask"):
         make_dm(lung_dir).setup("fit")
 
 
 def test_mask_without_image_is_named(lung_dir):
     (lung_dir / "2d_images/ID_0004_Z_0028.tif").unlink()
-    with pytest.raises(FileNotFoundError, match=r"2d_masks/ID_0004_Z_0028.tif: no image"):
+    with pytest.raises(ValueError, match=r"2d_masks/ID_0004_Z_0028.tif: no image"):
         make_dm(lung_dir).setup("fit")
 
 

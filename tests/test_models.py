@@ -75,5 +75,5 @@ def test_offline_pretrained_weights_give_a_clear_error(monkeypatch):
 
 
 def test_unknown_architecture_names_smp_choices():
-    with pytest.raises(KeyError, match="Wrong architecture type `Unett`"):
+    with pytest.raises(ValueError, match=r"unknown arch 'Unett' \(model.init_args.arch\).*Unet"):
         SegmentationModule(arch="Unett")

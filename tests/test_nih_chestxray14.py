@@ -65,7 +65,7 @@ def test_official_lists_decide_the_test_set(nih_dir):
 def test_rows_without_images_are_an_error_or_skipped_with_a_count(nih_dir, caplog):
     (nih_dir / "images" / "00000003_000.png").unlink()
     missing = "(?s)row 00000003_000.png: not under.*missing_images"
-    with pytest.raises(FileNotFoundError, match=missing):
+    with pytest.raises(ValueError, match=missing):
         make_dm(nih_dir).setup("fit")
     with caplog.at_level(logging.WARNING):
         dm = make_dm(nih_dir, missing_images="skip")

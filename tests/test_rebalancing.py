@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 
 import pytest
 import torch
@@ -185,10 +186,18 @@ def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, ches
     main(["test", *args, f"--ckpt_path={best}"])
     assert (root / "logs/version_1/test_per_class.csv").is_file()
 
-    predict_dir = chest_dir / "test" / "NORMAL"
-    main(["predict", *args, f"--ckpt_path={best}", f"--data.init_args.predict_dir={predict_dir}"])
+    predict_dir = tmp_path / "to_predict"
+    shutil.copytree(chest_dir / "test" / "NORMAL", predict_dir)
+    good = len(list(predict_dir.iterdir()))
+    (predict_dir / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit) as exit_status:  # the good files predicted, one failed
+        main(
+            ["predict", *args, f"--ckpt_path={best}", f"--data.init_args.predict_dir={predict_dir}"]
+        )
+    assert exit_status.value.code == 1
+    assert "broken.png" in (root / "predictions/failed.csv").read_text()
     rows = read_csv(root / "predictions/predictions.csv")
-    assert len(rows) == len(list(predict_dir.iterdir()))
+    assert len(rows) == good
     assert {"pred", "prob_COVID19", "prob_TUBERCULOSIS"} <= set(rows[0])
     classes = ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
     for row in rows:

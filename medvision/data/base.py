@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -12,13 +14,24 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
+from medvision.data.io import (
+    ImageReadError,
+    binarize_mask,
+    normalize_intensity,
+    read_image,
+    to_channels,
+    write_csv,
+)
 from medvision.data.samplers import WeightedClassSampler
 from medvision.data.transforms import reseed_for_worker
 
 T = TypeVar("T")
+BadFiles = Literal["error", "exclude"]
+
+log = logging.getLogger(__name__)
 
 
 def split_indices(
@@ -146,40 +159,87 @@ def stratified_split(
     return rest, held
 
 
-def find_problems(items: Iterable[T], check: Callable[[T], object]) -> list[str]:
-    """Run ``check`` on every item in a thread pool; the messages of the ``ValueError``s raised.
+@dataclass(frozen=True)
+class BadFile:
+    """One input file that cannot be used, and why (``problem`` says what to do about it)."""
 
-    For decoding a whole dataset once up front, so that every bad file is reported together.
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def bad_file(path: str | Path, message: str) -> BadFile:
+    """A :class:`BadFile` from an error message that may start with ``"<path>: "``."""
+    return BadFile(str(path), message.removeprefix(f"{path}: "))
+
+
+def scan_files(
+    items: Sequence[T], check: Callable[[T], object], path_of: Callable[[T], Path] = Path
+) -> tuple[list[T], list[BadFile]]:
+    """Run ``check`` on every item once, in a thread pool: ``(good items, bad files)``.
+
+    A ``ValueError`` raised by ``check`` (:class:`~medvision.data.io.ImageReadError`
+    included) marks its item bad: the file is the error's ``path`` when it has one (the mask
+    of an image/mask pair, say), else ``path_of(item)``. For decoding a whole dataset once up
+    front, so that every bad file is reported together.
     """
 
-    def message(item: T) -> str | None:
+    def problem(item: T) -> BadFile | None:
         try:
             check(item)
-        except ValueError as exc:  # ImageReadError included
-            return str(exc)
+        except ValueError as exc:
+            return bad_file(getattr(exc, "path", None) or path_of(item), str(exc))
         return None
 
     with ThreadPoolExecutor(default_num_workers()) as pool:
-        return [m for m in pool.map(message, items) if m]
+        found = list(pool.map(problem, items))
+    good = [item for item, bad in zip(items, found, strict=True) if bad is None]
+    return good, [bad for bad in found if bad is not None]
+
+
+def check_image(path: Path) -> None:
+    """Decode one image (see :func:`~medvision.data.io.read_image`); raise if it cannot be."""
+    read_image(path)
+
+
+def check_pair(pair: tuple[Path, Path | None], same_size: bool = True) -> None:
+    """Decode an image and its mask (when not ``None``): mask binary, and of the same size."""
+    image = read_image(pair[0])
+    if pair[1] is not None:
+        mask = binarize_mask(read_image(pair[1]), pair[1])
+        if same_size:
+            check_same_size(pair[0], image, pair[1], mask)
+
+
+def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
+    """``(image, ...)`` items whose images differ in file stem, and a problem for the others.
+
+    Segmentation writes ``<stem>.png`` per image, so ``a.png`` after ``a.jpg`` would overwrite
+    its outputs: the later one is refused, naming the first.
+    """
+    first: dict[str, Path] = {}
+    kept, clashes = [], []
+    for pair in pairs:
+        taken = first.setdefault(pair[0].stem, pair[0])
+        if taken == pair[0]:
+            kept.append(pair)
+        else:
+            clashes.append(
+                BadFile(
+                    str(pair[0]),
+                    f"has the same name as {taken.name}, and both would be written as "
+                    f"{pair[0].stem}.png. Rename one of them.",
+                )
+            )
+    return kept, clashes
 
 
 def _known_after_setup(counts: dict[str, int] | None, name: str) -> dict[str, int]:
     if counts is None:
         raise RuntimeError(f"{name} is known after setup('fit')")
     return dict(counts)
-
-
-def check_decodable(paths: Sequence[Path]) -> None:
-    """Decode every image once; one error lists each unreadable, empty or non-image file."""
-    problems = find_problems(paths, read_image)
-    if problems:
-        raise ValueError(
-            problem_report(
-                problems,
-                "unreadable images",
-                "Fix or remove these files (check_images: false skips this scan, not the error).",
-            )
-        )
 
 
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
@@ -233,24 +293,107 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
+        sample, image, mask = self._decode(index)
+        return self._finish(sample, self.transform, image, mask)
+
+    def _decode(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        """``(sample without image/mask, H x W x C float32 image, H x W 0/1 mask or None)``."""
         path = self.image_paths[index]
         raw = read_image(path)
         image = normalize_intensity(to_channels(raw, self.in_channels), self.intensity_window)
         sample = {"path": str(path), "original_size": torch.tensor(raw.shape[:2])}
         if self.mask_paths is None:
-            image = self.transform(image=image)["image"]
+            return sample, image, None
+        mask_path = self.mask_paths[index]
+        mask = binarize_mask(read_image(mask_path), mask_path)
+        if self.resize_masks:
+            mask = resize_mask(mask, raw.shape[:2])
+        check_same_size(path, raw, mask_path, mask)
+        sample["mask_path"] = str(mask_path)
+        return sample, image, mask
+
+    @staticmethod
+    def _finish(sample: dict, transform, image: np.ndarray, mask: np.ndarray | None) -> dict:
+        """Run ``transform`` on image (and mask) and put them into ``sample`` as tensors."""
+        if mask is None:
+            image = transform(image=image)["image"]
         else:
-            mask_path = self.mask_paths[index]
-            mask = binarize_mask(read_image(mask_path), mask_path)
-            if self.resize_masks:
-                mask = resize_mask(mask, raw.shape[:2])
-            check_same_size(path, raw, mask_path, mask)
-            out = self.transform(image=image, mask=mask)
+            out = transform(image=image, mask=mask)
             image = out["image"]
             sample["mask"] = torch.from_numpy(out["mask"]).float().unsqueeze(0)
-            sample["mask_path"] = str(mask_path)
         sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return sample
+
+
+class CachedSegmentationDataset(SegmentationDataset):
+    """A :class:`SegmentationDataset` that decodes and resizes every sample once, into memory.
+
+    ``resize`` (deterministic: resize only) runs once per sample in :meth:`fill_cache`;
+    ``augment`` (the augmentation without the resize, see
+    :func:`~medvision.data.transforms.segmentation_transform` with ``resize=False``) runs on
+    every access, so an epoch does augmentation only. Images are kept as float16 (at most
+    2.5e-4 from the float32 of the uncached path in [0, 1]), masks as uint8, each split in one
+    array: filled in the main process before loader workers fork, they are shared
+    copy-on-write by the workers (with the ``spawn`` start method each worker gets a copy).
+    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``.
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        mask_paths: Sequence[Path] | None,
+        resize,
+        augment,
+        image_size: tuple[int, int],
+        in_channels: int = 1,
+        intensity_window: tuple[float, float] | None = None,
+        max_bytes: float = 4e9,
+    ) -> None:
+        super().__init__(image_paths, mask_paths, resize, in_channels, intensity_window)
+        self.augment = augment
+        self.image_size = image_size
+        self.max_bytes = max_bytes
+        self.images: np.ndarray | None = None
+        self.masks: np.ndarray | None = None
+        self.samples: list[dict] = []
+
+    def nbytes(self) -> int:
+        """Memory the cache takes: float16 images plus uint8 masks at ``image_size``."""
+        pixels = len(self) * self.image_size[0] * self.image_size[1]
+        return pixels * (2 * self.in_channels + (0 if self.mask_paths is None else 1))
+
+    def fill_cache(self) -> None:
+        """Decode, normalize and resize every sample into memory (threads; main process)."""
+        if self.nbytes() > self.max_bytes:
+            raise ValueError(
+                f"cache: true would keep {len(self)} samples of {self.image_size[0]}x"
+                f"{self.image_size[1]} in {self.nbytes() / 1e9:.2f} GB of memory, above "
+                f"cache_limit_gb={self.max_bytes / 1e9:g}. Raise --data.init_args.cache_limit_gb "
+                "if the machine has the memory (each DDP process keeps its own cache), or set "
+                "cache: false."
+            )
+        with ThreadPoolExecutor(default_num_workers()) as pool:
+            decoded = list(pool.map(self._resized, range(len(self))))
+        self.samples = [sample for sample, _, _ in decoded]
+        self.images = np.stack([image for _, image, _ in decoded]).astype(np.float16)
+        if self.mask_paths is not None:
+            self.masks = np.stack([mask for _, _, mask in decoded]).astype(np.uint8)
+
+    def _resized(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        sample, image, mask = self._decode(index)
+        if mask is None:
+            return sample, self.transform(image=image)["image"], None
+        out = self.transform(image=image, mask=mask)
+        return sample, out["image"], out["mask"]
+
+    def __getitem__(self, index: int) -> dict:
+        if self.images is None:
+            raise RuntimeError("CachedSegmentationDataset: call fill_cache() before reading")
+        self._worker_seed = reseed_for_worker(self.augment, self._worker_seed)
+        sample = dict(self.samples[index])
+        image = self.images[index].astype(np.float32)
+        mask = None if self.masks is None else self.masks[index]
+        return self._finish(sample, self.augment, image, mask)
 
 
 class ClassificationDataset(Dataset):
@@ -320,28 +463,45 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
-    """Raise a ``ValueError`` naming both files when image and mask differ in height/width."""
+    """Raise an ``ImageReadError`` naming both files when image and mask differ in height/width."""
     if image.shape[:2] != mask.shape[:2]:
-        raise ValueError(
+        raise ImageReadError(
             f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} is "
             f"{image.shape[0]}x{image.shape[1]} (height x width). Re-export the mask at the "
-            "image's size, or remove the pair."
+            "image's size, or remove the pair.",
+            mask_path,
         )
 
 
 class MedVisionDataModule(L.LightningDataModule):
-    """Loader plumbing shared by medvision's datamodules.
+    """Loader plumbing and input checks shared by medvision's datamodules.
 
     Subclasses define ``class_names``, fill ``self.datasets`` (keys ``train``, ``val``,
     ``test``, ``predict``) in ``setup``, and set ``self._class_counts`` for classification.
-    Loaders pin memory on CUDA machines and keep workers alive between epochs.
+    Loaders pin memory on CUDA machines and keep workers alive between epochs; under DDP the
+    val and test loaders give each sample to exactly one process (no padding repeats).
+
+    Bad input files found in ``setup`` (see :meth:`_screen`) stop the run with one error that
+    lists them all (``bad_files: error``), or with ``bad_files: exclude`` are left out: a
+    warning lists them, :attr:`excluded_files` holds them, and ``excluded_files.csv`` (``file``,
+    ``problem``) is written to the run folder (the trainer's log folder, which holds
+    ``checkpoints/``; nothing is written when no trainer is attached). In ``predict`` a bad
+    file never stops the others: it is left out, warned about and kept in
+    :attr:`predict_failures` (which the prediction writer puts in ``failed.csv``).
     """
 
-    def __init__(self, batch_size: int = 16, num_workers: int | None = None) -> None:
+    def __init__(
+        self, batch_size: int = 16, num_workers: int | None = None, bad_files: BadFiles = "error"
+    ) -> None:
         super().__init__()
+        if bad_files not in ("error", "exclude"):
+            raise ValueError(f"bad_files must be 'error' or 'exclude', got {bad_files!r}")
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.bad_files = bad_files
         self.datasets: dict[str, Dataset] = {}
+        self.excluded_files: list[BadFile] = []
+        self.predict_failures: list[BadFile] = []
         self._class_counts: dict[str, int] | None = None
         self._known_counts: dict[str, int] | None = None
 
@@ -372,6 +532,74 @@ class MedVisionDataModule(L.LightningDataModule):
     def _predict_dataset(self) -> Dataset:
         """The dataset of ``predict_dir``."""
         raise NotImplementedError
+
+    def _screen(self, bad: Sequence[BadFile], what: str, fix: str) -> None:
+        """Act on the bad files one ``setup`` found, as ``bad_files`` says.
+
+        ``error``: one ``ValueError`` listing every file with its problem, then ``fix``.
+        ``exclude``: the caller leaves them out; here they are warned about, kept in
+        :attr:`excluded_files` and written to ``excluded_files.csv`` in the run folder.
+        """
+        if not bad:
+            return
+        bad = sorted(bad, key=lambda b: b.path)
+        if self.bad_files == "error":
+            raise ValueError(
+                problem_report(
+                    [str(b) for b in bad],
+                    what,
+                    f"{fix} Or set bad_files: exclude (--data.init_args.bad_files exclude) to "
+                    "train without them; they are then listed in excluded_files.csv.",
+                )
+            )
+        self.excluded_files += bad
+        path = self._excluded_files_csv()
+        log.warning(
+            "%s\nThey are excluded (bad_files: exclude)%s.",
+            problem_report([str(b) for b in bad], what, fix, max_listed=len(bad)),
+            f" and listed in {path}" if path else "",
+        )
+
+    def _excluded_files_csv(self) -> Path | None:
+        """Write :attr:`excluded_files` to the run folder; its path, or None without a trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        from medvision.callbacks import run_folder  # callbacks import this module
+
+        path = run_folder(trainer) / "excluded_files.csv"
+        if trainer.is_global_zero:
+            rows = [{"file": b.path, "problem": b.problem} for b in self.excluded_files]
+            write_csv(path, rows, ["file", "problem"])
+        return path
+
+    def _scan_predict(
+        self,
+        items: Sequence[T],
+        check: Callable[[T], object],
+        path_of: Callable[[T], Path] = Path,
+        earlier: Sequence[BadFile] = (),
+    ) -> list[T]:
+        """The items of ``predict_dir`` that ``check`` accepts; the others are failures.
+
+        Each bad file (and each of the ``earlier`` ones the caller found, such as an image
+        without its mask) is warned about and kept in :attr:`predict_failures`; predict goes on
+        with the rest. If nothing is left, one error lists them all.
+        """
+        good, bad = scan_files(items, check, path_of)
+        failures = sorted([*earlier, *bad], key=lambda b: b.path)
+        if failures and not good:
+            raise ValueError(
+                problem_report(
+                    [str(b) for b in failures],
+                    f"files in {self._predict_folder()} that cannot be predicted, and no other",
+                    "Fix or replace them.",
+                )
+            )
+        for failure in failures:
+            log.warning("Not predicted: %s", failure)
+        self.predict_failures = failures
+        return good
 
     def _predict_folder(self) -> Path:
         """``self.predict_dir``, checked to be given and to exist."""
@@ -410,27 +638,50 @@ class MedVisionDataModule(L.LightningDataModule):
         )
         return self._loader("train", sampler=sampler)
 
+    def _evaluation_sampler(self, stage: str) -> DistributedSampler | None:
+        """Under DDP, a sampler giving each ``stage`` sample to exactly one process; else None.
+
+        Lightning's default for val/test pads every process to the same count by repeating
+        samples, which counts those samples twice in the metrics. This one does not pad, so
+        processes may differ by one sample; being a ``DistributedSampler``, Lightning keeps it.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            self.datasets[stage],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=False,
+        )
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader("val", sampler=self._evaluation_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("test", sampler=self._evaluation_sampler("test"))
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
 
 __all__ = [
-    "ClassificationDataset",
-    "check_decodable",
-    "MedVisionDataModule",
-    "SegmentationDataset",
+    "bad_file",
+    "BadFile",
+    "BadFiles",
+    "check_image",
+    "check_pair",
     "check_same_size",
+    "CachedSegmentationDataset",
+    "ClassificationDataset",
     "default_num_workers",
-    "find_problems",
+    "distinct_stems",
     "grouped_split_indices",
+    "MedVisionDataModule",
     "problem_report",
     "resize_mask",
+    "scan_files",
+    "SegmentationDataset",
     "split_indices",
     "stratified_split",
 ]

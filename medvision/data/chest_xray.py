@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 from medvision.data.base import (
+    BadFile,
+    BadFiles,
     ClassificationDataset,
     MedVisionDataModule,
-    check_decodable,
+    check_image,
     grouped_split_indices,
     problem_report,
+    scan_files,
     stratified_split,
 )
 from medvision.data.io import IMAGE_SUFFIXES
@@ -46,7 +49,9 @@ class ChestXrayDataModule(MedVisionDataModule):
     grayscale, RGB or RGBA, of any size: each is converted to ``in_channels`` (1 or 3), min-max
     scaled to [0, 1] and resized to ``image_size``. Samples are ``{"image": float32
     in_channels x H x W, "label": int64, "path"}``. Hidden files (``.DS_Store``) are ignored;
-    any other file that is not an image is an error.
+    any other file that is not an image is an error. Every image is decoded once in ``setup``
+    (``check_images``); all unreadable ones are reported together, or left out with
+    ``bad_files: exclude`` (see :class:`~medvision.data.base.MedVisionDataModule`).
 
     Splits:
         ``train`` is the ``train/`` folder. The test set is the folder named ``test_split``
@@ -67,7 +72,8 @@ class ChestXrayDataModule(MedVisionDataModule):
 
     ``medvision predict`` reads ``predict_dir``: class subfolders (their names must be known
     classes; the true class is then reported beside the prediction) or loose images, searched
-    recursively.
+    recursively. A file that cannot be read (or, among loose images, is not an image) is left
+    out and reported; the others are predicted.
     """
 
     split_dirnames = ("train", "val", "test")
@@ -89,8 +95,9 @@ class ChestXrayDataModule(MedVisionDataModule):
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if sampler not in ("none", "weighted"):
@@ -147,7 +154,7 @@ class ChestXrayDataModule(MedVisionDataModule):
             name: list_labelled_images(folder, self.class_names) for name, folder in dirs.items()
         }
         if self.check_images:
-            check_decodable([path for paths, _ in items.values() for path in paths])
+            items = self._scan(items)
         train_paths, train_labels = items.pop("train")
         test = items.pop(self.test_split, None)
         val = items.pop("val", None)
@@ -174,6 +181,25 @@ class ChestXrayDataModule(MedVisionDataModule):
             ", ".join(f"{name} {len(paths)}" for name, (paths, _) in splits.items()),
         )
 
+    def _scan(self, items: dict[str, tuple[list[Path], list[int]]]):
+        """Decode every image once; the bad ones raise, or are left out (``bad_files``)."""
+        flat = [
+            (path, split, label)
+            for split, (paths, labels) in items.items()
+            for path, label in zip(paths, labels, strict=True)
+        ]
+        good, bad = scan_files(flat, lambda item: check_image(item[0]), lambda item: item[0])
+        self._screen(
+            bad,
+            "unreadable images",
+            "Fix or remove these files (check_images: false skips this scan, not the error).",
+        )
+        kept: dict[str, tuple[list[Path], list[int]]] = {split: ([], []) for split in items}
+        for path, split, label in good:
+            kept[split][0].append(path)
+            kept[split][1].append(label)
+        return kept
+
     def _carve_validation(self, paths: list[Path], labels: list[int]):
         """Stratified ``val_fraction`` of train, keeping each ``group_pattern`` group whole."""
         if self.group_pattern is None:
@@ -187,21 +213,30 @@ class ChestXrayDataModule(MedVisionDataModule):
     def _predict_dataset(self) -> ClassificationDataset:
         self._predict_folder()
         subfolders = _visible_subdirs(self.predict_dir)
+        strangers: list[Path] = []
         if subfolders and {p.name for p in subfolders} <= set(self.class_names):
             paths, labels = list_labelled_images(self.predict_dir, self.class_names, partial=True)
         else:
-            paths, labels = list_images_recursive(self.predict_dir), None
-        if not paths:
+            (paths, strangers), labels = _files_under(self.predict_dir), None
+        if not paths and not strangers:
             raise FileNotFoundError(
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
             )
+        not_images = [
+            BadFile(str(p), f"not an image ({', '.join(IMAGE_SUFFIXES)}).") for p in strangers
+        ]
+        items = list(zip(paths, labels or [None] * len(paths), strict=True))
+        items = self._scan_predict(
+            items, lambda item: check_image(item[0]), lambda item: item[0], earlier=not_images
+        )
         log.info(
             "Predicting on %d images from %s%s",
-            len(paths),
+            len(items),
             self.predict_dir,
             " with their class folders as truth" if labels else "",
         )
-        return self._dataset(paths, labels, "none")
+        labels = None if labels is None else [label for _, label in items]
+        return self._dataset([path for path, _ in items], labels, "none")
 
     def _dataset(self, paths, labels, augmentation) -> ClassificationDataset:
         return ClassificationDataset(
@@ -274,18 +309,24 @@ def find_class_names(split_dirs: dict[str, Path]) -> list[str]:
     return classes
 
 
-def list_images_recursive(folder: Path) -> list[Path]:
-    """Image files under ``folder`` at any depth, sorted; an error names any non-image file."""
+def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Visible files under ``folder`` at any depth, sorted: ``(images, other files)``."""
     files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    strangers = [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+def list_images_recursive(folder: Path) -> list[Path]:
+    """Image files under ``folder`` at any depth, sorted; an error names any non-image file."""
+    files, strangers = _files_under(folder)
     if strangers:
         raise ValueError(
             problem_report(
-                strangers,
+                [str(p) for p in strangers],
                 f"files that are not images ({', '.join(IMAGE_SUFFIXES)})",
                 "Move them out of the data folder.",
             )

@@ -22,11 +22,13 @@ from typing import Literal
 import numpy as np
 
 from medvision.data.base import (
+    BadFile,
+    BadFiles,
     ClassificationDataset,
     MedVisionDataModule,
-    check_decodable,
+    check_image,
     grouped_split_indices,
-    problem_report,
+    scan_files,
 )
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -58,6 +60,13 @@ class CheXpertDataModule(MedVisionDataModule):
 
     ``frontal_only`` drops lateral views. ``train.csv`` is split by patient into train and
     validation (``val_fraction``); ``valid.csv`` (other patients) is the test set.
+
+    A row whose image is missing, whose ``Path`` has no ``patientNNNNN`` folder or whose label
+    cell is not 1, 0, -1 or blank is a problem, and so is an image that cannot be decoded
+    (``check_images``, for the images used). All problems are reported in one error, or those
+    rows left out with ``bad_files: exclude`` (see
+    :class:`~medvision.data.base.MedVisionDataModule`). In ``predict`` an unreadable image is
+    left out and reported; the others are predicted.
     """
 
     observations = (
@@ -103,8 +112,9 @@ class CheXpertDataModule(MedVisionDataModule):
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         self.labels = list(labels or self.competition_labels)
         unknown = sorted(set(self.labels) - set(self.observations))
         if unknown:
@@ -149,20 +159,24 @@ class CheXpertDataModule(MedVisionDataModule):
         return list(self.labels)
 
     def _setup_splits(self) -> None:
-        tables = {s: self._read(self.data_dir / name) for s, name in self.csv_files.items()}
+        tables, bad = {}, []
+        for stage, name in self.csv_files.items():
+            paths, raw, problems = self._read(self.data_dir / name)
+            tables[stage], bad = (paths, raw), bad + problems
         paths, raw = tables["train"]
         split = grouped_split_indices(
             [patient_of(p) for p in paths], [0] * len(paths), self.val_fraction, 0.0, self.seed
         )
         parts = {
-            "train": ([paths[i] for i in split["train"]], raw[split["train"]]),
-            "val": ([paths[i] for i in split["val"]], raw[split["val"]]),
-            "test": tables["test"],
+            "train": self._targets([paths[i] for i in split["train"]], raw[split["train"]]),
+            "val": self._targets([paths[i] for i in split["val"]], raw[split["val"]]),
+            "test": self._targets(*tables["test"]),
         }
-        for stage, (stage_paths, stage_raw) in parts.items():
-            stage_paths, targets = self._targets(stage_paths, stage_raw)
-            if self.check_images:
-                check_decodable(stage_paths)
+        if self.check_images:
+            parts, unreadable = _scan(parts)
+            bad += unreadable
+        self._screen(bad, "bad rows or images", "Fix the rows or files, or delete the rows.")
+        for stage, (stage_paths, targets) in parts.items():
             augmentation = self.augmentation if stage == "train" else "none"
             self.datasets[stage] = ClassificationDataset(
                 stage_paths,
@@ -180,8 +194,9 @@ class CheXpertDataModule(MedVisionDataModule):
             ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()),
         )
 
-    def _read(self, path: Path) -> tuple[list[Path], np.ndarray]:
-        """Image paths and the raw label matrix (1, 0, -1, NaN for blank) of one CSV."""
+    def _read(self, path: Path) -> tuple[list[Path], np.ndarray, list[BadFile]]:
+        """Image paths and raw label matrix (1, 0, -1, NaN for blank) of one CSV's good rows,
+        and a problem for each bad row (image not found, no patient folder, bad label cell)."""
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
         with open(path, newline="") as handle:
@@ -192,24 +207,26 @@ class CheXpertDataModule(MedVisionDataModule):
             rows = list(enumerate(reader, start=2))  # (line in the CSV, row)
         if self.frontal_only and rows and "Frontal/Lateral" in rows[0][1]:
             rows = [(line, r) for line, r in rows if r["Frontal/Lateral"] == "Frontal"]
-        paths, problems = [], []
+        paths, cells, problems = [], [], []
         for line, row in rows:
-            resolved = self._resolve(row["Path"])
-            if resolved is None:
-                problems.append(f"{path} row {line}: image {row['Path']} not found")
+            where = f"{path} row {line}"
+            try:
+                resolved = self._row_image(row["Path"])
+                cells.append([_cell(row[name], name) for name in self.labels])
+            except ValueError as exc:
+                problems.append(BadFile(where, str(exc)))
+                continue
             paths.append(resolved)
-        if problems:
-            raise FileNotFoundError(
-                problem_report(problems, "rows without an image", f"Check data_dir. {_LAYOUT_HINT}")
-            )
-        raw = np.array(
-            [
-                [_cell(row[name], f"{path} row {line}", name) for name in self.labels]
-                for line, row in rows
-            ],
-            dtype=np.float32,
-        )
-        return paths, raw.reshape(len(rows), len(self.labels))
+        raw = np.array(cells, dtype=np.float32).reshape(len(paths), len(self.labels))
+        return paths, raw, problems
+
+    def _row_image(self, relative: str | None) -> Path:
+        """The image file a ``Path`` cell names; a ``ValueError`` says what is wrong with it."""
+        resolved = self._resolve(relative or "")
+        if resolved is None:
+            raise ValueError(f"image {relative} not found. Check data_dir. {_LAYOUT_HINT}")
+        patient_of(resolved)
+        return resolved
 
     def _resolve(self, relative: str) -> Path | None:
         for base in (self.data_dir, self.data_dir.parent):
@@ -260,6 +277,7 @@ class CheXpertDataModule(MedVisionDataModule):
         )
         if not paths:
             raise FileNotFoundError(f"{self.predict_dir}: no jpg/png images to predict on.")
+        paths = self._scan_predict(paths, check_image)
         return ClassificationDataset(
             paths, None, classification_transform(self.image_size, "none"), self.in_channels
         )
@@ -273,7 +291,7 @@ def patient_of(path: Path) -> str:
     return match.group(1)
 
 
-def _cell(value: str, where: str, column: str) -> float:
+def _cell(value: str | None, column: str) -> float:
     value = (value or "").strip()
     if value == "":
         return np.nan
@@ -282,5 +300,18 @@ def _cell(value: str, where: str, column: str) -> float:
     except ValueError:
         number = None
     if number not in (1.0, 0.0, -1.0):
-        raise ValueError(f"{where}: column {column!r} holds {value!r}; expected 1, 0, -1 or blank")
+        raise ValueError(f"column {column!r} holds {value!r}; expected 1, 0, -1 or blank")
     return number
+
+
+def _scan(parts: dict[str, tuple[list[Path], np.ndarray]]):
+    """Decode every image of every split once: the splits without bad images, and those."""
+    items = [
+        (stage, i, path) for stage, (paths, _) in parts.items() for i, path in enumerate(paths)
+    ]
+    good, bad = scan_files(items, lambda item: check_image(item[2]), lambda item: item[2])
+    kept = {stage: [i for s, i, _ in good if s == stage] for stage in parts}
+    return {
+        stage: ([paths[i] for i in kept[stage]], targets[kept[stage]])
+        for stage, (paths, targets) in parts.items()
+    }, bad

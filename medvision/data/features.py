@@ -172,6 +172,7 @@ class FeatureDataModule(MedVisionDataModule):
 
     def _predict_dataset(self) -> Dataset:
         self.data.setup("predict")
+        self.predict_failures = self.data.predict_failures  # unreadable inputs, for failed.csv
         return self.data.datasets["predict"]
 
     def train_dataloader(self) -> DataLoader:

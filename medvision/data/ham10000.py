@@ -13,16 +13,21 @@ import csv
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from medvision.data.base import (
+    BadFile,
+    BadFiles,
     ClassificationDataset,
     MedVisionDataModule,
     SegmentationDataset,
-    find_problems,
+    check_pair,
+    distinct_stems,
     grouped_split_indices,
     problem_report,
+    scan_files,
 )
 from medvision.data.io import IMAGE_SUFFIXES, binarize_mask, list_images, read_image
 from medvision.data.lesion_focus import LesionFocus
@@ -73,9 +78,12 @@ class HAM10000DataModule(MedVisionDataModule):
     predict`` with a segmentation checkpoint, or are predicted once in ``prepare_data`` by the
     checkpoint given as ``lesion_segmenter`` (see :mod:`medvision.pipelines`).
 
-    Every metadata row is checked in ``setup`` (image present, known dx, mask present for
-    segmentation) and every file decoded once (``check_images``); all problems are reported
-    in one error. Images without a metadata row are not used, and their number is logged.
+    Every metadata row is checked in ``setup`` (ids present and unique, known dx, image
+    present, mask present for segmentation) and every file decoded once (``check_images``:
+    readable, mask binary); all problems are reported in one error, or those rows left out
+    with ``bad_files: exclude`` (see :class:`~medvision.data.base.MedVisionDataModule`).
+    Images without a metadata row are not used, and their number is logged. In ``predict`` an
+    unreadable image is left out and reported; the others are predicted.
     """
 
     diagnoses = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -115,8 +123,9 @@ class HAM10000DataModule(MedVisionDataModule):
         predict_dir: str | Path | None = None,
         batch_size: int = 16,
         num_workers: int | None = None,
+        bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         if lesion_focus != "none" and (task != "classification" or lesion_mask_dir is None):
             raise ValueError(
                 "lesion_focus needs task: classification and a lesion_mask_dir (filled by "
@@ -178,19 +187,28 @@ class HAM10000DataModule(MedVisionDataModule):
             return
         from medvision.pipelines import predict_lesion_masks  # needs the models package
 
-        images = self._image_paths(read_metadata(self.data_dir / self.metadata_filename))
+        records, _ = read_metadata_rows(self.data_dir / self.metadata_filename)
+        images = [image for _, image, _ in self._locate(records)[0]]  # setup reports the rest
         if self.predict_dir is not None:
             images += self._predict_images()
         written = predict_lesion_masks(self.lesion_segmenter, images, self.focus.mask_dir)
         log.info("Lesion masks: %d predicted, %d already there", written, len(images) - written)
 
     def _setup_splits(self) -> None:
-        records = read_metadata(self.data_dir / self.metadata_filename)
+        records, bad_rows = read_metadata_rows(self.data_dir / self.metadata_filename)
         self._check_labels(records)
-        images = self._image_paths(records)
-        masks = self._mask_paths(records) if self.task == "segmentation" else None
+        items, missing = self._locate(records)
+        unreadable: list[BadFile] = []
         if self.check_images:
-            self._scan(images, masks)
+            items, unreadable = self._scan(items)
+        self._screen(
+            bad_rows + missing + unreadable,
+            "bad metadata rows or files",
+            "Fix the rows or files, or delete the rows from the metadata CSV.",
+        )
+        records = [record for record, _, _ in items]
+        images = [image for _, image, _ in items]
+        masks = [mask for _, _, mask in items] if self.task == "segmentation" else None
         if self.focus is not None:
             self._check_lesion_masks(images)
         if self.task == "classification":
@@ -227,47 +245,43 @@ class HAM10000DataModule(MedVisionDataModule):
                 f"label_map does not say where dx {unmapped} go; add them (e.g. to OTHER)."
             )
 
-    def _image_paths(self, records: list[HAM10000Record]) -> list[Path]:
-        image_dir = self.data_dir / self.image_dirname
+    def _locate(self, records: list[HAM10000Record]) -> tuple[list[tuple], list[BadFile]]:
+        """``(record, image, mask or None)`` per row whose files exist, and the rows lacking one.
+
+        Masks are looked for with ``task: segmentation`` only.
+        """
+        image_dir, mask_dir = self.data_dir / self.image_dirname, self.data_dir / self.mask_dirname
         if not image_dir.is_dir():
             raise FileNotFoundError(f"{image_dir} is missing. {_LAYOUT_HINT}")
-        on_disk = {p.stem: p for p in list_images(image_dir, IMAGE_SUFFIXES)}
-        missing = [
-            f"{self.metadata_filename} row {r.image_id} (lesion {r.lesion_id}): no image "
-            f"{image_dir / r.image_id}.jpg"
-            for r in records
-            if r.image_id not in on_disk
-        ]
-        if missing:
-            raise FileNotFoundError(
-                problem_report(
-                    missing,
-                    "metadata rows without an image",
-                    "Add the images or delete their rows from the metadata CSV.",
-                )
-            )
-        unused = len(on_disk) - len({r.image_id for r in records})
-        if unused:
-            log.info("%d images in %s have no metadata row and are not used", unused, image_dir)
-        return [on_disk[r.image_id] for r in records]
-
-    def _mask_paths(self, records: list[HAM10000Record]) -> list[Path]:
-        mask_dir = self.data_dir / self.mask_dirname
-        if not mask_dir.is_dir():
+        segmentation = self.task == "segmentation"
+        if segmentation and not mask_dir.is_dir():
             raise FileNotFoundError(f"{mask_dir} is missing (task: segmentation). {_LAYOUT_HINT}")
-        paths = [mask_dir / f"{r.image_id}{self.mask_suffix}" for r in records]
-        missing = [
-            f"{p}: missing, for image {r.image_id}"
-            for p, r in zip(paths, records, strict=True)
-            if not p.is_file()
-        ]
-        if missing:
-            raise FileNotFoundError(
-                problem_report(
-                    missing, "missing masks", "Add the masks, or use task: classification."
+        on_disk = {p.stem: p for p in list_images(image_dir, IMAGE_SUFFIXES)}
+        unused = len(on_disk) - len({r.image_id for r in records})
+        if unused > 0:
+            log.info("%d images in %s have no metadata row and are not used", unused, image_dir)
+        items, missing = [], []
+        for r in records:
+            mask = mask_dir / f"{r.image_id}{self.mask_suffix}" if segmentation else None
+            if r.image_id not in on_disk:
+                missing.append(
+                    BadFile(
+                        f"{image_dir / r.image_id}.jpg",
+                        f"not found: no image for {self.metadata_filename} row {r.image_id} "
+                        f"(lesion {r.lesion_id}). Add the image or delete the row.",
+                    )
                 )
-            )
-        return paths
+            elif mask is not None and not mask.is_file():
+                missing.append(
+                    BadFile(
+                        str(mask),
+                        f"missing, for image {r.image_id}. Add the mask, or use task: "
+                        "classification.",
+                    )
+                )
+            else:
+                items.append((r, on_disk[r.image_id], mask))
+        return items, missing
 
     def _check_lesion_masks(self, images: list[Path]) -> None:
         missing = [
@@ -292,27 +306,31 @@ class HAM10000DataModule(MedVisionDataModule):
             len(images),
         )
 
-    def _scan(self, images: list[Path], masks: list[Path] | None) -> None:
-        """Decode every file once; count masks of another size than their image."""
+    def _scan(self, items: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
+        """Decode every image (and mask) once: ``(good items, bad files)``.
+
+        Masks must be binary; one of another size than its image is resized to it later, and
+        how many are is logged.
+        """
         resized: list[Path] = []
 
-        def check(pair: tuple[Path, Path | None]) -> None:
-            image = read_image(pair[0])
-            if pair[1] is not None:
-                mask = binarize_mask(read_image(pair[1]), pair[1])
+        def check(item: tuple) -> None:
+            _, image_path, mask_path = item
+            image = read_image(image_path)
+            if mask_path is not None:
+                mask = binarize_mask(read_image(mask_path), mask_path)
                 if mask.shape[:2] != image.shape[:2]:
-                    resized.append(pair[1])
+                    resized.append(mask_path)
 
-        problems = find_problems(zip(images, masks or [None] * len(images), strict=True), check)
-        if problems:
-            raise ValueError(problem_report(problems, "unreadable files", "Fix or remove them."))
+        good, bad = scan_files(items, check, lambda item: item[1])
         if resized:
             log.warning(
                 "%d masks differ in size from their image and are resized to it by nearest "
                 "neighbour (first: %s)",
                 len(resized),
-                resized[0],
+                sorted(resized)[0],
             )
+        return good, bad
 
     def _dataset(self, images, masks, labels, augmentation):
         if self.task == "segmentation":
@@ -336,17 +354,27 @@ class HAM10000DataModule(MedVisionDataModule):
         images = self._predict_images()
         if self.focus is not None:
             self._check_lesion_masks(images)
-        masks = None
         mask_dir = self.predict_dir / self.mask_dirname
-        if self.task == "segmentation" and mask_dir.is_dir():
-            masks = [mask_dir / f"{p.stem}{self.mask_suffix}" for p in images]
-            missing = [str(m) for m in masks if not m.is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    problem_report(missing, "missing masks", "Add them or remove the masks folder.")
-                )
-        log.info("Predicting on %d images from %s", len(images), self.predict_dir)
-        return self._dataset(images, masks, None, "none")
+        with_masks = self.task == "segmentation" and mask_dir.is_dir()
+        pairs = [(p, self._mask_of(p, mask_dir) if with_masks else None) for p in images]
+        failures = [
+            BadFile(str(p), f"no mask {m}. Add it, or remove the masks folder.")
+            for p, m in pairs
+            if m is not None and not m.is_file()
+        ]
+        pairs = [(p, m) for p, m in pairs if m is None or m.is_file()]
+        if self.task == "segmentation":
+            pairs, clashes = distinct_stems(pairs)
+            failures += clashes
+        pairs = self._scan_predict(
+            pairs, partial(check_pair, same_size=False), lambda pair: pair[0], earlier=failures
+        )
+        log.info("Predicting on %d images from %s", len(pairs), self.predict_dir)
+        masks = [m for _, m in pairs] if with_masks else None
+        return self._dataset([p for p, _ in pairs], masks, None, "none")
+
+    def _mask_of(self, image: Path, mask_dir: Path) -> Path:
+        return mask_dir / f"{image.stem}{self.mask_suffix}"
 
     def _predict_images(self) -> list[Path]:
         image_dir = self.predict_dir / self.image_dirname
@@ -362,7 +390,26 @@ class HAM10000DataModule(MedVisionDataModule):
 
 
 def read_metadata(path: Path) -> list[HAM10000Record]:
-    """Rows of ``HAM10000_metadata.csv``; errors name the file, the line and the fix."""
+    """Rows of ``HAM10000_metadata.csv``; one error names every bad row (line and problem)."""
+    records, problems = read_metadata_rows(path)
+    if problems:
+        raise ValueError(
+            problem_report(
+                [str(p) for p in problems],
+                "bad metadata rows",
+                f"dx must be one of {', '.join(HAM10000DataModule.diagnoses)}; image_id and "
+                "lesion_id must be given, image_id once.",
+            )
+        )
+    return records
+
+
+def read_metadata_rows(path: Path) -> tuple[list[HAM10000Record], list[BadFile]]:
+    """Good rows of ``HAM10000_metadata.csv``, and a problem for each bad row.
+
+    A row is bad with an unknown ``dx``, an empty ``image_id`` or ``lesion_id``, or an
+    ``image_id`` an earlier row has. A missing file or column, or no rows, is an error.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
     with open(path, newline="") as handle:
@@ -370,21 +417,35 @@ def read_metadata(path: Path) -> list[HAM10000Record]:
         missing = {"lesion_id", "image_id", "dx"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
-        records, problems = [], []
+        records, problems, seen = [], [], {}
         for line, row in enumerate(reader, start=2):
-            dx = (row["dx"] or "").strip().lower()
-            if dx not in HAM10000DataModule.diagnoses:
-                problems.append(f"{path} line {line} ({row['image_id']}): unknown dx {row['dx']!r}")
+            problem = _row_problem(row, seen)
+            if problem is not None:
+                where = f"{path} line {line} ({(row['image_id'] or '').strip() or 'no image_id'})"
+                problems.append(BadFile(where, problem))
                 continue
-            records.append(HAM10000Record(row["image_id"].strip(), row["lesion_id"].strip(), dx))
-    if problems:
-        raise ValueError(
-            problem_report(
-                problems,
-                "rows with an unknown diagnosis",
-                f"dx must be one of {', '.join(HAM10000DataModule.diagnoses)}.",
+            seen[row["image_id"].strip()] = line
+            records.append(
+                HAM10000Record(row["image_id"].strip(), row["lesion_id"].strip(), _dx(row))
             )
-        )
-    if not records:
+    if not records and not problems:
         raise ValueError(f"{path}: has no rows.")
-    return records
+    return records, problems
+
+
+def _dx(row: dict) -> str:
+    return (row["dx"] or "").strip().lower()
+
+
+def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
+    """What is wrong with one metadata row (``seen``: image ids of earlier rows), or None."""
+    image_id, lesion_id = (row["image_id"] or "").strip(), (row["lesion_id"] or "").strip()
+    if not image_id or not lesion_id:
+        return "image_id and lesion_id must both be given"
+    if image_id in seen:
+        return f"image_id {image_id} is already on line {seen[image_id]}; delete one of the rows"
+    if _dx(row) not in HAM10000DataModule.diagnoses:
+        return (
+            f"unknown dx {row['dx']!r}; dx must be one of {', '.join(HAM10000DataModule.diagnoses)}"
+        )
+    return None

@@ -24,7 +24,15 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class ImageReadError(ValueError):
-    """A file could not be read as the image it should be; the message names the file and a fix."""
+    """A file could not be read as the image it should be; the message names the file and a fix.
+
+    ``path`` is the offending file (the message starts with it), so that a scan of many files
+    can list each bad one (see :func:`medvision.data.base.scan_files`).
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
 
 
 def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -40,7 +48,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: is empty (0 bytes). Re-copy the file or remove it.")
+        raise ImageReadError(f"{path}: is empty (0 bytes). Re-copy the file or remove it.", path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             array = tifffile.imread(path)
@@ -48,13 +56,21 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as image:
                 array = _pil_to_array(image)
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found.") from None
+        raise ImageReadError(f"{path}: file not found.", path) from None
     except Exception as exc:  # decoders raise many types; the file is the useful part
         raise ImageReadError(
             f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc}). "
-            "The file is unreadable or truncated: re-export it or remove it from the folder."
+            "The file is unreadable or truncated: re-export it or remove it from the folder.",
+            path,
         ) from exc
-    return _to_hwc_or_hw(np.asarray(array), path)
+    array = _to_hwc_or_hw(np.asarray(array), path)
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise ImageReadError(
+            f"{path}: holds NaN or infinite values. Re-export it with finite intensities "
+            "(e.g. replace NaN by the background value) or remove it.",
+            path,
+        )
+    return array
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -75,7 +91,8 @@ def _to_hwc_or_hw(array: np.ndarray, path: Path) -> np.ndarray:
         return array
     raise ImageReadError(
         f"{path}: has shape {tuple(array.shape)}, not a single 2D slice (H x W or H x W x C with "
-        "C <= 4). Multi-slice stacks must be split into one file per slice."
+        "C <= 4). Multi-slice stacks must be split into one file per slice.",
+        path,
     )
 
 
@@ -113,23 +130,50 @@ def normalize_intensity(image: np.ndarray, window: tuple[float, float] | None = 
 
 
 def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
-    """Turn a stored mask (0/1, 0/255 or 0/max, any dtype, 1 or more channels) into uint8 0/1.
+    """Turn a stored binary mask into uint8 0/1; refuse what is not a binary mask.
 
-    Foreground is any value above half the mask's maximum, which is exact for 0/1 and 0/255
-    masks and robust to the few in-between values that lossy resaving leaves on edges.
-    A mask holding negative values is refused.
+    Accepted: one channel, or three (a colour mask: a pixel is foreground in any channel), of
+    any dtype, with background 0 and foreground 1, 255 (or anything from 128 to 255, for masks
+    resaved lossily) or the dtype's maximum. Foreground is any value above half the mask's
+    maximum, which is exact for 0/1 and 0/255 masks and robust to the in-between values that
+    lossy resaving (JPEG) leaves on edges. Refused with an :class:`ImageReadError` naming
+    ``path``: negative values, an alpha channel (2 or 4 channels: which one is the mask?), and
+    a maximum such as 2 or 7 (a label mask with several classes, not a binary one).
     """
+    if mask.ndim == 3 and mask.shape[-1] in (2, 4):
+        raise ImageReadError(
+            f"{path}: mask has {mask.shape[-1]} channels (with alpha); expected a single-channel "
+            "0/255 (or 0/1) image. Re-save the mask as grayscale without transparency.",
+            path,
+        )
     if mask.ndim == 3:
         mask = mask.max(axis=-1)
     if mask.size and float(mask.min()) < 0:
         raise ImageReadError(
             f"{path}: mask has negative values; expected 0/1 or 0/255. Re-export the mask as "
-            "a binary image."
+            "a binary image.",
+            path,
         )
     peak = float(mask.max()) if mask.size else 0.0
     if peak == 0:
         return np.zeros(mask.shape, dtype=np.uint8)
+    if not _binary_peak(peak, mask.dtype):
+        values = np.unique(mask)
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise ImageReadError(
+            f"{path}: mask values go up to {peak:g} ({shown}); expected a binary mask, 0/1 or "
+            "0/255. A label mask with several classes is not supported: set the foreground "
+            "to 255 (or 1) and everything else to 0.",
+            path,
+        )
     return (mask > peak / 2).astype(np.uint8)
+
+
+def _binary_peak(peak: float, dtype: np.dtype) -> bool:
+    """Whether ``peak`` can be the foreground value of a binary mask stored as ``dtype``."""
+    if peak <= 1 or 128 <= peak <= 255:
+        return True
+    return np.issubdtype(dtype, np.integer) and peak == np.iinfo(dtype).max
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -12,22 +12,19 @@ import logging
 from pathlib import Path
 
 from medvision.data.base import (
+    BadFile,
+    BadFiles,
+    CachedSegmentationDataset,
     MedVisionDataModule,
     SegmentationDataset,
-    check_same_size,
-    find_problems,
-    problem_report,
+    check_pair,
+    distinct_stems,
+    scan_files,
     split_indices,
 )
-from medvision.data.io import (
-    IMAGE_SUFFIXES,
-    TIFF_SUFFIXES,
-    binarize_mask,
-    list_images,
-    read_image,
-)
+from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
 from medvision.data.synthetic import write_lung_ct
-from medvision.data.transforms import SegmentationAugmentation, segmentation_transform
+from medvision.data.transforms import SegmentationAugmentation, as_hw, segmentation_transform
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +45,21 @@ class LungCTDataModule(MedVisionDataModule):
     ``image_size``. Intensities are min-max scaled per image, or clipped to
     ``intensity_window`` (e.g. ``[-1000, 400]`` HU) when given.
 
-    Every pair is decoded once in ``setup`` and all problems (missing partner, unreadable file,
-    mask of another size) are reported together before training starts.
+    Every pair is decoded once in ``setup`` and all problems (missing partner, unreadable or
+    empty file, mask that is not binary or of another size) are reported together before
+    training starts; ``bad_files: exclude`` leaves those pairs out instead (see
+    :class:`~medvision.data.base.MedVisionDataModule`).
 
     ``medvision predict`` reads every image in ``predict_dir`` (png, jpg, tif; any size). When
     ``predict_dir`` has the Kaggle layout, or ``predict_mask_dir`` is given, the masks of the same
-    file name are used to score the predictions.
+    file name are used to score the predictions. An image that cannot be read (or whose mask
+    cannot) is left out and reported; the others are predicted.
+
+    With ``cache: true`` every train/val/test sample is decoded, normalized and resized once in
+    ``setup`` and kept in memory (float16 images, uint8 masks; the size is logged), so an
+    epoch runs the augmentation only (see
+    :class:`~medvision.data.base.CachedSegmentationDataset`). Setup refuses when the cache would
+    exceed ``cache_limit_gb``. Predict never caches.
     """
 
     num_classes = 1
@@ -77,8 +83,11 @@ class LungCTDataModule(MedVisionDataModule):
         predict_mask_dir: str | Path | None = None,
         batch_size: int = 16,
         num_workers: int | None = None,
+        bad_files: BadFiles = "error",
+        cache: bool = False,
+        cache_limit_gb: float = 4.0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.data_dir = Path(data_dir)
@@ -95,46 +104,96 @@ class LungCTDataModule(MedVisionDataModule):
         )
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
+        self.cache = cache
+        self.cache_limit_gb = cache_limit_gb
         self.save_hyperparameters()
 
     def _setup_splits(self) -> None:
-        images, masks = find_pairs(self.data_dir, self.image_dirname, self.mask_dirname)
-        scan_pairs(images, masks)
+        images, masks, unpaired = find_pairs(self.data_dir, self.image_dirname, self.mask_dirname)
+        pairs, bad = scan_files(list(zip(images, masks, strict=True)), check_pair, _first)
+        self._screen(unpaired + bad, "bad image/mask pairs", "Fix or remove these files.")
+        images, masks = [image for image, _ in pairs], [mask for _, mask in pairs]
         indices = split_indices(len(images), **self.split)
         for stage, idx in indices.items():
             augmentation = self.augmentation if stage == "train" else "none"
             self.datasets[stage] = self._dataset(
-                [images[i] for i in idx], [masks[i] for i in idx], augmentation
+                [images[i] for i in idx], [masks[i] for i in idx], augmentation, self.cache
             )
+        if self.cache:
+            self._fill_caches()
         log.info(
             "Lung CT %s: %s", self.data_dir, ", ".join(f"{k} {len(v)}" for k, v in indices.items())
         )
 
     def _predict_dataset(self) -> SegmentationDataset:
-        folder = self._predict_folder()
+        pairs, unpaired = self._predict_pairs(self._predict_folder())
+        pairs, clashes = distinct_stems(pairs)
+        pairs = self._scan_predict(pairs, check_pair, _first, earlier=unpaired + clashes)
+        with_masks = pairs[0][1] is not None
+        log.info(
+            "Predicting on %d images from %s%s",
+            len(pairs),
+            self.predict_dir,
+            " with masks" if with_masks else "",
+        )
+        masks = [mask for _, mask in pairs] if with_masks else None
+        return self._dataset([image for image, _ in pairs], masks, "none")
+
+    def _predict_pairs(self, folder: Path) -> tuple[list[tuple], list[BadFile]]:
+        """``(image, mask or None)`` for the images of ``folder``, and those lacking a mask."""
         if (folder / self.image_dirname).is_dir():
-            images, masks = find_pairs(
+            images, masks, unpaired = find_pairs(
                 folder, self.image_dirname, self.mask_dirname, masks_required=False
-            )
+            )  # a mask without its image is no input: only images count
+            unpaired = [b for b in unpaired if Path(b.path).parent.name == self.image_dirname]
         else:
-            images = list_images(folder, IMAGE_SUFFIXES)
-            masks = None
+            images, masks, unpaired = list_images(folder, IMAGE_SUFFIXES), None, []
             if self.predict_mask_dir is not None:
                 mask_dir = _existing_dir(self.predict_mask_dir, "predict_mask_dir")
-                masks = [_partner(p, mask_dir) for p in images]
-        if not images:
+                found = {p: _partner(p, mask_dir) for p in images}
+                unpaired = [_no_mask(p, mask_dir) for p, m in found.items() if m is None]
+                images = [p for p, m in found.items() if m is not None]
+                masks = [found[p] for p in images]
+        if not images and not unpaired:
             raise FileNotFoundError(
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
             )
-        log.info(
-            "Predicting on %d images from %s%s",
-            len(images),
-            self.predict_dir,
-            " with masks" if masks else "",
-        )
-        return self._dataset(images, masks, "none")
+        return list(zip(images, masks or [None] * len(images), strict=True)), unpaired
 
-    def _dataset(self, images, masks, augmentation) -> SegmentationDataset:
+    def _fill_caches(self) -> None:
+        """Check the cache of all splits against ``cache_limit_gb``, then fill and log it."""
+        sizes = {stage: data.nbytes() for stage, data in self.datasets.items()}
+        total = sum(sizes.values())
+        if total > self.cache_limit_gb * 1e9:
+            raise ValueError(
+                f"cache: true would keep {sum(len(d) for d in self.datasets.values())} samples "
+                f"from {self.data_dir} in {total / 1e9:.2f} GB of memory, above cache_limit_gb="
+                f"{self.cache_limit_gb:g}. Raise --data.init_args.cache_limit_gb if the machine "
+                "has the memory (each DDP process keeps its own cache), or set cache: false."
+            )
+        for dataset in self.datasets.values():
+            dataset.fill_cache()
+        log.info(
+            "Cached %s decoded samples at %s in memory: %.2f MB (%s)",
+            sum(len(d) for d in self.datasets.values()),
+            "x".join(map(str, as_hw(self.image_size))),
+            sum(sizes.values()) / 1e6,
+            ", ".join(f"{stage} {size / 1e6:.2f} MB" for stage, size in sizes.items()),
+        )
+
+    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
+        if cache:
+            dataset = CachedSegmentationDataset(
+                images,
+                masks,
+                segmentation_transform(self.image_size, "none"),
+                segmentation_transform(self.image_size, augmentation, resize=False),
+                as_hw(self.image_size),
+                self.in_channels,
+                self.intensity_window,
+                max_bytes=self.cache_limit_gb * 1e9,
+            )
+            return dataset
         return SegmentationDataset(
             images,
             masks,
@@ -175,21 +234,37 @@ def _existing_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _partner(image: Path, mask_dir: Path) -> Path:
+def _first(pair: tuple[Path, Path | None]) -> Path:
+    return pair[0]
+
+
+def _partner(image: Path, mask_dir: Path) -> Path | None:
+    """The mask ``<stem>.*`` of ``image`` in ``mask_dir`` (same suffix first), or None."""
     for suffix in (image.suffix, *IMAGE_SUFFIXES):
         candidate = mask_dir / f"{image.stem}{suffix}"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"{image}: no mask named {image.stem}.* in {mask_dir}. Add the mask, "
-        "remove the image, or leave out the mask folder."
+    return None
+
+
+def _no_mask(image: Path, mask_dir: Path) -> BadFile:
+    return BadFile(
+        str(image),
+        f"no mask named {image.stem}.* in {mask_dir}. Add the mask, remove the image, or "
+        "leave out the mask folder.",
     )
 
 
 def find_pairs(
     data_dir: Path, image_dirname: str, mask_dirname: str, masks_required: bool = True
-) -> tuple[list[Path], list[Path] | None]:
-    """Image TIFFs and their same-named masks; every missing partner is named in one error."""
+) -> tuple[list[Path], list[Path] | None, list[BadFile]]:
+    """Image TIFFs and their same-named masks, and every file without its partner.
+
+    Returns ``(images, masks, unpaired)``: the paired files in the same order, and a
+    :class:`~medvision.data.base.BadFile` for each image without a mask and each mask without
+    an image. A missing folder is an error; without ``masks_required`` a missing mask folder
+    gives ``masks=None``.
+    """
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist. {_LAYOUT_HINT}")
     image_dir, mask_dir = data_dir / image_dirname, data_dir / mask_dirname
@@ -201,31 +276,18 @@ def find_pairs(
     if not mask_dir.is_dir():
         if masks_required:
             raise FileNotFoundError(f"{mask_dir} is missing. {_LAYOUT_HINT}")
-        return images, None
+        return images, None, []
     masks = {p.name: p for p in list_images(mask_dir, TIFF_SUFFIXES)}
-    problems = [f"{p}: no mask {mask_dir / p.name}" for p in images if p.name not in masks]
     image_names = {p.name for p in images}
-    problems += [f"{m}: no image {image_dir / n}" for n, m in masks.items() if n not in image_names]
-    if problems:
-        raise FileNotFoundError(
-            problem_report(
-                problems, "unpaired files", "Add the missing partner or remove the file."
-            )
-        )
-    return images, [masks[p.name] for p in images]
-
-
-def scan_pairs(images: list[Path], masks: list[Path]) -> None:
-    """Decode every pair once; raise one error listing every unreadable file or size mismatch."""
-
-    def check(pair: tuple[Path, Path]) -> None:
-        image_path, mask_path = pair
-        image = read_image(image_path)
-        mask = binarize_mask(read_image(mask_path), mask_path)
-        check_same_size(image_path, image, mask_path, mask)
-
-    problems = find_problems(zip(images, masks, strict=True), check)
-    if problems:
-        raise ValueError(
-            problem_report(problems, "bad image/mask pairs", "Fix or remove these files.")
-        )
+    unpaired = [
+        BadFile(str(p), f"no mask {mask_dir / p.name}. Add the mask or remove the image.")
+        for p in images
+        if p.name not in masks
+    ]
+    unpaired += [
+        BadFile(str(m), f"no image {image_dir / n}. Add the image or remove the mask.")
+        for n, m in masks.items()
+        if n not in image_names
+    ]
+    paired = [p for p in images if p.name in masks]
+    return paired, [masks[p.name] for p in paired], unpaired

@@ -19,11 +19,14 @@ from typing import Literal
 import numpy as np
 
 from medvision.data.base import (
+    BadFile,
+    BadFiles,
     ClassificationDataset,
     MedVisionDataModule,
-    check_decodable,
+    check_image,
     grouped_split_indices,
     problem_report,
+    scan_files,
 )
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -56,9 +59,13 @@ class NIHChestXray14DataModule(MedVisionDataModule):
     ``val_fraction`` of the rest; without them, a patient-grouped split stratified by
     "any finding" (``test_fraction`` first). No patient's images straddle two splits.
 
-    A CSV row whose image is not on disk is an error listing them, or with
-    ``missing_images: skip`` (for a partial download) left out with a logged count. A finding
-    name outside :attr:`findings` is an error naming the row.
+    A CSV row whose image is not on disk is a problem, or with ``missing_images: skip`` (for a
+    partial download) left out with a logged count. A row with a finding name outside
+    :attr:`findings`, without an image or patient, or repeating an earlier image is a problem,
+    and so is an image that cannot be decoded (``check_images``). All problems are reported in
+    one error, or those rows left out with ``bad_files: exclude`` (see
+    :class:`~medvision.data.base.MedVisionDataModule`). In ``predict`` an unreadable image is
+    left out and reported; the others are predicted.
     """
 
     findings = (
@@ -98,8 +105,9 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         unknown = sorted(set(labels or []) - set(self.findings))
         if unknown:
             raise ValueError(f"labels {unknown} are not NIH findings; known: {self.findings}")
@@ -123,10 +131,17 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         return list(self.labels)
 
     def _setup_splits(self) -> None:
-        records = read_nih_metadata(self.data_dir / self.metadata_filename)
-        records, paths = self._locate_images(records)
+        records, bad_rows = read_nih_rows(self.data_dir / self.metadata_filename)
+        records, paths, missing = self._locate_images(records)
+        unreadable: list[BadFile] = []
         if self.check_images:
-            check_decodable(paths)
+            good, unreadable = scan_files(list(zip(records, paths, strict=True)), _check, _path)
+            records, paths = [r for r, _ in good], [p for _, p in good]
+        self._screen(
+            bad_rows + missing + unreadable,
+            "bad rows or images",
+            "Fix the rows or files, or delete the rows from the CSV.",
+        )
         targets = self.targets(records)
         indices = self._split(records)
         for stage, idx in indices.items():
@@ -155,31 +170,36 @@ class NIHChestXray14DataModule(MedVisionDataModule):
             [[name in r.findings for name in self.labels] for r in records], dtype=np.float32
         )
 
-    def _locate_images(self, records: list[NIHRecord]) -> tuple[list[NIHRecord], list[Path]]:
+    def _locate_images(
+        self, records: list[NIHRecord]
+    ) -> tuple[list[NIHRecord], list[Path], list[BadFile]]:
+        """The records whose image is under ``images/``, their paths, and the rows without one.
+
+        With ``missing_images: skip`` rows without an image are dropped and counted instead.
+        """
         image_dir = self.data_dir / self.image_dirname
         if not image_dir.is_dir():
             raise FileNotFoundError(f"{image_dir} is missing. {_LAYOUT_HINT}")
         on_disk = {p.name: p for p in image_dir.rglob("*.png")}
         missing = [r for r in records if r.image not in on_disk]
-        if missing and self.missing_images == "error":
-            raise FileNotFoundError(
-                problem_report(
-                    [
-                        f"{self.metadata_filename} row {r.image}: not under {image_dir}"
-                        for r in missing
-                    ],
-                    "rows without an image",
-                    "Add the images, or set missing_images: skip to use only those present.",
-                )
-            )
-        if missing:
-            log.warning(
-                "%d of %d CSV rows have no image on disk; skipped", len(missing), len(records)
-            )
-            records = [r for r in records if r.image in on_disk]
-        if not records:
+        if records and len(missing) == len(records):
             raise FileNotFoundError(f"no image of {self.metadata_filename} is under {image_dir}")
-        return records, [on_disk[r.image] for r in records]
+        found = [r for r in records if r.image in on_disk]
+        if self.missing_images == "skip":
+            if missing:
+                log.warning(
+                    "%d of %d CSV rows have no image on disk; skipped", len(missing), len(records)
+                )
+            return found, [on_disk[r.image] for r in found], []
+        problems = [
+            BadFile(
+                f"{self.metadata_filename} row {r.image}",
+                f"not under {image_dir}. Add the image, or set missing_images: skip to use only "
+                "those present.",
+            )
+            for r in missing
+        ]
+        return found, [on_disk[r.image] for r in found], problems
 
     def _split(self, records: list[NIHRecord]) -> dict[str, np.ndarray]:
         patients = [r.patient for r in records]
@@ -212,39 +232,72 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         paths = sorted(self.predict_dir.rglob("*.png"))
         if not paths:
             raise FileNotFoundError(f"{self.predict_dir}: no .png images to predict on.")
+        paths = self._scan_predict(paths, check_image)
         return ClassificationDataset(
             paths, None, classification_transform(self.image_size, "none"), self.in_channels
         )
 
 
 def read_nih_metadata(path: Path) -> list[NIHRecord]:
-    """Rows of ``Data_Entry_2017.csv``; an unknown finding name is an error naming the line."""
+    """Rows of ``Data_Entry_2017.csv``; one error names every bad row (line and problem)."""
+    records, problems = read_nih_rows(path)
+    if problems:
+        raise ValueError(
+            problem_report([str(p) for p in problems], "bad rows", "Fix or delete these rows.")
+        )
+    return records
+
+
+def read_nih_rows(path: Path) -> tuple[list[NIHRecord], list[BadFile]]:
+    """Good rows of ``Data_Entry_2017.csv``, and a problem for each bad row.
+
+    A row is bad with a finding name outside the 14 (or ``No Finding``), an empty
+    ``Image Index`` or ``Patient ID``, or an image an earlier row has. A missing file or column
+    is an error.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
-    known = set(NIHChestXray14DataModule.findings)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"Image Index", "Finding Labels", "Patient ID"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
-        records, problems = [], []
+        records, problems, seen = [], [], {}
         for line, row in enumerate(reader, start=2):
-            names = {n.strip() for n in row["Finding Labels"].split("|") if n.strip()}
-            names.discard(NIHChestXray14DataModule.no_finding)
-            if names - known:
-                problems.append(
-                    f"{path} line {line} ({row['Image Index']}): {sorted(names - known)}"
-                )
+            image = (row["Image Index"] or "").strip()
+            problem = _row_problem(row, seen)
+            if problem is not None:
+                problems.append(BadFile(f"{path} line {line} ({image or 'no image'})", problem))
                 continue
-            records.append(
-                NIHRecord(row["Image Index"].strip(), row["Patient ID"].strip(), frozenset(names))
-            )
-    if problems:
-        raise ValueError(
-            problem_report(
-                problems,
-                "rows with unknown findings",
-                f"Finding Labels must be '|'-joined names from {sorted(known)} or 'No Finding'.",
-            )
+            seen[image] = line
+            records.append(NIHRecord(image, row["Patient ID"].strip(), _findings(row)))
+    return records, problems
+
+
+def _findings(row: dict) -> frozenset[str]:
+    names = {n.strip() for n in (row["Finding Labels"] or "").split("|") if n.strip()}
+    return frozenset(names - {NIHChestXray14DataModule.no_finding})
+
+
+def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
+    """What is wrong with one CSV row (``seen``: images of earlier rows), or None."""
+    image, patient = (row["Image Index"] or "").strip(), (row["Patient ID"] or "").strip()
+    if not image or not patient:
+        return "Image Index and Patient ID must both be given"
+    if image in seen:
+        return f"{image} is already on line {seen[image]}; delete one of the rows"
+    unknown = sorted(_findings(row) - set(NIHChestXray14DataModule.findings))
+    if unknown:
+        return (
+            f"unknown findings {unknown}; Finding Labels must be '|'-joined names from "
+            f"{sorted(NIHChestXray14DataModule.findings)} or 'No Finding'"
         )
-    return records
+    return None
+
+
+def _check(item: tuple[NIHRecord, Path]) -> None:
+    check_image(item[1])
+
+
+def _path(item: tuple[NIHRecord, Path]) -> Path:
+    return item[1]

@@ -25,9 +25,15 @@ def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def segmentation_transform(
-    image_size: int | tuple[int, int], augmentation: SegmentationAugmentation = "none"
+    image_size: int | tuple[int, int],
+    augmentation: SegmentationAugmentation = "none",
+    resize: bool = True,
 ) -> A.Compose:
     """Resize to ``image_size``, then augment image and mask together.
+
+    With ``resize=False`` the input must already be at ``image_size`` (an in-memory cache of
+    resized samples): only the augmentation runs, drawing the same random numbers as with
+    the resize (an always-applied step draws none).
 
     Presets:
         ``none``: resize only (validation, test, predict).
@@ -36,11 +42,13 @@ def segmentation_transform(
         ``elastic``: ``basic`` plus elastic deformation, as in the U-Net paper.
     """
     height, width = as_hw(image_size)
-    steps: list[A.BasicTransform] = [
-        A.Resize(
-            height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+    steps: list[A.BasicTransform] = []
+    if resize:
+        steps.append(
+            A.Resize(
+                height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+            )
         )
-    ]
     if augmentation in ("basic", "elastic"):
         steps += [
             A.HorizontalFlip(p=0.5),

@@ -40,7 +40,14 @@ class MedVisionModule(LightningModule):
         return self.step(batch, "test")
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
-        """``<stage>/loss``: per step and per epoch in training, per epoch (all ranks) else."""
+        """``<stage>/loss``: per step and per epoch in training, per epoch (all ranks) else.
+
+        The epoch value is the mean of the per-batch losses weighted by batch size, summed over
+        all processes under DDP (``sync_dist``), so every sample counts once. A loss with a
+        batch-level term (the Dice part of ``bce_dice`` pools the batch) still depends on how
+        samples are grouped into batches, so ``val/loss`` under DDP can differ from a
+        single-process run; the ``val/*`` metrics (torchmetrics) do not.
+        """
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",

@@ -17,6 +17,7 @@ from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
 from medvision.callbacks import run_folder
+from medvision.checkpointing import load_checkpoint
 from medvision.metrics import (
     IGNORE_LABEL,
     best_f1_thresholds,
@@ -327,8 +328,9 @@ class ClassificationModule(MedVisionModule):
         trained = checkpoint.get("hyper_parameters", {}).get("class_names")
         if trained is not None and list(trained) != self.class_names:
             raise ValueError(
-                f"the checkpoint was trained on classes {list(trained)} but this run has "
-                f"{self.class_names}. Use data with the same class folders, or pass "
+                f"the checkpoint was trained on classes {list(trained)} ({len(trained)}) but this "
+                f"run has {self.class_names} ({len(self.class_names)}). Use data with the same "
+                "class folders, or pass "
                 f"--data.class_names {list(trained)} in that order."
             )
 
@@ -354,8 +356,7 @@ def read_classifier_checkpoint(path: str | Path) -> dict:
     are not reliable for this when it is built inside LightningCLI, which hands the whole CLI
     configuration to every module created during instantiation.
     """
-    path = _existing_checkpoint(path)
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return load_checkpoint(_existing_checkpoint(path), mmap=True)
 
 
 def _existing_checkpoint(path: str | Path) -> Path:

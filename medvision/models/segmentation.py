@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
@@ -27,8 +28,10 @@ def create_segmentation_net(
     """``smp.create_model`` for smp's architectures, :class:`FCN` for ``arch="FCN"``.
 
     Pretrained encoder weights come from the internet; offline, this raises an error that says
-    how to go on (``encoder_weights: null``, or a pre-filled cache).
+    how to go on (``encoder_weights: null``, or a pre-filled cache). An unknown ``arch`` or
+    ``encoder_name`` is a one-line ``ValueError`` naming the option and where to find the names.
     """
+    check_net_names(arch, encoder_name)
     with explain_download_failure(
         f"the {encoder_weights!r} weights of encoder {encoder_name!r}",
         "Set encoder_weights: null to train from scratch.",
@@ -48,6 +51,29 @@ def create_segmentation_net(
             in_channels=in_channels,
             classes=classes,
             **kwargs,
+        )
+
+
+def check_net_names(arch: str, encoder_name: str) -> None:
+    """Raise a one-line ``ValueError`` for an ``arch`` or ``encoder_name`` smp does not know.
+
+    ``encoder_name`` is an smp encoder (``smp.encoders.get_encoder_names()``) or a timm model
+    as ``tu-<name>``.
+    """
+    if arch.lower() != "fcn" and arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
+        known = [cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()]
+        raise ValueError(
+            f"unknown arch {arch!r} (model.init_args.arch): use one of {known + ['FCN']}."
+        )
+    if encoder_name.startswith("tu-"):
+        known_encoder = timm.is_model(encoder_name.removeprefix("tu-"))
+    else:
+        known_encoder = encoder_name in smp.encoders.get_encoder_names()
+    if not known_encoder:
+        raise ValueError(
+            f"unknown encoder_name {encoder_name!r} (model.init_args.encoder_name): use an smp "
+            "encoder such as resnet34, efficientnet-b0 or mit_b0 (all: "
+            "smp.encoders.get_encoder_names()), or a timm model as 'tu-<timm name>'."
         )
 
 
@@ -86,7 +112,7 @@ class SegmentationModule(MedVisionModule):
         super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor)
         if num_classes != 1:
             raise ValueError(
-                f"num_classes={num_classes}: SegmentationModule segments one foreground class "
+                f"num_classes={num_classes}, but SegmentationModule segments 1 foreground class "
                 "(binary masks). Multi-class masks are not supported yet."
             )
         # callables and modules are not hyperparameters; a loss given by name is

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from medvision.checkpointing import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,7 @@ def load_pretrained_weights(net: nn.Module, path: str | Path, prefix: str = "net
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained_weights {path} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{path}: cannot be read as a PyTorch state dict or checkpoint "
-            f"({type(exc).__name__}: {exc})."
-        ) from exc
+    state = load_checkpoint(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = {
             key.removeprefix(prefix): value

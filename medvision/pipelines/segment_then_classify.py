@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medvision.checkpointing import load_checkpoint
 from medvision.data.base import SegmentationDataset
 from medvision.data.io import save_png
 from medvision.data.transforms import segmentation_transform
@@ -59,7 +60,7 @@ def predict_lesion_masks(
         return 0
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if image_size is None:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(checkpoint_path)
         image_size = segmenter_image_size(checkpoint, checkpoint_path)
     model = SegmentationModule.load_from_checkpoint(checkpoint_path, map_location=device).eval()
     dataset = SegmentationDataset(
