@@ -1,0 +1,98 @@
+"""The in-memory sample cache: the same samples as decoding every time, and a memory limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medvision.data import LungCTDataModule
+from medvision.data.base import CachedSegmentationDataset
+from tests.conftest import fast_trainer_args, unet_run_args
+
+# float16 keeps [0, 1] intensities to within half a step of 2**-11
+FLOAT16_TOLERANCE = 2.5e-4
+
+
+def _datamodule(lung_dir, cache: bool, augmentation: str = "none", **kwargs) -> LungCTDataModule:
+    datamodule = LungCTDataModule(
+        lung_dir,
+        image_size=48,  # the slices are 64 px: the cache holds them resized
+        augmentation=augmentation,
+        cache=cache,
+        num_workers=0,
+        **kwargs,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _samples(dataset, seed: int = 0) -> list[dict]:
+    torch.manual_seed(seed)  # the augmentation stream is seeded from torch.initial_seed()
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def _assert_same(cached: list[dict], plain: list[dict]) -> None:
+    assert len(cached) == len(plain)
+    for ours, theirs in zip(cached, plain, strict=True):
+        assert ours["path"] == theirs["path"] and ours["mask_path"] == theirs["mask_path"]
+        assert torch.equal(ours["original_size"], theirs["original_size"])
+        assert ours["image"].dtype == theirs["image"].dtype == torch.float32
+        assert ours["image"].shape == theirs["image"].shape == (1, 48, 48)
+        torch.testing.assert_close(ours["image"], theirs["image"], atol=FLOAT16_TOLERANCE, rtol=0)
+        assert torch.equal(ours["mask"], theirs["mask"])
+
+
+@pytest.mark.parametrize("stage", ["train", "val", "test"])
+def test_cached_samples_equal_uncached_without_augmentation(lung_dir, stage):
+    cached = _datamodule(lung_dir, cache=True).datasets[stage]
+    plain = _datamodule(lung_dir, cache=False).datasets[stage]
+    assert isinstance(cached, CachedSegmentationDataset)
+    assert cached.images.dtype == np.float16 and cached.masks.dtype == np.uint8
+    _assert_same(_samples(cached), _samples(plain))
+
+
+@pytest.mark.parametrize("augmentation", ["basic", "elastic"])
+def test_cached_samples_equal_uncached_with_the_same_seeded_augmentation(lung_dir, augmentation):
+    cached = _datamodule(lung_dir, cache=True, augmentation=augmentation).datasets["train"]
+    plain = _datamodule(lung_dir, cache=False, augmentation=augmentation).datasets["train"]
+    augmented = _samples(cached, seed=3)
+    _assert_same(augmented, _samples(plain, seed=3))
+    unaugmented = _samples(_datamodule(lung_dir, cache=True).datasets["train"])
+    changed = [
+        not torch.equal(a["mask"], b["mask"]) for a, b in zip(augmented, unaugmented, strict=True)
+    ]
+    assert any(changed)  # the cache really augments, it does not replay the resized sample
+
+
+def test_cached_loader_with_worker_processes_gives_every_sample(lung_dir):
+    datamodule = _datamodule(lung_dir, cache=True, batch_size=4)
+    datamodule.num_workers = 2
+    plain = {s["path"]: s for s in _samples(_datamodule(lung_dir, cache=False).datasets["val"])}
+    seen = []
+    for batch in datamodule.val_dataloader():
+        for path, image, mask in zip(batch["path"], batch["image"], batch["mask"], strict=True):
+            seen.append(path)
+            torch.testing.assert_close(image, plain[path]["image"], atol=FLOAT16_TOLERANCE, rtol=0)
+            assert torch.equal(mask, plain[path]["mask"])
+    assert sorted(seen) == sorted(plain)
+
+
+def test_cache_above_the_limit_is_refused_with_the_option_to_raise(lung_dir):
+    # 20 slices at 48x48: 20 * 48 * 48 * 3 bytes = 138 kB
+    with pytest.raises(ValueError, match=r"0\.00 GB.*cache_limit_gb=0\.0001.*cache: false"):
+        _datamodule(lung_dir, cache=True, cache_limit_gb=1e-4)
+    datamodule = _datamodule(lung_dir, cache=True, cache_limit_gb=2e-4)
+    assert sum(d.nbytes() for d in datamodule.datasets.values()) == 20 * 48 * 48 * 3
+
+
+def test_fit_from_the_cli_with_the_cache(lung_dir, tmp_path):
+    from medvision.cli import main
+
+    main(
+        [
+            "fit",
+            *unet_run_args(tmp_path, lung_dir, *fast_trainer_args(tmp_path)),
+            "--data.init_args.cache=true",
+        ]
+    )
