@@ -27,13 +27,18 @@ from lung_segmentation import machine  # noqa: E402  (same machine line as the l
 from medvision.checkpointing import AtomicCheckpointIO  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     writers = {
         "Lightning TorchCheckpointIO": TorchCheckpointIO().save_checkpoint,

@@ -291,9 +291,8 @@ def write_docs(report: str, tag: str) -> None:
     print(f"Written to {DOCS} ({tag})", file=sys.stderr)
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["--timed-medvision"]:
-        return timed_medvision(sys.argv[2:])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -317,7 +316,13 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep arms already run in --out")
     parser.add_argument("--write-docs", action="store_true", help=f"put the table into {DOCS.name}")
     parser.add_argument("--docs-tag", default="main", help="which table of the page to replace")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--timed-medvision"]:
+        return timed_medvision(sys.argv[2:])
+    args = build_parser().parse_args()
     args.data_dir = args.data_dir.resolve()
     if not (args.data_dir / "train").is_dir() or not (args.data_dir / "val").is_dir():
         sys.exit(f"{args.data_dir} needs train/<CLASS>/ and val/<CLASS>/ folders")

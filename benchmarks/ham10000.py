@@ -283,7 +283,8 @@ def write_docs(text: str, command: str) -> None:
         DOCS.write_text(f"# HAM10000 lesion segmentation\n\n{block}\n")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -319,7 +320,11 @@ def main() -> None:
     parser.add_argument(
         "--write-docs", action="store_true", help=f"put the table into {DOCS.relative_to(REPO)}"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.data_dir = args.data_dir.resolve()
     if not (args.data_dir / "HAM10000_metadata.csv").is_file():
         sys.exit(

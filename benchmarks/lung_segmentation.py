@@ -273,7 +273,8 @@ def machine() -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -288,7 +289,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not (args.data_dir / "2d_images").is_dir():
         sys.exit(f"{args.data_dir} is not a Kaggle-layout lung CT folder (2d_images/, 2d_masks/)")
     out = args.out or Path(tempfile.mkdtemp(prefix="medvision_lung_bench_"))

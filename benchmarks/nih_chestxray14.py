@@ -108,7 +108,8 @@ def format_report(per_label: list[dict], best: dict, args) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data-dir", type=Path, default=REPO.parent / "shared/data/nih_chestxray14"
@@ -122,7 +123,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs/nih_benchmark")
     parser.add_argument("--write-docs", action="store_true", help=f"write the table to {DOCS}")
     parser.add_argument("--reuse", type=Path, help="print the table of this finished run folder")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.data_dir = args.data_dir.resolve()
     run_dir = args.reuse or args.out / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=bool(args.reuse))

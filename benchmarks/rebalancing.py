@@ -214,7 +214,8 @@ def write_docs(text: str, dataset: str) -> None:
     DOCS.write_text(pattern.sub(lambda _: f"{start}\n\n{text}\n\n{end}", doc))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -234,7 +235,11 @@ def main() -> None:
         help="print only the training diagnostics of finished runs in --out (no training)",
     )
     parser.add_argument("extra", nargs="*", help="more CLI overrides for every arm, after --")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     args.out.mkdir(parents=True, exist_ok=True)

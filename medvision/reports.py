@@ -51,15 +51,15 @@ def format_per_class_table(rows: list[dict]) -> str:
 
 def confusion_matrix_image(confusion: np.ndarray, class_names: list[str]) -> np.ndarray:
     """Render counts (rows: true, columns: predicted) with row-normalized shading; uint8 RGB."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: leave the process's backend alone
 
     confusion = np.asarray(confusion)
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.8 * len(class_names)
-    figure, axes = plt.subplots(figsize=(size + 1.0, size), dpi=100)
+    figure = Figure(figsize=(size + 1.0, size), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
     axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, col), count in np.ndenumerate(confusion):
         color = "white" if shares[row, col] > 0.5 else "black"
@@ -72,10 +72,8 @@ def confusion_matrix_image(confusion: np.ndarray, class_names: list[str]) -> np.
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def write_classification_report(

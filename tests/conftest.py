@@ -165,3 +165,35 @@ def rebalance_run_args(
         "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu",
     ]
+
+
+def unet_cv_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """Fit arguments for a quick cross-validation: the small U-Net, 2 training batches, 1 val.
+
+    A test split of 20% (4 of 20 synthetic slices) leaves enough images for a comparison figure.
+    """
+    quick = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+    ]
+    split = ["--data.init_args.test_fraction=0.2"]
+    return unet_run_args(root, data_dir, *quick, *split, *extra)
+
+
+@pytest.fixture(scope="session")
+def unet_cv(tmp_path_factory) -> dict:
+    """A finished 2-fold ``medvision-cv`` of :func:`unet_cv_args` (run once per session).
+
+    Keys: ``output`` (the CV folder), ``data_dir`` (20 synthetic 64x64 slices), ``args``.
+    """
+    from medvision.crossval import main as cv_main
+
+    base = tmp_path_factory.mktemp("unet_cv")
+    data_dir = base / "lung_ct"
+    write_lung_ct(data_dir, num_slices=20, size=64, seed=0)
+    args = unet_cv_args(base / "runs", data_dir)
+    output = base / "cv"
+    cv_main(["--folds", "2", "--output", str(output), *args])
+    return {"output": output, "data_dir": data_dir, "args": args}
