@@ -15,6 +15,8 @@ from torch.utils.data import DistributedSampler
 from medvision.data import LungCTDataModule
 from tests.conftest import REPO, unet_run_args
 
+DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
 # 20 slices: test 2, val 5 (odd, so a padding sampler would repeat one), train 13
 SPLIT = ["--data.init_args.val_fraction=0.25", "--data.init_args.test_fraction=0.1"]
 
@@ -73,7 +75,9 @@ def _ddp_fit(root: Path, data_dir: Path) -> Path:
         "--trainer.limit_train_batches=2",
         "--trainer.num_sanity_val_steps=0",
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # an earlier in-process run in this pytest process may leave its (still bound) port here
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     result = subprocess.run(
         [sys.executable, "-m", "medvision.cli", "fit", *args],
         cwd=REPO,
