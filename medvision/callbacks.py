@@ -437,8 +437,9 @@ class NonFiniteError(FloatingPointError):
 class NonFiniteGuard(Callback):
     """Stops training at a NaN or infinite loss or gradient, saying where and what to do.
 
-    The loss is checked before each backward pass and the gradients before each optimizer
-    step (not under a ``16-mixed`` gradient scaler, which skips overflowing steps itself). The
+    Before each optimizer step, the losses of its backward passes and the gradients (not
+    under a ``16-mixed`` gradient scaler, which skips overflowing steps itself) are checked
+    together, in one wait for the GPU per step. The
     error names the epoch, step and batch, the batch's files (the samples' ``path``) and the
     newest checkpoint saved so far, from which to resume after fixing the cause. With
     ``max_skipped`` above 0, up to that many such steps are skipped instead (their gradients
@@ -454,25 +455,24 @@ class NonFiniteGuard(Callback):
         self.skipped = 0
         self._files: list[str] = []
         self._batch_idx = -1
-        self._fault: str | None = None
+        self._losses: list[torch.Tensor] = []
 
     def on_train_batch_start(self, trainer: Trainer, pl_module, batch, batch_idx: int) -> None:
         paths = batch.get("path") if isinstance(batch, dict) else None
         self._files = [str(p) for p in paths] if paths is not None else []
         self._batch_idx = batch_idx
-        self._fault = None
 
     def on_before_backward(self, trainer: Trainer, pl_module, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            self._fault = f"the loss is {loss.detach().float().flatten()[0].item()}"
+        # kept on the device: the check waits for the GPU once per step, before the update
+        self._losses.append(loss.detach())
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        if self._fault is None and not _scales_gradients(trainer) and not _finite_grads(params):
-            self._fault = "a gradient is NaN or infinite"
-        if self._fault is None:
+        losses, self._losses = self._losses, []
+        check_grads = not _scales_gradients(trainer)
+        fault = _non_finite(losses, params if check_grads else [])
+        if fault is None:
             return
-        self._fault, fault = None, self._fault
         self.skipped += 1
         if self.skipped > self.max_skipped:
             raise NonFiniteError(self._message(trainer, fault))
@@ -512,11 +512,18 @@ def _scales_gradients(trainer: Trainer) -> bool:
     return getattr(trainer.precision_plugin, "scaler", None) is not None
 
 
-def _finite_grads(params: list[torch.Tensor]) -> bool:
+def _non_finite(losses: list[torch.Tensor], params: list[torch.Tensor]) -> str | None:
+    """What is NaN or infinite among the step's losses and the gradients, in one device sync."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+    values = [loss.float().flatten() for loss in losses]
+    if grads:
+        values.append(torch.stack(torch._foreach_norm(grads)).float())
+    if not values or bool(torch.isfinite(torch.cat(values)).all()):
+        return None
+    for loss in losses:
+        if not torch.isfinite(loss).all():
+            return f"the loss is {loss.float().flatten()[0].item()}"
+    return "a gradient is NaN or infinite"
 
 
 def _newest_checkpoint(trainer: Trainer) -> str | None:

@@ -39,6 +39,7 @@ def test_every_yaml_is_covered():
         "data/lung_ct.yaml",
         "data/chest_xray.yaml",
         "trainer/gpu_amp.yaml",
+        "trainer/gpu_amp_fp16.yaml",
         "trainer/ddp.yaml",
         "logger/wandb.yaml",
         "rebalancing/class_weighted.yaml",

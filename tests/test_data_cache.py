@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from medvision.data import LungCTDataModule
+from medvision.data import HAM10000DataModule, LungCTDataModule
 from medvision.data.base import CachedSegmentationDataset
 from tests.conftest import fast_trainer_args, unet_run_args
 
@@ -32,13 +33,14 @@ def _samples(dataset, seed: int = 0) -> list[dict]:
     return [dataset[i] for i in range(len(dataset))]
 
 
-def _assert_same(cached: list[dict], plain: list[dict]) -> None:
+def _assert_same(cached: list[dict], plain: list[dict], shape=(1, 48, 48)) -> None:
     assert len(cached) == len(plain)
     for ours, theirs in zip(cached, plain, strict=True):
         assert ours["path"] == theirs["path"] and ours["mask_path"] == theirs["mask_path"]
         assert torch.equal(ours["original_size"], theirs["original_size"])
         assert ours["image"].dtype == theirs["image"].dtype == torch.float32
-        assert ours["image"].shape == theirs["image"].shape == (1, 48, 48)
+        assert ours["image"].shape == theirs["image"].shape == shape
+        assert ours["mask"].shape == theirs["mask"].shape == (1, *shape[1:])
         torch.testing.assert_close(ours["image"], theirs["image"], atol=FLOAT16_TOLERANCE, rtol=0)
         assert torch.equal(ours["mask"], theirs["mask"])
 
@@ -50,6 +52,13 @@ def test_cached_samples_equal_uncached_without_augmentation(lung_dir, stage):
     assert isinstance(cached, CachedSegmentationDataset)
     assert cached.images.dtype == np.float16 and cached.masks.dtype == np.uint8
     _assert_same(_samples(cached), _samples(plain))
+
+
+def test_an_empty_split_is_cached_as_empty(lung_dir):
+    datamodule = _datamodule(lung_dir, cache=True, test_fraction=0.0)
+    assert len(datamodule.datasets["train"]) > 0
+    empty = [name for name, data in datamodule.datasets.items() if len(data) == 0]
+    assert empty and all(len(datamodule.datasets[name].images) == 0 for name in empty)
 
 
 @pytest.mark.parametrize("augmentation", ["basic", "elastic"])
@@ -96,3 +105,50 @@ def test_fit_from_the_cli_with_the_cache(lung_dir, tmp_path):
             "--data.init_args.cache=true",
         ]
     )
+
+
+# --- HAM10000 lesion segmentation: 48x64 images cached at a non-square 40x56 ---------------------
+
+
+def _ham(ham_dir, cache: bool, augmentation: str = "none", **kwargs) -> HAM10000DataModule:
+    datamodule = HAM10000DataModule(
+        ham_dir,
+        task="segmentation",
+        image_size=[40, 56],  # height x width, from 48x64 files
+        augmentation=augmentation,
+        cache=cache,
+        num_workers=0,
+        **kwargs,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+@pytest.mark.parametrize("augmentation", ["none", "basic"])
+def test_ham_cached_samples_equal_uncached_ones(ham_dir, augmentation):
+    first = sorted((ham_dir / "masks").iterdir())[0]
+    Image.open(first).resize((32, 24), Image.NEAREST).save(first)  # resized to its image
+    cached = _ham(ham_dir, cache=True, augmentation=augmentation)
+    plain = _ham(ham_dir, cache=False, augmentation=augmentation)
+    assert str(first) in {str(p) for d in cached.datasets.values() for p in d.mask_paths}
+    for stage in ("train", "val", "test"):
+        assert isinstance(cached.datasets[stage], CachedSegmentationDataset)
+        assert cached.datasets[stage].images.shape[1:] == (40, 56, 3)
+        ours, theirs = _samples(cached.datasets[stage], 3), _samples(plain.datasets[stage], 3)
+        _assert_same(ours, theirs, shape=(3, 40, 56))
+
+
+def test_ham_cache_takes_seven_bytes_a_pixel(ham_dir):
+    datamodule = _ham(ham_dir, cache=True)
+    count = sum(len(d) for d in datamodule.datasets.values())
+    assert sum(d.nbytes() for d in datamodule.datasets.values()) == count * 40 * 56 * 7
+
+
+def test_ham_cache_is_for_segmentation_only(ham_dir):
+    with pytest.raises(ValueError, match="task: segmentation.*cache: false"):
+        HAM10000DataModule(ham_dir, task="classification", cache=True)
+
+
+def test_ham_cache_above_the_limit_is_refused(ham_dir):
+    with pytest.raises(ValueError, match=r"cache_limit_gb=1e-06.*cache: false"):
+        _ham(ham_dir, cache=True, cache_limit_gb=1e-6)

@@ -26,7 +26,12 @@ from medvision.data.io import (
     write_csv,
 )
 from medvision.data.samplers import WeightedClassSampler
-from medvision.data.transforms import reseed_for_worker
+from medvision.data.transforms import (
+    BatchSegmentationAugmentation,
+    as_hw,
+    reseed_for_worker,
+    segmentation_transform,
+)
 
 T = TypeVar("T")
 BadFiles = Literal["error", "exclude"]
@@ -335,7 +340,8 @@ class CachedSegmentationDataset(SegmentationDataset):
     2.5e-4 from the float32 of the uncached path in [0, 1]), masks as uint8, each split in one
     array: filled in the main process before loader workers fork, they are shared
     copy-on-write by the workers (with the ``spawn`` start method each worker gets a copy).
-    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``.
+    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``. ``image_size`` is
+    ``(height, width)``; ``resize_masks`` as in :class:`SegmentationDataset`.
     """
 
     def __init__(
@@ -348,8 +354,11 @@ class CachedSegmentationDataset(SegmentationDataset):
         in_channels: int = 1,
         intensity_window: tuple[float, float] | None = None,
         max_bytes: float = 4e9,
+        resize_masks: bool = False,
     ) -> None:
-        super().__init__(image_paths, mask_paths, resize, in_channels, intensity_window)
+        super().__init__(
+            image_paths, mask_paths, resize, in_channels, intensity_window, resize_masks
+        )
         self.augment = augment
         self.image_size = image_size
         self.max_bytes = max_bytes
@@ -375,9 +384,13 @@ class CachedSegmentationDataset(SegmentationDataset):
         with ThreadPoolExecutor(default_num_workers()) as pool:
             decoded = list(pool.map(self._resized, range(len(self))))
         self.samples = [sample for sample, _, _ in decoded]
-        self.images = np.stack([image for _, image, _ in decoded]).astype(np.float16)
+        height, width = self.image_size
+        empty = (0, height, width, self.in_channels)  # an empty split (e.g. test_fraction: 0)
+        images = [image for _, image, _ in decoded]
+        self.images = (np.stack(images) if images else np.zeros(empty)).astype(np.float16)
         if self.mask_paths is not None:
-            self.masks = np.stack([mask for _, _, mask in decoded]).astype(np.uint8)
+            masks = [mask for _, _, mask in decoded]
+            self.masks = (np.stack(masks) if masks else np.zeros(empty[:3])).astype(np.uint8)
 
     def _resized(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
         sample, image, mask = self._decode(index)
@@ -394,6 +407,88 @@ class CachedSegmentationDataset(SegmentationDataset):
         image = self.images[index].astype(np.float32)
         mask = None if self.masks is None else self.masks[index]
         return self._finish(sample, self.augment, image, mask)
+
+
+def segmentation_dataset(
+    images: Sequence[Path],
+    masks: Sequence[Path] | None,
+    image_size: int | tuple[int, int],
+    augmentation: str,
+    cache: bool = False,
+    cache_limit_gb: float = 4.0,
+    **kwargs,
+) -> SegmentationDataset:
+    """A :class:`SegmentationDataset` at ``image_size`` augmented with ``augmentation``.
+
+    With ``cache`` it is a :class:`CachedSegmentationDataset` (resize once, augment on each
+    access; call :func:`fill_caches` before reading). ``kwargs``: ``in_channels``,
+    ``intensity_window``, ``resize_masks``.
+    """
+    if not cache:
+        return SegmentationDataset(
+            images, masks, segmentation_transform(image_size, augmentation), **kwargs
+        )
+    return CachedSegmentationDataset(
+        images,
+        masks,
+        segmentation_transform(image_size, "none"),
+        segmentation_transform(image_size, augmentation, resize=False),
+        as_hw(image_size),
+        max_bytes=cache_limit_gb * 1e9,
+        **kwargs,
+    )
+
+
+def fill_caches(
+    datasets: dict[str, CachedSegmentationDataset], cache_limit_gb: float, source: Path
+) -> None:
+    """Check the caches of all splits together against ``cache_limit_gb``, then fill and log.
+
+    ``source`` (the data folder) is named in the error when the caches would not fit.
+    """
+    sizes = {stage: data.nbytes() for stage, data in datasets.items()}
+    total, count = sum(sizes.values()), sum(len(d) for d in datasets.values())
+    if total > cache_limit_gb * 1e9:
+        raise ValueError(
+            f"cache: true would keep {count} samples from {source} in {total / 1e9:.2f} GB of "
+            f"memory, above cache_limit_gb={cache_limit_gb:g}. Raise "
+            "--data.init_args.cache_limit_gb if the machine has the memory (each DDP process "
+            "keeps its own cache), or set cache: false."
+        )
+    for dataset in datasets.values():
+        dataset.fill_cache()
+    height, width = next(iter(datasets.values())).image_size
+    log.info(
+        "Cached %s decoded samples at %sx%s in memory: %.2f MB (%s)",
+        count,
+        height,
+        width,
+        total / 1e6,
+        ", ".join(f"{stage} {size / 1e6:.2f} MB" for stage, size in sizes.items()),
+    )
+
+
+def batch_augmentation_for(
+    augmentation: str, cache: bool, gpu_augmentation: bool, seed: int
+) -> BatchSegmentationAugmentation | None:
+    """The batched augmentation that ``gpu_augmentation: true`` asks for, or None when off.
+
+    Refuses it without ``cache: true`` and for presets other than ``none``/``basic``.
+    """
+    if not gpu_augmentation:
+        return None
+    if not cache:
+        raise ValueError(
+            "gpu_augmentation: true augments the in-memory cache's samples on the device and "
+            "needs cache: true (--data.init_args.cache=true); or set gpu_augmentation: false."
+        )
+    if augmentation not in BatchSegmentationAugmentation.presets:
+        raise ValueError(
+            f"augmentation: {augmentation} runs on the CPU only; with gpu_augmentation: true "
+            f"use augmentation {' or '.join(BatchSegmentationAugmentation.presets)}, or set "
+            "gpu_augmentation: false."
+        )
+    return BatchSegmentationAugmentation(augmentation, seed=seed)
 
 
 class ClassificationDataset(Dataset):
@@ -488,6 +583,11 @@ class MedVisionDataModule(L.LightningDataModule):
     ``checkpoints/``; nothing is written when no trainer is attached). In ``predict`` a bad
     file never stops the others: it is left out, warned about and kept in
     :attr:`predict_failures` (which the prediction writer puts in ``failed.csv``).
+
+    When a subclass sets :attr:`batch_augmentation` (a
+    :class:`~medvision.data.transforms.BatchSegmentationAugmentation`), training batches get
+    it in :meth:`on_after_batch_transfer`, on the device, after the transfer; its random stream
+    restarts at ``setup("fit")`` from its seed plus the process's global rank.
     """
 
     def __init__(
@@ -504,6 +604,7 @@ class MedVisionDataModule(L.LightningDataModule):
         self.predict_failures: list[BadFile] = []
         self._class_counts: dict[str, int] | None = None
         self._known_counts: dict[str, int] | None = None
+        self.batch_augmentation: BatchSegmentationAugmentation | None = None
 
     @property
     def num_classes(self) -> int:
@@ -524,6 +625,22 @@ class MedVisionDataModule(L.LightningDataModule):
             self.datasets["predict"] = self._predict_dataset()
         elif "train" not in self.datasets:
             self._setup_splits()
+        if stage == "fit" and self.batch_augmentation is not None:
+            self.batch_augmentation.reseed(self.trainer.global_rank if self.trainer else 0)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Run :attr:`batch_augmentation` on a training batch's ``image`` and ``mask``.
+
+        Lightning calls this on the device the batch was moved to. Batches of validation,
+        test, predict and the sanity check, and every batch when no augmentation is set,
+        pass unchanged.
+        """
+        trainer = self.trainer
+        if self.batch_augmentation is None or trainer is None or not trainer.training:
+            return batch
+        batch = dict(batch)
+        batch["image"], batch["mask"] = self.batch_augmentation(batch["image"], batch["mask"])
+        return batch
 
     def _setup_splits(self) -> None:
         """Fill ``self.datasets`` with ``train``, ``val`` (and ``test``) splits."""
@@ -669,6 +786,7 @@ __all__ = [
     "bad_file",
     "BadFile",
     "BadFiles",
+    "batch_augmentation_for",
     "check_image",
     "check_pair",
     "check_same_size",
@@ -676,11 +794,13 @@ __all__ = [
     "ClassificationDataset",
     "default_num_workers",
     "distinct_stems",
+    "fill_caches",
     "grouped_split_indices",
     "MedVisionDataModule",
     "problem_report",
     "resize_mask",
     "scan_files",
+    "segmentation_dataset",
     "SegmentationDataset",
     "split_indices",
     "stratified_split",

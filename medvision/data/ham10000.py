@@ -22,19 +22,18 @@ from medvision.data.base import (
     BadFiles,
     ClassificationDataset,
     MedVisionDataModule,
-    SegmentationDataset,
+    batch_augmentation_for,
     check_pair,
     distinct_stems,
+    fill_caches,
     grouped_split_indices,
     problem_report,
     scan_files,
+    segmentation_dataset,
 )
 from medvision.data.io import IMAGE_SUFFIXES, binarize_mask, list_images, read_image
 from medvision.data.lesion_focus import LesionFocus
-from medvision.data.transforms import (
-    classification_transform,
-    segmentation_transform,
-)
+from medvision.data.transforms import classification_transform
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,20 @@ class HAM10000DataModule(MedVisionDataModule):
     with ``bad_files: exclude`` (see :class:`~medvision.data.base.MedVisionDataModule`).
     Images without a metadata row are not used, and their number is logged. In ``predict`` an
     unreadable image is left out and reported; the others are predicted.
+
+    ``cache: true`` (``task: segmentation`` only) decodes and resizes every train/val/test
+    image and mask once in ``setup`` and keeps them in memory: float16 images and uint8 masks,
+    7 bytes per pixel, so HAM10000's 10,015 images at 192x256 take 3.4 GB; setup refuses above
+    ``cache_limit_gb`` (see :class:`~medvision.data.base.CachedSegmentationDataset`). Each epoch
+    then runs the augmentation only. Predict never caches.
+
+    ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
+    moves the augmentation off the loader: training samples leave the cache unaugmented, and
+    each training batch is flipped and shift-scale-rotated on the device it was moved to, image
+    and mask alike, in :meth:`on_after_batch_transfer` (see
+    :class:`~medvision.data.transforms.BatchSegmentationAugmentation`; its random stream is
+    seeded from ``seed``). The LightningModule must not override ``on_after_batch_transfer``:
+    Lightning would call only the datamodule's.
     """
 
     diagnoses = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -124,8 +137,16 @@ class HAM10000DataModule(MedVisionDataModule):
         batch_size: int = 16,
         num_workers: int | None = None,
         bad_files: BadFiles = "error",
+        cache: bool = False,
+        cache_limit_gb: float = 4.0,
+        gpu_augmentation: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        if cache and task != "segmentation":
+            raise ValueError(
+                "cache: true keeps decoded images and masks for task: segmentation; set "
+                "cache: false for task: classification."
+            )
         if lesion_focus != "none" and (task != "classification" or lesion_mask_dir is None):
             raise ValueError(
                 "lesion_focus needs task: classification and a lesion_mask_dir (filled by "
@@ -162,6 +183,11 @@ class HAM10000DataModule(MedVisionDataModule):
             self.focus = LesionFocus(lesion_mask_dir, lesion_focus, lesion_margin)
         self.lesion_segmenter = None if lesion_segmenter is None else Path(lesion_segmenter)
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self.cache = cache
+        self.cache_limit_gb = cache_limit_gb
+        self.batch_augmentation = batch_augmentation_for(
+            augmentation, cache, gpu_augmentation, seed
+        )
         self.save_hyperparameters()
 
     # --- dataset facts, linked to the model by the CLI -------------------------------------
@@ -218,13 +244,16 @@ class HAM10000DataModule(MedVisionDataModule):
         stratify = [self.diagnoses.index(r.dx) for r in records]  # by dx even when merged
         indices = grouped_split_indices([r.lesion_id for r in records], stratify, **self.split)
         for stage, idx in indices.items():
-            augmentation = self.augmentation if stage == "train" else "none"
+            on_cpu = stage == "train" and self.batch_augmentation is None
             self.datasets[stage] = self._dataset(
                 [images[i] for i in idx],
                 None if masks is None else [masks[i] for i in idx],
                 [labels[i] for i in idx],
-                augmentation,
+                self.augmentation if on_cpu else "none",
+                self.cache,
             )
+        if self.cache:
+            fill_caches(self.datasets, self.cache_limit_gb, self.data_dir)
         counts = Counter(labels[i] for i in indices["train"])
         self._class_counts = {name: counts[i] for i, name in enumerate(self.class_names)}
         log.info(
@@ -332,12 +361,15 @@ class HAM10000DataModule(MedVisionDataModule):
             )
         return good, bad
 
-    def _dataset(self, images, masks, labels, augmentation):
+    def _dataset(self, images, masks, labels, augmentation, cache: bool = False):
         if self.task == "segmentation":
-            return SegmentationDataset(
+            return segmentation_dataset(
                 images,
                 masks,
-                segmentation_transform(self.image_size, augmentation),
+                self.image_size,
+                augmentation,
+                cache=cache,
+                cache_limit_gb=self.cache_limit_gb,
                 in_channels=3,
                 resize_masks=True,
             )

@@ -14,17 +14,19 @@ from pathlib import Path
 from medvision.data.base import (
     BadFile,
     BadFiles,
-    CachedSegmentationDataset,
     MedVisionDataModule,
     SegmentationDataset,
+    batch_augmentation_for,
     check_pair,
     distinct_stems,
+    fill_caches,
     scan_files,
+    segmentation_dataset,
     split_indices,
 )
 from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
 from medvision.data.synthetic import write_lung_ct
-from medvision.data.transforms import SegmentationAugmentation, as_hw, segmentation_transform
+from medvision.data.transforms import SegmentationAugmentation
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,14 @@ class LungCTDataModule(MedVisionDataModule):
     epoch runs the augmentation only (see
     :class:`~medvision.data.base.CachedSegmentationDataset`). Setup refuses when the cache would
     exceed ``cache_limit_gb``. Predict never caches.
+
+    ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
+    moves the augmentation off the loader: training samples leave the cache unaugmented, and
+    each training batch is flipped and shift-scale-rotated on the device it was moved to, image
+    and mask alike, in :meth:`on_after_batch_transfer` (see
+    :class:`~medvision.data.transforms.BatchSegmentationAugmentation`; its random stream is
+    seeded from ``seed``). The LightningModule must not override ``on_after_batch_transfer``:
+    Lightning would call only the datamodule's.
     """
 
     num_classes = 1
@@ -86,6 +96,7 @@ class LungCTDataModule(MedVisionDataModule):
         bad_files: BadFiles = "error",
         cache: bool = False,
         cache_limit_gb: float = 4.0,
+        gpu_augmentation: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
         if in_channels not in (1, 3):
@@ -106,6 +117,9 @@ class LungCTDataModule(MedVisionDataModule):
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
+        self.batch_augmentation = batch_augmentation_for(
+            augmentation, cache, gpu_augmentation, seed
+        )
         self.save_hyperparameters()
 
     def _setup_splits(self) -> None:
@@ -115,12 +129,15 @@ class LungCTDataModule(MedVisionDataModule):
         images, masks = [image for image, _ in pairs], [mask for _, mask in pairs]
         indices = split_indices(len(images), **self.split)
         for stage, idx in indices.items():
-            augmentation = self.augmentation if stage == "train" else "none"
+            on_cpu = stage == "train" and self.batch_augmentation is None
             self.datasets[stage] = self._dataset(
-                [images[i] for i in idx], [masks[i] for i in idx], augmentation, self.cache
+                [images[i] for i in idx],
+                [masks[i] for i in idx],
+                self.augmentation if on_cpu else "none",
+                self.cache,
             )
         if self.cache:
-            self._fill_caches()
+            fill_caches(self.datasets, self.cache_limit_gb, self.data_dir)
         log.info(
             "Lung CT %s: %s", self.data_dir, ", ".join(f"{k} {len(v)}" for k, v in indices.items())
         )
@@ -160,46 +177,16 @@ class LungCTDataModule(MedVisionDataModule):
             )
         return list(zip(images, masks or [None] * len(images), strict=True)), unpaired
 
-    def _fill_caches(self) -> None:
-        """Check the cache of all splits against ``cache_limit_gb``, then fill and log it."""
-        sizes = {stage: data.nbytes() for stage, data in self.datasets.items()}
-        total = sum(sizes.values())
-        if total > self.cache_limit_gb * 1e9:
-            raise ValueError(
-                f"cache: true would keep {sum(len(d) for d in self.datasets.values())} samples "
-                f"from {self.data_dir} in {total / 1e9:.2f} GB of memory, above cache_limit_gb="
-                f"{self.cache_limit_gb:g}. Raise --data.init_args.cache_limit_gb if the machine "
-                "has the memory (each DDP process keeps its own cache), or set cache: false."
-            )
-        for dataset in self.datasets.values():
-            dataset.fill_cache()
-        log.info(
-            "Cached %s decoded samples at %s in memory: %.2f MB (%s)",
-            sum(len(d) for d in self.datasets.values()),
-            "x".join(map(str, as_hw(self.image_size))),
-            sum(sizes.values()) / 1e6,
-            ", ".join(f"{stage} {size / 1e6:.2f} MB" for stage, size in sizes.items()),
-        )
-
     def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
-        if cache:
-            dataset = CachedSegmentationDataset(
-                images,
-                masks,
-                segmentation_transform(self.image_size, "none"),
-                segmentation_transform(self.image_size, augmentation, resize=False),
-                as_hw(self.image_size),
-                self.in_channels,
-                self.intensity_window,
-                max_bytes=self.cache_limit_gb * 1e9,
-            )
-            return dataset
-        return SegmentationDataset(
+        return segmentation_dataset(
             images,
             masks,
-            segmentation_transform(self.image_size, augmentation),
-            self.in_channels,
-            self.intensity_window,
+            self.image_size,
+            augmentation,
+            cache=cache,
+            cache_limit_gb=self.cache_limit_gb,
+            in_channels=self.in_channels,
+            intensity_window=self.intensity_window,
         )
 
 

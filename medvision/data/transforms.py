@@ -1,19 +1,31 @@
-"""Albumentations pipelines: resizing plus named augmentation presets.
+"""Augmentation: albumentations pipelines (resizing plus named presets) and a batched one.
 
 Image and mask go through one ``Compose`` call, so every geometric change hits both alike.
 Images are resized with area/linear interpolation, masks with nearest neighbour.
+:class:`BatchSegmentationAugmentation` applies the ``basic`` segmentation preset to a whole
+batch of tensors on its device (GPU-side augmentation of the in-memory cache).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import albumentations as A
 import cv2
 import torch
+import torch.nn.functional as F
 
 SegmentationAugmentation = Literal["none", "basic", "elastic"]
 ClassificationAugmentation = Literal["none", "basic", "strong"]
+BatchAugmentation = Literal["none", "basic"]
+
+# The ``basic`` segmentation preset, shared by the CPU pipeline and the batched one.
+BASIC_HORIZONTAL_FLIP = 0.5  # probability
+BASIC_AFFINE = 0.7  # probability of the shift-scale-rotate
+BASIC_TRANSLATE = 0.0625  # at most this fraction of the width (x) and of the height (y)
+BASIC_SCALE = (0.9, 1.1)  # x and y drawn independently
+BASIC_ROTATE = 15.0  # degrees, either way
 
 
 def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -51,15 +63,15 @@ def segmentation_transform(
         )
     if augmentation in ("basic", "elastic"):
         steps += [
-            A.HorizontalFlip(p=0.5),
+            A.HorizontalFlip(p=BASIC_HORIZONTAL_FLIP),
             A.Affine(
-                translate_percent=(-0.0625, 0.0625),
-                scale=(0.9, 1.1),
-                rotate=(-15, 15),
+                translate_percent=(-BASIC_TRANSLATE, BASIC_TRANSLATE),
+                scale=BASIC_SCALE,
+                rotate=(-BASIC_ROTATE, BASIC_ROTATE),
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
                 fill_mask=0,
-                p=0.7,
+                p=BASIC_AFFINE,
             ),
         ]
     if augmentation == "elastic":
@@ -134,3 +146,190 @@ def reseed_for_worker(transform: A.Compose, last_seed: int | None) -> int | None
     if seed != last_seed:
         transform.set_random_seed(seed % 2**32)
     return seed
+
+
+class BatchSegmentationAugmentation(torch.nn.Module):
+    """The ``basic`` segmentation preset on a whole batch of tensors, on the batch's device.
+
+    For samples that are already tensors at the training size (the in-memory cache with
+    ``gpu_augmentation: true``): ``forward(images, masks)`` takes float ``N x C x H x W``
+    images and float ``N x 1 x H x W`` masks of 0/1 on any one device and returns both,
+    augmented alike, with the same shapes, dtypes and device.
+
+    Presets:
+        ``none``: the batch unchanged.
+        ``basic``: as :func:`segmentation_transform`'s ``basic``, per sample: a horizontal
+        flip with probability ``horizontal_flip`` (0.5) and a vertical one with probability
+        ``vertical_flip`` (0, as the CPU preset has none), then with probability ``affine``
+        (0.7) a shift of up to 6.25% of the width and height, a scale in [0.9, 1.1] per axis
+        and a rotation of up to 15 degrees about the centre. Flips are exact; the affine map
+        is one ``affine_grid``/``grid_sample``: bilinear for the image, nearest for the mask
+        (which stays 0/1), zeros moved in from outside the image for both (the CPU preset's
+        constant border). Unlike the CPU preset, shifts are not rounded to whole pixels.
+
+    ``elastic`` and other presets are refused: they run on the CPU only (albumentations).
+    Random numbers come from the module's own CPU ``torch.Generator`` seeded with ``seed``
+    (the global RNGs are neither used nor reseeded), so a seed gives the same draws on any
+    device; :meth:`reseed` restarts the stream (e.g. with ``seed + rank`` per DDP process).
+    """
+
+    presets = ("none", "basic")
+
+    def __init__(
+        self,
+        preset: BatchAugmentation = "basic",
+        seed: int = 0,
+        horizontal_flip: float = BASIC_HORIZONTAL_FLIP,
+        vertical_flip: float = 0.0,
+        affine: float = BASIC_AFFINE,
+    ) -> None:
+        super().__init__()
+        if preset not in self.presets:
+            raise ValueError(
+                f"BatchSegmentationAugmentation supports the presets {self.presets}, got "
+                f"{preset!r}; the other segmentation presets (elastic) run on the CPU only."
+            )
+        probabilities = dict(
+            horizontal_flip=horizontal_flip, vertical_flip=vertical_flip, affine=affine
+        )
+        for name, value in probabilities.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {value}")
+        self.preset = preset
+        self.seed = seed
+        self.probabilities = probabilities
+        self.generator = torch.Generator()
+        self.reseed()
+
+    def reseed(self, offset: int = 0) -> None:
+        """Restart the random stream from ``seed + offset``."""
+        self.generator.manual_seed(self.seed + offset)
+
+    def extra_repr(self) -> str:
+        chances = ", ".join(f"{name}={p:g}" for name, p in self.probabilities.items())
+        return f"preset={self.preset!r}, seed={self.seed}, {chances}"
+
+    def forward(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_batch(images, masks)
+        if self.preset == "none":
+            return images, masks
+        count = images.shape[0]
+        horizontal = self._draw(count) < self.probabilities["horizontal_flip"]
+        vertical = self._draw(count) < self.probabilities["vertical_flip"]
+        affine = self._draw(count) < self.probabilities["affine"]
+        thetas = self._draw_thetas(count, images.shape[-2], images.shape[-1])
+        images, masks = _flip_where(horizontal, -1, images, masks)
+        images, masks = _flip_where(vertical, -2, images, masks)
+        chosen = affine.nonzero().flatten()
+        if len(chosen) == 0:
+            return images, masks
+        return _warp_some(images, masks, chosen, thetas[chosen])
+
+    def _draw(self, count: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        uniform = torch.rand(count, generator=self.generator, dtype=torch.float64)
+        return low + (high - low) * uniform
+
+    def _draw_thetas(self, count: int, height: int, width: int) -> torch.Tensor:
+        """``N x 2 x 3`` sampling matrices of random shift-scale-rotates (:func:`affine_theta`)."""
+        return affine_theta(
+            angle=self._draw(count, -BASIC_ROTATE, BASIC_ROTATE),
+            scale_x=self._draw(count, *BASIC_SCALE),
+            scale_y=self._draw(count, *BASIC_SCALE),
+            shift_x=self._draw(count, -BASIC_TRANSLATE, BASIC_TRANSLATE),
+            shift_y=self._draw(count, -BASIC_TRANSLATE, BASIC_TRANSLATE),
+            height=height,
+            width=width,
+        )
+
+
+def affine_theta(
+    angle: torch.Tensor,
+    scale_x: torch.Tensor,
+    scale_y: torch.Tensor,
+    shift_x: torch.Tensor,
+    shift_y: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """``N x 2 x 3`` matrices for ``affine_grid`` (``align_corners=False``) of a centred affine.
+
+    The forward map, in pixels about the image centre, scales by ``scale_x``/``scale_y``, then
+    rotates by ``angle`` degrees, then shifts by ``shift_x`` of the width and ``shift_y`` of
+    the height, as albumentations' ``Affine``. ``affine_grid`` wants the inverse (output to
+    input) in coordinates normalized to [-1, 1] per axis, so for non-square images the
+    rotation is conjugated with the ``width/2, height/2`` scaling. The five parameters are
+    length-``N`` tensors (computed in float64); the result is float32.
+    """
+    angle, scale_x, scale_y, shift_x, shift_y = (
+        torch.as_tensor(v, dtype=torch.float64) for v in (angle, scale_x, scale_y, shift_x, shift_y)
+    )
+    radians = angle * (math.pi / 180)
+    cos, sin = radians.cos(), radians.sin()
+    aspect = height / width
+    # inverse rotation, then inverse scale, both in pixel units; then pixels -> normalized
+    linear = torch.stack(
+        [
+            torch.stack([cos / scale_x, -sin * aspect / scale_x], dim=-1),
+            torch.stack([sin / (aspect * scale_y), cos / scale_y], dim=-1),
+        ],
+        dim=-2,
+    )
+    shift = torch.stack([2 * shift_x, 2 * shift_y], dim=-1)  # normalized units
+    offset = -(linear @ shift.unsqueeze(-1))
+    return torch.cat([linear, offset], dim=-1).float()
+
+
+def _check_batch(images: torch.Tensor, masks: torch.Tensor) -> None:
+    if images.ndim != 4 or masks.ndim != 4 or masks.shape[1] != 1:
+        raise ValueError(
+            "expected images N x C x H x W and masks N x 1 x H x W, got "
+            f"{tuple(images.shape)} and {tuple(masks.shape)}"
+        )
+    if images.shape[0] != masks.shape[0] or images.shape[-2:] != masks.shape[-2:]:
+        raise ValueError(
+            f"images {tuple(images.shape)} and masks {tuple(masks.shape)} differ in batch size "
+            "or height x width"
+        )
+    if images.device != masks.device:
+        raise ValueError(f"images are on {images.device} but masks on {masks.device}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point (e.g. in [0, 1]), got {images.dtype}")
+
+
+def _flip_where(
+    flags: torch.Tensor, dim: int, images: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip along ``dim`` the samples whose entry of the CPU bool tensor ``flags`` is True."""
+    if not flags.any():
+        return images, masks
+    where = flags.to(images.device).view(-1, 1, 1, 1)
+    return (
+        torch.where(where, images.flip(dim), images),
+        torch.where(where, masks.flip(dim), masks),
+    )
+
+
+def _warp_some(
+    images: torch.Tensor, masks: torch.Tensor, chosen: torch.Tensor, thetas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample the samples at indices ``chosen`` with the sampling matrices ``thetas``."""
+    index = chosen.to(images.device)
+    selected = images.index_select(0, index)
+    size = [len(chosen), 1, *images.shape[-2:]]
+    grid = F.affine_grid(thetas.to(images.device, selected.dtype), size, align_corners=False)
+    warped = F.grid_sample(
+        selected, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    warped_masks = F.grid_sample(
+        masks.index_select(0, index).to(grid.dtype),
+        grid,
+        mode="nearest",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    return (
+        images.index_copy(0, index, warped),
+        masks.index_copy(0, index, warped_masks.to(masks.dtype)),
+    )

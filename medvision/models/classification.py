@@ -129,8 +129,10 @@ class ClassificationModule(MedVisionModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
+        channels_last: bool | None = None,
+        compile: bool | dict = False,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor)
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor, channels_last, compile)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.class_names = _check_class_names(class_names, num_classes)
         unknown = sorted(set(highlight_classes or []) - set(self.class_names))
@@ -197,11 +199,13 @@ class ClassificationModule(MedVisionModule):
         log.info("%s (auto): %s", kind, dict(zip(self.class_names, weights.tolist(), strict=True)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image - self.input_mean) / self.input_std)
+        return self.net(self.to_memory_format((image - self.input_mean) / self.input_std))
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """The network's feature map of images in [0, 1] (timm's ``forward_features``)."""
-        return self.net.forward_features((image - self.input_mean) / self.input_std)
+        return self.net.forward_features(
+            self.to_memory_format((image - self.input_mean) / self.input_std)
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits of feature maps (timm's ``forward_head``: pooling and classifier)."""

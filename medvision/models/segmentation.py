@@ -108,8 +108,10 @@ class SegmentationModule(MedVisionModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_monitor: str = "val/loss",
+        channels_last: bool | None = None,
+        compile: bool | dict = False,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor)
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor, channels_last, compile)
         if num_classes != 1:
             raise ValueError(
                 f"num_classes={num_classes}, but SegmentationModule segments 1 foreground class "
@@ -129,7 +131,7 @@ class SegmentationModule(MedVisionModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image)
+        return self.net(self.to_memory_format(image))
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["image"])

@@ -1,0 +1,836 @@
+"""Training and inference images/s and peak memory: medvision against a plain PyTorch loop.
+
+    python benchmarks/throughput.py --device cuda
+    python benchmarks/throughput.py --device cpu --image-size 64 --batch-size 8 --steps 6
+
+Models (the issue's sizes by default): ``unet``, the U-Net of ``configs/unet_lung.yaml`` (smp
+Unet, resnet34 encoder, 1 channel, loss ``bce_dice``) at 256x256 through
+:class:`medvision.models.SegmentationModule`; ``resnet50``, timm's ResNet-50 (3 channels, 3
+classes, cross-entropy) at 224x224 through :class:`medvision.models.ClassificationModule`.
+Both train with AdamW (lr 1e-3, weight decay 1e-4) and no LR schedule.
+
+Every arm is one combination of
+- ``--precisions``: ``32``, ``bf16-mixed`` or ``16-mixed`` (autocast; a gradient scaler with fp16);
+- ``--layouts``: ``nchw`` or ``channels_last`` (the module option ``channels_last``);
+- ``--loops``: ``medvision`` (a Lightning ``Trainer`` with the callbacks the CLI adds to every
+  fit, :class:`medvision.callbacks.NonFiniteGuard`, plus the configs' CSV logger and
+  ``LearningRateMonitor``), ``noguard`` (the same without ``NonFiniteGuard``, to show what its
+  wait for the GPU in every step costs) or ``plain`` (a hand-written loop: the same network, loss,
+  optimizer, autocast, layout and data, no Lightning, no host sync);
+- ``--data``: ``memory`` (batches made once, already on the device: the model's throughput
+  alone), ``cached`` / ``uncached`` (U-Net only: the lung CT datamodule's train loader with
+  ``cache: true`` / ``false`` and augmentation ``basic``, on synthetic slices in the Kaggle layout
+  written to a temporary folder, or on ``--data-dir``). The data arms run at the last of
+  ``--precisions`` and of ``--layouts`` only, to keep the matrix small.
+
+Each arm runs in its own process (peak memory is its own). Training is timed over ``--steps``
+steps after ``--warmup`` steps, from a device sync before the first timed step to one after the
+last; inference (eval mode, ``inference_mode``, autocast; Lightning's ``predict`` for medvision)
+over ``--infer-steps`` on the memory batches. Per arm: images/s; the ratio to the plain loop of
+the same model, precision, layout and data, measured in the same run; peak memory
+(``torch.cuda.max_memory_allocated`` over training on a GPU, the process's peak RSS on a CPU);
+the share of the timed wall time spent inside the loader's ``next()`` ("data wait"); and on a
+GPU "GPU busy": the GPU time between CUDA events recorded at each step's start and end, summed,
+over the GPU time from the first step's start to the last step's end (gaps between steps are the
+GPU waiting for the host: data, H2D copy, loop overhead), plus ``torch.cuda.utilization()``
+sampled every 50 ms when ``pynvml`` is installed. ``--rounds N`` repeats the arms in alternation
+and reports medians, with the per-round ratios.
+
+The first printed line says whether the sizes are the issue's or what was reduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("unet", "resnet50")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+LAYOUTS = ("nchw", "channels_last")
+LOOPS = ("medvision", "noguard", "plain")
+DATA = ("memory", "cached", "uncached")
+NAMES = {"unet": "U-Net", "resnet50": "ResNet-50"}
+#: the issue's sizes and the batch sizes of a full (GPU) run
+FULL_SIZE = {"unet": 256, "resnet50": 224}
+FULL_BATCH = {"unet": 64, "resnet50": 256}
+FULL_STEPS = {"warmup": 10, "steps": 50}
+#: a CPU run's defaults: the full sizes would take hours on a few cores
+CPU_SIZE, CPU_BATCH, CPU_STEPS = 64, 8, {"warmup": 2, "steps": 6}
+#: the configs' logging interval (configs/unet_lung.yaml, configs/resnet50_ham10000.yaml)
+LOG_EVERY = {"unet": 5, "resnet50": 20}
+NUM_CLASSES = 3
+LR, WEIGHT_DECAY = 1e-3, 1e-4
+#: the clock of every wall time measured here (seconds)
+clock = time.perf_counter
+#: the U-Net encoder of configs/unet_lung.yaml
+UNET_ENCODER = "resnet34"
+
+
+class Arm(NamedTuple):
+    """One combination of model, precision, memory layout, training loop and data source."""
+
+    model: str
+    precision: str
+    layout: str
+    loop: str
+    data: str
+
+    def pair(self) -> tuple:
+        """What a medvision arm and its plain-loop counterpart share."""
+        return (self.model, self.precision, self.layout, self.data)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+class TimedBatches:
+    """``length`` batches from ``source`` (restarted when it runs out), timing each ``next()``.
+
+    ``source`` is a list of batch dicts or a DataLoader. ``waits`` holds ``(start, seconds)`` of
+    every batch request (on :data:`clock`), a loader restart included.
+    """
+
+    def __init__(self, source, length: int) -> None:
+        self.source, self.length = source, length
+        self.waits: list[tuple[float, float]] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        iterator = iter(self.source)
+        for _ in range(self.length):
+            start = clock()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                iterator = iter(self.source)
+                batch = next(iterator)
+            self.waits.append((start, clock() - start))
+            yield batch
+
+    def wait_between(self, begin: float, end: float) -> float:
+        """Seconds spent in ``next()`` calls that started between ``begin`` and ``end``."""
+        return sum(seconds for start, seconds in self.waits if begin <= start < end)
+
+
+class UtilizationSampler:
+    """Samples ``torch.cuda.utilization()`` (NVML, needs ``pynvml``) every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval, self.samples = interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(torch.cuda.utilization())
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        return float(np.mean(self.samples)) if self.samples else None
+
+
+def nvml_available() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("pynvml") is not None
+
+
+class StepTimer:
+    """Times steps ``warmup`` .. ``warmup + steps - 1`` of a loop that calls ``start``/``end``.
+
+    ``start(num_images)`` at each step's start (batch on the device), ``end()`` at its end. The
+    window runs from a device sync at the end of the last warm-up step (so it holds the loading
+    of the first timed batch) to one after the last timed step. On CUDA, events at the window's
+    start and at each timed step's start and end give the GPU's busy share of the window.
+    """
+
+    def __init__(self, device: str, warmup: int, steps: int) -> None:
+        self.cuda = device == "cuda"
+        self.warmup, self.steps = warmup, steps
+        self.index, self.images = 0, 0
+        self.begin = self.finish = None
+        self.events: list[tuple] = []
+        self.sampler = UtilizationSampler() if nvml_available() else None
+
+    def _timed(self) -> bool:
+        return self.warmup <= self.index < self.warmup + self.steps
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def _open_window(self) -> None:
+        self._sync()
+        self.begin = clock()
+        if self.cuda:
+            self.window_start = torch.cuda.Event(enable_timing=True)
+            self.window_start.record()
+        if self.sampler is not None:
+            self.sampler.start()
+
+    def start(self, num_images: int) -> None:
+        if self.index == self.warmup == 0:
+            self._open_window()
+        if self._timed():
+            self.images += num_images
+            if self.cuda:
+                self.events.append(_event_pair())
+                self.events[-1][0].record()
+
+    def end(self) -> None:
+        if self._timed() and self.cuda:
+            self.events[-1][1].record()
+        if self.index == self.warmup - 1:
+            self._open_window()  # so the window holds the first timed batch's loading
+        if self.index == self.warmup + self.steps - 1:
+            self._sync()
+            self.finish = clock()
+        self.index += 1
+
+    def result(self, batches: TimedBatches | None) -> dict:
+        """Images/s, and the data-wait and GPU-busy shares of the window."""
+        if self.finish is None:
+            raise RuntimeError(
+                f"the loop ran {self.index} steps, fewer than warmup + steps = "
+                f"{self.warmup + self.steps}"
+            )
+        wall = self.finish - self.begin
+        out = {"images_per_s": self.images / wall, "wall_s": wall}
+        if batches is not None:
+            out["data_wait"] = batches.wait_between(self.begin, self.finish) / wall
+        if self.cuda:
+            busy = sum(start.elapsed_time(end) for start, end in self.events)
+            out["gpu_busy"] = busy / self.window_start.elapsed_time(self.events[-1][1])
+        if self.sampler is not None:
+            out["nvml_util"] = self.sampler.stop()
+        return out
+
+
+def _event_pair() -> tuple:
+    return (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak CUDA memory allocated by tensors, or on a CPU the process's peak RSS (MiB)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def memory_batches(model: str, size: int, batch_size: int, device: str, count: int = 2):
+    """``count`` random batches on ``device``: U-Net ``{"image": B x 1 x H x W in [0, 1],
+    "mask": 0/1}``, ResNet-50 ``{"image": B x 3 x H x W in [0, 1], "label": int64}``."""
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(count):
+        channels = 1 if model == "unet" else 3
+        batch = {"image": torch.rand(batch_size, channels, size, size, generator=generator)}
+        if model == "unet":
+            batch["mask"] = (
+                torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
+            ).float()
+        else:
+            batch["label"] = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
+        batches.append({key: value.to(device) for key, value in batch.items()})
+    return batches
+
+
+def lung_loader(spec: dict, cache: bool):
+    """The lung CT datamodule's train loader (augmentation ``spec["augmentation"]``)."""
+    from medvision.data import LungCTDataModule
+
+    datamodule = LungCTDataModule(
+        spec["data_dir"],
+        image_size=spec["size"],
+        augmentation=spec["augmentation"],
+        batch_size=spec["batch_size"],
+        num_workers=spec["num_workers"],
+        cache=cache,
+        cache_limit_gb=64,
+    )
+    datamodule.setup("fit")
+    return datamodule.train_dataloader()
+
+
+def write_synthetic_lung(out: Path, num_slices: int, size: int, distinct: int = 32) -> Path:
+    """``num_slices`` slices in the Kaggle layout: ``distinct`` phantoms, linked over and over."""
+    from medvision.data.synthetic import write_lung_ct
+
+    write_lung_ct(out / "distinct", num_slices=min(distinct, num_slices), size=size, seed=0)
+    names = sorted(p.name for p in (out / "distinct/2d_images").iterdir())
+    for sub in ("2d_images", "2d_masks"):
+        (out / sub).mkdir(parents=True)
+        for index in range(num_slices):
+            name = names[index % len(names)]
+            link = out / sub / f"c{index // len(names):04d}_{name}"
+            link.symlink_to(out / "distinct" / sub / name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the medvision arm
+# ---------------------------------------------------------------------------------------------
+def medvision_module(model: str, layout: str):
+    """The model as medvision trains it (the configs' network and loss, AdamW)."""
+    from medvision.models import ClassificationModule, SegmentationModule
+
+    optimizer = functools.partial(torch.optim.AdamW, lr=LR, weight_decay=WEIGHT_DECAY)
+    channels_last = layout == "channels_last"
+    if model == "unet":
+        return SegmentationModule(
+            arch="Unet",
+            encoder_name=UNET_ENCODER,
+            encoder_weights=None,
+            in_channels=1,
+            loss="bce_dice",
+            optimizer=optimizer,
+            channels_last=channels_last,
+        )
+    return ClassificationModule(
+        model_name="resnet50",
+        in_channels=3,
+        num_classes=NUM_CLASSES,
+        optimizer=optimizer,
+        channels_last=channels_last,
+    )
+
+
+def timer_callback(train: StepTimer, infer: StepTimer | None):
+    """A Lightning callback driving the two timers from the batch hooks."""
+    from lightning.pytorch import Callback
+
+    class Timers(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            train.start(len(batch["image"]))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            train.end()
+
+        def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            infer.start(len(batch["image"]))
+
+        def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dl_idx=0):
+            infer.end()
+
+    return Timers()
+
+
+def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) -> dict:
+    """Lightning ``fit`` for the timed steps, then ``predict`` on the memory batches."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from medvision.callbacks import NonFiniteGuard
+    from medvision.loggers import CSVLogger
+
+    module = medvision_module(arm.model, arm.layout)
+    train_timer = StepTimer(spec["device"], spec["warmup"], spec["steps"])
+    infer_timer = StepTimer(spec["device"], spec["warmup"], spec["infer_steps"])
+    callbacks = [LearningRateMonitor(), timer_callback(train_timer, infer_timer)]
+    if arm.loop == "medvision":
+        callbacks.insert(0, NonFiniteGuard())  # what MedVisionCLI adds to every trainer
+    trainer = Trainer(
+        accelerator=spec["device"],
+        devices=1,
+        precision=arm.precision,
+        max_steps=len(train_batches),
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        logger=CSVLogger(spec["run_dir"], name="logs"),
+        log_every_n_steps=LOG_EVERY[arm.model],
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        benchmark=spec["cudnn_benchmark"] or None,
+    )
+    trainer.fit(module, train_dataloaders=train_batches)
+    result = {"train": train_timer.result(train_batches), "peak_mb": peak_memory_mb(spec["device"])}
+    if infer_batches is not None:
+        trainer.predict(module, dataloaders=infer_batches, return_predictions=False)
+        result["infer"] = infer_timer.result(None)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the plain PyTorch arm: written from scratch, shares only the data with medvision
+# ---------------------------------------------------------------------------------------------
+def plain_net(model: str) -> tuple[torch.nn.Module, Callable, Callable]:
+    """``(network, preprocess, loss)``: the same network and loss as medvision's, built directly."""
+    if model == "unet":
+        import segmentation_models_pytorch as smp
+
+        net = smp.Unet(UNET_ENCODER, encoder_weights=None, in_channels=1, classes=1)
+        bce, dice = torch.nn.BCEWithLogitsLoss(), smp.losses.DiceLoss("binary", from_logits=True)
+        return net, lambda image: image, lambda logits, mask: bce(logits, mask) + dice(logits, mask)
+    import timm
+
+    net = timm.create_model("resnet50", num_classes=NUM_CLASSES, in_chans=3)
+    mean = torch.tensor(net.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(net.pretrained_cfg["std"]).view(1, 3, 1, 1)
+
+    def preprocess(image):
+        return (image - mean.to(image.device)) / std.to(image.device)
+
+    def loss(logits, label):  # on float32 logits, as ClassificationModule computes it
+        return torch.nn.functional.cross_entropy(logits.float(), label)
+
+    return net, preprocess, loss
+
+
+def memory_format_of(layout: str) -> torch.memory_format:
+    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+
+def autocast(device: str, precision: str):
+    """The autocast context of ``precision`` (disabled for ``32``)."""
+    dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+    return torch.autocast(device, dtype=dtype, enabled=precision != "32")
+
+
+def run_plain(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) -> dict:
+    """A hand-written training loop, then inference, with the same network, data and settings."""
+    device = spec["device"]
+    torch.backends.cudnn.benchmark = spec["cudnn_benchmark"]
+    net, preprocess, loss_fn = plain_net(arm.model)
+    memory_format = memory_format_of(arm.layout)
+    net = net.to(device, memory_format=memory_format)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    scaler = torch.amp.GradScaler(device) if arm.precision == "16-mixed" else None
+    target_key = "mask" if arm.model == "unet" else "label"
+    timer = StepTimer(device, spec["warmup"], spec["steps"])
+    net.train()
+    for batch in train_batches:
+        image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        target = batch[target_key].to(device, non_blocking=True)
+        timer.start(len(image))
+        with autocast(device, arm.precision):
+            loss = loss_fn(net(preprocess(image)), target)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        timer.end()
+    result = {"train": timer.result(train_batches), "peak_mb": peak_memory_mb(device)}
+    if infer_batches is not None:
+        result["infer"] = plain_inference(arm, spec, net, preprocess, infer_batches)
+    return result
+
+
+def plain_inference(arm: Arm, spec: dict, net, preprocess, batches) -> dict:
+    """Eval mode, ``inference_mode``, autocast: probabilities of every batch."""
+    memory_format = memory_format_of(arm.layout)
+    timer = StepTimer(spec["device"], spec["warmup"], spec["infer_steps"])
+    net.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            image = batch["image"].contiguous(memory_format=memory_format)
+            timer.start(len(image))
+            with autocast(spec["device"], arm.precision):
+                logits = net(preprocess(image)).float()
+            _probs = logits.sigmoid() if arm.model == "unet" else logits.softmax(dim=1)
+            timer.end()
+    return timer.result(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# one arm in its own process
+# ---------------------------------------------------------------------------------------------
+def run_arm(arm: Arm, spec: dict) -> dict:
+    """Train (and for memory data, infer) one arm; returns its measures."""
+    torch.manual_seed(0)
+    device, batch_size = spec["device"], spec["batch_size"]
+    train_length = spec["warmup"] + spec["steps"]
+    if arm.data == "memory":
+        source = memory_batches(arm.model, spec["size"], batch_size, device)
+        infer = TimedBatches(source, spec["warmup"] + spec["infer_steps"])
+    else:
+        source, infer = lung_loader(spec, cache=arm.data == "cached"), None
+    train = TimedBatches(source, train_length)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    run = run_plain if arm.loop == "plain" else run_medvision
+    return run(arm, spec, train, infer)
+
+
+def arm_spec(arm: Arm, args, work: Path) -> dict:
+    """Everything a child process needs for ``arm``, as JSON-able values."""
+    return {
+        "arm": arm._asdict(),
+        "device": args.device,
+        "size": args.sizes[arm.model],
+        "batch_size": args.batch_sizes[arm.model],
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "infer_steps": args.infer_steps,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "num_workers": args.num_workers,
+        "augmentation": args.augmentation,
+        "cudnn_benchmark": args.cudnn_benchmark,
+        "run_dir": str(work / "runs"),
+    }
+
+
+def run_arm_process(spec: dict) -> dict:
+    """``spec``'s arm in a fresh Python process; returns its RESULT line."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--arm", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"arm {spec['arm']} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+# ---------------------------------------------------------------------------------------------
+# the matrix, settings and printing
+# ---------------------------------------------------------------------------------------------
+def arms(args) -> list[Arm]:
+    """Memory arms: every model x precision x layout x loop. Data arms: the U-Net at the last
+    precision and layout listed, every loop. The loop varies fastest, so pairs run back to back."""
+    out = [
+        Arm(model, precision, layout, loop, "memory")
+        for model in args.models
+        for precision in args.precisions
+        for layout in args.layouts
+        for loop in args.loops
+        if "memory" in args.data
+    ]
+    if "unet" in args.models:
+        out += [
+            Arm("unet", args.precisions[-1], args.layouts[-1], loop, data)
+            for data in args.data
+            if data != "memory"
+            for loop in args.loops
+        ]
+    return out
+
+
+def comma_list(choices: tuple[str, ...], option: str):
+    """An argparse type: a comma-separated subset of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        values = [value.strip() for value in text.split(",") if value.strip()]
+        unknown = [value for value in values if value not in choices]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(
+                f"{option}: {unknown or text!r} not among {', '.join(choices)}"
+            )
+        return values
+
+    return parse
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present"
+    )
+    parser.add_argument("--models", type=comma_list(MODELS, "--models"), default=list(MODELS))
+    parser.add_argument(
+        "--precisions",
+        type=comma_list(PRECISIONS, "--precisions"),
+        help="default: 32,bf16-mixed on a GPU, 32 on a CPU",
+    )
+    parser.add_argument("--layouts", type=comma_list(LAYOUTS, "--layouts"), default=list(LAYOUTS))
+    parser.add_argument(
+        "--loops", type=comma_list(LOOPS, "--loops"), default=["medvision", "plain"]
+    )
+    parser.add_argument("--data", type=comma_list(DATA, "--data"), default=list(DATA))
+    parser.add_argument(
+        "--image-size",
+        type=at_least(32),
+        help="both models' side (default: 256 and 224; 64 on a CPU)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        help="both models' batch (default: 64 and 256; 8 on a CPU)",
+    )
+    parser.add_argument(
+        "--warmup", type=at_least(0), help="untimed first steps (default 10; 2 on a CPU)"
+    )
+    parser.add_argument("--steps", type=at_least(1), help="timed steps (default 50; 6 on a CPU)")
+    parser.add_argument(
+        "--infer-steps", type=at_least(1), help="timed inference steps (default: --steps)"
+    )
+    parser.add_argument(
+        "--rounds", type=at_least(1), default=1, help="repeat the arms in alternation"
+    )
+    parser.add_argument("--data-dir", type=Path, help="a lung CT folder (default: synthetic)")
+    parser.add_argument(
+        "--num-slices",
+        type=at_least(10),
+        help="synthetic slices (default: one pass of the timed steps)",
+    )
+    parser.add_argument(
+        "--slice-size",
+        type=at_least(32),
+        help="synthetic slices' stored side (default: 2x U-Net size)",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=at_least(0),
+        help="loader workers (default: medvision's, 1 per core, <= 8)",
+    )
+    parser.add_argument("--augmentation", default="basic", choices=["none", "basic", "elastic"])
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="torch.backends.cudnn.benchmark in every arm (medvision's default: off)",
+    )
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
+    return parser
+
+
+def resolve(args) -> argparse.Namespace:
+    """Fill device-dependent defaults; refuse ``--device cuda`` without a GPU or fp16 on CPU."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(
+            "--device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False). Run on "
+            "a GPU machine, or pass --device cpu for a reduced CPU run."
+        )
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cpu = args.device == "cpu"
+    args.precisions = args.precisions or (["32"] if cpu else ["32", "bf16-mixed"])
+    if cpu and "16-mixed" in args.precisions:
+        sys.exit("--precisions 16-mixed: fp16 autocast needs a GPU; use bf16-mixed on a CPU.")
+    if args.image_size and args.image_size % 32:
+        sys.exit(
+            f"--image-size {args.image_size}: use a multiple of 32 (the U-Net halves it 5 times)"
+        )
+    if not arms(args):
+        sys.exit("No arms: --data cached/uncached runs the U-Net only; add unet to --models.")
+    if args.data_dir and not (args.data_dir / "2d_images").is_dir():
+        sys.exit(f"--data-dir {args.data_dir}: not a lung CT folder (2d_images/, 2d_masks/).")
+    args.sizes = {m: args.image_size or (CPU_SIZE if cpu else FULL_SIZE[m]) for m in MODELS}
+    args.batch_sizes = {m: args.batch_size or (CPU_BATCH if cpu else FULL_BATCH[m]) for m in MODELS}
+    defaults = CPU_STEPS if cpu else FULL_STEPS
+    args.warmup = defaults["warmup"] if args.warmup is None else args.warmup
+    args.steps = args.steps or defaults["steps"]
+    args.infer_steps = args.infer_steps or args.steps
+    if args.num_workers is None:
+        from medvision.data.base import default_num_workers
+
+        args.num_workers = default_num_workers()
+    one_pass = (args.warmup + args.steps) * args.batch_sizes["unet"]
+    # 80% are train slices; at least 20, so that every split has slices
+    args.num_slices = args.num_slices or max(20, math.ceil(one_pass / 0.8) + 2)
+    args.slice_size = args.slice_size or 2 * args.sizes["unet"]
+    return args
+
+
+def size_line(args) -> str:
+    """First line: the issue's sizes, or exactly what this run reduced."""
+    reduced = [
+        f"{NAMES[m]} {args.sizes[m]}x{args.sizes[m]} (full {FULL_SIZE[m]})"
+        for m in args.models
+        if args.sizes[m] < FULL_SIZE[m]
+    ]
+    reduced += [
+        f"{NAMES[m]} batch {args.batch_sizes[m]} (full {FULL_BATCH[m]})"
+        for m in args.models
+        if args.batch_sizes[m] < FULL_BATCH[m]
+    ]
+    if args.steps < FULL_STEPS["steps"]:
+        reduced.append(f"{args.steps} timed steps (full {FULL_STEPS['steps']})")
+    if not reduced:
+        return "full size: " + ", ".join(
+            f"{NAMES[m]} {args.sizes[m]}x{args.sizes[m]} batch {args.batch_sizes[m]}"
+            for m in args.models
+        )
+    return ("reduced for CPU: " if args.device == "cpu" else "reduced: ") + ", ".join(reduced)
+
+
+def machine(device: str) -> str:
+    """The machine in words: CPU, usable cores, torch threads, GPU, torch and CUDA versions."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {cores} usable cores, torch {torch.__version__} ({threads} threads)"
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        text += (
+            f", {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}"
+        )
+    return text + f"; device used: {device}"
+
+
+def median(results: list[dict], *keys: str) -> float | None:
+    values = [_get(r, keys) for r in results]
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def _get(result: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+def fmt(value: float | None, pattern: str = "{:.1f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def print_table(results: dict[Arm, list[dict]], args) -> None:
+    """One row per arm (medians over rounds), with the ratio to the matching plain arm."""
+    gpu = args.device == "cuda"
+    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
+    header = (
+        "| model | size | batch | precision | layout | loop | data | train img/s | train vs plain "
+        "| infer img/s | infer vs plain | peak MB | data wait % |"
+    )
+    print(header + (" GPU busy % | NVML util % |" if gpu else ""))
+    print("|---" * (13 + 2 * gpu) + "|")
+    for arm, runs in results.items():
+        ratios = []
+        for kind in ("train", "infer"):
+            mine, ref = median(runs, kind, "images_per_s"), None
+            if arm.loop != "plain" and arm.pair() in plain:
+                ref = median(plain[arm.pair()], kind, "images_per_s")
+            ratios.append(None if mine is None or not ref else mine / ref)
+        cells = [
+            NAMES[arm.model],
+            f"{args.sizes[arm.model]}",
+            f"{args.batch_sizes[arm.model]}",
+            arm.precision,
+            arm.layout,
+            arm.loop,
+            arm.data,
+            fmt(median(runs, "train", "images_per_s")),
+            fmt(ratios[0], "{:.3f}"),
+            fmt(median(runs, "infer", "images_per_s")),
+            fmt(ratios[1], "{:.3f}"),
+            fmt(median(runs, "peak_mb"), "{:.0f}"),
+            fmt(_percent(median(runs, "train", "data_wait"))),
+        ]
+        if gpu:
+            cells += [
+                fmt(_percent(median(runs, "train", "gpu_busy"))),
+                fmt(median(runs, "train", "nvml_util")),
+            ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def print_rounds(results: dict[Arm, list[dict]]) -> None:
+    """Training medvision/plain ratio of each pair in each round (arms run back to back)."""
+    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
+    print("\n| round | model | precision | layout | data | loop | train vs plain |")
+    print("|---|---|---|---|---|---|---|")
+    for arm, runs in results.items():
+        if arm.loop == "plain" or arm.pair() not in plain:
+            continue
+        for index, (mine, ref) in enumerate(zip(runs, plain[arm.pair()], strict=True)):
+            ratio = mine["train"]["images_per_s"] / ref["train"]["images_per_s"]
+            print(
+                f"| {index} | {NAMES[arm.model]} | {arm.precision} | {arm.layout} | {arm.data} "
+                f"| {arm.loop} | {ratio:.3f} |"
+            )
+
+
+def print_header(args, workers_line: str) -> None:
+    print(size_line(args))
+    print(f"Machine: {machine(args.device)}")
+    print(
+        f"Steps: {args.warmup} warm-up + {args.steps} timed training steps, {args.infer_steps} "
+        f"timed inference steps; {args.rounds} round(s); cudnn.benchmark "
+        f"{'on' if args.cudnn_benchmark else 'off'}"
+    )
+    if args.device == "cuda":
+        how = "torch.cuda.utilization sampled every 50 ms" if nvml_available() else "not measured"
+        print(f"GPU busy: CUDA events per step; NVML util: {how}")
+    print(workers_line + "\n")
+
+
+def main(argv=None) -> None:
+    """Run every arm in its own process, ``--rounds`` times, and print the tables."""
+    args = build_parser().parse_args(argv)
+    if args.arm:
+        spec = json.loads(args.arm)
+        print("RESULT " + json.dumps(run_arm(Arm(**spec["arm"]), spec)))
+        return
+    args = resolve(args)
+    matrix = arms(args)
+    with tempfile.TemporaryDirectory(prefix="medvision_throughput_") as tmp:
+        work = Path(tmp)
+        data_arms = any(arm.data != "memory" for arm in matrix)
+        if data_arms and args.data_dir is None:
+            args.data_dir = write_synthetic_lung(work / "lung", args.num_slices, args.slice_size)
+            source = (
+                f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
+                f"{args.slice_size} (32 distinct, linked over)"
+            )
+        else:
+            source = str(args.data_dir)
+        workers_line = (
+            f"Data arms: {source}; U-Net, precision {args.precisions[-1]}, {args.layouts[-1]}; "
+            f"augmentation {args.augmentation}; {args.num_workers} loader workers"
+            if data_arms
+            else "Data: memory batches only"
+        )
+        results: dict[Arm, list[dict]] = {arm: [] for arm in matrix}
+        for round_ in range(args.rounds):
+            for arm in matrix:
+                result = run_arm_process(arm_spec(arm, args, work))
+                results[arm].append(result)
+                print(f"round {round_} {arm}: {json.dumps(result)}", file=sys.stderr)
+    print_header(args, workers_line)
+    print_table(results, args)
+    if args.rounds > 1:
+        print_rounds(results)
+
+
+if __name__ == "__main__":
+    main()
