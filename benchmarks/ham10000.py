@@ -1,13 +1,16 @@
-"""HAM10000 lesion segmentation with the shipped config, scored on lesions never seen in training.
+"""HAM10000 with the shipped configs, scored on lesions never seen in training.
 
     python benchmarks/ham10000.py --data-dir ../shared/data/ham10000 --epochs 1 \\
         --image-size 160 224 --encoder resnet34 --num-workers 2
+    python benchmarks/ham10000.py --part classification --data-dir ../shared/data/ham10000 \\
+        --segmenter runs/unet_ham10000/logs/version_0/checkpoints/best.ckpt
 
-This is the lesion segmentation part of the HAM10000 benchmark. The diagnosis classification
-part (``configs/resnet50_ham10000*.yaml``) and segment-then-classify (classifying the lesion
-crop the U-Net finds) come later, in this same script.
+Two parts: lesion segmentation (``--part segmentation``, the default; described first) and
+diagnosis classification (``--part classification``, at the end), which includes
+segment-then-classify (classifying the lesion crop a U-Net finds).
 
-What it does, on a HAM10000-layout folder (``images/``, ``masks/``, ``HAM10000_metadata.csv``):
+Segmentation. What it does, on a HAM10000-layout folder (``images/``, ``masks/``,
+``HAM10000_metadata.csv``):
 
 1. ``medvision fit`` with ``configs/unet_ham10000.yaml``, overriding only the epochs (and the
    cosine schedule's ``T_max`` with them), image size, encoder, batch size, loader workers and,
@@ -31,6 +34,26 @@ Printed: a Markdown table of the best validation IoU, held-out mean Dice, IoU an
 thresholded Jaccard (an image's IoU below 0.65 counts 0) at the images' own size, the held-out
 IoU at threshold 0.4, and the fit wall time per epoch (training + validation, measured by a
 callback) and in all (process start to end). ``--write-docs`` puts it into docs/ham10000.md.
+
+Classification (``--part classification``). Each arm of ``--arms`` is ``medvision fit`` on its
+config, overriding only the image size, ``--model-name``, batch size, loader workers, epochs
+and, optionally, ``limit_train_batches``, then ``medvision test`` on the fit's ``best.ckpt``
+(the configs' checkpoint, picked on ``val/loss``: the test split plays no part in choosing it):
+
+- ``7class``: ``configs/resnet50_ham10000_7class.yaml``, the 7 diagnoses with
+  ``class_weights: auto`` (the imbalance tools on);
+- ``7class_unweighted``: the same with ``--model.init_args.class_weights=none``;
+- ``3class``: ``configs/resnet50_ham10000.yaml`` (MEL / NV / OTHER);
+- ``3class_lesion_crop``: ``configs/resnet50_ham10000_lesion_crop.yaml``, the same classes on
+  the lesion crop of the U-Net given as ``--segmenter`` (its masks are predicted once into
+  ``<out>/lesion_masks``). ``3class`` vs ``3class_lesion_crop`` is "without vs with
+  segment-then-classify".
+
+Each arm writes ``<out>/<arm>/result.json``; the test scores come from what ``medvision test``
+wrote: ``metrics.csv`` (accuracy, balanced accuracy, macro-F1, macro AUROC) and
+``test_per_class.csv`` (melanoma recall and F1). Printed: a Markdown table of every finished
+arm in ``--out``, whose first line names what was reduced against the configs;
+``--report`` only reprints it, ``--write-docs`` puts it into docs/ham10000.md.
 """
 
 from __future__ import annotations
@@ -270,17 +293,288 @@ def image_sizes(folder: Path) -> str:
     return ", ".join(size if len(counts) == 1 else f"{size} ({n})" for size, n in counts.items())
 
 
-def write_docs(text: str, command: str) -> None:
-    block = f"{TABLE_START}\n\n```\n{command}\n```\n\n{text}\n\n{TABLE_END}"
+def write_docs(text: str, command: str, start: str = TABLE_START, end: str = TABLE_END) -> None:
+    """Put ``command`` (a code block) and ``text`` between the ``start``/``end`` markers."""
+    block = f"{start}\n\n```\n{command}\n```\n\n{text}\n\n{end}"
     if DOCS.exists():
         doc = DOCS.read_text()
-        if TABLE_START in doc and TABLE_END in doc:
-            pattern = re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END)
+        if start in doc and end in doc:
+            pattern = re.escape(start) + ".*?" + re.escape(end)
             DOCS.write_text(re.sub(pattern, lambda _: block, doc, flags=re.S))
             return
         DOCS.write_text(doc.rstrip() + "\n\n" + block + "\n")
     else:
         DOCS.write_text(f"# HAM10000 lesion segmentation\n\n{block}\n")
+
+
+# --- diagnosis classification (--part classification) ----------------------------------------
+CLS_START = "<!-- ham10000-classification:start -->"
+CLS_END = "<!-- ham10000-classification:end -->"
+MELANOMA = ("mel", "MEL")
+
+#: arm -> (config, extra overrides, what it is). Each arm is ``medvision fit`` + ``medvision
+#: test`` on the config; the overrides are what the arm is about, not tuning.
+ARMS = {
+    "7class": ("resnet50_ham10000_7class.yaml", [], "7 dx classes, class weights auto"),
+    "7class_unweighted": (
+        "resnet50_ham10000_7class.yaml",
+        ["--model.init_args.class_weights=none"],
+        "7 dx classes, no class weights",
+    ),
+    "3class": ("resnet50_ham10000.yaml", [], "MEL/NV/OTHER, class weights auto"),
+    "3class_lesion_crop": (
+        "resnet50_ham10000_lesion_crop.yaml",
+        [],
+        "MEL/NV/OTHER on the U-Net's lesion crop, class weights auto",
+    ),
+}
+
+
+def config_settings(config: Path) -> dict:
+    """The settings of a classification config that the benchmark may reduce."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text())
+    return {
+        "model_name": raw["model"]["init_args"]["model_name"],
+        "image_size": list(raw["data"]["init_args"]["image_size"]),
+        "batch_size": raw["data"]["init_args"]["batch_size"],
+        "epochs": raw["trainer"]["max_epochs"],
+    }
+
+
+def reductions(settings: dict, config: dict, limit_train_batches: int | None) -> list[str]:
+    """What an arm's settings reduce against its config, in words (empty when nothing)."""
+    names = {"model_name": "model", "image_size": "image size", "batch_size": "batch"}
+    names["epochs"] = "max epochs"
+    said = [
+        f"{names[key]} {fmt_setting(settings[key])} instead of {fmt_setting(config[key])}"
+        for key in names
+        if settings[key] != config[key]
+    ]
+    if limit_train_batches is not None:
+        said.append(f"{limit_train_batches} training batches per epoch instead of all")
+    return said
+
+
+def fmt_setting(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def classification_args(args, config: Path, settings: dict, out: Path) -> list[str]:
+    """The overrides shared by an arm's fit and test: data, size, model, batch, outputs."""
+    extra = []
+    if config.name == ARMS["3class_lesion_crop"][0]:
+        if args.segmenter is None or not Path(args.segmenter).is_file():
+            sys.exit(
+                f"the 3class_lesion_crop arm needs --segmenter, a U-Net best.ckpt (got "
+                f"{args.segmenter}); train one with --part segmentation"
+            )
+        extra = [
+            f"--data.init_args.lesion_segmenter={Path(args.segmenter).resolve()}",
+            f"--data.init_args.lesion_mask_dir={out / 'lesion_masks'}",
+        ]
+    height, width = settings["image_size"]
+    return [
+        "--config",
+        str(config),
+        f"--data.init_args.data_dir={args.data_dir}",
+        f"--data.init_args.image_size=[{height},{width}]",
+        f"--data.init_args.batch_size={settings['batch_size']}",
+        f"--data.init_args.num_workers={args.num_workers}",
+        f"--model.init_args.model_name={settings['model_name']}",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
+
+
+def run_arm(args, arm: str, out: Path) -> dict:
+    """``medvision fit`` then ``medvision test`` on the best checkpoint; writes ``result.json``."""
+    config_name, arm_overrides, description = ARMS[arm]
+    config = REPO / "configs" / config_name
+    defaults = config_settings(config)
+    settings = {
+        "model_name": args.model_name or defaults["model_name"],
+        "image_size": list(args.image_size),
+        "batch_size": args.batch_size or defaults["batch_size"],
+        "epochs": args.epochs or defaults["epochs"],
+    }
+    arm_dir = out / arm
+    if arm_dir.exists():
+        shutil.rmtree(arm_dir)
+    (arm_dir / "fit").mkdir(parents=True)
+    shared = classification_args(args, config, settings, out) + arm_overrides
+    limit = (
+        []
+        if args.limit_train_batches is None
+        else [f"--trainer.limit_train_batches={args.limit_train_batches}"]
+    )
+    fit_dir, test_dir = arm_dir / "fit", arm_dir / "test"
+    fit_s = medvision(
+        "fit",
+        *shared,
+        f"--trainer.max_epochs={settings['epochs']}",
+        f"--trainer.default_root_dir={fit_dir}",
+        f"--trainer.logger.init_args.save_dir={fit_dir}",
+        *limit,
+        "--trainer.callbacks+=medvision.callbacks.EpochTimer",
+        f"--trainer.callbacks.output={fit_dir / 'epoch_times.json'}",
+        log=fit_dir / "fit.log",
+    )
+    best = fit_dir / "logs/version_0/checkpoints/best.ckpt"
+    if not best.is_file():
+        sys.exit(f"no {best} after fit; see {fit_dir / 'fit.log'}")
+    test_dir.mkdir()
+    test_s = medvision(
+        "test",
+        *shared,
+        f"--trainer.default_root_dir={test_dir}",
+        f"--trainer.logger.init_args.save_dir={test_dir}",
+        f"--ckpt_path={best}",
+        log=test_dir / "test.log",
+    )
+    result = {
+        "arm": arm,
+        "config": f"configs/{config_name}",
+        "description": description,
+        "overrides": arm_overrides,
+        "settings": settings,
+        "config_settings": defaults,
+        "limit_train_batches": args.limit_train_batches,
+        "validation": best_validation(read_csv_rows(fit_dir / "logs/version_0/metrics.csv")),
+        "test": test_scores(
+            read_csv_rows(test_dir / "logs/version_0/metrics.csv"),
+            read_csv_rows(test_dir / "logs/version_0/test_per_class.csv"),
+        ),
+        "epoch_s": [e["wall_s"] for e in json.loads((fit_dir / "epoch_times.json").read_text())],
+        "fit_s": fit_s,
+        "test_s": test_s,
+        "checkpoint": str(best),
+        "command": this_command(arms=[arm]),
+    }
+    (arm_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        sys.exit(f"{path} is missing: the run did not finish (see its .log beside it)")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def best_validation(rows: list[dict]) -> dict:
+    """The validation scores of the epoch with the lowest ``val/loss`` (the configs' monitor)."""
+    rows = [r for r in rows if r.get("val/loss")]
+    if not rows:
+        raise ValueError("no val/loss in the fit's metrics.csv")
+    best = min(rows, key=lambda r: float(r["val/loss"]))
+    return {
+        "epoch": int(best["epoch"]),
+        "loss": float(best["val/loss"]),
+        "balanced_accuracy": float(best.get("val/balanced_accuracy") or "nan"),
+    }
+
+
+def test_scores(metric_rows: list[dict], per_class: list[dict]) -> dict:
+    """Test scores from ``medvision test``'s ``metrics.csv`` and ``test_per_class.csv``.
+
+    ``metric_rows``: the CSV logger's rows (``test/accuracy``, ``test/balanced_accuracy``,
+    ``test/f1`` (macro), ``test/auroc``, ...); ``per_class``: rows with ``class``,
+    ``precision``, ``recall``, ``f1``, ``support``. Melanoma is the class named mel or MEL.
+    """
+    logged = {}
+    for row in metric_rows:
+        logged.update(
+            {k: v for k, v in row.items() if k.startswith("test/") and v not in ("", None)}
+        )
+    missing = [k for k in ("test/accuracy", "test/balanced_accuracy", "test/f1") if k not in logged]
+    if missing:
+        raise ValueError(f"medvision test logged no {missing}")
+    melanoma = [r for r in per_class if r["class"] in MELANOMA]
+    if len(melanoma) != 1:
+        raise ValueError(f"no single melanoma class among {[r['class'] for r in per_class]}")
+    return {
+        "accuracy": float(logged["test/accuracy"]),
+        "balanced_accuracy": float(logged["test/balanced_accuracy"]),
+        "macro_f1": float(logged["test/f1"]),
+        "auroc": float(logged.get("test/auroc", "nan")),
+        "melanoma_recall": float(melanoma[0]["recall"]),
+        "melanoma_f1": float(melanoma[0]["f1"]),
+        "melanoma_support": int(melanoma[0]["support"]),
+        "num_images": sum(int(r["support"]) for r in per_class),
+        "recall_per_class": {r["class"]: float(r["recall"]) for r in per_class},
+    }
+
+
+def classification_table(results: list[dict], data_dir: str, machine_line: str) -> str:
+    """The finished arms' results (``run_arm``'s dicts) as a Markdown table with a header line."""
+    said = list(
+        dict.fromkeys(
+            text
+            for r in results
+            for text in reductions(r["settings"], r["config_settings"], r["limit_train_batches"])
+        )
+    )
+    num_images = {r["test"]["num_images"] for r in results}
+    lines = [
+        f"HAM10000 diagnosis classification: {data_dir} | "
+        f"{'/'.join(map(str, sorted(num_images)))} held-out test images (lesion-grouped split, "
+        f"never used to choose) | reduced from the configs: {'; '.join(said) or 'nothing'} | "
+        f"{machine_line}",
+        "",
+        "| arm | config | model | image size | epochs x train batches | best val loss (epoch) "
+        "| test accuracy | balanced accuracy | macro-F1 | AUROC (macro) | melanoma recall "
+        "| melanoma F1 | fit wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, v, t = r["settings"], r["validation"], r["test"]
+        batches = "all" if r["limit_train_batches"] is None else r["limit_train_batches"]
+        lines.append(
+            f"| {r['arm']}: {r['description']} | `{r['config']}`"
+            + "".join(f" `{o}`" for o in r["overrides"])
+            + f" | {s['model_name']} | {fmt_setting(s['image_size'])} | {s['epochs']} x {batches} "
+            f"| {v['loss']:.4f} ({v['epoch']}) | {t['accuracy']:.4f} "
+            f"| {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | {t['auroc']:.4f} "
+            f"| {t['melanoma_recall']:.4f} ({t['melanoma_support']} images) "
+            f"| {t['melanoma_f1']:.4f} | {r['fit_s']:.0f} |"
+        )
+    lines += ["", "Test recall per class:", ""]
+    lines += [
+        f"- {r['arm']}: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in r["test"]["recall_per_class"].items())
+        for r in results
+    ]
+    return "\n".join(lines)
+
+
+def finished_arms(out: Path) -> list[dict]:
+    """The ``result.json`` of every finished arm in ``out``, in the order of :data:`ARMS`."""
+    paths = [out / arm / "result.json" for arm in ARMS]
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
+
+
+def classification_main(args, out: Path) -> None:
+    """Run the chosen arms (unless ``--report``), then print the table of all finished arms."""
+    if not args.report:
+        for arm in args.arms:
+            result = run_arm(args, arm, out)
+            print(f"{arm}: {result['test']}", file=sys.stderr, flush=True)
+    results = finished_arms(out)
+    if not results:
+        sys.exit(f"no finished classification arm in {out} (<arm>/result.json)")
+    import torch
+
+    text = classification_table(
+        results, str(args.data_dir), f"{machine()} | torch {torch.__version__}"
+    )
+    print("\n" + text)
+    print(f"\nRuns, checkpoints and test reports: {out}")
+    if args.write_docs:
+        commands = "\n".join(dict.fromkeys(r["command"] for r in results))
+        write_docs(text, commands, CLS_START, CLS_END)
+        print(f"Table written to {DOCS}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,10 +583,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/ham10000")
-    parser.add_argument("--epochs", type=int, default=30, help="the config's 30 by default")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: the config's (segmentation 30, classification 100 with early stopping)",
+    )
     parser.add_argument("--image-size", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: the config's (16, classification 32)"
+    )
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument(
         "--limit-train-batches",
@@ -320,6 +621,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--write-docs", action="store_true", help=f"put the table into {DOCS.relative_to(REPO)}"
     )
+    cls = parser.add_argument_group("classification part (--part classification)")
+    cls.add_argument(
+        "--part",
+        choices=("segmentation", "classification"),
+        default="segmentation",
+        help="segmentation: the U-Net (default); classification: the diagnosis arms",
+    )
+    cls.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        help="the classification arms to run (each one fit + test; the table shows every "
+        "finished arm in --out)",
+    )
+    cls.add_argument(
+        "--model-name",
+        default=None,
+        help="classifier backbone (timm name); default: the configs' resnet50",
+    )
+    cls.add_argument(
+        "--segmenter",
+        type=Path,
+        default=None,
+        help="U-Net checkpoint (best.ckpt of a segmentation run) whose masks crop the images "
+        "of the lesion_crop arm",
+    )
     return parser
 
 
@@ -334,6 +662,11 @@ def main() -> None:
         sys.exit("--report and --reuse-fit need --out, the folder of a finished run")
     out = (args.out or Path(tempfile.mkdtemp(prefix="medvision_ham10000_bench_"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.part == "classification":
+        classification_main(args, out)
+        return
+    args.epochs = 30 if args.epochs is None else args.epochs
+    args.batch_size = 16 if args.batch_size is None else args.batch_size
     if args.report:
         result = json.loads((out / "result.json").read_text())
         stored = {k: v for k, v in result.get("args", {}).items() if k != "write_docs"}
@@ -365,13 +698,20 @@ def main() -> None:
     report(args, result, out)
 
 
-def this_command() -> str:
-    """This script's command line as typed, less the options that only print or write docs."""
-    return "python benchmarks/ham10000.py " + " ".join(
-        a if " " not in a else repr(a)
-        for a in sys.argv[1:]
-        if a not in ("--write-docs", "--report", "--reuse-fit")
-    )
+def this_command(arms: list[str] | None = None) -> str:
+    """This script's command line as typed, less the options that only print or write docs.
+
+    With ``arms``, ``--arms`` and its values are replaced by those arms (one arm's command).
+    """
+    argv = [a for a in sys.argv[1:] if a not in ("--write-docs", "--report", "--reuse-fit")]
+    if arms is not None:
+        if "--arms" in argv:
+            start = end = argv.index("--arms")
+            while end + 1 < len(argv) and not argv[end + 1].startswith("--"):
+                end += 1
+            argv[start : end + 1] = []
+        argv += ["--arms", *arms]
+    return "python benchmarks/ham10000.py " + " ".join(a if " " not in a else repr(a) for a in argv)
 
 
 def report(args, result: dict, out: Path) -> None:

@@ -1,0 +1,97 @@
+"""``benchmarks/ham10000.py``'s classification part: its parsing of test results and its table."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def ham():
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_ham10000", REPO / "benchmarks" / "ham10000.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+#: what ``medvision test`` writes: the CSV logger's rows and ``test_per_class.csv``'s rows
+METRIC_ROWS = [
+    {"epoch": "0", "test/accuracy": "0.70", "test/balanced_accuracy": "0.45", "test/f1": ""},
+    {"epoch": "0", "test/f1": "0.40", "test/auroc": "0.85", "test/recall/mel": "0.8"},
+]
+PER_CLASS = [
+    {"class": "mel", "precision": "0.3", "recall": "0.8", "f1": "0.44", "support": "10"},
+    {"class": "nv", "precision": "0.9", "recall": "0.6", "f1": "0.72", "support": "30"},
+]
+
+
+def test_test_scores_reads_logged_metrics_and_melanoma_row(ham):
+    scores = ham.test_scores(METRIC_ROWS, PER_CLASS)
+    assert scores["accuracy"] == pytest.approx(0.70)
+    assert scores["balanced_accuracy"] == pytest.approx(0.45)
+    assert scores["macro_f1"] == pytest.approx(0.40)
+    assert scores["auroc"] == pytest.approx(0.85)
+    assert scores["melanoma_recall"] == pytest.approx(0.8)
+    assert scores["melanoma_f1"] == pytest.approx(0.44)
+    assert (scores["melanoma_support"], scores["num_images"]) == (10, 40)
+
+
+def test_test_scores_rejects_missing_metric_and_missing_melanoma(ham):
+    with pytest.raises(ValueError, match="test/balanced_accuracy"):
+        ham.test_scores([{"test/accuracy": "0.7", "test/f1": "0.4"}], PER_CLASS)
+    with pytest.raises(ValueError, match="melanoma"):
+        ham.test_scores(METRIC_ROWS, PER_CLASS[1:])
+
+
+def test_best_validation_takes_lowest_val_loss(ham):
+    rows = [
+        {"epoch": "0", "val/loss": "1.2", "val/balanced_accuracy": "0.3"},
+        {"epoch": "0", "val/loss": ""},
+        {"epoch": "1", "val/loss": "0.9", "val/balanced_accuracy": "0.4"},
+        {"epoch": "2", "val/loss": "1.0", "val/balanced_accuracy": "0.5"},
+    ]
+    assert ham.best_validation(rows) == {"epoch": 1, "loss": 0.9, "balanced_accuracy": 0.4}
+
+
+def test_table_names_reductions_and_scores(ham):
+    config = {"model_name": "resnet50", "image_size": [192, 256], "batch_size": 32, "epochs": 100}
+    result = {
+        "arm": "7class",
+        "config": "configs/resnet50_ham10000_7class.yaml",
+        "description": "7 dx classes",
+        "overrides": [],
+        "settings": {**config, "model_name": "resnet18", "image_size": [72, 96], "epochs": 2},
+        "config_settings": config,
+        "limit_train_batches": 40,
+        "validation": {"epoch": 1, "loss": 0.9, "balanced_accuracy": 0.4},
+        "test": ham.test_scores(METRIC_ROWS, PER_CLASS),
+        "fit_s": 300.0,
+    }
+    text = ham.classification_table([result], "/data/ham10000", "CPU")
+    first = text.splitlines()[0]
+    assert "model resnet18 instead of resnet50" in first
+    assert "image size 72x96 instead of 192x256" in first
+    assert "max epochs 2 instead of 100" in first
+    assert "40 training batches per epoch" in first
+    assert "batch" not in first.replace("batches", "")  # batch 32 is the config's own
+    row = next(line for line in text.splitlines() if line.startswith("| 7class"))
+    assert "| 0.7000 | 0.4500 | 0.4000 | 0.8500 | 0.8000 (10 images) | 0.4400 |" in row
+
+
+def test_parser_keeps_segmentation_default_and_takes_classification_options(ham):
+    parser = ham.build_parser()
+    assert parser.parse_args([]).part == "segmentation"
+    args = parser.parse_args(["--part", "classification", "--arms", "7class", "3class"])
+    assert args.arms == ["7class", "3class"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--arms", "no_such_arm"])
