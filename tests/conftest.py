@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,15 @@ def unet_cv(tmp_path_factory) -> dict:
     output = base / "cv"
     cv_main(["--folds", "2", "--output", str(output), *args])
     return {"output": output, "data_dir": data_dir, "args": args}
+
+
+def load_benchmark(script: Path):
+    """The benchmark script as a module (imported, not run), with ``sys.path`` left as it was."""
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import REPO
+from .conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_throughput", REPO / "benchmarks" / "throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    saved = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
+    return load_benchmark(REPO / "benchmarks" / "throughput.py")
 
 
 def tiny_args(throughput, argv: list[str]):

@@ -42,7 +42,6 @@ import json
 import re
 import shlex
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from medvision.data.synthetic import (
 )
 
 from .conftest import CONFIGS, REPO
+from .conftest import load_benchmark as load_script
 
 CLI = medvision.cli.MedVisionCLI  # kept: run_python_block patches the module's name
 
@@ -677,14 +677,8 @@ def check_benchmark(tokens: list[str], command: DocCommand, workspace: Workspace
 
 
 def load_benchmark(script: Path):
-    """The benchmark script as a module (imported, not run), with ``sys.path`` left as it was."""
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
+    """The benchmark script as a module; it must expose ``build_parser()``."""
+    module = load_script(script)
     assert hasattr(module, "build_parser"), f"{script.name} must expose build_parser()"
     return module
 

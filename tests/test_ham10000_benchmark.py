@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ham():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_ham10000", REPO / "benchmarks" / "ham10000.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    saved = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
+    return load_benchmark(REPO / "benchmarks" / "ham10000.py")
 
 
 #: what ``medvision test`` writes: the CSV logger's rows and ``test_per_class.csv``'s rows
