@@ -169,7 +169,7 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
     import torch.nn.functional as F
     from segmentation_models_pytorch.losses import DiceLoss
 
-    from medvision.data.base import split_indices
+    from medvision.data.splits import split_indices
     from medvision.data.transforms import segmentation_transform
 
     torch.manual_seed(42)

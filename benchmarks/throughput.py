@@ -655,7 +655,7 @@ def resolve(args) -> argparse.Namespace:
     args.steps = args.steps or defaults["steps"]
     args.infer_steps = args.infer_steps or args.steps
     if args.num_workers is None:
-        from medvision.data.base import default_num_workers
+        from medvision.data.screening import default_num_workers
 
         args.num_workers = default_num_workers()
     one_pass = (args.warmup + args.steps) * args.batch_sizes["unet"]

@@ -5,15 +5,14 @@
 - :func:`load_checkpoint` is ``torch.load(..., weights_only=True)`` with clear errors: a file
   that smuggles in pickled code is refused, a truncated one is named as such.
 - :class:`LastCheckpoint` keeps ``last.ckpt`` current (every epoch, every N steps, and when the
-  run is stopped by SIGTERM or Ctrl-C), and :func:`find_last_checkpoint` finds it again for
-  ``medvision fit ... --ckpt_path last``.
+  run is stopped by SIGTERM or Ctrl-C); :func:`medvision.runs.find_last_checkpoint` finds it
+  again for ``medvision fit ... --ckpt_path last``.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from medvision.data.io import write_atomically
+from medvision.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -158,24 +157,3 @@ class LastCheckpoint(ModelCheckpoint):
         if self._should_skip_saving_checkpoint(trainer):
             return
         self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
-_VERSION_FOLDER = re.compile(r"^version_(\d+)$")
-
-
-def find_last_checkpoint(*roots: str | Path) -> Path | None:
-    """The newest ``last*.ckpt`` in a ``checkpoints/`` folder anywhere under ``roots``, or None."""
-    found = {
-        path.resolve()
-        for root in roots
-        if root is not None and Path(root).is_dir()
-        for path in Path(root).rglob("checkpoints/last*.ckpt")
-        if path.is_file()
-    }
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def run_version(checkpoint: Path) -> int | None:
-    """``K`` when ``checkpoint`` lies in ``.../version_K/checkpoints/``, else None."""
-    match = _VERSION_FOLDER.match(checkpoint.parent.parent.name)
-    return int(match.group(1)) if match else None

@@ -19,13 +19,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.callbacks import LoggedSaveConfigCallback, NonFiniteGuard, PredictionWriter
-from medvision.checkpointing import (
-    find_last_checkpoint,
-    load_checkpoint,
-    run_version,
-    use_atomic_checkpoints,
-)
+from medvision.checkpointing import load_checkpoint, use_atomic_checkpoints
 from medvision.loggers import CSVLogger as ResumingCSVLogger
+from medvision.runs import find_last_checkpoint, run_version
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import default_collate
 
-from medvision.callbacks import overlay, to_display
 from medvision.crossval import FOLD_RESULT, SUMMARY_CSV
-from medvision.data.io import save_png, write_atomically
+from medvision.files import save_png, write_atomically
 from medvision.metrics import binarize, overlap_scores
+from medvision.visualize import overlay, to_display
 
 log = logging.getLogger(__name__)
 

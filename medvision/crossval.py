@@ -36,7 +36,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from medvision.cli import MedVisionCLI
-from medvision.data.io import write_atomically, write_csv
+from medvision.files import write_atomically, write_csv
 
 log = logging.getLogger(__name__)
 

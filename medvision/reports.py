@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medvision.data.io import save_png, write_atomically, write_csv
+from medvision.files import save_png, write_atomically, write_csv
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from medvision.data import ChestXrayDataModule, SyntheticChestXrayDataModule
-from medvision.data.base import stratified_split
+from medvision.data.splits import stratified_split
 from medvision.data.synthetic import CHEST_XRAY_CLASSES
 from medvision.data.transforms import classification_transform
 

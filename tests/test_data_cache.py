@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from medvision.data import HAM10000DataModule, LungCTDataModule
-from medvision.data.base import CachedSegmentationDataset
+from medvision.data.datasets import CachedSegmentationDataset
 from tests.conftest import fast_trainer_args, unet_run_args
 
 # float16 keeps [0, 1] intensities to within half a step of 2**-11

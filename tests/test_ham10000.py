@@ -10,7 +10,7 @@ from PIL import Image
 
 from medvision.cli import MedVisionCLI, main
 from medvision.data import HAM10000DataModule
-from medvision.data.base import grouped_split_indices
+from medvision.data.splits import grouped_split_indices
 
 from .conftest import config_run_args
 

@@ -9,8 +9,8 @@ from medvision.data.io import (
     normalize_intensity,
     read_image,
     to_channels,
-    write_atomically,
 )
+from medvision.files import write_atomically
 
 RAMP = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
 

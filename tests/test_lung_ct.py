@@ -4,7 +4,7 @@ import tifffile
 import torch
 
 from medvision.data import LungCTDataModule, SyntheticLungCTDataModule
-from medvision.data.base import split_indices
+from medvision.data.splits import split_indices
 from medvision.data.synthetic import write_lung_ct
 
 

@@ -14,7 +14,7 @@ from medvision.data import (
     LungCTDataModule,
     NIHChestXray14DataModule,
 )
-from medvision.data.ham10000 import read_metadata
+from medvision.data.ham10000_metadata import read_metadata
 
 from .conftest import chest_run_args, config_run_args, shared_dataset, unet_run_args
 

@@ -9,9 +9,10 @@ import torch
 from lightning.pytorch import Trainer
 
 from medvision.cli import main
-from medvision.data import ChestXrayDataModule, FeatureDataModule
+from medvision.data import ChestXrayDataModule
 from medvision.models import FeatureGANRebalancer, FeatureHeadClassifier
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
+from medvision.pipelines import FeatureDataModule
 
 from .conftest import CONFIGS, rebalance_run_args, train_extractor
 

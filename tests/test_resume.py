@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 
-from medvision.checkpointing import LastCheckpoint, find_last_checkpoint, load_checkpoint
+from medvision.checkpointing import LastCheckpoint, load_checkpoint
 from medvision.cli import main
+from medvision.runs import find_last_checkpoint
 
 from .conftest import REPO, unet_run_args
 

@@ -2,7 +2,6 @@
 
 from medvision.data.chest_xray import ChestXrayDataModule, SyntheticChestXrayDataModule
 from medvision.data.chexpert import CheXpertDataModule
-from medvision.data.features import FeatureDataModule
 from medvision.data.ham10000 import HAM10000DataModule
 from medvision.data.lung_ct import LungCTDataModule, SyntheticLungCTDataModule
 from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
@@ -10,7 +9,6 @@ from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
 __all__ = [
     "CheXpertDataModule",
     "ChestXrayDataModule",
-    "FeatureDataModule",
     "HAM10000DataModule",
     "LungCTDataModule",
     "NIHChestXray14DataModule",

@@ -16,18 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from medvision.data.base import (
-    BadFile,
-    BadFiles,
-    ClassificationDataset,
-    MedVisionDataModule,
-    check_image,
-    grouped_split_indices,
-    problem_report,
-    scan_files,
-    stratified_split,
-)
+from medvision.data.datamodule import MedVisionDataModule
+from medvision.data.datasets import ClassificationDataset
 from medvision.data.io import IMAGE_SUFFIXES
+from medvision.data.screening import BadFile, BadFiles, check_image, problem_report, scan_files
+from medvision.data.splits import grouped_split_indices, stratified_split
 from medvision.data.synthetic import write_chest_xray
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -51,7 +44,7 @@ class ChestXrayDataModule(MedVisionDataModule):
     in_channels x H x W, "label": int64, "path"}``. Hidden files (``.DS_Store``) are ignored;
     any other file that is not an image is an error. Every image is decoded once in ``setup``
     (``check_images``); all unreadable ones are reported together, or left out with
-    ``bad_files: exclude`` (see :class:`~medvision.data.base.MedVisionDataModule`).
+    ``bad_files: exclude`` (see :class:`~medvision.data.datamodule.MedVisionDataModule`).
 
     Splits:
         ``train`` is the ``train/`` folder. The test set is the folder named ``test_split``

@@ -9,49 +9,34 @@ Layout (as published, with the ISIC 2018 task 1 lesion masks beside it)::
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from medvision.data.base import (
-    BadFile,
-    BadFiles,
-    ClassificationDataset,
-    MedVisionDataModule,
-    batch_augmentation_for,
-    check_pair,
-    distinct_stems,
-    fill_caches,
-    grouped_split_indices,
-    problem_report,
-    scan_files,
-    segmentation_dataset,
+from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
+from medvision.data.datasets import ClassificationDataset, fill_caches, segmentation_dataset
+from medvision.data.ham10000_metadata import (
+    DIAGNOSES,
+    LAYOUT_HINT,
+    HAM10000Record,
+    read_metadata_rows,
 )
 from medvision.data.io import IMAGE_SUFFIXES, binarize_mask, list_images, read_image
 from medvision.data.lesion_focus import LesionFocus
+from medvision.data.screening import (
+    BadFile,
+    BadFiles,
+    check_pair,
+    distinct_stems,
+    problem_report,
+    scan_files,
+)
+from medvision.data.splits import grouped_split_indices
 from medvision.data.transforms import classification_transform
 
 log = logging.getLogger(__name__)
-
-_LAYOUT_HINT = (
-    "Expected the HAM10000 layout: <data_dir>/images/ISIC_<id>.jpg, "
-    "<data_dir>/masks/ISIC_<id>_segmentation.png (segmentation) and "
-    "<data_dir>/HAM10000_metadata.csv (Harvard Dataverse doi:10.7910/DVN/DBW86T; masks from "
-    "ISIC 2018 task 1)."
-)
-
-
-@dataclass(frozen=True)
-class HAM10000Record:
-    """One metadata row: the image file, its lesion (split group) and diagnosis code."""
-
-    image_id: str
-    lesion_id: str
-    dx: str
 
 
 class HAM10000DataModule(MedVisionDataModule):
@@ -74,20 +59,20 @@ class HAM10000DataModule(MedVisionDataModule):
     Segment-then-classify: with ``lesion_focus: crop`` (or ``mask``) each image is cropped to
     its lesion's bounding box plus ``lesion_margin`` (or its background blacked out) before
     resizing, using ``lesion_mask_dir/<image_id>.png``. Those masks come from ``medvision
-    predict`` with a segmentation checkpoint, or are predicted once in ``prepare_data`` by the
-    checkpoint given as ``lesion_segmenter`` (see :mod:`medvision.pipelines`).
+    predict`` with a segmentation checkpoint, or are predicted once by
+    :class:`medvision.pipelines.HAM10000LesionCropDataModule` from a segmentation checkpoint.
 
     Every metadata row is checked in ``setup`` (ids present and unique, known dx, image
     present, mask present for segmentation) and every file decoded once (``check_images``:
     readable, mask binary); all problems are reported in one error, or those rows left out
-    with ``bad_files: exclude`` (see :class:`~medvision.data.base.MedVisionDataModule`).
+    with ``bad_files: exclude`` (see :class:`~medvision.data.datamodule.MedVisionDataModule`).
     Images without a metadata row are not used, and their number is logged. In ``predict`` an
     unreadable image is left out and reported; the others are predicted.
 
     ``cache: true`` (``task: segmentation`` only) decodes and resizes every train/val/test
     image and mask once in ``setup`` and keeps them in memory: float16 images and uint8 masks,
     7 bytes per pixel, so HAM10000's 10,015 images at 192x256 take 3.4 GB; setup refuses above
-    ``cache_limit_gb`` (see :class:`~medvision.data.base.CachedSegmentationDataset`). Each epoch
+    ``cache_limit_gb`` (see :class:`~medvision.data.datasets.CachedSegmentationDataset`). Each epoch
     then runs the augmentation only. Predict never caches.
 
     ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
@@ -99,7 +84,7 @@ class HAM10000DataModule(MedVisionDataModule):
     Lightning would call only the datamodule's.
     """
 
-    diagnoses = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    diagnoses = DIAGNOSES
     diagnosis_names = {
         "akiec": "actinic keratosis / intraepithelial carcinoma",
         "bcc": "basal cell carcinoma",
@@ -131,7 +116,6 @@ class HAM10000DataModule(MedVisionDataModule):
         check_images: bool = True,
         lesion_focus: Literal["none", "crop", "mask"] = "none",
         lesion_mask_dir: str | Path | None = None,
-        lesion_segmenter: str | Path | None = None,
         lesion_margin: float = 0.1,
         predict_dir: str | Path | None = None,
         batch_size: int = 16,
@@ -181,7 +165,6 @@ class HAM10000DataModule(MedVisionDataModule):
         self.focus = None
         if lesion_focus != "none":
             self.focus = LesionFocus(lesion_mask_dir, lesion_focus, lesion_margin)
-        self.lesion_segmenter = None if lesion_segmenter is None else Path(lesion_segmenter)
         self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
@@ -207,18 +190,6 @@ class HAM10000DataModule(MedVisionDataModule):
         return self.class_names.index(name)
 
     # --- setup ------------------------------------------------------------------------------
-
-    def prepare_data(self) -> None:
-        if self.lesion_segmenter is None or self.focus is None:
-            return
-        from medvision.pipelines import predict_lesion_masks  # needs the models package
-
-        records, _ = read_metadata_rows(self.data_dir / self.metadata_filename)
-        images = [image for _, image, _ in self._locate(records)[0]]  # setup reports the rest
-        if self.predict_dir is not None:
-            images += self._predict_images()
-        written = predict_lesion_masks(self.lesion_segmenter, images, self.focus.mask_dir)
-        log.info("Lesion masks: %d predicted, %d already there", written, len(images) - written)
 
     def _setup_splits(self) -> None:
         records, bad_rows = read_metadata_rows(self.data_dir / self.metadata_filename)
@@ -281,10 +252,10 @@ class HAM10000DataModule(MedVisionDataModule):
         """
         image_dir, mask_dir = self.data_dir / self.image_dirname, self.data_dir / self.mask_dirname
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"{image_dir} is missing. {_LAYOUT_HINT}")
+            raise FileNotFoundError(f"{image_dir} is missing. {LAYOUT_HINT}")
         segmentation = self.task == "segmentation"
         if segmentation and not mask_dir.is_dir():
-            raise FileNotFoundError(f"{mask_dir} is missing (task: segmentation). {_LAYOUT_HINT}")
+            raise FileNotFoundError(f"{mask_dir} is missing (task: segmentation). {LAYOUT_HINT}")
         on_disk = {p.stem: p for p in list_images(image_dir, IMAGE_SUFFIXES)}
         unused = len(on_disk) - len({r.image_id for r in records})
         if unused > 0:
@@ -419,65 +390,3 @@ class HAM10000DataModule(MedVisionDataModule):
         if self.sampler == "none":
             return self._loader("train", shuffle=True)
         return self._weighted_train_loader(seed=self.split["seed"])
-
-
-def read_metadata(path: Path) -> list[HAM10000Record]:
-    """Rows of ``HAM10000_metadata.csv``; one error names every bad row (line and problem)."""
-    records, problems = read_metadata_rows(path)
-    if problems:
-        raise ValueError(
-            problem_report(
-                [str(p) for p in problems],
-                "bad metadata rows",
-                f"dx must be one of {', '.join(HAM10000DataModule.diagnoses)}; image_id and "
-                "lesion_id must be given, image_id once.",
-            )
-        )
-    return records
-
-
-def read_metadata_rows(path: Path) -> tuple[list[HAM10000Record], list[BadFile]]:
-    """Good rows of ``HAM10000_metadata.csv``, and a problem for each bad row.
-
-    A row is bad with an unknown ``dx``, an empty ``image_id`` or ``lesion_id``, or an
-    ``image_id`` an earlier row has. A missing file or column, or no rows, is an error.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"lesion_id", "image_id", "dx"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
-        records, problems, seen = [], [], {}
-        for line, row in enumerate(reader, start=2):
-            problem = _row_problem(row, seen)
-            if problem is not None:
-                where = f"{path} line {line} ({(row['image_id'] or '').strip() or 'no image_id'})"
-                problems.append(BadFile(where, problem))
-                continue
-            seen[row["image_id"].strip()] = line
-            records.append(
-                HAM10000Record(row["image_id"].strip(), row["lesion_id"].strip(), _dx(row))
-            )
-    if not records and not problems:
-        raise ValueError(f"{path}: has no rows.")
-    return records, problems
-
-
-def _dx(row: dict) -> str:
-    return (row["dx"] or "").strip().lower()
-
-
-def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
-    """What is wrong with one metadata row (``seen``: image ids of earlier rows), or None."""
-    image_id, lesion_id = (row["image_id"] or "").strip(), (row["lesion_id"] or "").strip()
-    if not image_id or not lesion_id:
-        return "image_id and lesion_id must both be given"
-    if image_id in seen:
-        return f"image_id {image_id} is already on line {seen[image_id]}; delete one of the rows"
-    if _dx(row) not in HAM10000DataModule.diagnoses:
-        return (
-            f"unknown dx {row['dx']!r}; dx must be one of {', '.join(HAM10000DataModule.diagnoses)}"
-        )
-    return None

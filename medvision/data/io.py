@@ -7,10 +7,6 @@ with what to do about it.
 
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +23,7 @@ class ImageReadError(ValueError):
     """A file could not be read as the image it should be; the message names the file and a fix.
 
     ``path`` is the offending file (the message starts with it), so that a scan of many files
-    can list each bad one (see :func:`medvision.data.base.scan_files`).
+    can list each bad one (see :func:`medvision.data.screening.scan_files`).
     """
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
@@ -174,40 +170,3 @@ def _binary_peak(peak: float, dtype: np.dtype) -> bool:
     if peak <= 1 or 128 <= peak <= 255:
         return True
     return np.issubdtype(dtype, np.integer) and peak == np.iinfo(dtype).max
-
-
-def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    A reader never sees a half-written file, and a killed process leaves no partial output under
-    ``path``'s name: only a hidden ``.partial-*.tmp`` that no reader (nor Lightning's search for
-    ``last`` checkpoints) mistakes for a result. ``write`` must not infer a format from the
-    temporary file's suffix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_png(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 ``H x W`` or ``H x W x 3`` array as PNG, atomically."""
-    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
-def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
-    """Write dict rows as CSV (columns: ``fieldnames`` or the first row's keys), atomically."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomically(path, write)

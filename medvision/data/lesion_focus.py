@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.base import resize_mask
+from medvision.data.datasets import resize_mask
 from medvision.data.io import binarize_mask, read_image
 
 

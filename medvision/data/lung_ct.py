@@ -11,20 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medvision.data.base import (
-    BadFile,
-    BadFiles,
-    MedVisionDataModule,
-    SegmentationDataset,
-    batch_augmentation_for,
-    check_pair,
-    distinct_stems,
-    fill_caches,
-    scan_files,
-    segmentation_dataset,
-    split_indices,
-)
+from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
+from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
 from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
+from medvision.data.screening import BadFile, BadFiles, check_pair, distinct_stems, scan_files
+from medvision.data.splits import split_indices
 from medvision.data.synthetic import write_lung_ct
 from medvision.data.transforms import SegmentationAugmentation
 
@@ -50,7 +41,7 @@ class LungCTDataModule(MedVisionDataModule):
     Every pair is decoded once in ``setup`` and all problems (missing partner, unreadable or
     empty file, mask that is not binary or of another size) are reported together before
     training starts; ``bad_files: exclude`` leaves those pairs out instead (see
-    :class:`~medvision.data.base.MedVisionDataModule`).
+    :class:`~medvision.data.datamodule.MedVisionDataModule`).
 
     ``medvision predict`` reads every image in ``predict_dir`` (png, jpg, tif; any size). When
     ``predict_dir`` has the Kaggle layout, or ``predict_mask_dir`` is given, the masks of the same
@@ -60,7 +51,7 @@ class LungCTDataModule(MedVisionDataModule):
     With ``cache: true`` every train/val/test sample is decoded, normalized and resized once in
     ``setup`` and kept in memory (float16 images, uint8 masks; the size is logged), so an
     epoch runs the augmentation only (see
-    :class:`~medvision.data.base.CachedSegmentationDataset`). Setup refuses when the cache would
+    :class:`~medvision.data.datasets.CachedSegmentationDataset`). Setup refuses when the cache would
     exceed ``cache_limit_gb``. Predict never caches.
 
     ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
@@ -248,7 +239,7 @@ def find_pairs(
     """Image TIFFs and their same-named masks, and every file without its partner.
 
     Returns ``(images, masks, unpaired)``: the paired files in the same order, and a
-    :class:`~medvision.data.base.BadFile` for each image without a mask and each mask without
+    :class:`~medvision.data.screening.BadFile` for each image without a mask and each mask without
     an image. A missing folder is an error; without ``masks_required`` a missing mask folder
     gives ``masks=None``.
     """

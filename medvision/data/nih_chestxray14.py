@@ -18,16 +18,10 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.base import (
-    BadFile,
-    BadFiles,
-    ClassificationDataset,
-    MedVisionDataModule,
-    check_image,
-    grouped_split_indices,
-    problem_report,
-    scan_files,
-)
+from medvision.data.datamodule import MedVisionDataModule
+from medvision.data.datasets import ClassificationDataset
+from medvision.data.screening import BadFile, BadFiles, check_image, problem_report, scan_files
+from medvision.data.splits import grouped_split_indices
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -64,7 +58,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
     :attr:`findings`, without an image or patient, or repeating an earlier image is a problem,
     and so is an image that cannot be decoded (``check_images``). All problems are reported in
     one error, or those rows left out with ``bad_files: exclude`` (see
-    :class:`~medvision.data.base.MedVisionDataModule`). In ``predict`` an unreadable image is
+    :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable image is
     left out and reported; the others are predicted.
     """
 

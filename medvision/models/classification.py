@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
-from medvision.callbacks import run_folder
 from medvision.checkpointing import load_checkpoint
 from medvision.metrics import (
     IGNORE_LABEL,
@@ -35,6 +34,7 @@ from medvision.reports import (
     write_classification_report,
     write_per_label_report,
 )
+from medvision.runs import run_folder
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ class FeatureHeadClassifier(ClassificationModule):
     """The classifier of ``classifier_checkpoint`` with its head retrained on feature maps.
 
     Training, validation and test batches are ``{"features": N x C x h x w, "label": N}`` from
-    :class:`~medvision.data.features.FeatureDataModule`; only the parameters that
+    :class:`~medvision.pipelines.FeatureDataModule`; only the parameters that
     ``forward_head`` uses are trained (for a timm ResNet: the final linear layer; for
     ``vgg_leaky``: its convolutional and fully connected head), the feature extractor stays
     frozen. Batches with ``image`` go through the whole network, so the checkpoint predicts

@@ -1,5 +1,13 @@
-"""Multi-step workflows built from medvision's modules (e.g. segment, then classify)."""
+"""Workflows that join data and models: segment-then-classify, and a classifier's cached features.
 
-from medvision.pipelines.segment_then_classify import predict_lesion_masks
+These are the only modules (with ``cli``, ``crossval`` and ``compare``) that import both
+:mod:`medvision.data` and :mod:`medvision.models`.
+"""
 
-__all__ = ["predict_lesion_masks"]
+from medvision.pipelines.features import FeatureDataModule
+from medvision.pipelines.segment_then_classify import (
+    HAM10000LesionCropDataModule,
+    predict_lesion_masks,
+)
+
+__all__ = ["FeatureDataModule", "HAM10000LesionCropDataModule", "predict_lesion_masks"]

@@ -4,7 +4,7 @@ Step 1, :func:`predict_lesion_masks`, runs a trained :class:`SegmentationModule`
 over the images once and stores one 0/255 mask PNG per image at its original size (the same
 files ``medvision predict`` writes). Step 2, :class:`~medvision.data.lesion_focus.LesionFocus`,
 crops each image to its lesion (or blacks out the background) before the classifier's resize
-and augmentation. The HAM10000 datamodule wires both: ``lesion_segmenter``,
+and augmentation. :class:`HAM10000LesionCropDataModule` wires both: ``lesion_segmenter``,
 ``lesion_mask_dir`` and ``lesion_focus``.
 """
 
@@ -18,10 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from medvision.checkpointing import load_checkpoint
-from medvision.data.base import SegmentationDataset
-from medvision.data.io import save_png
+from medvision.data.datasets import SegmentationDataset
+from medvision.data.ham10000 import HAM10000DataModule
+from medvision.data.ham10000_metadata import read_metadata_rows
 from medvision.data.transforms import segmentation_transform
+from medvision.files import save_png
 from medvision.metrics import binarize
+from medvision.models import SegmentationModule
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def predict_lesion_masks(
     probabilities are resized back before thresholding at its own ``threshold``. Masks already
     in ``out_dir`` are kept, so an interrupted run resumes. Returns how many were written.
     """
-    from medvision.models import SegmentationModule  # models import data; avoid a cycle
-
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     todo = [p for p in image_paths if not (out_dir / f"{p.stem}.png").is_file()]
     if not todo:
@@ -78,3 +79,35 @@ def predict_lesion_masks(
             mask = binarize(full, model.threshold)[0, 0].cpu().numpy()
             save_png(out_dir / f"{Path(path).stem}.png", mask.astype(np.uint8) * 255)
     return len(todo)
+
+
+class HAM10000LesionCropDataModule(HAM10000DataModule):
+    """:class:`~medvision.data.HAM10000DataModule` whose lesion masks a segmenter predicts first.
+
+    Segment-then-classify in one config: ``prepare_data`` runs :func:`predict_lesion_masks`
+    with the ``lesion_segmenter`` checkpoint over every image of the metadata (and of
+    ``predict_dir``) that has no mask in ``lesion_mask_dir`` yet, then the classifier trains on
+    the images cropped to their lesion (``lesion_focus: crop``) or with the background blacked
+    out (``mask``), as :class:`~medvision.data.HAM10000DataModule` describes.
+
+    Args:
+        lesion_segmenter: A :class:`~medvision.models.SegmentationModule` checkpoint trained on
+            lesion masks (``configs/unet_ham10000.yaml``). ``None``: the masks must already be
+            in ``lesion_mask_dir``.
+        **kwargs: :class:`~medvision.data.HAM10000DataModule`'s arguments; ``task`` must be
+            ``classification`` and ``lesion_focus`` ``crop`` or ``mask``.
+    """
+
+    def __init__(self, *args, lesion_segmenter: str | Path | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lesion_segmenter = None if lesion_segmenter is None else Path(lesion_segmenter)
+
+    def prepare_data(self) -> None:
+        if self.lesion_segmenter is None or self.focus is None:
+            return
+        records, _ = read_metadata_rows(self.data_dir / self.metadata_filename)
+        images = [image for _, image, _ in self._locate(records)[0]]  # setup reports the rest
+        if self.predict_dir is not None:
+            images += self._predict_images()
+        written = predict_lesion_masks(self.lesion_segmenter, images, self.focus.mask_dir)
+        log.info("Lesion masks: %d predicted, %d already there", written, len(images) - written)

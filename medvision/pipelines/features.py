@@ -19,9 +19,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from medvision.data.base import MedVisionDataModule
-from medvision.data.io import write_atomically
+from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.transforms import as_hw
+from medvision.files import write_atomically
+from medvision.models.classification import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ class FeatureDataModule(MedVisionDataModule):
     def feature_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of the classifier's feature maps at the image datamodule's size."""
         if self._feature_shape is None:
-            from medvision.models.classification import load_classifier
-
             classifier = load_classifier(self.checkpoint_path)
             height, width = as_hw(self.data.image_size)
             with torch.no_grad():
@@ -162,8 +161,6 @@ class FeatureDataModule(MedVisionDataModule):
                 "makes it (the Trainer calls it before setup)."
             )
         if stale:
-            from medvision.models.classification import load_classifier
-
             device = self._device()
             classifier = load_classifier(self.checkpoint_path).to(device).eval()
             for split in stale:

@@ -1,0 +1,262 @@
+"""What ``medvision predict`` writes: masks and overlays, or a CSV of class probabilities."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from medvision.data.datasets import resize_mask
+from medvision.data.io import binarize_mask, read_image
+from medvision.data.screening import BadFile
+from medvision.files import save_png, write_csv
+from medvision.metrics import binarize, overlap_scores
+from medvision.visualize import overlay, to_display
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationPredictionWriter(BasePredictionWriter):
+    """Writes what ``medvision predict`` makes of each image, at the image's original size.
+
+    For every input ``<stem>.*``: ``masks/<stem>.png`` (0/255) and ``overlays/<stem>.png``
+    (prediction tinted red, true outline green when a mask is known), under ``output_dir``
+    (default ``<trainer.default_root_dir>/predictions``). When the inputs have masks,
+    ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
+    resized to the original size before thresholding at ``threshold`` (default: the
+    model's). Files are written atomically.
+
+    Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
+    and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
+    ``problem``) and kept in :attr:`failures`; such an image leaves no mask or overlay behind.
+    """
+
+    def __init__(
+        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.overlays = overlays
+        self.threshold = threshold
+        self._rows: list[dict] = []
+        self._num_written = 0
+        self._own_failures: list[BadFile] = []
+        self._active = False
+        self.failures: list[BadFile] = []
+
+    def _root(self, trainer: Trainer) -> Path:
+        return prediction_root(self.output_dir, trainer)
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+        self._num_written = 0
+        self._own_failures, self._active, self.failures = [], False, []
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if "probs" not in prediction:
+            return
+        self._active = True
+        root = self._root(trainer)
+        threshold = pl_module.threshold if self.threshold is None else self.threshold
+        for i, path in enumerate(prediction["path"]):
+            try:
+                self._write_one(root, prediction, i, threshold)
+            except (ValueError, OSError) as exc:  # this image's outputs go; the others stay
+                for folder in ("masks", "overlays"):
+                    (root / folder / f"{Path(path).stem}.png").unlink(missing_ok=True)
+                self._own_failures.append(BadFile(path, f"not predicted: {exc}"))
+                log.warning("Not predicted: %s", self._own_failures[-1])
+
+    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float) -> None:
+        """The mask, overlay and metrics row of the ``i``-th image of a batch."""
+        path = prediction["path"][i]
+        height, width = (int(v) for v in prediction["original_size"][i])
+        probs = F.interpolate(
+            prediction["probs"][i : i + 1].float(),
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )
+        pred = binarize(probs, threshold)[0, 0].cpu().numpy()
+        stem = Path(path).stem
+        save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
+        truth, row = None, None
+        if "mask_path" in prediction:
+            mask_path = prediction["mask_path"][i]
+            mask = binarize_mask(read_image(mask_path), mask_path)
+            truth = resize_mask(mask, (height, width)).astype(bool)
+            dice, iou = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+            row = {"image": path, "mask": mask_path, "dice": float(dice), "iou": float(iou)}
+        if self.overlays:
+            save_png(
+                root / "overlays" / f"{stem}.png",
+                overlay(to_display(read_image(path)), pred, truth),
+            )
+        if row is not None:
+            self._rows.append(row)
+        self._num_written += 1
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        root = self._root(trainer)
+        if self._active:
+            self.failures = report_failures(trainer, root, self._own_failures)
+        if self._rows:
+            name = (
+                "metrics.csv"
+                if trainer.world_size == 1
+                else f"metrics.rank{trainer.global_rank}.csv"
+            )
+            write_csv(root / name, self._rows, ["image", "mask", "dice", "iou"])
+            dice = np.mean([r["dice"] for r in self._rows])
+            iou = np.mean([r["iou"] for r in self._rows])
+            log.info(
+                "Predicted %d images with masks: mean Dice %.4f, mean IoU %.4f (%s)",
+                len(self._rows),
+                dice,
+                iou,
+                root / name,
+            )
+        if self._num_written:
+            log.info("%d prediction masks written to %s", self._num_written, root / "masks")
+
+
+class ClassificationPredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
+
+    Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
+    class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
+    (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
+    Written atomically under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``)
+    at the end of predict; under DDP each process writes ``predictions.rank<N>.csv``.
+    Input files that failed (the datamodule's ``predict_failures``) have no row: they are
+    listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self._rows: list[dict] = []
+        self.failures: list[BadFile] = []
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+        self.failures = []
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if "class_probs" not in prediction:
+            return
+        names = pl_module.class_names
+        probs = prediction["class_probs"].cpu()
+        multilabel = getattr(pl_module, "multilabel", False)
+        for i, path in enumerate(prediction["path"]):
+            if multilabel:
+                positive = probs[i] > pl_module.thresholds.cpu()
+                row = {"file": path, "pred": _joined(names, positive)}
+                if "label" in prediction:
+                    row["label"] = _joined(names, prediction["label"][i] > 0.5)
+            else:
+                row = {"file": path, "pred": names[int(probs[i].argmax())]}
+                if "label" in prediction:
+                    row["label"] = names[int(prediction["label"][i])]
+            row.update(
+                {
+                    f"prob_{name}": round(float(p), 6)
+                    for name, p in zip(names, probs[i], strict=True)
+                }
+            )
+            self._rows.append(row)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._rows:
+            return
+        root = prediction_root(self.output_dir, trainer)
+        self.failures = report_failures(trainer, root, [])
+        name = (
+            "predictions.csv"
+            if trainer.world_size == 1
+            else f"predictions.rank{trainer.global_rank}.csv"
+        )
+        write_csv(root / name, self._rows)
+        if "label" in self._rows[0]:
+            correct = sum(r["pred"] == r["label"] for r in self._rows)
+            log.info(
+                "Predicted %d images from class folders: accuracy %.4f",
+                len(self._rows),
+                correct / len(self._rows),
+            )
+        log.info("Predictions of %d images written to %s", len(self._rows), root / name)
+
+
+def prediction_root(output_dir: Path | None, trainer: Trainer) -> Path:
+    """Where predictions go: ``output_dir``, else ``<default_root_dir>/predictions``."""
+    return output_dir or Path(trainer.default_root_dir) / "predictions"
+
+
+def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:
+    """The datamodule's ``predict_failures`` plus ``own``, written to ``root/failed.csv``.
+
+    Without failures a ``failed.csv`` left by an earlier run in ``root`` is removed, so the
+    folder never lists files that this run predicted. Returns the failures.
+    """
+    failures = [*getattr(trainer.datamodule, "predict_failures", ()), *own]
+    name = "failed.csv" if trainer.world_size == 1 else f"failed.rank{trainer.global_rank}.csv"
+    if not failures:
+        (root / name).unlink(missing_ok=True)
+        return []
+    rows = [{"file": f.path, "problem": f.problem} for f in failures]
+    write_csv(root / name, rows, ["file", "problem"])
+    log.warning("%d input files were not predicted; listed in %s", len(failures), root / name)
+    return failures
+
+
+def _joined(names: list[str], chosen: torch.Tensor) -> str:
+    """Names where ``chosen`` is true, joined by ``|`` (the NIH label style); ``""`` if none."""
+    return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """What ``medvision predict`` writes, for whichever task the model does.
+
+    Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
+    metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
+    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``). ``threshold``
+    overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the model's settings
+    come from its checkpoint in ``predict``, so ``--model.init_args.threshold`` does not apply.
+    Input files that could not be predicted are listed in ``failed.csv`` there and in
+    :attr:`failures` (``medvision predict`` then exits with status 1).
+    """
+
+    def __init__(
+        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.writers = (
+            SegmentationPredictionWriter(output_dir, overlays, threshold),
+            ClassificationPredictionWriter(output_dir),
+        )
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for writer in self.writers:
+            writer.on_predict_epoch_start(trainer, pl_module)
+
+    def write_on_batch_end(self, *args, **kwargs) -> None:
+        for writer in self.writers:
+            writer.write_on_batch_end(*args, **kwargs)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for writer in self.writers:
+            writer.on_predict_epoch_end(trainer, pl_module)
+
+    @property
+    def failures(self) -> list[BadFile]:
+        """The input files the last ``predict`` could not use (:class:`BadFile`, path and why)."""
+        return [failure for writer in self.writers for failure in writer.failures]

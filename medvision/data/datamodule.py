@@ -1,0 +1,270 @@
+"""The LightningDataModule every medvision datamodule builds on: loaders, input checks, links."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import lightning as L
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from medvision.data.samplers import WeightedClassSampler
+from medvision.data.screening import (
+    BadFile,
+    BadFiles,
+    default_num_workers,
+    problem_report,
+    scan_files,
+)
+from medvision.data.transforms import BatchSegmentationAugmentation
+from medvision.files import write_csv
+from medvision.runs import run_folder
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+def _known_after_setup(counts: dict[str, int] | None, name: str) -> dict[str, int]:
+    if counts is None:
+        raise RuntimeError(f"{name} is known after setup('fit')")
+    return dict(counts)
+
+
+def batch_augmentation_for(
+    augmentation: str, cache: bool, gpu_augmentation: bool, seed: int
+) -> BatchSegmentationAugmentation | None:
+    """The batched augmentation that ``gpu_augmentation: true`` asks for, or None when off.
+
+    Refuses it without ``cache: true`` and for presets other than ``none``/``basic``.
+    """
+    if not gpu_augmentation:
+        return None
+    if not cache:
+        raise ValueError(
+            "gpu_augmentation: true augments the in-memory cache's samples on the device and "
+            "needs cache: true (--data.init_args.cache=true); or set gpu_augmentation: false."
+        )
+    if augmentation not in BatchSegmentationAugmentation.presets:
+        raise ValueError(
+            f"augmentation: {augmentation} runs on the CPU only; with gpu_augmentation: true "
+            f"use augmentation {' or '.join(BatchSegmentationAugmentation.presets)}, or set "
+            "gpu_augmentation: false."
+        )
+    return BatchSegmentationAugmentation(augmentation, seed=seed)
+
+
+class MedVisionDataModule(L.LightningDataModule):
+    """Loader plumbing and input checks shared by medvision's datamodules.
+
+    Subclasses define ``class_names``, fill ``self.datasets`` (keys ``train``, ``val``,
+    ``test``, ``predict``) in ``setup``, and set ``self._class_counts`` for classification.
+    Loaders pin memory on CUDA machines and keep workers alive between epochs; under DDP the
+    val and test loaders give each sample to exactly one process (no padding repeats).
+
+    Bad input files found in ``setup`` (see :meth:`_screen`) stop the run with one error that
+    lists them all (``bad_files: error``), or with ``bad_files: exclude`` are left out: a
+    warning lists them, :attr:`excluded_files` holds them, and ``excluded_files.csv`` (``file``,
+    ``problem``) is written to the run folder (the trainer's log folder, which holds
+    ``checkpoints/``; nothing is written when no trainer is attached). In ``predict`` a bad
+    file never stops the others: it is left out, warned about and kept in
+    :attr:`predict_failures` (which the prediction writer puts in ``failed.csv``).
+
+    When a subclass sets :attr:`batch_augmentation` (a
+    :class:`~medvision.data.transforms.BatchSegmentationAugmentation`), training batches get
+    it in :meth:`on_after_batch_transfer`, on the device, after the transfer; its random stream
+    restarts at ``setup("fit")`` from its seed plus the process's global rank.
+    """
+
+    def __init__(
+        self, batch_size: int = 16, num_workers: int | None = None, bad_files: BadFiles = "error"
+    ) -> None:
+        super().__init__()
+        if bad_files not in ("error", "exclude"):
+            raise ValueError(f"bad_files must be 'error' or 'exclude', got {bad_files!r}")
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.bad_files = bad_files
+        self.datasets: dict[str, Dataset] = {}
+        self.excluded_files: list[BadFile] = []
+        self.predict_failures: list[BadFile] = []
+        self._class_counts: dict[str, int] | None = None
+        self._known_counts: dict[str, int] | None = None
+        self.batch_augmentation: BatchSegmentationAugmentation | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Training images per class name (positives per label if multi-label); after ``setup``."""
+        return _known_after_setup(self._class_counts, "class_counts")
+
+    @property
+    def known_counts(self) -> dict[str, int]:
+        """Multi-label: training images whose label is known (not ignored), per label."""
+        return _known_after_setup(self._known_counts, "known_counts")
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.datasets["predict"] = self._predict_dataset()
+        elif "train" not in self.datasets:
+            self._setup_splits()
+        if stage == "fit" and self.batch_augmentation is not None:
+            self.batch_augmentation.reseed(self.trainer.global_rank if self.trainer else 0)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Run :attr:`batch_augmentation` on a training batch's ``image`` and ``mask``.
+
+        Lightning calls this on the device the batch was moved to. Batches of validation,
+        test, predict and the sanity check, and every batch when no augmentation is set,
+        pass unchanged.
+        """
+        trainer = self.trainer
+        if self.batch_augmentation is None or trainer is None or not trainer.training:
+            return batch
+        batch = dict(batch)
+        batch["image"], batch["mask"] = self.batch_augmentation(batch["image"], batch["mask"])
+        return batch
+
+    def _setup_splits(self) -> None:
+        """Fill ``self.datasets`` with ``train``, ``val`` (and ``test``) splits."""
+        raise NotImplementedError
+
+    def _predict_dataset(self) -> Dataset:
+        """The dataset of ``predict_dir``."""
+        raise NotImplementedError
+
+    def _screen(self, bad: Sequence[BadFile], what: str, fix: str) -> None:
+        """Act on the bad files one ``setup`` found, as ``bad_files`` says.
+
+        ``error``: one ``ValueError`` listing every file with its problem, then ``fix``.
+        ``exclude``: the caller leaves them out; here they are warned about, kept in
+        :attr:`excluded_files` and written to ``excluded_files.csv`` in the run folder.
+        """
+        if not bad:
+            return
+        bad = sorted(bad, key=lambda b: b.path)
+        if self.bad_files == "error":
+            raise ValueError(
+                problem_report(
+                    [str(b) for b in bad],
+                    what,
+                    f"{fix} Or set bad_files: exclude (--data.init_args.bad_files exclude) to "
+                    "train without them; they are then listed in excluded_files.csv.",
+                )
+            )
+        self.excluded_files += bad
+        path = self._excluded_files_csv()
+        log.warning(
+            "%s\nThey are excluded (bad_files: exclude)%s.",
+            problem_report([str(b) for b in bad], what, fix, max_listed=len(bad)),
+            f" and listed in {path}" if path else "",
+        )
+
+    def _excluded_files_csv(self) -> Path | None:
+        """Write :attr:`excluded_files` to the run folder; its path, or None without a trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        path = run_folder(trainer) / "excluded_files.csv"
+        if trainer.is_global_zero:
+            rows = [{"file": b.path, "problem": b.problem} for b in self.excluded_files]
+            write_csv(path, rows, ["file", "problem"])
+        return path
+
+    def _scan_predict(
+        self,
+        items: Sequence[T],
+        check: Callable[[T], object],
+        path_of: Callable[[T], Path] = Path,
+        earlier: Sequence[BadFile] = (),
+    ) -> list[T]:
+        """The items of ``predict_dir`` that ``check`` accepts; the others are failures.
+
+        Each bad file (and each of the ``earlier`` ones the caller found, such as an image
+        without its mask) is warned about and kept in :attr:`predict_failures`; predict goes on
+        with the rest. If nothing is left, one error lists them all.
+        """
+        good, bad = scan_files(items, check, path_of)
+        failures = sorted([*earlier, *bad], key=lambda b: b.path)
+        if failures and not good:
+            raise ValueError(
+                problem_report(
+                    [str(b) for b in failures],
+                    f"files in {self._predict_folder()} that cannot be predicted, and no other",
+                    "Fix or replace them.",
+                )
+            )
+        for failure in failures:
+            log.warning("Not predicted: %s", failure)
+        self.predict_failures = failures
+        return good
+
+    def _predict_folder(self) -> Path:
+        """``self.predict_dir``, checked to be given and to exist."""
+        folder = getattr(self, "predict_dir", None)
+        if folder is None:
+            raise ValueError("predict needs a folder of images: pass --data.predict_dir DIR")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predict_dir {folder} does not exist or is not a folder.")
+        return folder
+
+    def _loader(self, stage: str, shuffle: bool = False, sampler=None) -> DataLoader:
+        if stage not in self.datasets:
+            raise RuntimeError(f"no {stage} dataset: call setup() for this stage first")
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0 and stage != "predict",
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def _weighted_train_loader(self, seed: int) -> DataLoader:
+        """Training loader drawing classes equally often, one share per DDP process."""
+        trainer = self.trainer
+        sampler = WeightedClassSampler(
+            self.datasets["train"].labels,
+            num_replicas=trainer.world_size if trainer else None,
+            rank=trainer.global_rank if trainer else None,
+            seed=seed,
+        )
+        return self._loader("train", sampler=sampler)
+
+    def _evaluation_sampler(self, stage: str) -> DistributedSampler | None:
+        """Under DDP, a sampler giving each ``stage`` sample to exactly one process; else None.
+
+        Lightning's default for val/test pads every process to the same count by repeating
+        samples, which counts those samples twice in the metrics. This one does not pad, so
+        processes may differ by one sample; being a ``DistributedSampler``, Lightning keeps it.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            self.datasets[stage],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", sampler=self._evaluation_sampler("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", sampler=self._evaluation_sampler("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,290 @@
+"""Datasets of image files as dict samples: segmentation (optionally cached) and classification."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
+from medvision.data.screening import check_same_size, default_num_workers
+from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationDataset(Dataset):
+    """Image files with optional binary masks, as dict samples at a fixed size.
+
+    Each sample holds ``image``: float32 ``C x H x W`` in [0, 1] (see
+    :func:`~medvision.data.io.normalize_intensity`), ``path``: the image file, and
+    ``original_size``: int64 ``[height, width]`` as stored. With masks it also holds
+    ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``. ``transform`` is applied to
+    image and mask in one call (resize plus augmentation). A mask of another size than its
+    image is an error, or, with ``resize_masks``, resized to it by nearest neighbour.
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        mask_paths: Sequence[Path] | None,
+        transform,
+        in_channels: int = 1,
+        intensity_window: tuple[float, float] | None = None,
+        resize_masks: bool = False,
+    ) -> None:
+        if mask_paths is not None and len(mask_paths) != len(image_paths):
+            raise ValueError("image_paths and mask_paths differ in length")
+        self.image_paths = list(image_paths)
+        self.mask_paths = None if mask_paths is None else list(mask_paths)
+        self.transform = transform
+        self.in_channels = in_channels
+        self.intensity_window = intensity_window
+        self.resize_masks = resize_masks
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> dict:
+        self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
+        sample, image, mask = self._decode(index)
+        return self._finish(sample, self.transform, image, mask)
+
+    def _decode(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        """``(sample without image/mask, H x W x C float32 image, H x W 0/1 mask or None)``."""
+        path = self.image_paths[index]
+        raw = read_image(path)
+        image = normalize_intensity(to_channels(raw, self.in_channels), self.intensity_window)
+        sample = {"path": str(path), "original_size": torch.tensor(raw.shape[:2])}
+        if self.mask_paths is None:
+            return sample, image, None
+        mask_path = self.mask_paths[index]
+        mask = binarize_mask(read_image(mask_path), mask_path)
+        if self.resize_masks:
+            mask = resize_mask(mask, raw.shape[:2])
+        check_same_size(path, raw, mask_path, mask)
+        sample["mask_path"] = str(mask_path)
+        return sample, image, mask
+
+    @staticmethod
+    def _finish(sample: dict, transform, image: np.ndarray, mask: np.ndarray | None) -> dict:
+        """Run ``transform`` on image (and mask) and put them into ``sample`` as tensors."""
+        if mask is None:
+            image = transform(image=image)["image"]
+        else:
+            out = transform(image=image, mask=mask)
+            image = out["image"]
+            sample["mask"] = torch.from_numpy(out["mask"]).float().unsqueeze(0)
+        sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return sample
+
+
+class CachedSegmentationDataset(SegmentationDataset):
+    """A :class:`SegmentationDataset` that decodes and resizes every sample once, into memory.
+
+    ``resize`` (deterministic: resize only) runs once per sample in :meth:`fill_cache`;
+    ``augment`` (the augmentation without the resize, see
+    :func:`~medvision.data.transforms.segmentation_transform` with ``resize=False``) runs on
+    every access, so an epoch does augmentation only. Images are kept as float16 (at most
+    2.5e-4 from the float32 of the uncached path in [0, 1]), masks as uint8, each split in one
+    array: filled in the main process before loader workers fork, they are shared
+    copy-on-write by the workers (with the ``spawn`` start method each worker gets a copy).
+    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``. ``image_size`` is
+    ``(height, width)``; ``resize_masks`` as in :class:`SegmentationDataset`.
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        mask_paths: Sequence[Path] | None,
+        resize,
+        augment,
+        image_size: tuple[int, int],
+        in_channels: int = 1,
+        intensity_window: tuple[float, float] | None = None,
+        max_bytes: float = 4e9,
+        resize_masks: bool = False,
+    ) -> None:
+        super().__init__(
+            image_paths, mask_paths, resize, in_channels, intensity_window, resize_masks
+        )
+        self.augment = augment
+        self.image_size = image_size
+        self.max_bytes = max_bytes
+        self.images: np.ndarray | None = None
+        self.masks: np.ndarray | None = None
+        self.samples: list[dict] = []
+
+    def nbytes(self) -> int:
+        """Memory the cache takes: float16 images plus uint8 masks at ``image_size``."""
+        pixels = len(self) * self.image_size[0] * self.image_size[1]
+        return pixels * (2 * self.in_channels + (0 if self.mask_paths is None else 1))
+
+    def fill_cache(self) -> None:
+        """Decode, normalize and resize every sample into memory (threads; main process)."""
+        if self.nbytes() > self.max_bytes:
+            raise ValueError(
+                f"cache: true would keep {len(self)} samples of {self.image_size[0]}x"
+                f"{self.image_size[1]} in {self.nbytes() / 1e9:.2f} GB of memory, above "
+                f"cache_limit_gb={self.max_bytes / 1e9:g}. Raise --data.init_args.cache_limit_gb "
+                "if the machine has the memory (each DDP process keeps its own cache), or set "
+                "cache: false."
+            )
+        with ThreadPoolExecutor(default_num_workers()) as pool:
+            decoded = list(pool.map(self._resized, range(len(self))))
+        self.samples = [sample for sample, _, _ in decoded]
+        height, width = self.image_size
+        empty = (0, height, width, self.in_channels)  # an empty split (e.g. test_fraction: 0)
+        images = [image for _, image, _ in decoded]
+        self.images = (np.stack(images) if images else np.zeros(empty)).astype(np.float16)
+        if self.mask_paths is not None:
+            masks = [mask for _, _, mask in decoded]
+            self.masks = (np.stack(masks) if masks else np.zeros(empty[:3])).astype(np.uint8)
+
+    def _resized(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        sample, image, mask = self._decode(index)
+        if mask is None:
+            return sample, self.transform(image=image)["image"], None
+        out = self.transform(image=image, mask=mask)
+        return sample, out["image"], out["mask"]
+
+    def __getitem__(self, index: int) -> dict:
+        if self.images is None:
+            raise RuntimeError("CachedSegmentationDataset: call fill_cache() before reading")
+        self._worker_seed = reseed_for_worker(self.augment, self._worker_seed)
+        sample = dict(self.samples[index])
+        image = self.images[index].astype(np.float32)
+        mask = None if self.masks is None else self.masks[index]
+        return self._finish(sample, self.augment, image, mask)
+
+
+def segmentation_dataset(
+    images: Sequence[Path],
+    masks: Sequence[Path] | None,
+    image_size: int | tuple[int, int],
+    augmentation: str,
+    cache: bool = False,
+    cache_limit_gb: float = 4.0,
+    **kwargs,
+) -> SegmentationDataset:
+    """A :class:`SegmentationDataset` at ``image_size`` augmented with ``augmentation``.
+
+    With ``cache`` it is a :class:`CachedSegmentationDataset` (resize once, augment on each
+    access; call :func:`fill_caches` before reading). ``kwargs``: ``in_channels``,
+    ``intensity_window``, ``resize_masks``.
+    """
+    if not cache:
+        return SegmentationDataset(
+            images, masks, segmentation_transform(image_size, augmentation), **kwargs
+        )
+    return CachedSegmentationDataset(
+        images,
+        masks,
+        segmentation_transform(image_size, "none"),
+        segmentation_transform(image_size, augmentation, resize=False),
+        as_hw(image_size),
+        max_bytes=cache_limit_gb * 1e9,
+        **kwargs,
+    )
+
+
+def fill_caches(
+    datasets: dict[str, CachedSegmentationDataset], cache_limit_gb: float, source: Path
+) -> None:
+    """Check the caches of all splits together against ``cache_limit_gb``, then fill and log.
+
+    ``source`` (the data folder) is named in the error when the caches would not fit.
+    """
+    sizes = {stage: data.nbytes() for stage, data in datasets.items()}
+    total, count = sum(sizes.values()), sum(len(d) for d in datasets.values())
+    if total > cache_limit_gb * 1e9:
+        raise ValueError(
+            f"cache: true would keep {count} samples from {source} in {total / 1e9:.2f} GB of "
+            f"memory, above cache_limit_gb={cache_limit_gb:g}. Raise "
+            "--data.init_args.cache_limit_gb if the machine has the memory (each DDP process "
+            "keeps its own cache), or set cache: false."
+        )
+    for dataset in datasets.values():
+        dataset.fill_cache()
+    height, width = next(iter(datasets.values())).image_size
+    log.info(
+        "Cached %s decoded samples at %sx%s in memory: %.2f MB (%s)",
+        count,
+        height,
+        width,
+        total / 1e6,
+        ", ".join(f"{stage} {size / 1e6:.2f} MB" for stage, size in sizes.items()),
+    )
+
+
+class ClassificationDataset(Dataset):
+    """Image files with integer class labels, as dict samples at a fixed size.
+
+    Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1] (min-max scaled per
+    image, so 8- and 16-bit files agree), ``path``: the file, and, when ``labels`` are given,
+    ``label``: int64 class index; or, for ``labels`` given as an ``N x K`` float array of 0/1
+    with NaN for unknown (multi-label), ``label``: float32 ``K`` (unknown as 0) and
+    ``label_mask``: float32 ``K``, 1 where the label is known. ``transform`` is an
+    albumentations call (resize plus augmentation) on the ``H x W x C`` float image;
+    ``preprocess(image, path)``, when given, runs before it (e.g.
+    :class:`~medvision.data.lesion_focus.LesionFocus` cropping to a lesion).
+    """
+
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        labels: Sequence[int] | None,
+        transform,
+        in_channels: int = 1,
+        preprocess: Callable[[np.ndarray, Path], np.ndarray] | None = None,
+    ) -> None:
+        if labels is not None and len(labels) != len(image_paths):
+            raise ValueError("image_paths and labels differ in length")
+        self.image_paths = list(image_paths)
+        self.multilabel = labels is not None and np.ndim(labels) == 2
+        if labels is None:
+            self.labels = None
+        elif self.multilabel:
+            self.labels = np.asarray(labels, dtype=np.float32)
+        else:
+            self.labels = [int(label) for label in labels]
+        self.transform = transform
+        self.in_channels = in_channels
+        self.preprocess = preprocess
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> dict:
+        self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
+        path = self.image_paths[index]
+        image = normalize_intensity(to_channels(read_image(path), self.in_channels))
+        if self.preprocess is not None:
+            image = self.preprocess(image, path)
+        image = self.transform(image=image)["image"]
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "path": str(path),
+        }
+        if self.multilabel:
+            target = torch.from_numpy(self.labels[index])
+            sample["label_mask"] = (~target.isnan()).float()
+            sample["label"] = target.nan_to_num(0.0)
+        elif self.labels is not None:
+            sample["label"] = torch.tensor(self.labels[index], dtype=torch.long)
+        return sample
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 0/1 mask at ``size`` (height, width), by nearest neighbour; unchanged if already there."""
+    if mask.shape[:2] == tuple(size):
+        return mask
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)

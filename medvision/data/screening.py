@@ -1,0 +1,127 @@
+"""Screening input files before training: decode each once, collect every problem, report them.
+
+A :class:`BadFile` is one unusable file and why. :func:`scan_files` runs a check over many
+files in a thread pool and returns the good ones and the bad ones, so that a datamodule can
+stop with one error listing them all (or leave them out, see ``bad_files``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+
+from medvision.data.io import ImageReadError, binarize_mask, read_image
+
+T = TypeVar("T")
+#: What a datamodule does with bad input files: stop with one error, or leave them out.
+BadFiles = Literal["error", "exclude"]
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """One input file that cannot be used, and why (``problem`` says what to do about it)."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def bad_file(path: str | Path, message: str) -> BadFile:
+    """A :class:`BadFile` from an error message that may start with ``"<path>: "``."""
+    return BadFile(str(path), message.removeprefix(f"{path}: "))
+
+
+def scan_files(
+    items: Sequence[T], check: Callable[[T], object], path_of: Callable[[T], Path] = Path
+) -> tuple[list[T], list[BadFile]]:
+    """Run ``check`` on every item once, in a thread pool: ``(good items, bad files)``.
+
+    A ``ValueError`` raised by ``check`` (:class:`~medvision.data.io.ImageReadError`
+    included) marks its item bad: the file is the error's ``path`` when it has one (the mask
+    of an image/mask pair, say), else ``path_of(item)``. For decoding a whole dataset once up
+    front, so that every bad file is reported together.
+    """
+
+    def problem(item: T) -> BadFile | None:
+        try:
+            check(item)
+        except ValueError as exc:
+            return bad_file(getattr(exc, "path", None) or path_of(item), str(exc))
+        return None
+
+    with ThreadPoolExecutor(default_num_workers()) as pool:
+        found = list(pool.map(problem, items))
+    good = [item for item, bad in zip(items, found, strict=True) if bad is None]
+    return good, [bad for bad in found if bad is not None]
+
+
+def check_image(path: Path) -> None:
+    """Decode one image (see :func:`~medvision.data.io.read_image`); raise if it cannot be."""
+    read_image(path)
+
+
+def check_pair(pair: tuple[Path, Path | None], same_size: bool = True) -> None:
+    """Decode an image and its mask (when not ``None``): mask binary, and of the same size."""
+    image = read_image(pair[0])
+    if pair[1] is not None:
+        mask = binarize_mask(read_image(pair[1]), pair[1])
+        if same_size:
+            check_same_size(pair[0], image, pair[1], mask)
+
+
+def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
+    """``(image, ...)`` items whose images differ in file stem, and a problem for the others.
+
+    Segmentation writes ``<stem>.png`` per image, so ``a.png`` after ``a.jpg`` would overwrite
+    its outputs: the later one is refused, naming the first.
+    """
+    first: dict[str, Path] = {}
+    kept, clashes = [], []
+    for pair in pairs:
+        taken = first.setdefault(pair[0].stem, pair[0])
+        if taken == pair[0]:
+            kept.append(pair)
+        else:
+            clashes.append(
+                BadFile(
+                    str(pair[0]),
+                    f"has the same name as {taken.name}, and both would be written as "
+                    f"{pair[0].stem}.png. Rename one of them.",
+                )
+            )
+    return kept, clashes
+
+
+def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
+    """One error message for many bad files: a count, the first ``max_listed``, and the fix."""
+    listed = "\n  ".join(problems[:max_listed])
+    more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+    return f"{len(problems)} {what}:\n  {listed}{more}\n{fix}"
+
+
+def default_num_workers() -> int:
+    """Loader workers that fit the machine: one per usable CPU core, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(8, cores)
+
+
+def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
+    """Raise an ``ImageReadError`` naming both files when image and mask differ in height/width."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise ImageReadError(
+            f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} is "
+            f"{image.shape[0]}x{image.shape[1]} (height x width). Re-export the mask at the "
+            "image's size, or remove the pair.",
+            mask_path,
+        )
