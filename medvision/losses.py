@@ -1,11 +1,17 @@
-"""Segmentation losses for binary masks, by short name or as any ``nn.Module``.
+"""Every loss of medvision, by short name or class path, behind one :func:`build_loss`.
 
-All losses take raw logits and a target of the same shape, ``N x 1 x H x W``, target values
-0/1 (float). Dice and focal losses are segmentation-models-pytorch's; the U-Net paper's
-border-weighted cross-entropy is here because no library ships it.
+Segmentation losses take raw logits and a 0/1 float target of the same shape,
+``N x 1 x H x W``; Dice and focal are segmentation-models-pytorch's, and the U-Net paper's
+border-weighted cross-entropy is here because no library ships it. Classification losses take
+logits ``N x K``: cross-entropy with class weights and label smoothing (single-label), and
+binary cross-entropy over the known labels only (multi-label, with a ``known`` mask). The
+weights that counter class imbalance (:func:`balanced_class_weights`,
+:func:`positive_weights`) and the feature GAN's :func:`adversarial_loss` live here too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -14,7 +20,13 @@ from scipy import ndimage
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 
-LOSS_NAMES = ("bce", "dice", "bce_dice", "focal", "unet_weighted_bce")
+from medvision.imports import import_object
+
+#: Short names of the segmentation losses (``SegmentationModule``'s ``loss``).
+SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice", "focal", "unet_weighted_bce")
+#: Short names of the classification losses (``ClassificationModule`` picks one).
+CLASSIFICATION_LOSSES = ("cross_entropy", "masked_bce")
+LOSS_NAMES = SEGMENTATION_LOSSES
 
 
 def unet_weight_map(
@@ -89,25 +101,130 @@ class BCEDiceLoss(nn.Module):
         )
 
 
-def build_loss(loss: str | nn.Module) -> nn.Module:
-    """A loss from its short name (one of :data:`LOSS_NAMES`), or ``loss`` itself if a module.
+class WeightedCrossEntropy(nn.Module):
+    """Cross-entropy of logits ``N x K`` against class indices ``N``, with class weights.
 
-    ``dice`` is smp's binary soft Dice (``1 - 2|P*T| / (|P| + |T|)`` over the batch, on sigmoid
-    probabilities); ``focal`` is smp's binary focal loss (gamma 2).
+    Args:
+        num_classes: ``K``.
+        label_smoothing: Share of the target mass spread over all classes, in ``[0, 1)``.
+
+    ``weight`` (a ``K`` float tensor, or None for equal weights) is a buffer that can be set
+    after construction, e.g. from the training set's class counts at ``setup``.
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.register_buffer("weight", None, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits, target, weight=self.weight, label_smoothing=self.label_smoothing
+        )
+
+
+class MaskedBCEWithLogits(nn.Module):
+    """Binary cross-entropy of logits ``N x K`` against 0/1 labels, over the known labels only.
+
+    The loss is the sum over known entries divided by their count (unknown ones, e.g.
+    uncertain CheXpert labels, contribute nothing). ``pos_weight`` (a ``K`` tensor or None) is
+    a buffer, settable after construction: each label's positives weigh that much more.
+
+    Args:
+        num_classes: ``K``, the number of labels.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("pos_weight", None, persistent=False)
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        losses = F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=self.pos_weight, reduction="none"
+        )
+        if known is None:
+            return losses.mean()
+        return (losses * known).sum() / known.sum().clamp(min=1)
+
+
+def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """``n / (k * n_c)`` per class (scikit-learn's "balanced"): rare classes weigh more.
+
+    Args:
+        counts: Training images per class, in class order; every class must be present.
+    """
+    counts_tensor = torch.as_tensor(list(counts), dtype=torch.float32)
+    if (counts_tensor <= 0).any():
+        raise ValueError(f"class_weights: auto needs every class in the training set: {counts}")
+    return counts_tensor.sum() / (len(counts_tensor) * counts_tensor)
+
+
+def positive_weights(positives: Sequence[int], known: Sequence[int]) -> torch.Tensor:
+    """BCE ``pos_weight`` per label: negatives / positives among the images where it is known.
+
+    Args:
+        positives: Training images positive for each label.
+        known: Training images whose label is known (not ignored), per label.
+    """
+    positives_t = torch.as_tensor(list(positives), dtype=torch.float32)
+    known_t = torch.as_tensor(list(known), dtype=torch.float32)
+    if (positives_t <= 0).any():
+        raise ValueError(f"class_weights: auto needs a positive of every label: {positives}")
+    return (known_t - positives_t) / positives_t
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Binary cross-entropy of discriminator logits against all-real or all-fake targets.
+
+    Args:
+        logits: The discriminator's logits, any shape.
+        real: Whether the target is "real" (1) or "fake" (0).
+    """
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def build_loss(
+    loss: str | nn.Module, num_classes: int = 1, label_smoothing: float = 0.0
+) -> nn.Module:
+    """A loss from its short name or class path, or ``loss`` itself if it is a module.
+
+    Args:
+        loss: A name from :data:`SEGMENTATION_LOSSES` or :data:`CLASSIFICATION_LOSSES`, the
+            import path of an ``nn.Module`` class built without arguments
+            (``torch.nn.BCEWithLogitsLoss``), or a module. ``dice`` is smp's binary soft Dice
+            (``1 - 2|P*T| / (|P| + |T|)`` over the batch, on sigmoid probabilities); ``focal``
+            smp's binary focal loss (gamma 2).
+        num_classes: Classes (or labels) of a classification loss.
+        label_smoothing: Of ``cross_entropy``.
     """
     if isinstance(loss, nn.Module):
         return loss
-    if loss == "bce":
-        return nn.BCEWithLogitsLoss()
-    if loss == "dice":
-        return DiceLoss(mode="binary", from_logits=True)
-    if loss == "bce_dice":
-        return BCEDiceLoss()
-    if loss == "focal":
-        return FocalLoss(mode="binary")
-    if loss == "unet_weighted_bce":
-        return UNetWeightedBCELoss()
+    named = {
+        "bce": nn.BCEWithLogitsLoss,
+        "dice": lambda: DiceLoss(mode="binary", from_logits=True),
+        "bce_dice": BCEDiceLoss,
+        "focal": lambda: FocalLoss(mode="binary"),
+        "unet_weighted_bce": UNetWeightedBCELoss,
+        "cross_entropy": lambda: WeightedCrossEntropy(num_classes, label_smoothing),
+        "masked_bce": lambda: MaskedBCEWithLogits(num_classes),
+    }
+    if loss in named:
+        return named[loss]()
+    if "." in loss:
+        return _loss_from_class_path(loss)
     raise ValueError(
-        f"unknown loss {loss!r}: use one of {', '.join(LOSS_NAMES)} or give a "
-        "class_path to an nn.Module"
+        f"unknown loss {loss!r}: use one of {', '.join(SEGMENTATION_LOSSES)} or give the class "
+        "path of an nn.Module (e.g. torch.nn.BCEWithLogitsLoss)"
     )
+
+
+def _loss_from_class_path(class_path: str) -> nn.Module:
+    loss_class = import_object(class_path)
+    if not (isinstance(loss_class, type) and issubclass(loss_class, nn.Module)):
+        raise ValueError(f"loss {class_path!r} is not an nn.Module class")
+    return loss_class()

@@ -10,13 +10,12 @@ from typing import Literal
 
 import timm
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
 from medvision.checkpointing import load_checkpoint
+from medvision.losses import balanced_class_weights, build_loss, positive_weights
 from medvision.metrics import (
     IGNORE_LABEL,
     best_f1_thresholds,
@@ -26,15 +25,6 @@ from medvision.metrics import (
 )
 from medvision.models.base import MedVisionModule
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
-from medvision.reports import (
-    format_per_class_table,
-    format_per_label_table,
-    per_class_rows,
-    per_label_rows,
-    write_classification_report,
-    write_per_label_report,
-)
-from medvision.runs import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +51,6 @@ def create_classification_net(
             in_chans=in_channels,
             **kwargs,
         )
-
-
-def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
-    """``n / (k * n_c)`` per class (scikit-learn's "balanced"): rare classes weigh more."""
-    counts_tensor = torch.as_tensor(list(counts), dtype=torch.float32)
-    if (counts_tensor <= 0).any():
-        raise ValueError(f"class_weights: auto needs every class in the training set: {counts}")
-    return counts_tensor.sum() / (len(counts_tensor) * counts_tensor)
-
-
-def positive_weights(positives: Sequence[int], known: Sequence[int]) -> torch.Tensor:
-    """BCE ``pos_weight`` per label: negatives / positives among the images where it is known."""
-    positives_t = torch.as_tensor(list(positives), dtype=torch.float32)
-    known_t = torch.as_tensor(list(known), dtype=torch.float32)
-    if (positives_t <= 0).any():
-        raise ValueError(f"class_weights: auto needs a positive of every label: {positives}")
-    return (known_t - positives_t) / positives_t
 
 
 class ClassificationModule(MedVisionModule):
@@ -159,9 +132,12 @@ class ClassificationModule(MedVisionModule):
             raise ValueError(
                 f"class_weights must be 'auto', 'none' or a list, got {class_weights!r}"
             )
-        self.register_buffer("loss_weight", weights, persistent=False)
         self.label_smoothing = label_smoothing
         self.multilabel = multilabel
+        self.loss = build_loss(
+            "masked_bce" if multilabel else "cross_entropy", num_classes, label_smoothing
+        )
+        self.loss_weight = weights
         if multilabel:
             self.register_buffer("thresholds", torch.full((num_classes,), 0.5))
             metrics = multilabel_metrics(num_classes)
@@ -198,6 +174,18 @@ class ClassificationModule(MedVisionModule):
         kind = "positive weights" if self.multilabel else "class weights"
         log.info("%s (auto): %s", kind, dict(zip(self.class_names, weights.tolist(), strict=True)))
 
+    @property
+    def loss_weight(self) -> torch.Tensor | None:
+        """Class weights (single-label) or BCE positive weights (multi-label) of the loss."""
+        return self.loss.pos_weight if self.multilabel else self.loss.weight
+
+    @loss_weight.setter
+    def loss_weight(self, weights: torch.Tensor | None) -> None:
+        if self.multilabel:
+            self.loss.pos_weight = weights
+        else:
+            self.loss.weight = weights
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_memory_format((image - self.input_mean) / self.input_std))
 
@@ -221,16 +209,11 @@ class ClassificationModule(MedVisionModule):
         metrics = getattr(self, f"{stage}_metrics")
         if self.multilabel:
             known = batch["label_mask"]
-            losses = F.binary_cross_entropy_with_logits(
-                logits, labels, pos_weight=self.loss_weight, reduction="none"
-            )
-            loss = (losses * known).sum() / known.sum().clamp(min=1)
+            loss = self.loss(logits, labels, known)
             target = torch.where(known.bool(), labels, IGNORE_LABEL).long()
             metrics.update(logits.detach().sigmoid(), target)
         else:
-            loss = F.cross_entropy(
-                logits, labels, weight=self.loss_weight, label_smoothing=self.label_smoothing
-            )
+            loss = self.loss(logits, labels)
             metrics.update(logits.detach().softmax(dim=1), labels)
         self.log_loss(stage, loss, batch_size=len(labels))
         return loss
@@ -273,60 +256,13 @@ class ClassificationModule(MedVisionModule):
             self.log(f"val/threshold/{name}", threshold, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        values = self._log_epoch_metrics("test")
-        if not values or not self.trainer.is_global_zero:
-            return
-        if self.multilabel:
-            self._report_test_multilabel(values)
-        else:
-            self._report_test(values)
+        self.test_results = self._log_epoch_metrics("test")
 
-    def _report_test_multilabel(self, values: dict[str, torch.Tensor]) -> None:
-        rows = per_label_rows(
-            self.class_names,
-            values["test/auroc_per_label"],
-            values["test/f1_per_label"],
-            values["test/pr_curve"],
-            self.thresholds.cpu(),
-        )
-        path = write_per_label_report(run_folder(self.trainer), "test", rows)
-        log.info("Test results per label (%s):\n%s", path, format_per_label_table(rows))
+    def configure_callbacks(self):
+        """The per-class (per-label) test report: see :class:`ClassificationTestReport`."""
+        from medvision.callbacks.test_report import ClassificationTestReport
 
-    def _report_test(self, values: dict[str, torch.Tensor]) -> None:
-        confusion = values["test/confusion_matrix"].cpu()
-        rows = per_class_rows(
-            self.class_names,
-            values["test/precision"],
-            values["test/recall"],
-            values["test/f1_per_class"],
-            confusion,
-        )
-        folder = run_folder(self.trainer)
-        paths = write_classification_report(
-            folder, "test", self.class_names, confusion.numpy(), rows
-        )
-        log.info("Test results per class:\n%s", format_per_class_table(rows))
-        for row in rows:
-            if row["class"] in self.highlight_classes:
-                log.info(
-                    "%s: recall %.3f, precision %.3f, F1 %.3f (%d test images)",
-                    row["class"],
-                    row["recall"],
-                    row["precision"],
-                    row["f1"],
-                    row["support"],
-                )
-        log.info(
-            "Confusion matrix: %s (counts in %s)", paths["confusion_png"], paths["confusion_csv"]
-        )
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(
-                    key="test/per_class",
-                    columns=list(rows[0]),
-                    data=[list(r.values()) for r in rows],
-                )
-                logger.log_image(key="test/confusion_matrix", images=[str(paths["confusion_png"])])
+        return [ClassificationTestReport()]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         trained = checkpoint.get("hyper_parameters", {}).get("class_names")

@@ -101,7 +101,7 @@ class SegmentationModule(MedVisionModule):
         in_channels: int = 1,
         num_classes: int = 1,
         class_names: Sequence[str] | None = None,
-        loss: str | nn.Module = "bce_dice",
+        loss: str = "bce_dice",
         threshold: float = 0.5,
         jaccard_floor: float | None = None,
         arch_kwargs: dict | None = None,

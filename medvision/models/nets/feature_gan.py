@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -110,9 +109,3 @@ class FeatureDiscriminator(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.body(features).squeeze(1)
-
-
-def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """Binary cross-entropy of discriminator logits against all-real or all-fake targets."""
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
