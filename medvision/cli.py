@@ -7,7 +7,6 @@ both are built, so configs never repeat them.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import pickle
@@ -20,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.callbacks import LoggedSaveConfigCallback, NonFiniteGuard, PredictionWriter
 from medvision.checkpointing import load_checkpoint, use_atomic_checkpoints
+from medvision.imports import import_object
 from medvision.loggers import CSVLogger as ResumingCSVLogger
 from medvision.runs import find_last_checkpoint, run_version
 
@@ -136,7 +136,7 @@ def _requested_links(model_config) -> dict[str, object]:
     class_path = getattr(model_config, "class_path", None)
     if init is None or class_path is None:
         return {}
-    parameters = inspect.signature(_import(class_path)).parameters
+    parameters = inspect.signature(import_object(class_path)).parameters
     return {
         name: init[name]
         for name in ("num_classes", "in_channels")
@@ -146,11 +146,6 @@ def _requested_links(model_config) -> dict[str, object]:
     }
 
 
-def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def _logs_on_in_place(logger_config) -> bool:
     """Whether the logger a ``class_path`` config names can continue an existing version folder
     without losing what is there: medvision's CSV logger and TensorBoard can, Lightning's CSV
@@ -158,7 +153,7 @@ def _logs_on_in_place(logger_config) -> bool:
     class_path = getattr(logger_config, "class_path", None)
     if class_path is None:
         return False
-    logger_class = _import(class_path)
+    logger_class = import_object(class_path)
     if issubclass(logger_class, CSVLogger):
         return issubclass(logger_class, ResumingCSVLogger)
     return "version" in inspect.signature(logger_class).parameters

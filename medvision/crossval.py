@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import math
@@ -36,7 +35,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from medvision.cli import MedVisionCLI
-from medvision.files import write_atomically, write_csv
+from medvision.files import write_csv, write_text
+from medvision.imports import import_object
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,6 @@ def experiment_name(fit_args: Sequence[str], output: Path) -> str:
     return output.resolve().name
 
 
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def logger_args(config: Namespace, fold_dir: Path, fold: int, group: str) -> list[str]:
     """``--trainer.logger`` for one fold: every logger writes under ``fold_dir``.
 
@@ -136,7 +131,7 @@ def logger_args(config: Namespace, fold_dir: Path, fold: int, group: str) -> lis
             init_args["save_dir"] = str(fold_dir)
         else:
             log.warning("%s has no save_dir: its folds are not kept apart", spec["class_path"])
-        if issubclass(_import(spec["class_path"]), WandbLogger):
+        if issubclass(import_object(spec["class_path"]), WandbLogger):
             init_args["group"] = group
             init_args["name"] = f"fold_{fold}"
         changed.append(spec)
@@ -219,7 +214,7 @@ def run_fold(
         "log_dir": os.path.relpath(Path(trainer.log_dir).resolve(), fold_dir.resolve()),
         "metrics": metrics,
     }
-    write_atomically(result_path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    write_text(result_path, json.dumps(result, indent=1))
     return result
 
 
@@ -266,7 +261,7 @@ def write_summary(output: Path, rows: Sequence[dict], name: str) -> tuple[Path, 
         "Test metrics of each fold's best checkpoint on the same test split; std is the sample "
         "standard deviation (n - 1).\n\n" + format_summary(rows, markdown=True) + "\n"
     )
-    write_atomically(md_path, lambda tmp: tmp.write_text(text))
+    write_text(md_path, text)
     return csv_path, md_path
 
 

@@ -1,0 +1,187 @@
+"""The report: metric tables per run, per-class tables, the figure, and a W&B copy."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+from medvision.compare.figure import comparison_figure
+from medvision.compare.runs import (
+    Run,
+    default_names,
+    describe,
+    rebuild,
+    resolve_run,
+    test_data,
+    test_metrics,
+)
+from medvision.files import save_png, write_text
+from medvision.imports import import_object
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+def _cell(value: tuple[float, float | None] | None) -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def metrics_table(runs: Sequence[Run]) -> list[list[str]]:
+    """Rows ``[metric, cell per run]`` of every overall ``test/<metric>`` (per-class ones out)."""
+    keys = sorted({k for run in runs for k in run.metrics if k.count("/") == 1})
+    return [[key, *(_cell(run.metrics.get(key)) for run in runs)] for key in keys]
+
+
+_PER_CLASS_NAMES = {"f1_per_class": "f1", "f1_per_label": "f1", "auroc_per_label": "auroc"}
+
+
+def per_class_table(run: Run) -> list[list[str]]:
+    """Rows ``[class, precision, recall, f1]`` (what the run logged per class); header first.
+
+    Read from ``test/<metric>/<class>`` keys; empty for a segmenter.
+    """
+    per_class: dict[str, dict[str, str]] = {}
+    columns: list[str] = []
+    for key in sorted(run.metrics):
+        parts = key.split("/", 2)
+        if len(parts) != 3 or parts[0] != "test":
+            continue
+        column = _PER_CLASS_NAMES.get(parts[1], parts[1])
+        columns += [] if column in columns else [column]
+        per_class.setdefault(parts[2], {})[column] = _cell(run.metrics[key])
+    if not per_class:
+        return []
+    preferred = ["precision", "recall", "f1", "auroc"]
+    columns.sort(key=lambda c: (preferred.index(c) if c in preferred else len(preferred), c))
+    order = list(getattr(run.module, "class_names", None) or per_class)
+    return [
+        ["class", *columns],
+        *([name, *(per_class[name].get(c, "–") for c in columns)] for name in order),
+    ]
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (header first) as a Markdown table."""
+    lines = [rows[0], ["---"] * len(rows[0]), *rows[1:]]
+    return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+
+
+def report_markdown(runs: Sequence[Run], figure: str, image_paths: Sequence[str]) -> str:
+    """The report: runs, test metrics, per-class tables (classifiers) and the figure."""
+    run_rows = [["name", "run", "model", "checkpoint shown", "metrics"]]
+    run_rows += [
+        [r.name, str(r.path), describe(r.module), str(r.checkpoint), r.source] for r in runs
+    ]
+    names = [f"{r.name} ({r.num_folds} folds)" if r.num_folds > 1 else r.name for r in runs]
+    parts = [
+        "# Model comparison",
+        markdown_table(run_rows),
+        "## Test metrics",
+        "mean ± std over folds (sample std, n - 1) where a run is a cross-validation.",
+        markdown_table([["metric", *names], *metrics_table(runs)]),
+    ]
+    for run in runs:
+        table = per_class_table(run)
+        if table:
+            parts += [f"## Per class: {run.name}", markdown_table(table)]
+    shown = ", ".join(Path(p).name for p in image_paths)
+    parts += [
+        "## Predictions on the same test images",
+        f"![comparison]({figure})",
+        f"Rows: test images of {runs[0].path} ({shown}). Columns: image | truth | each model "
+        "(segmentation: predicted mask in red, true outline in green; classification: "
+        "predicted label, green when right).",
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# W&B
+# ---------------------------------------------------------------------------------------------
+def wandb_project(runs: Sequence[Run]) -> str | None:
+    """The W&B project of the first run that logged to W&B; None if none did."""
+    for run in runs:
+        loggers = run.config.get("trainer", {}).get("logger")
+        for spec in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(spec, dict) and issubclass(
+                import_object(spec["class_path"]), WandbLogger
+            ):
+                return (spec.get("init_args") or {}).get("project") or "medvision"
+    return None
+
+
+def log_to_wandb(runs: Sequence[Run], figure: Path, project: str, output: Path) -> None:
+    """The metrics and per-class tables (``wandb.Table``) and the figure, in one W&B run."""
+    import wandb
+
+    from medvision.loggers import wandb_api_key_configured
+
+    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_configured()
+    run = wandb.init(
+        project=project,
+        job_type="report",
+        dir=str(output),
+        mode="offline" if offline else "online",
+        config={"runs": {r.name: str(r.path) for r in runs}},
+    )
+    data = [
+        [r.name, key, mean, std, r.num_folds]
+        for r in runs
+        for key, (mean, std) in r.metrics.items()
+    ]
+    tables = {
+        "report/metrics": wandb.Table(columns=["run", "metric", "mean", "std", "folds"], data=data)
+    }
+    for r in runs:
+        table = per_class_table(r)
+        if table:
+            tables[f"report/per_class/{r.name}"] = wandb.Table(columns=table[0], data=table[1:])
+    run.log({**tables, "report/comparison": wandb.Image(str(figure))})
+    run.finish()
+    log.info("Report logged to W&B project %s%s", project, " (offline)" if offline else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+# ---------------------------------------------------------------------------------------------
+def write_report(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    names: Sequence[str] | None = None,
+    num_images: int = 4,
+    data_overrides: Sequence[str] = (),
+    wandb: bool | None = None,
+) -> Path:
+    """Compare the runs at ``paths``: writes ``output/report.md`` and ``output/comparison.png``.
+
+    ``names`` label the runs (default: model descriptions); ``data_overrides`` are
+    ``--data.*`` arguments applied to every run's data config. ``wandb``: True logs to W&B,
+    False never, None when a run logged to W&B. Returns the report's path.
+    """
+    if names and len(names) != len(paths):
+        raise ValueError(f"--names gives {len(names)} names for {len(paths)} runs")
+    output = Path(output)
+    runs = [resolve_run(path) for path in paths]
+    for run in runs:
+        rebuild(run, data_overrides)
+    for run, name in zip(runs, names or default_names(runs), strict=True):
+        run.name = name
+    for i, run in enumerate(runs):
+        if run.num_folds == 1:  # a run folder or checkpoint: test it on its own data config
+            run.metrics = test_metrics(run, test_data(run), output / "evaluation" / f"run_{i}")
+    figure, image_paths = comparison_figure(runs, test_data(runs[0]), num_images)
+    save_png(output / "comparison.png", figure)
+    write_text(output / "report.md", report_markdown(runs, "comparison.png", image_paths))
+    project = wandb_project(runs)
+    if wandb or (wandb is None and project is not None):
+        log_to_wandb(runs, output / "comparison.png", project or "medvision", output)
+    return output / "report.md"
