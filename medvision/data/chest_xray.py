@@ -90,25 +90,27 @@ class ChestXrayDataModule(MedVisionDataModule):
         num_workers: int | None = None,
         bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         if sampler not in ("none", "weighted"):
             raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
         if test_split == "train":
             raise ValueError("test_split cannot be 'train'")
-        self.data_dir = Path(data_dir)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.augmentation = augmentation
         self.merge_val_into_train = merge_val_into_train
         self.val_fraction = val_fraction
         self.test_split = test_split
-        self.seed = seed
         self.sampler = sampler
         self.check_images = check_images
         self.group_pattern = None if group_pattern is None else re.compile(group_pattern)
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self._class_names = None if class_names is None else tuple(class_names)
         # the model records class_names; loggers merge both hparams and need equal values
         self.save_hyperparameters(ignore=["class_names"])

@@ -109,7 +109,17 @@ class CheXpertDataModule(MedVisionDataModule):
         num_workers: int | None = None,
         bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         self.labels = list(labels or self.competition_labels)
         unknown = sorted(set(self.labels) - set(self.observations))
         if unknown:
@@ -119,17 +129,12 @@ class CheXpertDataModule(MedVisionDataModule):
         self.policies = self._policies(uncertainty)
         if blank not in ("zeros", "ignore"):
             raise ValueError(f"blank must be 'zeros' or 'ignore', got {blank!r}")
-        self.data_dir = Path(data_dir)
         self.mode = mode
         self.blank = blank
         self.frontal_only = frontal_only
         self.max_per_class = max_per_class
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.augmentation = augmentation
-        self.val_fraction, self.seed = val_fraction, seed
+        self.val_fraction = val_fraction
         self.check_images = check_images
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.save_hyperparameters()
 
     def _policies(self, uncertainty) -> dict[str, str]:

@@ -81,11 +81,31 @@ class MedVisionDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, batch_size: int = 16, num_workers: int | None = None, bad_files: BadFiles = "error"
+        self,
+        data_dir: str | Path | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        in_channels: int | None = None,
+        augmentation: str = "none",
+        seed: int = 42,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        bad_files: BadFiles = "error",
     ) -> None:
         super().__init__()
         if bad_files not in ("error", "exclude"):
             raise ValueError(f"bad_files must be 'error' or 'exclude', got {bad_files!r}")
+        if in_channels is not None and in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
+        if image_size is not None:
+            self.image_size = image_size
+        if in_channels is not None:
+            self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.seed = seed
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.bad_files = bad_files

@@ -125,7 +125,16 @@ class HAM10000DataModule(MedVisionDataModule):
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         if cache and task != "segmentation":
             raise ValueError(
                 "cache: true keeps decoded images and masks for task: segmentation; set "
@@ -148,11 +157,8 @@ class HAM10000DataModule(MedVisionDataModule):
                 raise ValueError(
                     f"label_map has unknown dx codes {unknown}; known: {self.diagnoses}"
                 )
-        self.data_dir = Path(data_dir)
         self.task = task
         self.label_map = label_map
-        self.image_size = image_size
-        self.augmentation = augmentation
         self.split = dict(
             val_fraction=val_fraction,
             test_fraction=test_fraction,
@@ -165,7 +171,6 @@ class HAM10000DataModule(MedVisionDataModule):
         self.focus = None
         if lesion_focus != "none":
             self.focus = LesionFocus(lesion_mask_dir, lesion_focus, lesion_margin)
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
         self.batch_augmentation = batch_augmentation_for(

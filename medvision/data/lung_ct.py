@@ -89,13 +89,17 @@ class LungCTDataModule(MedVisionDataModule):
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        self.data_dir = Path(data_dir)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.augmentation = augmentation
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         self.intensity_window = intensity_window
         self.split = dict(
             val_fraction=val_fraction,
@@ -104,7 +108,6 @@ class LungCTDataModule(MedVisionDataModule):
             num_folds=num_folds,
             fold=fold,
         )
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb

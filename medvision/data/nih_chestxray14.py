@@ -101,23 +101,26 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         num_workers: int | None = None,
         bad_files: BadFiles = "error",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         unknown = sorted(set(labels or []) - set(self.findings))
         if unknown:
             raise ValueError(f"labels {unknown} are not NIH findings; known: {self.findings}")
         if missing_images not in ("error", "skip"):
             raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        self.data_dir = Path(data_dir)
         self.labels = list(labels or self.findings)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.augmentation = augmentation
-        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.missing_images = missing_images
         self.check_images = check_images
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.save_hyperparameters()
 
     @property
