@@ -7,33 +7,22 @@
 - :mod:`~medvision.callbacks.timing`: epoch wall and CPU times.
 - :mod:`~medvision.callbacks.run_config`: the run's config and run info, saved and logged.
 
-Names are loaded on first use, so ``import medvision.callbacks.guards`` stays light.
+Names load on first use, so ``import medvision.callbacks.guards`` stays light.
 """
 
-from __future__ import annotations
-
-import importlib
+from medvision.imports import lazy_attributes
 
 _WHERE = {
     "ClassificationPredictionWriter": "prediction",
+    "ClassificationTestReport": "test_report",
+    "EpochTimer": "timing",
+    "LoggedSaveConfigCallback": "run_config",
+    "NonFiniteError": "guards",
+    "NonFiniteGuard": "guards",
     "PredictionWriter": "prediction",
     "SegmentationPredictionWriter": "prediction",
     "ValidationOverlays": "overlays",
-    "ClassificationTestReport": "test_report",
-    "NonFiniteError": "guards",
-    "NonFiniteGuard": "guards",
-    "EpochTimer": "timing",
-    "LoggedSaveConfigCallback": "run_config",
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -1,17 +1,19 @@
-"""Datasets and LightningDataModules, one module per dataset layout."""
+"""Datasets and LightningDataModules, one module per dataset layout.
 
-from medvision.data.chest_xray import ChestXrayDataModule, SyntheticChestXrayDataModule
-from medvision.data.chexpert import CheXpertDataModule
-from medvision.data.ham10000 import HAM10000DataModule
-from medvision.data.lung_ct import LungCTDataModule, SyntheticLungCTDataModule
-from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
+Names load on first use, so ``import medvision.data.io`` stays light.
+"""
 
-__all__ = [
-    "CheXpertDataModule",
-    "ChestXrayDataModule",
-    "HAM10000DataModule",
-    "LungCTDataModule",
-    "NIHChestXray14DataModule",
-    "SyntheticChestXrayDataModule",
-    "SyntheticLungCTDataModule",
-]
+from medvision.imports import lazy_attributes
+
+_WHERE = {
+    "CheXpertDataModule": "chexpert",
+    "ChestXrayDataModule": "chest_xray",
+    "HAM10000DataModule": "ham10000",
+    "LungCTDataModule": "lung_ct",
+    "NIHChestXray14DataModule": "nih_chestxray14",
+    "SyntheticChestXrayDataModule": "chest_xray",
+    "SyntheticLungCTDataModule": "lung_ct",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -1,0 +1,175 @@
+"""The house's rules, read from the source: arrows one way, no cycles, no oversized module.
+
+The import graph of ``medvision/`` is built with ``ast`` (nothing is executed): every
+``import``/``from ... import`` naming a medvision module, at any depth of a file (imports
+inside functions count too), is an arrow from that file's module to the named module.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "medvision"
+MAX_LINES = 450
+
+#: (importer package, imported packages it must not import)
+FORBIDDEN = [
+    (
+        "medvision.data",
+        ("models", "callbacks", "pipelines", "compare", "crossval", "cli"),
+    ),
+    ("medvision.models", ("data", "pipelines", "compare", "crossval", "cli")),
+]
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        names[name] = path
+    return names
+
+
+def imported_names(module: str, path: Path) -> set[str]:
+    """Every dotted name an import statement in ``path`` refers to (relative ones resolved)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = (
+                    module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                )
+                package = package[: len(package) - node.level + 1]
+                base = ".".join([*package, base] if base else package)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "medvision"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the medvision modules it imports (a name inside a module maps to the module)."""
+    modules = module_names()
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        for name in imported_names(module, path):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(f"{name}."):
+                graph[module].add(name)  # a package importing its parent's names is no arrow
+    return graph
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_sees_imports_at_any_depth(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from medvision.data import io\n    import medvision.cli\n")
+    assert imported_names("medvision.x", source) == {
+        "medvision.data",
+        "medvision.data.io",
+        "medvision.cli",
+    }
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_forbidden_arrow():
+    graph = import_graph()
+    wrong = [
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        for target in targets
+        for importer, banned in FORBIDDEN
+        if within(source, importer) and any(within(target, f"medvision.{name}") for name in banned)
+    ]
+    assert wrong == []
+
+
+def test_nets_are_plain_torch():
+    graph = import_graph()
+    wrong = [
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        if within(source, "medvision.models.nets")
+        for target in targets
+        if not within(target, "medvision.models.nets")
+    ]
+    assert wrong == []
+    for path in (PACKAGE / "models" / "nets").glob("*.py"):
+        assert "lightning" not in path.read_text(), f"{path} mentions lightning"
+
+
+def test_no_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_no_module_over_the_size_limit():
+    sizes = {str(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        ("medvision.models.nets", ("lightning", "medvision.data", "medvision.callbacks")),
+        ("medvision.callbacks.guards", ("medvision.data", "medvision.models")),
+        ("medvision.data.io", ("lightning", "medvision.models", "torch")),
+        ("medvision.losses", ("lightning", "medvision.data")),
+    ],
+)
+def test_light_modules_load_light(module, not_loaded):
+    code = (
+        f"import sys, {module}; "
+        f"print(sorted({{p for p in {list(not_loaded)!r} for m in sys.modules "
+        f"if m == p or m.startswith(p + '.')}}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"import {module} loaded {loaded}"
