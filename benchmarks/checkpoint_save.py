@@ -1,7 +1,7 @@
 """Checkpoint writing: Lightning's default writer against medvision's AtomicCheckpointIO.
 
     python benchmarks/checkpoint_save.py \
-        --checkpoint runs/unet_lung/logs/version_0/checkpoints/last.ckpt
+        --checkpoint runs/unet_lung/version_0/checkpoints/last.ckpt
 
 Loads one checkpoint, then saves it ``--repeats`` times, alternating, with Lightning's
 ``TorchCheckpointIO`` (serialize into memory, then write), medvision's ``AtomicCheckpointIO``

@@ -3,7 +3,7 @@
     python benchmarks/ham10000.py --data-dir ../shared/data/ham10000 --epochs 1 \\
         --image-size 160 224 --encoder resnet34 --num-workers 2
     python benchmarks/ham10000.py --part classification --data-dir ../shared/data/ham10000 \\
-        --segmenter runs/unet_ham10000/logs/version_0/checkpoints/best.ckpt
+        --segmenter runs/unet_ham10000/version_0/checkpoints/best.ckpt
 
 Two parts: lesion segmentation (``--part segmentation``, the default; described first) and
 diagnosis classification (``--part classification``, at the end), which includes
@@ -190,7 +190,7 @@ def fit(args, out: Path) -> dict:
 
 def read_fit(run_dir: Path, wall: float) -> dict:
     """The best checkpoint of a finished fit in ``run_dir``, its validation scores and timings."""
-    version = run_dir / "logs/version_0"
+    version = run_dir / "version_0"
     best = version / "checkpoints/best.ckpt"
     if not best.is_file():
         sys.exit(f"no {best} after fit; see {run_dir / 'fit.log'}")
@@ -421,7 +421,7 @@ def run_arm(args, arm: str, out: Path) -> dict:
         f"--trainer.callbacks.output={fit_dir / 'epoch_times.json'}",
         log=fit_dir / "fit.log",
     )
-    best = fit_dir / "logs/version_0/checkpoints/best.ckpt"
+    best = fit_dir / "version_0/checkpoints/best.ckpt"
     if not best.is_file():
         sys.exit(f"no {best} after fit; see {fit_dir / 'fit.log'}")
     test_dir.mkdir()
@@ -441,10 +441,10 @@ def run_arm(args, arm: str, out: Path) -> dict:
         "settings": settings,
         "config_settings": defaults,
         "limit_train_batches": args.limit_train_batches,
-        "validation": best_validation(read_csv_rows(fit_dir / "logs/version_0/metrics.csv")),
+        "validation": best_validation(read_csv_rows(fit_dir / "version_0/metrics.csv")),
         "test": test_scores(
-            read_csv_rows(test_dir / "logs/version_0/metrics.csv"),
-            read_csv_rows(test_dir / "logs/version_0/test_per_class.csv"),
+            read_csv_rows(test_dir / "version_0/metrics.csv"),
+            read_csv_rows(test_dir / "version_0/test_per_class.csv"),
         ),
         "epoch_s": [e["wall_s"] for e in json.loads((fit_dir / "epoch_times.json").read_text())],
         "fit_s": fit_s,

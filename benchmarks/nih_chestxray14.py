@@ -52,14 +52,14 @@ def run(args, run_dir: Path) -> tuple[list[dict], dict]:
     ]
     if not args.reuse:
         run_logged([*MEDVISION, "fit", *common], run_dir / "fit.log")
-        best = run_dir / "logs/version_0/checkpoints/best.ckpt"
+        best = run_dir / "version_0/checkpoints/best.ckpt"
         run_logged([*MEDVISION, "test", *common, f"--ckpt_path={best}"], run_dir / "test.log")
-    per_label = read_metrics(run_dir / "logs/version_1/test_per_label.csv")
+    per_label = read_metrics(run_dir / "version_1/test_per_label.csv")
     test_positives = positives_in_split(args, "test")
     for row in per_label:
         row["positives"] = test_positives[row["label"]]
     fit_metrics = [
-        r for r in read_metrics(run_dir / "logs/version_0/metrics.csv") if r.get("val/auroc")
+        r for r in read_metrics(run_dir / "version_0/metrics.csv") if r.get("val/auroc")
     ]
     best_val = max(fit_metrics, key=lambda r: float(r["val/auroc"]))
     return per_label, {"val_auroc": float(best_val["val/auroc"]), "epoch": int(best_val["epoch"])}

@@ -4,7 +4,7 @@
         --extractor-run runs/resnet50_ham10000_7class --seeds 0 1 2 --out /tmp/rebalancing
 
 1. **Extractor.** ``--extractor-run`` is the run folder of a ``medvision fit`` with a
-   classification config on the same data (``logs/version_0/checkpoints/best.ckpt`` and the
+   classification config on the same data (``version_0/checkpoints/best.ckpt`` and the
    ``config.yaml`` medvision saves beside it). Its data block (folder, size, split seed and
    fractions) is reused as is, so every arm sees the extractor's own split.
 2. **Arms.** ``configs/rebalance_<dataset>.yaml`` (plain cross-entropy) and the same composed
@@ -56,8 +56,8 @@ DOCS = REPO / "docs/rebalancing.md"
 
 def extractor_files(run: Path) -> tuple[Path, Path]:
     """The extractor's best checkpoint and its saved config."""
-    checkpoint = run / "logs/version_0/checkpoints/best.ckpt"
-    config = run / "logs/version_0/config.yaml"
+    checkpoint = run / "version_0/checkpoints/best.ckpt"
+    config = run / "version_0/config.yaml"
     for path in (checkpoint, config):
         if not path.is_file():
             sys.exit(f"{path} not found: --extractor-run must be a finished `medvision fit` run")
@@ -134,7 +134,7 @@ def run_extractor_row(args, checkpoint: Path, data_yaml: Path, out: Path) -> dic
 
 def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
     """``(epoch, value)`` of every row of a run's metrics.csv that logged ``key``."""
-    with open(run_dir / "logs/version_0/metrics.csv", newline="") as handle:
+    with open(run_dir / "version_0/metrics.csv", newline="") as handle:
         return [(int(r["epoch"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
 
 
@@ -284,7 +284,7 @@ def main() -> None:
 
 
 def print_diagnostics(args, checkpoint: Path) -> None:
-    with open(args.out / "extractor_test/logs/version_0/test_per_class.csv", newline="") as f:
+    with open(args.out / "extractor_test/version_0/test_per_class.csv", newline="") as f:
         class_names = [row["class"] for row in csv.DictReader(f)]
     print("\nTraining diagnostics, from the runs' metrics.csv:")
     print(extractor_line(checkpoint, args.extractor_run))

@@ -1,27 +1,45 @@
-"""``medvision fit|validate|test|predict``: LightningCLI with datamodule -> model links.
+"""``medvision fit|validate|test|predict|export``: LightningCLI with medvision's runs and links.
 
-Any LightningModule and LightningDataModule can be picked in YAML by ``class_path``. The
-datamodule's ``in_channels``, ``num_classes`` and ``class_names`` are passed to the model when
-both are built, so configs never repeat them.
+Any LightningModule and LightningDataModule can be picked in YAML by ``class_path`` (or by
+short name: ``--model SegmentationModule``). The datamodule's ``in_channels``,
+``num_classes`` and ``class_names`` are passed to the model when both are built, so configs
+never repeat them. Every ``fit`` gets a run folder of its own (see :mod:`medvision.runs`), a
+best and a last checkpoint (``--checkpoint.*``, ``--last_checkpoint.*``), a CSV logger unless
+the config names another, and a NaN/inf guard.
 """
 
 from __future__ import annotations
 
-import inspect
+import argparse
 import logging
 import pickle
-import warnings
+import sys
 
+from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from medvision.callbacks import LoggedSaveConfigCallback, NonFiniteGuard, PredictionWriter
-from medvision.checkpointing import load_checkpoint, use_atomic_checkpoints
-from medvision.imports import import_object
-from medvision.loggers import CSVLogger as ResumingCSVLogger
-from medvision.runs import find_last_checkpoint, run_version
+from medvision.callbacks.guards import NonFiniteGuard
+from medvision.callbacks.prediction import PredictionWriter
+from medvision.callbacks.run_config import LoggedSaveConfigCallback
+from medvision.checkpointing import LastCheckpoint, load_checkpoint, use_atomic_checkpoints
+from medvision.cli_runs import (
+    check_linked_values,
+    one_batch_limits,
+    point_checkpoints,
+    requested_links,
+    run_summary,
+    runs_for,
+)
+from medvision.console import (
+    debugging,
+    parse_error_summary,
+    quiet_lightning,
+    setup_logging,
+    user_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +53,82 @@ LINKED_DATA_PROPERTIES = (
     "classifier_checkpoint",
 )
 
+#: Modules whose classes ``--model X`` / ``--data X`` may name by their short class names.
+TASK_MODULES = (
+    "medvision.models.segmentation",
+    "medvision.models.classification",
+    "medvision.models.rebalancing",
+    "medvision.data.lung_ct",
+    "medvision.data.chest_xray",
+    "medvision.data.ham10000",
+    "medvision.data.nih_chestxray14",
+    "medvision.data.chexpert",
+    "medvision.pipelines",
+)
+
+#: The logger of a config that names none (the CLI points it at the run folder).
+DEFAULT_LOGGER = {"class_path": "medvision.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}
+
+DESCRIPTION = """\
+medvision: train, test and apply 2D medical image models (segmentation and classification)
+from YAML configs, on a CPU or GPUs, logging to CSV or Weights & Biases.
+
+examples:
+  medvision fit --config configs/quickstart.yaml
+  medvision fit --config configs/unet_lung.yaml --data.data_dir DATA --trainer.default_root_dir RUNS
+  medvision test --config configs/unet_lung.yaml --ckpt_path RUNS/version_0/checkpoints/best.ckpt
+  medvision predict --ckpt_path RUNS/version_0/checkpoints/best.ckpt --data.predict_dir IMAGES
+
+help on one class: medvision fit --model.help SegmentationModule, --data.help LungCTDataModule
+companion commands: medvision-cv (k-fold cross-validation of any fit), medvision-report
+(several runs side by side). --debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines and examples kept as written."""
+
+
+def parser_kwargs() -> dict:
+    """The main parser's description and examples; errors raised, not printed (see :func:`main`)."""
+    subcommands = ("fit", "validate", "test", "predict")
+    return {
+        "description": DESCRIPTION,
+        "formatter_class": HelpFormatter,
+        "exit_on_error": False,
+        **{name: {"exit_on_error": False} for name in subcommands},
+    }
+
 
 class MedVisionCLI(LightningCLI):
-    """LightningCLI in subclass mode for models and data, with medvision's links and writers.
+    """LightningCLI in subclass mode for models and data, with medvision's runs and links.
 
-    Adds ``--prediction_writer.output_dir`` (where ``predict`` writes masks or
-    ``predictions.csv``; default ``<default_root_dir>/predictions``). Checkpoints are written and
-    read by :class:`~medvision.checkpointing.AtomicCheckpointIO` (atomic writes,
-    ``weights_only`` reads) unless ``--trainer.plugins`` names another checkpoint IO. Every
-    trainer gets a :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one.
-    ``fit --ckpt_path last`` resumes from the newest ``checkpoints/last*.ckpt`` under the
-    logger's ``save_dir`` (or ``default_root_dir``), and logs on in that checkpoint's version
-    folder when the logger keeps what is there (:class:`medvision.loggers.CSVLogger`,
-    TensorBoard; Lightning's own CSV logger starts a new version folder instead).
+    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
+    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
+    ``predict``, ``--prediction_writer.*``. Checkpoints are written and read by
+    :class:`~medvision.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
+    another checkpoint IO, and every trainer gets a
+    :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one. Each ``fit``
+    writes into a run folder of its own, ``<default_root_dir>/version_<N>``; ``test`` and
+    ``validate`` on a checkpoint write into its run's ``test/`` (``validate/``) folder; see
+    :mod:`medvision.runs`. ``fit --ckpt_path last`` resumes the newest run's ``last.ckpt`` in
+    its own folder. ``limit_*_batches: 1`` means one batch.
+
+    Args:
+        args: Command-line arguments (``["fit", "--config", ...]``); ``sys.argv`` when None.
+        run: Run the subcommand (``False``: only build model, data and trainer, for notebooks).
+        **kwargs: LightningCLI's other arguments.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
+        for module in TASK_MODULES:  # short class names resolve among imported classes
+            __import__(module)
+        quiet_lightning()
         kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("trainer_defaults", {})
+        kwargs["trainer_defaults"].setdefault("logger", DEFAULT_LOGGER)
+        kwargs.setdefault("parser_kwargs", parser_kwargs())
+        self._subcommand_being_built: str | None = None
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -63,22 +139,26 @@ class MedVisionCLI(LightningCLI):
             **kwargs,
         )
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        self._subcommand_being_built = subcommand
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-
-    def parse_arguments(self, parser, args: ArgsType) -> None:
-        with warnings.catch_warnings():  # args= is how notebooks and tests drive the CLI
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            super().parse_arguments(parser, args)
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.monitor": "val/loss"})
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
+        if self._subcommand_being_built in ("predict", None):
+            parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
     def _parse_ckpt_path(self) -> None:
         # before the --ckpt_path checkpoint's hyperparameters enter the config: a checkpoint
         # for other classes is refused by the module itself, naming them
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        self._requested = _requested_links(config.get("model"))
+        self._requested = requested_links(config.get("model"))
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError):
@@ -86,91 +166,92 @@ class MedVisionCLI(LightningCLI):
             raise
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":
-            self._resume_from_last(self.config.fit)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self.runs = runs_for(self.subcommand, config, self.config_paths())
+        if self.runs.resumed:
+            self.save_config_kwargs["overwrite"] = True  # its config.yaml is this run's
+        if self.subcommand == "predict":
+            self.save_config_callback = None  # predictions record their own inputs
+
+    def config_paths(self) -> list[str]:
+        """The ``--config`` files given, in order (for naming runs)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        return [str(path) for path in config.get("config") or []]
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
-        for name, value in self._requested.items():
-            found = getattr(self.datamodule, name, value)
-            if found != value:
-                raise ValueError(
-                    f"model.init_args.{name}={value} disagrees with the data: "
-                    f"{type(self.datamodule).__name__} has {name}={found}. Drop the setting: the "
-                    f"CLI passes {name} from the datamodule to the model."
-                )
-
-    def _resume_from_last(self, config) -> None:
-        """Point ``ckpt_path`` at the newest last checkpoint, and the logger at its folder."""
-        logger = config.trainer.logger
-        init = getattr(logger, "init_args", None)
-        root = (
-            getattr(init, "save_dir", None) or config.trainer.default_root_dir or "lightning_logs"
-        )
-        checkpoint = find_last_checkpoint(root)
-        if checkpoint is None:
-            log.warning(
-                "--ckpt_path last: no checkpoints/last*.ckpt under %s; starting anew.", root
-            )
-            config.ckpt_path = None
-            return
-        config.ckpt_path = str(checkpoint)
-        version = run_version(checkpoint)
-        if version is not None and _logs_on_in_place(logger) and init.version is None:
-            init.version = version  # log on in the checkpoint's run folder
-            self.save_config_kwargs["overwrite"] = True  # its config.yaml is this run's
-        log.info("Resuming from %s", checkpoint)
+        check_linked_values(self._requested, self.datamodule)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        kwargs = {**one_batch_limits(config.trainer), **kwargs}
+        if self.runs.folder is not None:
+            kwargs.setdefault("default_root_dir", str(self.runs.folder))
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
         if not any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks):
             trainer.callbacks.append(NonFiniteGuard())
+        if self.subcommand == "fit" or self.subcommand is None:
+            point_checkpoints(trainer, self.runs.folder)
         return trainer
 
+    def after_fit(self) -> None:
+        self.end_logger_runs()
+        if self.trainer.is_global_zero:
+            log.info("%s", run_summary(self.trainer, self.runs.folder))
 
-def _requested_links(model_config) -> dict[str, object]:
-    """Linked model arguments (``num_classes``, ``in_channels``) set to other than their default
-    in the config or on the command line: the data decides them, so they must agree with it."""
-    init = getattr(model_config, "init_args", None)
-    class_path = getattr(model_config, "class_path", None)
-    if init is None or class_path is None:
-        return {}
-    parameters = inspect.signature(import_object(class_path)).parameters
-    return {
-        name: init[name]
-        for name in ("num_classes", "in_channels")
-        if name in parameters
-        and init.get(name) is not None
-        and init[name] != parameters[name].default
-    }
+    def after_test(self) -> None:
+        self.end_logger_runs()
+        if self.trainer.is_global_zero:
+            log.info("Test results and reports are in %s", self.runs.folder)
 
+    def after_validate(self) -> None:
+        self.end_logger_runs()
 
-def _logs_on_in_place(logger_config) -> bool:
-    """Whether the logger a ``class_path`` config names can continue an existing version folder
-    without losing what is there: medvision's CSV logger and TensorBoard can, Lightning's CSV
-    logger deletes the earlier ``metrics.csv``."""
-    class_path = getattr(logger_config, "class_path", None)
-    if class_path is None:
-        return False
-    logger_class = import_object(class_path)
-    if issubclass(logger_class, CSVLogger):
-        return issubclass(logger_class, ResumingCSVLogger)
-    return "version" in inspect.signature(logger_class).parameters
+    def end_logger_runs(self) -> None:
+        """One command, one logger run: W&B runs are finished here (see WandbLogger.end_run)."""
+        for logger in self.trainer.loggers:
+            end_run = getattr(logger, "end_run", None)
+            if callable(end_run):
+                end_run()
 
 
 def main(args: ArgsType = None) -> None:
     """Entry point of the ``medvision`` command; ``main(["fit", "--config", ...])`` in Python.
 
-    To keep the trained objects (in a notebook), use ``cli = MedVisionCLI(args=[...])`` and read
-    ``cli.model``, ``cli.datamodule`` and ``cli.trainer``.
+    A configuration or input error ends with its one useful line on stderr and exit status 2
+    (``--debug`` or ``MEDVISION_DEBUG=1``: the whole traceback). To keep the trained objects
+    (in a notebook), use ``cli = MedVisionCLI(args=[...])`` and read ``cli.model``,
+    ``cli.datamodule`` and ``cli.trainer``.
+
+    Args:
+        args: The command's arguments; ``sys.argv[1:]`` when None.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = debugging(args)
+    args = [a for a in (sys.argv[1:] if args is None else list(args)) if a != "--debug"]
+    setup_logging()
+    if args[:1] == ["export"]:
+        from medvision.export import main as export_main
+
+        export_main(args[1:])
+        return
     try:
         cli = MedVisionCLI(args=args)
     except SIGTERMException:
         log.warning("Stopped by SIGTERM; exiting with status 143.")
         raise SystemExit(143) from None
+    except ArgumentError as error:
+        if debug:
+            raise
+        log.error("%s", parse_error_summary(str(error), args[0] if args else "fit"))
+        log.error("(medvision %s --help lists every option)", " ".join(args[:1]))
+        raise SystemExit(2) from None
+    except (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError) as error:
+        if debug:
+            raise
+        log.error("%s", user_error(error))
+        log.error("(medvision %s --debug shows the whole traceback)", " ".join(args[:1]))
+        raise SystemExit(2) from None
     # predict goes on past unreadable inputs; the exit status still says that some failed
     failed = [f for c in cli.trainer.callbacks for f in getattr(c, "failures", ())]
     if failed:

@@ -4,8 +4,9 @@
 
 Fold ``i`` (0-based) is a normal ``medvision fit`` run, in this process, with
 ``--data.init_args.num_folds K --data.init_args.fold i`` added to the given arguments; its
-``default_root_dir`` and logger ``save_dir`` are ``<output>/fold_<i>`` (so it has its own
-checkpoints and logger run; W&B runs get ``group=<experiment name>`` and ``name=fold_<i>``).
+``default_root_dir`` is ``<output>/fold_<i>``, so it trains in its own run folder
+``<output>/fold_<i>/version_0`` (checkpoints, config, logs; W&B runs get
+``group=<experiment name>`` and ``name=fold_<i>``).
 After training, the fold's trainer tests the best checkpoint of its monitored
 ``ModelCheckpoint`` on the datamodule's test split (the same images for every fold), and the
 ``test/*`` metrics go to the fold's logger and to ``<output>/fold_<i>/fold_result.json``.
@@ -113,29 +114,28 @@ def experiment_name(fit_args: Sequence[str], output: Path) -> str:
     return output.resolve().name
 
 
-def logger_args(config: Namespace, fold_dir: Path, fold: int, group: str) -> list[str]:
-    """``--trainer.logger`` for one fold: every logger writes under ``fold_dir``.
+def logger_args(config: Namespace, fold: int, group: str) -> list[str]:
+    """``--trainer.logger`` for one fold's W&B loggers: ``group`` and ``name=fold_<i>``.
 
-    W&B loggers also get ``group`` and ``name=fold_<i>``. No logger, or ``logger: true``
-    (Lightning's default, under ``default_root_dir``), needs no change.
+    Every logger already writes into the fold's own run folder (the CLI points it there);
+    only W&B runs need their group and name. Returns no argument when there is no W&B logger.
+
+    Args:
+        config: The parsed ``fit`` config.
+        fold: The fold's number.
+        group: The W&B group (the experiment's name).
     """
     loggers = config.trainer.get("logger")
     if loggers is None or isinstance(loggers, bool):
         return []
     entries = [loggers] if isinstance(loggers, Namespace) else list(loggers)
-    changed = []
-    for entry in entries:
-        spec = entry.as_dict()
-        init_args = spec.setdefault("init_args", {})
-        if "save_dir" in init_args:
-            init_args["save_dir"] = str(fold_dir)
-        else:
-            log.warning("%s has no save_dir: its folds are not kept apart", spec["class_path"])
-        if issubclass(import_object(spec["class_path"]), WandbLogger):
-            init_args["group"] = group
-            init_args["name"] = f"fold_{fold}"
-        changed.append(spec)
-    value = changed[0] if isinstance(loggers, Namespace) else changed
+    specs = [entry.as_dict() for entry in entries]
+    wandb_specs = [s for s in specs if issubclass(import_object(s["class_path"]), WandbLogger)]
+    if not wandb_specs:
+        return []
+    for spec in wandb_specs:
+        spec.setdefault("init_args", {}).update(group=group, name=f"fold_{fold}")
+    value = specs[0] if isinstance(loggers, Namespace) else specs
     return [f"--trainer.logger={json.dumps(value)}"]
 
 
@@ -158,15 +158,6 @@ def best_checkpoint(trainer: Trainer) -> str:
         "the fold's run saved no checkpoint to test: keep a ModelCheckpoint in "
         "trainer.callbacks (with a monitor, e.g. val/dice) and do not use fast_dev_run."
     )
-
-
-def _finish_wandb(trainer: Trainer) -> None:
-    """End the fold's W&B run so that the next fold starts a run of its own."""
-    if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
 
 
 def run_fold(
@@ -194,7 +185,7 @@ def run_fold(
         f"--data.init_args.num_folds={folds}",
         f"--data.init_args.fold={fold}",
         f"--trainer.default_root_dir={fold_dir}",
-        *logger_args(config, fold_dir, fold, group),
+        *logger_args(config, fold, group),
     ]
     with _in_process_cli():
         cli = MedVisionCLI(args=args, save_config_kwargs={"overwrite": True})
@@ -203,7 +194,7 @@ def run_fold(
         raise KeyboardInterrupt(f"fold {fold} was interrupted; run the same command to resume")
     checkpoint = best_checkpoint(trainer)
     tested = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
-    _finish_wandb(trainer)
+    cli.end_logger_runs()
     metrics = {k: float(v) for k, v in tested[0].items() if k.startswith("test/")}
     if not metrics:
         raise RuntimeError(f"fold {fold}: the model logged no test/* metrics")

@@ -67,6 +67,16 @@ class WandbLogger(_LightningWandbLogger):
         )
         self._is_offline = offline
 
+    def end_run(self) -> None:
+        """Finish this logger's W&B run, so that the next run in this process starts its own.
+
+        Lightning leaves the run open after ``fit`` (a ``test`` in the same process would log
+        into it); ``medvision`` commands are one run each and end it when they are done.
+        """
+        if self._experiment is not None:
+            self._experiment.finish()
+            self._experiment = None
+
     def finalize(self, status: str) -> None:
         super().finalize(status)
         if self._is_offline and self._experiment is not None:

@@ -1,4 +1,19 @@
-"""Run folders: where a run's checkpoints, logs, config and reports live, and finding them again."""
+"""Run folders: one folder per run, holding everything the run wrote, and finding them again.
+
+``medvision fit`` trains in ``<root>/version_<N>/`` (``root`` is ``trainer.default_root_dir``,
+``N`` the next free number) and everything of that run goes there::
+
+    <root>/version_<N>/
+        checkpoints/best.ckpt, last.ckpt
+        config.yaml, run_info.json        the resolved config; versions, hardware, commit
+        metrics.csv                       (CSV logger) or wandb/ (W&B's own files)
+        overlays/, epoch_times.json, excluded_files.csv, ...
+        test/                             what `medvision test` on its checkpoint wrote
+        predictions/<timestamp>/          each `medvision predict` on its checkpoint
+
+:func:`run_folder` finds a trainer's run folder without a collective call, so callbacks on
+one DDP rank can use it.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +21,68 @@ import re
 from pathlib import Path
 
 from lightning.pytorch import Trainer
-
-
-def run_folder(trainer: Trainer) -> Path:
-    """This run's own folder, the one that holds its ``checkpoints/``.
-
-    ``<save_dir>/<name>/<version>`` of the first logger, as Lightning's ``ModelCheckpoint``
-    builds it (``logs/version_3`` for the CSV logger, ``<project>/<run id>`` for W&B), or
-    ``default_root_dir`` without a logger.
-    """
-    if not trainer.loggers or trainer.loggers[0].save_dir is None:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir) / str(logger.name) / version
-
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 _VERSION_FOLDER = re.compile(r"^version_(\d+)$")
 
 
+def run_folder(trainer: Trainer) -> Path:
+    """This run's own folder, the one that holds its ``config.yaml`` (and ``checkpoints/``).
+
+    What ``trainer.log_dir`` is, without its broadcast (so one rank alone may ask): the CSV
+    or TensorBoard logger's ``log_dir``, another logger's ``save_dir``, or
+    ``default_root_dir`` without a logger. The CLI points all of them at the run folder.
+
+    Args:
+        trainer: The trainer of the run.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    if isinstance(logger, CSVLogger | TensorBoardLogger):
+        return Path(logger.log_dir)
+    return Path(logger.save_dir or trainer.default_root_dir)
+
+
+def next_run_folder(root: str | Path) -> Path:
+    """``root/version_<N>`` for the smallest ``N`` above every existing ``version_*`` folder.
+
+    Args:
+        root: The experiment's folder (``trainer.default_root_dir``).
+    """
+    numbers = [run_number(path) for path in Path(root).glob("version_*") if path.is_dir()]
+    numbers = [n for n in numbers if n is not None]
+    return Path(root) / f"version_{max(numbers, default=-1) + 1}"
+
+
+def run_number(folder: Path) -> int | None:
+    """``N`` of a ``version_<N>`` folder, else None.
+
+    Args:
+        folder: A run folder.
+    """
+    match = _VERSION_FOLDER.match(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_run_folder(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (the parent of its ``checkpoints/``), or None.
+
+    Args:
+        checkpoint: A checkpoint file.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name != "checkpoints":
+        return None
+    return checkpoint.parent.parent
+
+
 def find_last_checkpoint(*roots: str | Path) -> Path | None:
-    """The newest ``last*.ckpt`` in a ``checkpoints/`` folder anywhere under ``roots``, or None."""
+    """The newest ``last*.ckpt`` in a ``checkpoints/`` folder anywhere under ``roots``, or None.
+
+    Args:
+        *roots: Folders to search (missing ones are skipped).
+    """
     found = {
         path.resolve()
         for root in roots
@@ -38,6 +94,9 @@ def find_last_checkpoint(*roots: str | Path) -> Path | None:
 
 
 def run_version(checkpoint: Path) -> int | None:
-    """``K`` when ``checkpoint`` lies in ``.../version_K/checkpoints/``, else None."""
-    match = _VERSION_FOLDER.match(checkpoint.parent.parent.name)
-    return int(match.group(1)) if match else None
+    """``K`` when ``checkpoint`` lies in ``.../version_K/checkpoints/``, else None.
+
+    Args:
+        checkpoint: A checkpoint file.
+    """
+    return run_number(Path(checkpoint).parent.parent)

@@ -138,7 +138,7 @@ def train_extractor(config: str, root: Path, data_dir: Path, *extra: str, **kwar
 
     limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
     main(["fit", *config_run_args(config, root, data_dir, *limits, *extra, **kwargs)])
-    return root / "logs/version_0/checkpoints/best.ckpt"
+    return root / "version_0/checkpoints/best.ckpt"
 
 
 def rebalance_run_args(
@@ -211,3 +211,18 @@ def load_benchmark(script: Path):
     finally:
         sys.path[:] = saved
     return module
+
+
+@pytest.fixture(autouse=True)
+def whole_tracebacks(monkeypatch):
+    """``medvision`` commands raise their errors in tests (as with ``--debug``), so a test can
+    match the exception; tests/test_workflow.py checks the one-line form users see."""
+    monkeypatch.setenv("MEDVISION_DEBUG", "1")
+
+
+def prediction_folder(root: Path) -> Path:
+    """The newest ``predictions/<date-time>`` folder under ``root`` (a run's, or root's own)."""
+    folders = [
+        p for p in root.rglob("predictions/*") if p.is_dir() and p.parent.name == "predictions"
+    ]
+    return max(folders, key=lambda p: p.stat().st_mtime)

@@ -32,6 +32,6 @@ def test_epoch_timer_counts_checkpoint_saving(tmp_path, lung_dir):
     cli.trainer.callbacks += [timer, SlowCheckpoint(dirpath=tmp_path / "slow")]
     cli.trainer.fit(cli.model, cli.datamodule)
 
-    written = json.loads((tmp_path / "logs/version_0/epoch_times.json").read_text())
+    written = json.loads((tmp_path / "version_0/epoch_times.json").read_text())
     assert written == timer.epochs and [e["epoch"] for e in written] == [0, 1]
     assert all(e["wall_s"] >= SAVE_SECONDS and e["cpu_s"] > 0 for e in written)

@@ -33,7 +33,8 @@ def test_help_and_print_config(capsys):
     assert "medvision.models.SegmentationModule" in printed and "LungCTDataModule" in printed
 
 
-def test_unknown_config_key_is_one_clear_line(capsys):
+def test_unknown_config_key_is_one_clear_line(capsys, monkeypatch):
+    monkeypatch.delenv("MEDVISION_DEBUG")  # as users run it
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIGS / "unet_lung.yaml"), "--model.init_args.encoder=x"])
     assert "encoder" in capsys.readouterr().err
@@ -52,11 +53,11 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
         tmp_path, lung_dir, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2"
     )
     main(["fit", *fit_args])
-    checkpoints = sorted(tmp_path.glob("logs/version_0/checkpoints/*.ckpt"))
+    checkpoints = sorted(tmp_path.glob("version_0/checkpoints/*.ckpt"))
     assert [c.name for c in checkpoints] == ["best.ckpt", "last.ckpt"]
-    metrics = (tmp_path / "logs/version_0/metrics.csv").read_text()
+    metrics = (tmp_path / "version_0/metrics.csv").read_text()
     assert "val/dice" in metrics and "train/loss_epoch" in metrics
-    assert sorted(p.name for p in (tmp_path / "logs/version_0/overlays").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "version_0/overlays").iterdir()) == [
         "val_epoch000.png",
         "val_epoch001.png",
     ]
@@ -65,7 +66,7 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
     assert model.hparams.arch == "Unet" and model.hparams.loss == "bce_dice"
 
     main(["test", *fit_args, f"--ckpt_path={checkpoints[0]}"])
-    assert "test/dice" in (tmp_path / "logs/version_1/metrics.csv").read_text()
+    assert "test/dice" in (tmp_path / "version_0/test/metrics.csv").read_text()
 
     incoming = tmp_path / "incoming"
     (incoming / "images").mkdir(parents=True)
@@ -99,21 +100,22 @@ def test_fit_test_predict_in_process(tmp_path, lung_dir):
 
 
 def test_last_checkpoint_follows_every_epoch_to_resume_from(tmp_path, lung_dir):
-    # lr 0: validation never improves after epoch 0, so best.ckpt stays there
+    # the best checkpoint by the smallest epoch stays at epoch 0
     args = unet_run_args(
         tmp_path,
         lung_dir,
         "--trainer.max_epochs=2",
         "--trainer.limit_train_batches=1",
-        "--model.init_args.optimizer.init_args.lr=0",
+        "--checkpoint.monitor=epoch",
+        "--checkpoint.mode=min",
     )
     main(["fit", *args])
-    folder = tmp_path / "logs/version_0/checkpoints"
+    folder = tmp_path / "version_0/checkpoints"
     assert torch.load(folder / "best.ckpt", weights_only=False)["epoch"] == 0
     assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
-def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
+def test_predict_writes_into_a_new_folder_under_default_root_dir(tmp_path, lung_dir):
     cli = MedVisionCLI(args=unet_run_args(tmp_path, lung_dir), run=False)
     checkpoint = tmp_path / "init.ckpt"
     torch.save(
@@ -127,8 +129,9 @@ def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
             f"--data.init_args.predict_dir={lung_dir}",
         ]
     )  # a Kaggle-layout folder: masks found
-    assert len(list((tmp_path / "predictions/masks").glob("*.png"))) == 20
-    assert len(read_csv(tmp_path / "predictions/metrics.csv")) == 20
+    (predicted,) = (tmp_path / "predictions").iterdir()  # a checkpoint outside a run folder
+    assert len(list((predicted / "masks").glob("*.png"))) == 20
+    assert len(read_csv(predicted / "metrics.csv")) == 20
 
     # the checkpoint's hyperparameters win over --model.*; the writer's threshold does not
     main(
@@ -160,15 +163,15 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
         "--model.init_args.highlight_classes=[TUBERCULOSIS]",
     )
     main(["fit", *fit_args])
-    best = tmp_path / "logs/version_0/checkpoints/best.ckpt"
-    metrics = (tmp_path / "logs/version_0/metrics.csv").read_text()
+    best = tmp_path / "version_0/checkpoints/best.ckpt"
+    metrics = (tmp_path / "version_0/metrics.csv").read_text()
     assert "val/f1" in metrics and "val/recall/TUBERCULOSIS" in metrics and "val/auroc" in metrics
 
     with caplog.at_level(logging.INFO, logger="medvision"):
         main(["test", *fit_args, f"--ckpt_path={best}"])
     assert "class         precision  recall     f1  support" in caplog.text
     assert "TUBERCULOSIS: recall" in caplog.text
-    run = tmp_path / "logs/version_1"
+    run = tmp_path / "version_0/test"
     per_class = read_csv(run / "test_per_class.csv")
     assert [r["class"] for r in per_class] == ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
     assert [int(r["support"]) for r in per_class] == [2, 4, 3, 1]  # the test/ folder
@@ -186,7 +189,7 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
             f"--data.init_args.predict_dir={chest_dir / 'test'}",
         ]
     )
-    rows = read_csv(tmp_path / "predictions/predictions.csv")
+    rows = read_csv(next((tmp_path / "version_0/predictions").glob("*/predictions.csv")))
     assert len(rows) == 10
     assert list(rows[0]) == [
         "file",

@@ -76,7 +76,7 @@ def test_classifier_report_has_per_class_tables_and_goes_to_wandb(tmp_path, ches
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
     medvision(["fit", *chest_run_args(tmp_path / "cnn", chest_dir), *QUICK])
-    checkpoint = tmp_path / "cnn" / "logs" / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint = tmp_path / "cnn" / "version_0" / "checkpoints" / "best.ckpt"
 
     out = tmp_path / "report"
     write_report([checkpoint, checkpoint.parents[1]], out, ["A", "B"], num_images=3, wandb=True)

@@ -87,7 +87,7 @@ def _ddp_fit(root: Path, data_dir: Path) -> Path:
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return root / "logs/version_0/checkpoints/best.ckpt"
+    return root / "version_0/checkpoints/best.ckpt"
 
 
 @pytest.mark.slow
@@ -95,8 +95,8 @@ def test_ddp_validation_equals_single_process_validation_of_the_checkpoint(lung_
     from medvision.cli import MedVisionCLI
 
     checkpoint = _ddp_fit(tmp_path / "ddp", lung_dir)
-    ddp = _last_val_row(tmp_path / "ddp/logs/version_0/metrics.csv")
-    assert (tmp_path / "ddp/logs/version_0/run_info.json").is_file()  # rank 0 wrote it
+    ddp = _last_val_row(tmp_path / "ddp/version_0/metrics.csv")
+    assert (tmp_path / "ddp/version_0/run_info.json").is_file()  # rank 0 wrote it
 
     args = unet_run_args(tmp_path / "single", lung_dir, *SPLIT, f"--ckpt_path={checkpoint}")
     cli = MedVisionCLI(args=["validate", *args])

@@ -11,7 +11,7 @@ as code. Each command is handled by what it starts:
   ``OUT``, ``MASKS``) and quick-run overrides appended (CPU, ``fast_dev_run``: one batch per
   stage, 32 px, a small network, outputs in the test's folder); the stage must log its metrics
   (``predict``: write its files). ``--ckpt_path`` gets the best checkpoint of a one-epoch fit of
-  the same model, made once; ``runs/<config>/logs/version_0`` and ``runs/<config>/cv`` are made
+  the same model, made once; ``runs/<config>/version_0`` and ``runs/<config>/cv`` are made
   from ``configs/<config>.yaml`` where the path points. ``--print_config`` / ``--help`` must
   print and exit.
 - ``medvision-cv`` (2 folds), ``medvision-report``: likewise, once ``medvision.crossval`` /
@@ -80,7 +80,7 @@ PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]+$")
 #: where documented commands point at a dataset: /path/to/<name>, ../shared/data/<name>, ...
 DATA_PATH = re.compile(r"(?:/path/to|(?:\.\./|/work/)shared/data)/([\w.-]+)")
 #: a file of a shipped config's first run (a checkpoint, its config.yaml), where it writes it
-RUN_CHECKPOINT = re.compile(r"runs/([\w.-]+)/logs/version_0\b")
+RUN_CHECKPOINT = re.compile(r"runs/([\w.-]+)/version_0\b")
 #: a cross-validation folder of a shipped config (``medvision-cv``'s default output)
 RUN_CV = re.compile(r"runs/([\w.-]+)/cv\b")
 #: options after which medvision prints and exits instead of running
@@ -337,14 +337,14 @@ class Workspace:
         command); it only decides which quick-run overrides apply. The run itself is parsed by
         medvision, which fails on any key that does not exist.
         """
-        for arg in args:  # e.g. --config runs/<config>/logs/version_0/config.yaml
+        for arg in args:  # e.g. --config runs/<config>/version_0/config.yaml
             self.ensure_named_runs(arg)
         config = composed_config(args)
         self.ensure_named_runs(json.dumps(config))  # e.g. a classifier_checkpoint default
         return config
 
     def ensure_named_runs(self, text: str) -> None:
-        """Make the ``runs/<config>/logs/version_0`` and ``runs/<config>/cv`` ``text`` names."""
+        """Make the ``runs/<config>/version_0`` and ``runs/<config>/cv`` ``text`` names."""
         for match in RUN_CHECKPOINT.finditer(text):
             self.ensure_run(match.group(1))
         for match in RUN_CV.finditer(text):
@@ -412,12 +412,12 @@ class Workspace:
         return find_checkpoint(self.fits[key])
 
     def ensure_run(self, config_name: str) -> None:
-        """Make ``runs/<config_name>/logs/version_0/`` (``best.ckpt``, ``config.yaml``, ...).
+        """Make ``runs/<config_name>/version_0/`` (``best.ckpt``, ``config.yaml``, ...).
 
         It is the run folder of a fit of ``configs/<config_name>.yaml`` (an earlier one, or one
         made now), as if the config had been run from the workspace.
         """
-        version_0 = self.root / "runs" / config_name / "logs" / "version_0"
+        version_0 = self.root / "runs" / config_name / "version_0"
         if version_0.exists():
             return
         config_file = REPO / "configs" / f"{config_name}.yaml"

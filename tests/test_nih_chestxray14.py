@@ -12,7 +12,7 @@ from medvision.data import NIHChestXray14DataModule
 from medvision.metrics import best_f1_thresholds, multilabel_metrics
 from medvision.models import ClassificationModule
 
-from .conftest import config_run_args
+from .conftest import config_run_args, prediction_folder
 
 
 def make_dm(data_dir, **kwargs) -> NIHChestXray14DataModule:
@@ -132,17 +132,17 @@ def nih_args(root, data_dir, *extra):
 def test_multilabel_fit_tunes_thresholds_that_test_and_predict_use(nih_dir, tmp_path, caplog):
     args = nih_args(tmp_path, nih_dir, "--trainer.max_epochs=2")
     main(["fit", *args])
-    metrics = (tmp_path / "logs/version_0/metrics.csv").read_text()
+    metrics = (tmp_path / "version_0/metrics.csv").read_text()
     assert "val/auroc" in metrics and "val/f1_tuned" in metrics
     assert "val/threshold/Pneumonia" in metrics and "val/auroc_per_label/Edema" in metrics
-    best = tmp_path / "logs/version_0/checkpoints/best.ckpt"
+    best = tmp_path / "version_0/checkpoints/best.ckpt"
     thresholds = torch.load(best, weights_only=True)["state_dict"]["thresholds"]
     assert thresholds.shape == (14,)
 
     with caplog.at_level(logging.INFO, logger="medvision"):
         main(["test", *args, f"--ckpt_path={best}"])
     assert "Test results per label" in caplog.text
-    per_label = rows_of(tmp_path / "logs/version_1/test_per_label.csv")
+    per_label = rows_of(tmp_path / "version_0/test/test_per_label.csv")
     assert [r["label"] for r in per_label] == list(NIHChestXray14DataModule.findings)
     assert [float(r["threshold"]) for r in per_label] == pytest.approx(thresholds.tolist())
 
@@ -154,7 +154,7 @@ def test_multilabel_fit_tunes_thresholds_that_test_and_predict_use(nih_dir, tmp_
             f"--data.init_args.predict_dir={nih_dir / 'images'}",
         ]
     )
-    rows = rows_of(tmp_path / "predictions/predictions.csv")
+    rows = rows_of(prediction_folder(tmp_path) / "predictions.csv")
     assert len(rows) == len(list((nih_dir / "images").glob("*.png")))
     names = NIHChestXray14DataModule.findings
     for row in rows[:5]:

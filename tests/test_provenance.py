@@ -17,7 +17,7 @@ from .conftest import REPO, unet_run_args
 def test_run_folder_holds_config_versions_and_commit(tmp_path, lung_dir):
     args = unet_run_args(tmp_path, lung_dir, "--trainer.max_epochs=1")
     main(["fit", *args, "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"])
-    run = tmp_path / "logs/version_0"
+    run = tmp_path / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["seed_everything"] == 42
     assert config["data"]["init_args"]["data_dir"] == str(lung_dir)

@@ -16,7 +16,13 @@ from medvision.data import (
 )
 from medvision.data.ham10000_metadata import read_metadata
 
-from .conftest import chest_run_args, config_run_args, shared_dataset, unet_run_args
+from .conftest import (
+    chest_run_args,
+    config_run_args,
+    prediction_folder,
+    shared_dataset,
+    unet_run_args,
+)
 
 pytestmark = pytest.mark.realdata
 
@@ -54,7 +60,7 @@ def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullre
             "--trainer.limit_val_batches=1",
         ]
     )
-    checkpoint = tmp_path / "logs/version_0/checkpoints/last.ckpt"
+    checkpoint = tmp_path / "version_0/checkpoints/last.ckpt"
     main(
         [
             "predict",
@@ -63,10 +69,10 @@ def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullre
             f"--data.init_args.predict_dir={fullres_dir}",
         ]
     )
-    masks = sorted((tmp_path / "predictions/masks").glob("*.png"))
+    masks = sorted((prediction_folder(tmp_path) / "masks").glob("*.png"))
     assert len(masks) == 10
     assert np.array(Image.open(masks[0])).shape == (512, 512)
-    assert (tmp_path / "predictions/metrics.csv").read_text().count("\n") == 11
+    assert (prediction_folder(tmp_path) / "metrics.csv").read_text().count("\n") == 11
 
 
 def test_real_chest_xrays_decode_and_split_with_val_as_test(real_chest_dir):
@@ -87,7 +93,7 @@ def test_a_few_classifier_steps_on_real_chest_xrays(real_chest_dir, tmp_path):
             *FEW_STEPS,
         ]
     )
-    assert "val/f1" in (tmp_path / "logs/version_0/metrics.csv").read_text()
+    assert "val/f1" in (tmp_path / "version_0/metrics.csv").read_text()
 
 
 @pytest.fixture
@@ -126,7 +132,7 @@ def test_a_few_lesion_segmentation_steps_on_real_ham10000(real_ham_dir, tmp_path
             ),
         ]
     )
-    assert "val/iou" in (tmp_path / "logs/version_0/metrics.csv").read_text()
+    assert "val/iou" in (tmp_path / "version_0/metrics.csv").read_text()
 
 
 @pytest.fixture
@@ -156,4 +162,4 @@ def test_real_nih_labels_and_a_few_multilabel_steps(real_nih_dir, tmp_path):
             ),
         ]
     )
-    assert "val/auroc_per_label/Pneumonia" in (tmp_path / "logs/version_0/metrics.csv").read_text()
+    assert "val/auroc_per_label/Pneumonia" in (tmp_path / "version_0/metrics.csv").read_text()

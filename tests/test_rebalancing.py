@@ -14,7 +14,7 @@ from medvision.models import FeatureGANRebalancer, FeatureHeadClassifier
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
 from medvision.pipelines import FeatureDataModule
 
-from .conftest import CONFIGS, rebalance_run_args, train_extractor
+from .conftest import CONFIGS, prediction_folder, rebalance_run_args, train_extractor
 
 IMAGE_SIZE = 32
 
@@ -179,13 +179,13 @@ def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, ches
         "--trainer.max_epochs=2",
     )
     main(["fit", *args])
-    logged = (root / "logs/version_0/metrics.csv").read_text()
+    logged = (root / "version_0/metrics.csv").read_text()
     for key in ("train/d_loss", "train/g_loss", "gan/std_ratio/COVID19", "val/balanced_accuracy"):
         assert key in logged
-    best = root / "logs/version_0/checkpoints/best.ckpt"
+    best = root / "version_0/checkpoints/best.ckpt"
 
     main(["test", *args, f"--ckpt_path={best}"])
-    assert (root / "logs/version_1/test_per_class.csv").is_file()
+    assert (root / "version_0/test/test_per_class.csv").is_file()
 
     predict_dir = tmp_path / "to_predict"
     shutil.copytree(chest_dir / "test" / "NORMAL", predict_dir)
@@ -196,8 +196,8 @@ def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, ches
             ["predict", *args, f"--ckpt_path={best}", f"--data.init_args.predict_dir={predict_dir}"]
         )
     assert exit_status.value.code == 1
-    assert "broken.png" in (root / "predictions/failed.csv").read_text()
-    rows = read_csv(root / "predictions/predictions.csv")
+    assert "broken.png" in (prediction_folder(root) / "failed.csv").read_text()
+    rows = read_csv(prediction_folder(root) / "predictions.csv")
     assert len(rows) == good
     assert {"pred", "prob_COVID19", "prob_TUBERCULOSIS"} <= set(rows[0])
     classes = ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
@@ -213,7 +213,7 @@ def test_baseline_arms_compose_and_train(tmp_path, chest_dir, extractor, arm):
         root, chest_dir, extractor, "--config", str(CONFIGS / "rebalancing" / arm)
     )
     main(["fit", *args, "--trainer.max_epochs=1"])
-    assert (root / "logs/version_0/checkpoints/best.ckpt").is_file()
+    assert (root / "version_0/checkpoints/best.ckpt").is_file()
 
 
 def test_missing_extractor_checkpoint_says_what_to_do(tmp_path, chest_dir):

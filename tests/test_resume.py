@@ -70,7 +70,7 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_step_count(tmp_path, lung_dir)
     assert process.returncode == 143, output
     assert "Stopped by SIGTERM" in output
 
-    saved = load_checkpoint(tmp_path / "logs/version_0/checkpoints/last.ckpt")
+    saved = load_checkpoint(tmp_path / "version_0/checkpoints/last.ckpt")
     assert saved["epoch"] == 1  # stopped inside the second epoch
     interrupted_at = saved["global_step"]
     assert stop_after <= interrupted_at < STEPS
@@ -78,11 +78,11 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_step_count(tmp_path, lung_dir)
 
     main(lung_fit_args(tmp_path, lung_dir, "--ckpt_path=last"))
 
-    resumed = load_checkpoint(tmp_path / "logs/version_0/checkpoints/last.ckpt")
+    resumed = load_checkpoint(tmp_path / "version_0/checkpoints/last.ckpt")
     assert resumed["global_step"] == STEPS
     assert resumed["epoch"] == EPOCHS - 1
-    assert not (tmp_path / "logs/version_1").exists()  # logged on in the same run folder
-    with open(tmp_path / "logs/version_0/metrics.csv") as file:
+    assert not (tmp_path / "version_1").exists()  # logged on in the same run folder
+    with open(tmp_path / "version_0/metrics.csv") as file:
         rows = list(csv.DictReader(file))
     validated = {int(row["epoch"]) for row in rows if row.get("val/dice")}
     assert validated == set(range(EPOCHS))  # rows before and after the stop, in one file
@@ -92,7 +92,7 @@ def test_ckpt_path_last_without_a_checkpoint_starts_anew(tmp_path, lung_dir, cap
     args = unet_run_args(tmp_path, lung_dir, "--trainer.max_epochs=1")
     main(["fit", *args, "--trainer.limit_train_batches=1", "--ckpt_path=last"])
     assert "no checkpoints/last*.ckpt under" in caplog.text
-    assert (tmp_path / "logs/version_0/checkpoints/last.ckpt").is_file()
+    assert (tmp_path / "version_0/checkpoints/last.ckpt").is_file()
 
 
 def test_last_checkpoint_saves_every_n_steps(tmp_path, lung_dir):
@@ -116,8 +116,8 @@ def test_last_checkpoint_saves_every_n_steps(tmp_path, lung_dir):
 
 
 def test_find_last_checkpoint_takes_the_newest(tmp_path):
-    old = tmp_path / "logs/version_0/checkpoints/last.ckpt"
-    new = tmp_path / "logs/version_1/checkpoints/last.ckpt"
+    old = tmp_path / "version_0/checkpoints/last.ckpt"
+    new = tmp_path / "version_1/checkpoints/last.ckpt"
     for path in (old, new):
         path.parent.mkdir(parents=True)
         torch.save({}, path)

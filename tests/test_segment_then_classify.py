@@ -81,7 +81,7 @@ def test_one_config_segments_then_classifies(ham_dir, tmp_path):
             f"--trainer.logger.init_args.save_dir={seg_root}",
         ]
     )
-    segmenter = seg_root / "logs/version_0/checkpoints/last.ckpt"
+    segmenter = seg_root / "version_0/checkpoints/last.ckpt"
     lesions = tmp_path / "lesion_masks"
     main(
         [

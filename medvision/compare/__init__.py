@@ -7,7 +7,7 @@ A RUN is one of:
 - a cross-validation folder written by ``medvision-cv`` (``cv_summary.csv`` and ``fold_<i>/``):
   its metrics are the folds' mean ± std from ``cv_summary.csv``; fold 0's best checkpoint is
   the model shown in the figure;
-- a run folder (``runs/unet_lung/logs/version_0``: ``checkpoints/best.ckpt`` and the
+- a run folder (``runs/unet_lung/version_0``: ``checkpoints/best.ckpt`` and the
   ``config.yaml`` LightningCLI saved there or up to two folders above);
 - a checkpoint file (its ``config.yaml`` is looked for from the folder above ``checkpoints/``).
 

@@ -120,6 +120,26 @@ def classification_rows(batch: dict, outputs: Sequence[dict], modules) -> list[l
     return rows
 
 
+def fit_title(title: str, width: int, font: ImageFont.ImageFont) -> str:
+    """``title`` shortened from the left with "…" until it is at most ``width`` pixels wide.
+
+    Run names are often paths, whose end (``unet_lung/version_3``) tells them apart; the full
+    names are in the report's table.
+
+    Args:
+        title: A column title.
+        width: The room for it, in pixels.
+        font: The font it is drawn in.
+    """
+    if font.getlength(title) <= width:
+        return title
+    for start in range(1, len(title)):
+        shown = "…" + title[start:]
+        if font.getlength(shown) <= width:
+            return shown
+    return "…"
+
+
 def compose_grid(rows: list[list[np.ndarray]], titles: Sequence[str]) -> np.ndarray:
     """Tiles of one size in a grid under a header row of column ``titles``; uint8 RGB.
 
@@ -130,7 +150,8 @@ def compose_grid(rows: list[list[np.ndarray]], titles: Sequence[str]) -> np.ndar
     header = Image.new("RGB", (body.shape[1], HEADER_PX), (255, 255, 255))
     draw = ImageDraw.Draw(header)
     for column, title in enumerate(titles):
-        draw.text((column * tile_width + 4, 5), title, fill=(0, 0, 0), font=_font())
+        shown = fit_title(title, tile_width - 8, _font())
+        draw.text((column * tile_width + 4, 5), shown, fill=(0, 0, 0), font=_font())
     return np.concatenate([np.asarray(header), body], axis=0)
 
 

@@ -70,6 +70,10 @@ class ChestXrayDataModule(MedVisionDataModule):
     """
 
     split_dirnames = ("train", "val", "test")
+    test_split_hint = (
+        "Add a test/ folder, or test on the val/ folder with --data.init_args.test_split val "
+        "(fit with it too: validation is then carved from train/)."
+    )
 
     def __init__(
         self,

@@ -152,6 +152,9 @@ class MedVisionDataModule(L.LightningDataModule):
         batch["image"], batch["mask"] = self.batch_augmentation(batch["image"], batch["mask"])
         return batch
 
+    #: How to give this datamodule a test split (said when ``test`` finds none).
+    test_split_hint = "Set --data.init_args.test_fraction above 0."
+
     def _setup_splits(self) -> None:
         """Fill ``self.datasets`` with ``train``, ``val`` (and ``test``) splits."""
         raise NotImplementedError
@@ -284,7 +287,49 @@ class MedVisionDataModule(L.LightningDataModule):
         return self._loader("val", sampler=self._evaluation_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
+        test = self.datasets.get("test")
+        if self.datasets and (test is None or len(test) == 0):
+            splits = ", ".join(f"{name} ({len(data)})" for name, data in self.datasets.items())
+            raise ValueError(
+                f"{type(self).__name__} has no test images (its splits: {splits}). "
+                f"{self.test_split_hint}"
+            )
+        if test is not None:
+            self._warn_if_it_chose_the_checkpoint(test)
         return self._loader("test", sampler=self._evaluation_sampler("test"))
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the data: the validation files that selected it."""
+        validation = self.datasets.get("val")
+        if validation is None:
+            return {}
+        return {"validation_files": sorted(str(Path(p).resolve()) for p in files_of(validation))}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._selection_files = set(state_dict.get("validation_files", ()))
+
+    def _warn_if_it_chose_the_checkpoint(self, test: Dataset) -> None:
+        """Warn when test images are validation images that selected the tested checkpoint."""
+        chosen_on = getattr(self, "_selection_files", set())
+        shared = [p for p in files_of(test) if str(Path(p).resolve()) in chosen_on]
+        if shared:
+            log.warning(
+                "%d of the %d test images were validation images of the run that chose this "
+                "checkpoint (first: %s): the test score is optimistic. Test on images the run "
+                "never saw.",
+                len(shared),
+                len(test),
+                shared[0],
+            )
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def files_of(dataset: Dataset) -> list:
+    """The files a dataset's samples come from (``image_paths``, else ``paths``), in order.
+
+    Args:
+        dataset: A medvision dataset.
+    """
+    return list(getattr(dataset, "image_paths", None) or getattr(dataset, "paths", None) or [])
