@@ -213,3 +213,20 @@ def test_chest_classifier_trains_one_batch_on_dicom_class_folders(tmp_path, monk
         ]
     )
     assert not (tmp_path / "data").exists()  # used the given folder, wrote no synthetic data
+
+
+def test_lung_predict_folder_accepts_dcm_beside_png(tmp_path, series_dir):
+    from PIL import Image
+
+    from medvision.data import LungCTDataModule
+
+    folder, stored = series_dir
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (folder / "IM0000.dcm").rename(incoming / "ct.dcm")
+    Image.fromarray(np.zeros((50, 70), np.uint8)).save(incoming / "photo.png")
+    dm = LungCTDataModule(tmp_path / "unused", image_size=32, num_workers=0, predict_dir=incoming)
+    dm.setup("predict")
+    samples = {Path(s["path"]).name: s for s in dm.datasets["predict"]}
+    assert samples["ct.dcm"]["original_size"].tolist() == [24, 20]
+    assert samples["ct.dcm"]["image"].shape == (1, 32, 32) and not dm.predict_failures
