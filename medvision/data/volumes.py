@@ -209,8 +209,8 @@ class VolumeSliceDataModule(MedVisionDataModule):
             raise ValueError(
                 f"{count} slices from {source} at {height}x{width} would take "
                 f"{total / 1e9:.2f} GB of memory, above cache_limit_gb={self.cache_limit_gb:g}. "
-                "Raise --data.init_args.cache_limit_gb if the machine has the memory, lower "
-                "image_size, or set empty_slice_fraction."
+                "Raise --data.init_args.cache_limit_gb if the machine has the memory, or lower "
+                "image_size."
             )
 
 
