@@ -58,6 +58,7 @@ from medvision.data.synthetic import (
     write_lung_ct,
     write_nih_chestxray14,
 )
+from medvision.data.synthetic_volumes import write_nifti_volumes
 
 from .conftest import CONFIGS, REPO
 from .conftest import load_benchmark as load_script
@@ -76,7 +77,7 @@ MODULE_COMMANDS = {"medvision-cv": "medvision.crossval", "medvision-report": "me
 COMMAND_LINE = re.compile(r"\s*(python \S+\.py\b|python -m \S|medvision(-[a-z]+)? [a-z]+\b)")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)\s*$")
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]+$")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*[A-Z0-9]$")  # IMG_ is a value (a name prefix)
 #: where documented commands point at a dataset: /path/to/<name>, ../shared/data/<name>, ...
 DATA_PATH = re.compile(r"(?:/path/to|(?:\.\./|/work/)shared/data)/([\w.-]+)")
 #: a file of a shipped config's first run (a checkpoint, its config.yaml), where it writes it
@@ -202,7 +203,13 @@ COMMANDS = documented_commands()
 
 #: dataset kind -> (folder under the workspace's data/, how to write it there)
 DATASETS: dict[str, tuple[str, Callable[[Path], object]]] = {
-    "lung": ("lung_ct", lambda root: write_lung_ct(root, num_slices=20, size=64, seed=0)),
+    "lung": ("lung_ct", lambda root: write_kaggle_lungs(root)),
+    "volumes": (
+        "Task09_Spleen",
+        lambda root: write_nifti_volumes(
+            root, 4, (32, 32, 8), image_dirname="imagesTr", mask_dirname="labelsTr"
+        ),
+    ),
     "chest": ("chest_xray", lambda root: write_chest_xray(root, scale=0.5, size=48, seed=0)),
     "ham": ("ham10000", lambda root: write_ham10000(root, num_lesions=32, size=(48, 64), seed=0)),
     "nih": ("nih_chestxray14", lambda root: write_nih_chestxray14(root, num_patients=24, seed=0)),
@@ -210,6 +217,9 @@ DATASETS: dict[str, tuple[str, Callable[[Path], object]]] = {
 }
 #: datamodule class name -> dataset kind (None: it writes its own synthetic data)
 DATA_KINDS = {
+    "VolumeSliceDataModule": "volumes",
+    "SyntheticVolumeSliceDataModule": None,
+    "SyntheticDicomChestXrayDataModule": None,
     "LungCTDataModule": "lung",
     "SyntheticLungCTDataModule": None,
     "ChestXrayDataModule": "chest",
@@ -220,6 +230,7 @@ DATA_KINDS = {
 }
 #: a folder of images to predict on, per dataset kind (relative to its data folder)
 PREDICT_FOLDERS = {
+    "volumes": "imagesTr",
     "lung": "2d_images",
     "chest": "test",
     "ham": "images",
@@ -246,10 +257,26 @@ FAST_RUN = ["--trainer.fast_dev_run=1"]
 FULL_RUN = ["--trainer.max_epochs=1"]
 
 
+def write_kaggle_lungs(root: Path) -> None:
+    """The Kaggle lung folder: 2D slices (``2d_images``, ``2d_masks``) and 3D volumes
+    (``3d_images/IMG_*.nii.gz`` with ``MASK_*.nii.gz``)."""
+    write_lung_ct(root, num_slices=20, size=64, seed=0)
+    write_nifti_volumes(
+        root,
+        3,
+        (32, 32, 8),
+        image_dirname="3d_images",
+        mask_dirname="3d_images",
+        image_prefix="IMG_",
+        mask_prefix="MASK_",
+    )
+
+
 def dataset_kind(name: str) -> str:
     """The dataset a documented folder name stands for (``finding-lungs-in-ct-data`` -> lung)."""
     lowered = name.lower()
     for keyword, kind in (
+        ("task", "volumes"),  # a Decathlon task folder, Task06_Lung too
         ("lung", "lung"),
         ("chest_xray", "chest"),
         ("chestxray14", "nih"),

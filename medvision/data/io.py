@@ -14,7 +14,8 @@ import tifffile
 from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
+DICOM_SUFFIXES = (".dcm",)
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", *DICOM_SUFFIXES)
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -37,10 +38,12 @@ def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) 
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode one 2D image (TIFF of any dtype, PNG, JPEG, BMP) to ``H x W`` or ``H x W x C``.
+    """Decode one 2D image (TIFF of any dtype, PNG, JPEG, BMP, DICOM) to ``H x W`` or ``H x W x C``.
 
     The dtype is kept as stored (uint8, uint16, int16, float32, ...). Channel-first TIFFs
-    (``C x H x W``) are moved to channel-last. Stacks of several slices are refused.
+    (``C x H x W``) are moved to channel-last. Stacks of several slices are refused. A ``.dcm``
+    file gives float32 rescaled values (HU for CT; MONOCHROME1 inverted), see
+    :func:`medvision.data.dicom.read_dicom_slice`; it needs pydicom (an optional extra).
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
@@ -48,9 +51,15 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             array = tifffile.imread(path)
+        elif path.suffix.lower() in DICOM_SUFFIXES:
+            from medvision.data.dicom import read_dicom_slice  # pydicom is optional
+
+            array = read_dicom_slice(path)
         else:
             with Image.open(path) as image:
                 array = _pil_to_array(image)
+    except (ImageReadError, ImportError):  # DICOM's own messages name the file and the fix
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found.", path) from None
     except Exception as exc:  # decoders raise many types; the file is the useful part

@@ -1,0 +1,158 @@
+"""A DICOM series (one folder of single-frame files) as a volume, read with pydicom.
+
+Each slice goes through :func:`medvision.data.dicom.dicom_values` (rescale, optional window,
+MONOCHROME1 inversion; see :mod:`medvision.data.dicom`), and the slices are stacked in their
+order along the slice normal.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medvision.data.dicom import DicomInfo, Window, dicom_values, header_fields, open_dicom
+from medvision.data.io import ImageReadError
+
+log = logging.getLogger(__name__)
+
+
+def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.ndarray, DicomInfo]:
+    """Decode a folder holding the single-frame files of one series into a volume.
+
+    Slices are sorted by their position along the slice normal (``ImagePositionPatient``
+    projected on the cross product of the ``ImageOrientationPatient`` row and column
+    directions), or, when a file lacks those, by ``InstanceNumber``. Each slice gets its own
+    rescale. Hidden files are ignored; every other file must be a DICOM image of the series.
+
+    Args:
+        folder: the series folder (files of any name, e.g. ``IM0001`` or ``1.2.3.dcm``).
+        window: as in :func:`medvision.data.dicom.read_dicom`.
+
+    Returns:
+        ``(volume, info)``: float32 ``S x H x W``, slice 0 lowest along the normal (or lowest
+        instance number); ``info.slice_spacing`` from the positions when known.
+
+    Raises:
+        FileNotFoundError: no files in ``folder``.
+        ImageReadError: a file as in :func:`~medvision.data.dicom.read_dicom`; slices of
+            different sizes (two files named with their sizes), of several series or
+            orientations, or at one position.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{folder}: holds no DICOM files.")
+    datasets = [open_dicom(p) for p in files]
+    _check_one_series(datasets, files)
+    order, positions, kind = _slice_order(datasets, files)
+    datasets, files = [datasets[i] for i in order], [files[i] for i in order]
+    sizes = [(int(ds.Rows), int(ds.Columns)) for ds in datasets]
+    for ds, path, size in zip(datasets, files, sizes, strict=True):
+        if size != sizes[0]:
+            raise ImageReadError(
+                f"{path}: is {size[0]}x{size[1]} but {files[0]} is {sizes[0][0]}x{sizes[0][1]} "
+                f"(rows x columns): the slices of {folder} differ in size. Keep one series per "
+                "folder and remove the odd slices (e.g. a localizer).",
+                path,
+            )
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise ImageReadError(
+                f"{path}: is a multi-frame file inside the series folder {folder}. Read it on "
+                "its own with read_dicom, or move it out.",
+                path,
+            )
+    volume = np.stack([dicom_values(ds, p, window) for ds, p in zip(datasets, files, strict=True)])
+    info = DicomInfo(
+        path=str(folder),
+        files=tuple(str(p) for p in files),
+        shape=volume.shape,
+        frames=len(files),
+        slice_spacing=_series_spacing(datasets[0], positions, folder),
+        window=window,
+        slice_order=kind,
+        positions=positions,
+        **header_fields(datasets[0]),
+    )
+    return volume, info
+
+
+def _check_one_series(datasets: list, files: list[Path]) -> None:
+    """Refuse a folder mixing series (different ``SeriesInstanceUID``), naming two files."""
+    first = datasets[0].get("SeriesInstanceUID")
+    for ds, path in zip(datasets, files, strict=True):
+        if ds.get("SeriesInstanceUID") != first:
+            raise ImageReadError(
+                f"{path}: belongs to series {ds.get('SeriesInstanceUID')}, but {files[0]} to "
+                f"series {first}. Put each series in its own folder.",
+                path,
+            )
+
+
+def _slice_order(datasets: list, files: list[Path]) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(order, positions in that order or None, "position" | "instance number")``."""
+    if all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds in datasets):
+        orientation = np.array(datasets[0].ImageOrientationPatient, dtype=np.float64)
+        for ds, path in zip(datasets, files, strict=True):
+            if not np.allclose(ds.ImageOrientationPatient, orientation, atol=1e-4):
+                raise ImageReadError(
+                    f"{path}: is oriented {list(ds.ImageOrientationPatient)}, but {files[0]} "
+                    f"{orientation.tolist()}: not one stack of parallel slices. Move the odd "
+                    "slices (e.g. a localizer) out of the folder.",
+                    path,
+                )
+        normal = np.cross(orientation[:3], orientation[3:])
+        positions = np.array([ds.ImagePositionPatient for ds in datasets], dtype=np.float64)
+        order = np.argsort(positions @ normal, kind="stable")
+        _refuse_duplicates((positions @ normal)[order], [files[i] for i in order], "position")
+        return order, positions[order], "position"
+    if all("InstanceNumber" in ds for ds in datasets):
+        numbers = np.array([int(ds.InstanceNumber) for ds in datasets])
+        order = np.argsort(numbers, kind="stable")
+        _refuse_duplicates(numbers[order], [files[i] for i in order], "InstanceNumber")
+        return order, None, "instance number"
+    lacking = next(
+        p
+        for ds, p in zip(datasets, files, strict=True)
+        if "InstanceNumber" not in ds and "ImagePositionPatient" not in ds
+    )
+    raise ImageReadError(
+        f"{lacking}: has neither ImagePositionPatient/ImageOrientationPatient nor "
+        "InstanceNumber, so the slices of its folder cannot be ordered. Re-export the series "
+        "with its position tags.",
+        lacking,
+    )
+
+
+def _refuse_duplicates(keys: np.ndarray, files: list[Path], what: str) -> None:
+    same = np.flatnonzero(np.isclose(np.diff(keys), 0.0, atol=1e-4))
+    if len(same):
+        first, second = files[same[0]], files[same[0] + 1]
+        raise ImageReadError(
+            f"{second}: has the same {what} as {first}. A folder must hold one series of "
+            "distinct slices (not several echoes, phases or repeats): split them up.",
+            second,
+        )
+
+
+def _series_spacing(first, positions: np.ndarray | None, folder: Path) -> float | None:
+    """Median distance between slice positions; or the first file's spacing tags."""
+    if positions is not None and len(positions) > 1:
+        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        spacing = float(np.median(gaps))
+        if not np.allclose(gaps, spacing, rtol=0.01, atol=1e-3):
+            log.warning(
+                "%s: slice gaps vary from %.3g to %.3g mm (missing slices?); spacing %.3g mm "
+                "is their median.",
+                folder,
+                gaps.min(),
+                gaps.max(),
+                spacing,
+            )
+        return spacing
+    value = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+    return None if value is None else float(value)
+
+
+__all__ = ["read_dicom_series"]

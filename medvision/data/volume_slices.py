@@ -1,0 +1,173 @@
+"""Volumes decoded once into resized 2D slices kept in memory, and the dataset serving them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medvision.data.io import ImageReadError, normalize_intensity
+from medvision.data.nifti import check_same_geometry, load_volume, slices_along
+from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
+
+
+@dataclass
+class VolumeSlices:
+    """Resized slices of one or more volumes, kept in memory.
+
+    Attributes:
+        images: float16 ``N x H x W`` in [0, 1].
+        masks: uint8 ``N x H x W`` labels (0/1 for now), or None without masks.
+        records: per slice ``path`` and ``volume_path`` (the image volume), ``slice_index``,
+            ``num_slices`` (of its volume), ``slice_axis``, ``original_size`` (``(h, w)``
+            before resizing) and, with masks, ``mask_path``.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    records: list[dict]
+
+    @staticmethod
+    def concat(parts: list[VolumeSlices], size: tuple[int, int], masks: bool) -> VolumeSlices:
+        """All ``parts`` in order in one; an empty one at ``size`` when there are none."""
+        if not parts:
+            empty = np.zeros((0, *size), np.float16)
+            return VolumeSlices(empty, empty.astype(np.uint8) if masks else None, [])
+        return VolumeSlices(
+            np.concatenate([p.images for p in parts]),
+            np.concatenate([p.masks for p in parts]) if masks else None,
+            [r for p in parts for r in p.records],
+        )
+
+
+def mask_labels(mask: np.ndarray, path: str | Path) -> np.ndarray:
+    """A stored mask volume as uint8 labels; refuses fractions, negatives and labels over 1.
+
+    Labels above 1 (a multi-class label map) are refused for now, with the fix; everything
+    before that check keeps label values, so multi-class masks need only that check dropped.
+
+    Raises:
+        ImageReadError: naming ``path`` and the values found.
+    """
+    if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
+        raise ImageReadError(
+            f"{path}: mask holds non-integer values (a probability map?). Save integer labels, "
+            "0 for background and 1 for the foreground.",
+            path,
+        )
+    low, high = (float(mask.min()), float(mask.max())) if mask.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise ImageReadError(
+            f"{path}: mask values go from {low:g} to {high:g}; expected labels 0 and 1.", path
+        )
+    labels = mask.astype(np.uint8)
+    if high > 1:
+        shown = ", ".join(str(v) for v in np.unique(labels)[:8])
+        raise ImageReadError(
+            f"{path}: mask holds labels {shown}; only binary masks (0/1) are supported for now. "
+            "Merge the foreground labels into 1 (e.g. (mask > 0)) or keep the one class to "
+            "segment, and save the mask again.",
+            path,
+        )
+    return labels
+
+
+def decode_volume(
+    image_path: Path,
+    mask_path: Path | None,
+    axis: int,
+    image_size: int | tuple[int, int],
+    window: tuple[float, float] | None = None,
+    empty_slice_fraction: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> VolumeSlices:
+    """Read a volume (and mask) once and keep its slices along ``axis``, resized.
+
+    Intensities are clipped to ``window`` (e.g. HU ``[-1000, 400]``) and scaled to [0, 1], or
+    min-max scaled over the whole volume without it. With ``empty_slice_fraction`` all slices
+    with foreground are kept and that fraction of the empty ones, drawn with ``rng``.
+
+    Raises:
+        ImageReadError: an unreadable or non-3D file, a mask off the image's grid, a mask that
+            is not binary, or non-finite intensities; the message names the file.
+    """
+    image, info = load_volume(image_path)
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ImageReadError(
+            f"{image_path}: holds NaN or infinite values. Re-export it with finite intensities.",
+            image_path,
+        )
+    image = slices_along(normalize_intensity(image, window), axis)
+    labels = None
+    if mask_path is not None:
+        mask, mask_info = load_volume(mask_path)
+        check_same_geometry(info, mask_info)
+        labels = slices_along(mask_labels(mask, mask_path), axis)
+    keep = np.arange(len(image))
+    if labels is not None and empty_slice_fraction is not None:
+        filled = labels.reshape(len(labels), -1).any(axis=1)
+        empty = np.flatnonzero(~filled)
+        drawn = (rng or np.random.default_rng()).choice(
+            empty, round(empty_slice_fraction * len(empty)), replace=False
+        )
+        keep = np.sort(np.concatenate([np.flatnonzero(filled), drawn]))
+    resize = segmentation_transform(image_size, "none")
+    size = as_hw(image_size)
+    images = np.zeros((len(keep), *size), np.float16)
+    masks = None if labels is None else np.zeros((len(keep), *size), np.uint8)
+    records = []
+    for row, k in enumerate(keep):
+        if labels is None:
+            images[row] = resize(image=image[k][..., None])["image"][..., 0]
+        else:
+            out = resize(image=image[k][..., None], mask=labels[k])
+            images[row], masks[row] = out["image"][..., 0], out["mask"]
+        record = {"path": str(image_path), "volume_path": str(image_path)}
+        record.update(slice_index=int(k), num_slices=len(image), slice_axis=axis)
+        record["original_size"] = tuple(image.shape[1:])
+        if mask_path is not None:
+            record["mask_path"] = str(mask_path)
+        records.append(record)
+    return VolumeSlices(images, masks, records)
+
+
+class VolumeSliceDataset(Dataset):
+    """Slices kept in memory (:class:`VolumeSlices`) as dict samples, augmented on access.
+
+    Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1]; with masks
+    ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``; and ``path`` / ``volume_path``
+    (the image volume), ``slice_index``, ``num_slices``, ``slice_axis`` and ``original_size``
+    (int64 ``[h, w]`` of the slice in the volume). ``augment`` runs on image and mask alike.
+    """
+
+    def __init__(self, slices: VolumeSlices, augment, in_channels: int = 1) -> None:
+        self.slices = slices
+        self.augment = augment
+        self.in_channels = in_channels
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.slices.records)
+
+    def __getitem__(self, index: int) -> dict:
+        self._worker_seed = reseed_for_worker(self.augment, self._worker_seed)
+        sample = dict(self.slices.records[index])
+        sample["original_size"] = torch.tensor(sample["original_size"])
+        image = np.repeat(
+            self.slices.images[index].astype(np.float32)[..., None], self.in_channels, -1
+        )
+        if self.slices.masks is None:
+            image = self.augment(image=image)["image"]
+        else:
+            out = self.augment(image=image, mask=self.slices.masks[index])
+            image = out["image"]
+            sample["mask"] = torch.from_numpy(out["mask"].astype(np.float32)).unsqueeze(0)
+        sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return sample
+
+
+__all__ = ["VolumeSliceDataset", "VolumeSlices", "decode_volume", "mask_labels"]

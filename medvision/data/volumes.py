@@ -1,0 +1,272 @@
+"""2D segmentation on the slices of 3D NIfTI volumes, split by volume.
+
+Layouts (image and mask pair by name; the folder names and name prefixes are settings)::
+
+    <data_dir>/images/case_001.nii.gz     <data_dir>/masks/case_001.nii.gz     (default)
+    <data_dir>/imagesTr/lung_001.nii.gz   <data_dir>/labelsTr/lung_001.nii.gz  (Decathlon)
+    <data_dir>/3d_images/IMG_0002.nii.gz  <data_dir>/3d_images/MASK_0002.nii.gz (Kaggle lungs)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medvision.data.base import (
+    BadFile,
+    BadFiles,
+    MedVisionDataModule,
+    batch_augmentation_for,
+    scan_files,
+    split_indices,
+)
+from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
+from medvision.data.transforms import SegmentationAugmentation, as_hw, segmentation_transform
+from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
+
+log = logging.getLogger(__name__)
+
+_LAYOUT_HINT = (
+    "Expected <data_dir>/<image_dirname>/*.nii[.gz] and <data_dir>/<mask_dirname>/*.nii[.gz] "
+    "with matching names (after image_prefix/mask_prefix). Decathlon tasks: image_dirname "
+    "imagesTr, mask_dirname labelsTr. Kaggle finding-lungs-in-ct-data: image_dirname and "
+    "mask_dirname 3d_images, image_prefix IMG_, mask_prefix MASK_. To try medvision without "
+    "data, run: medvision fit --config configs/quickstart_volumes.yaml"
+)
+
+
+class VolumeSliceDataModule(MedVisionDataModule):
+    """Binary segmentation of 2D slices taken along ``axis`` of 3D NIfTI volumes.
+
+    Volumes are read with nibabel in the closest canonical orientation (RAS+; see
+    :mod:`medvision.data.nifti`), each mask checked to share its image's shape and affine and
+    to be binary (0/1; label maps with more classes are refused for now). Each volume is
+    decoded once in ``setup`` and its slices kept in memory, resized to ``image_size`` (float16
+    images, uint8 masks; setup refuses more than ``cache_limit_gb``); an epoch only augments.
+
+    Splits are drawn over VOLUMES (:func:`~medvision.data.base.split_indices` with the seed, or
+    fold ``fold`` of ``num_folds``), so the slices of one volume are never on both sides.
+    ``empty_slice_fraction`` (train only): keep every slice with foreground and this seeded
+    fraction of the empty ones (``None``: all). ``intensity_window``: HU range clipped and
+    scaled to [0, 1] (e.g. ``[-1000, 400]`` for lungs); without it each volume is min-max
+    scaled. ``augmentation`` and ``gpu_augmentation`` as in
+    :class:`~medvision.data.lung_ct.LungCTDataModule`. Samples: see
+    :class:`VolumeSliceDataset`. Bad files are reported together, or left out with
+    ``bad_files: exclude``.
+
+    ``predict_dir`` holds volumes (or has the training layout: then ``<image_dirname>`` is
+    read and masks are not used); every slice of every volume is predicted, and
+    :class:`medvision.volume_writer.VolumePredictionWriter` writes each volume's mask as
+    NIfTI on the input's grid.
+    """
+
+    class_names = ("foreground",)
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data/volumes",
+        image_dirname: str = "images",
+        mask_dirname: str = "masks",
+        image_prefix: str = "",
+        mask_prefix: str = "",
+        axis: int = 2,
+        image_size: int | tuple[int, int] = 256,
+        in_channels: int = 1,
+        augmentation: SegmentationAugmentation = "basic",
+        intensity_window: tuple[float, float] | None = None,
+        empty_slice_fraction: float | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
+        predict_dir: str | Path | None = None,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        bad_files: BadFiles = "error",
+        cache_limit_gb: float = 4.0,
+        gpu_augmentation: bool = False,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2 (a canonical RAS axis), got {axis}")
+        if empty_slice_fraction is not None and not 0 <= empty_slice_fraction <= 1:
+            raise ValueError(f"empty_slice_fraction must lie in [0, 1], got {empty_slice_fraction}")
+        if image_dirname == mask_dirname and image_prefix == mask_prefix:
+            raise ValueError(
+                f"images and masks share the folder {image_dirname!r}: give them different "
+                "prefixes (image_prefix, mask_prefix), e.g. IMG_ and MASK_."
+            )
+        self.data_dir = Path(data_dir)
+        self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
+        self.image_prefix, self.mask_prefix = image_prefix, mask_prefix
+        self.axis = axis
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.augmentation = augmentation
+        self.intensity_window = intensity_window
+        self.empty_slice_fraction = empty_slice_fraction
+        self.split = dict(
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            num_folds=num_folds,
+            fold=fold,
+        )
+        self.predict_dir = None if predict_dir is None else Path(predict_dir)
+        self.cache_limit_gb = cache_limit_gb
+        self.batch_augmentation = batch_augmentation_for(augmentation, True, gpu_augmentation, seed)
+        self.save_hyperparameters()
+
+    def _setup_splits(self) -> None:
+        pairs, unpaired = find_volume_pairs(
+            self.data_dir,
+            self.image_dirname,
+            self.mask_dirname,
+            self.image_prefix,
+            self.mask_prefix,
+        )
+        self._check_memory([image for image, _ in pairs], self.data_dir)
+        indices = split_indices(len(pairs), **self.split)
+        train = set(indices["train"].tolist())
+        decoded: dict[int, VolumeSlices] = {}
+
+        def decode(item: tuple[int, tuple[Path, Path]]) -> None:
+            index, (image, mask) = item
+            fraction = self.empty_slice_fraction if index in train else None
+            rng = np.random.default_rng([self.split["seed"], index])
+            decoded[index] = self._decode(image, mask, fraction, rng)
+
+        _, bad = scan_files(list(enumerate(pairs)), decode, lambda item: item[1][0])
+        self._screen(unpaired + bad, "bad volume pairs", "Fix or remove these files.")
+        for stage, idx in indices.items():
+            parts = [decoded[i] for i in idx if i in decoded]
+            on_cpu = stage == "train" and self.batch_augmentation is None
+            self.datasets[stage] = self._dataset(parts, self.augmentation if on_cpu else "none")
+        log.info(
+            "Volumes %s: %s",
+            self.data_dir,
+            ", ".join(
+                f"{stage} {sum(i in decoded for i in idx)} volumes / "
+                f"{len(self.datasets[stage])} slices"
+                for stage, idx in indices.items()
+            ),
+        )
+
+    def _predict_dataset(self) -> VolumeSliceDataset:
+        folder = self._predict_folder()
+        if (folder / self.image_dirname).is_dir():
+            folder = folder / self.image_dirname
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        volumes = [p for p in files if is_nifti(p) and p.name.startswith(self.image_prefix)]
+        strangers = [
+            BadFile(str(p), "not a NIfTI volume (.nii, .nii.gz).") for p in files if not is_nifti(p)
+        ]
+        if not volumes and not strangers:
+            raise FileNotFoundError(f"{folder}: no NIfTI volumes (.nii, .nii.gz) to predict on.")
+        seen: dict[str, Path] = {}
+        clashes = [
+            BadFile(str(p), f"has the same name as {seen[nifti_stem(p)].name}: rename one.")
+            for p in volumes
+            if seen.setdefault(nifti_stem(p), p) != p
+        ]
+        volumes = [p for p in volumes if seen[nifti_stem(p)] == p]
+        decoded: dict[Path, VolumeSlices] = {}
+
+        def decode(path: Path) -> None:
+            decoded[path] = self._decode(path, None)
+
+        self._check_memory(volumes, folder)
+        volumes = self._scan_predict(volumes, decode, earlier=strangers + clashes)
+        log.info("Predicting on %d volumes from %s", len(volumes), folder)
+        return self._dataset([decoded[p] for p in volumes], "none", masks=False)
+
+    def _decode(self, image: Path, mask: Path | None, fraction=None, rng=None) -> VolumeSlices:
+        return decode_volume(
+            image, mask, self.axis, self.image_size, self.intensity_window, fraction, rng
+        )
+
+    def _dataset(self, parts, augmentation: str, masks: bool = True) -> VolumeSliceDataset:
+        slices = VolumeSlices.concat(parts, as_hw(self.image_size), masks)
+        augment = segmentation_transform(self.image_size, augmentation, resize=False)
+        return VolumeSliceDataset(slices, augment, self.in_channels)
+
+    def _check_memory(self, images: list[Path], source: Path) -> None:
+        """Refuse before decoding when all slices would exceed ``cache_limit_gb``."""
+        height, width = as_hw(self.image_size)
+        count = 0
+        for path in images:
+            try:
+                count += canonical_shape(path)[self.axis]
+            except ValueError:  # reported with the other bad files when decoded
+                continue
+        total = count * height * width * 3  # float16 image, uint8 mask
+        if total > self.cache_limit_gb * 1e9:
+            raise ValueError(
+                f"{count} slices from {source} at {height}x{width} would take "
+                f"{total / 1e9:.2f} GB of memory, above cache_limit_gb={self.cache_limit_gb:g}. "
+                "Raise --data.init_args.cache_limit_gb if the machine has the memory, or lower "
+                "image_size."
+            )
+
+
+def find_volume_pairs(
+    data_dir: Path,
+    image_dirname: str,
+    mask_dirname: str,
+    image_prefix: str = "",
+    mask_prefix: str = "",
+) -> tuple[list[tuple[Path, Path]], list[BadFile]]:
+    """NIfTI images and their masks, and every file without its partner.
+
+    ``<image_dirname>/<image_prefix><key>.nii[.gz]`` pairs with
+    ``<mask_dirname>/<mask_prefix><key>.nii[.gz]``. Hidden files (e.g. the ``._*`` files of
+    the Decathlon archives) are ignored. Returns ``(pairs sorted by image name, unpaired)``.
+    """
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data_dir {data_dir} does not exist. {_LAYOUT_HINT}")
+    found = {}
+    for role, dirname, prefix in (
+        ("image", image_dirname, image_prefix),
+        ("mask", mask_dirname, mask_prefix),
+    ):
+        folder = data_dir / dirname
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing. {_LAYOUT_HINT}")
+        found[role] = {
+            nifti_stem(p)[len(prefix) :]: p
+            for p in sorted(folder.iterdir())
+            if is_nifti(p) and p.name.startswith(prefix) and not p.name.startswith(".")
+        }
+    images, masks = found["image"], found["mask"]
+    if not images:
+        raise FileNotFoundError(
+            f"{data_dir / image_dirname} holds no {image_prefix}*.nii[.gz] volumes. {_LAYOUT_HINT}"
+        )
+    unpaired = [
+        BadFile(
+            str(p),
+            f"no mask {mask_prefix}{key}.nii[.gz] in {data_dir / mask_dirname}. "
+            "Add the mask or remove the image.",
+        )
+        for key, p in images.items()
+        if key not in masks
+    ]
+    unpaired += [
+        BadFile(
+            str(p),
+            f"no image {image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}. "
+            "Add the image or remove the mask.",
+        )
+        for key, p in masks.items()
+        if key not in images
+    ]
+    pairs = sorted((p, masks[key]) for key, p in images.items() if key in masks)
+    return pairs, unpaired
+
+
+__all__ = ["VolumeSliceDataModule", "find_volume_pairs"]
