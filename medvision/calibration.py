@@ -30,7 +30,7 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
-from medvision.data.io import save_png
+from medvision.files import save_png
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,8 @@ import torch
 
 nib = pytest.importorskip("nibabel")
 
+from medvision.callbacks import VolumePredictionWriter  # noqa: E402
+
 from medvision.data.io import ImageReadError  # noqa: E402
 from medvision.data.nifti import (  # noqa: E402
     canonical_shape,
@@ -23,7 +25,6 @@ from medvision.data.synthetic_volumes import (  # noqa: E402
     write_nifti_volumes,
 )
 from medvision.data.volumes import VolumeSliceDataModule  # noqa: E402
-from medvision.volume_writer import VolumePredictionWriter  # noqa: E402
 
 from .conftest import CONFIGS, fast_trainer_args  # noqa: E402
 

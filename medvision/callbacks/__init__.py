@@ -22,6 +22,7 @@ _WHERE = {
     "PredictionWriter": "prediction",
     "SegmentationPredictionWriter": "prediction",
     "ValidationOverlays": "overlays",
+    "VolumePredictionWriter": "volumes",
 }
 
 __all__ = sorted(_WHERE)

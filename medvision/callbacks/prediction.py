@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medvision.callbacks.prediction_output import prediction_root, report_failures
+from medvision.callbacks.volumes import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
 from medvision.data.io import binarize_mask, read_image
 from medvision.data.screening import BadFile
@@ -60,7 +62,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if "probs" not in prediction:
+        if "probs" not in prediction or "volume_path" in prediction:  # volumes: see below
             return
         self._active = True
         root = self._root(trainer)
@@ -196,28 +198,6 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
 
 
-def prediction_root(output_dir: Path | None, trainer: Trainer) -> Path:
-    """Where predictions go: ``output_dir``, else ``<default_root_dir>/predictions``."""
-    return output_dir or Path(trainer.default_root_dir) / "predictions"
-
-
-def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:
-    """The datamodule's ``predict_failures`` plus ``own``, written to ``root/failed.csv``.
-
-    Without failures a ``failed.csv`` left by an earlier run in ``root`` is removed, so the
-    folder never lists files that this run predicted. Returns the failures.
-    """
-    failures = [*getattr(trainer.datamodule, "predict_failures", ()), *own]
-    name = "failed.csv" if trainer.world_size == 1 else f"failed.rank{trainer.global_rank}.csv"
-    if not failures:
-        (root / name).unlink(missing_ok=True)
-        return []
-    rows = [{"file": f.path, "problem": f.problem} for f in failures]
-    write_csv(root / name, rows, ["file", "problem"])
-    log.warning("%d input files were not predicted; listed in %s", len(failures), root / name)
-    return failures
-
-
 def _joined(names: list[str], chosen: torch.Tensor) -> str:
     """Names where ``chosen`` is true, joined by ``|`` (the NIH label style); ``""`` if none."""
     return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
@@ -242,6 +222,7 @@ class PredictionWriter(BasePredictionWriter):
         self.writers = (
             SegmentationPredictionWriter(output_dir, overlays, threshold),
             ClassificationPredictionWriter(output_dir),
+            VolumePredictionWriter(output_dir, threshold),
         )
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

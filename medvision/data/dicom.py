@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.io import ImageReadError
+from medvision.data.errors import ImageReadError
 
 DICOM_EXTRA = 'pip install "medvision-lightning[dicom]"'
 #: A window: ``(level, width)`` in the rescaled unit (HU for CT), ``"file"`` or ``None`` (none).

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medvision.data.dicom import DicomInfo, Window, dicom_values, header_fields, open_dicom
-from medvision.data.io import ImageReadError
+from medvision.data.errors import ImageReadError
 
 log = logging.getLogger(__name__)
 

@@ -13,23 +13,13 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from medvision.data.errors import ImageReadError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm",)
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", *DICOM_SUFFIXES)
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-class ImageReadError(ValueError):
-    """A file could not be read as the image it should be; the message names the file and a fix.
-
-    ``path`` is the offending file (the message starts with it), so that a scan of many files
-    can list each bad one (see :func:`medvision.data.screening.scan_files`).
-    """
-
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else Path(path)
 
 
 def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medvision.data.io import ImageReadError, write_atomically
+from medvision.data.errors import ImageReadError
+from medvision.files import write_atomically
 
 NIFTI_EXTRA = 'pip install "medvision-lightning[nifti]"'
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

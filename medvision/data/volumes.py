@@ -14,15 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medvision.data.base import (
-    BadFile,
-    BadFiles,
-    MedVisionDataModule,
-    batch_augmentation_for,
-    scan_files,
-    split_indices,
-)
+from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
+from medvision.data.screening import BadFile, BadFiles, scan_files
+from medvision.data.splits import split_indices
 from medvision.data.transforms import SegmentationAugmentation, as_hw, segmentation_transform
 from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
 
@@ -46,7 +41,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
     decoded once in ``setup`` and its slices kept in memory, resized to ``image_size`` (float16
     images, uint8 masks; setup refuses more than ``cache_limit_gb``); an epoch only augments.
 
-    Splits are drawn over VOLUMES (:func:`~medvision.data.base.split_indices` with the seed, or
+    Splits are drawn over VOLUMES (:func:`~medvision.data.splits.split_indices` with the seed, or
     fold ``fold`` of ``num_folds``), so the slices of one volume are never on both sides.
     ``empty_slice_fraction`` (train only): keep every slice with foreground and this seeded
     fraction of the empty ones (``None``: all). ``intensity_window``: HU range clipped and
@@ -58,7 +53,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
 
     ``predict_dir`` holds volumes (or has the training layout: then ``<image_dirname>`` is
     read and masks are not used); every slice of every volume is predicted, and
-    :class:`medvision.volume_writer.VolumePredictionWriter` writes each volume's mask as
+    :class:`medvision.callbacks.VolumePredictionWriter` writes each volume's mask as
     NIfTI on the input's grid.
     """
 
@@ -89,9 +84,17 @@ class VolumeSliceDataModule(MedVisionDataModule):
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (a canonical RAS axis), got {axis}")
         if empty_slice_fraction is not None and not 0 <= empty_slice_fraction <= 1:
@@ -101,13 +104,9 @@ class VolumeSliceDataModule(MedVisionDataModule):
                 f"images and masks share the folder {image_dirname!r}: give them different "
                 "prefixes (image_prefix, mask_prefix), e.g. IMG_ and MASK_."
             )
-        self.data_dir = Path(data_dir)
         self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
         self.image_prefix, self.mask_prefix = image_prefix, mask_prefix
         self.axis = axis
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.augmentation = augmentation
         self.intensity_window = intensity_window
         self.empty_slice_fraction = empty_slice_fraction
         self.split = dict(
@@ -117,7 +116,6 @@ class VolumeSliceDataModule(MedVisionDataModule):
             num_folds=num_folds,
             fold=fold,
         )
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.cache_limit_gb = cache_limit_gb
         self.batch_augmentation = batch_augmentation_for(augmentation, True, gpu_augmentation, seed)
         self.save_hyperparameters()

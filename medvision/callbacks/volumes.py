@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medvision.callbacks import prediction_root, report_failures
-from medvision.data.base import BadFile
+from medvision.callbacks.prediction_output import prediction_root, report_failures
 from medvision.data.nifti import nifti_stem, write_predicted_volume
+from medvision.data.screening import BadFile
 from medvision.metrics import binarize
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ class VolumePredictionWriter(BasePredictionWriter):
         self.failures: list[BadFile] = []
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.world_size > 1:
-            raise RuntimeError(
-                "VolumePredictionWriter gathers all slices of a volume in one process; with "
-                f"{trainer.world_size} processes they would be split. Run predict on one "
-                "device: --trainer.devices 1 --trainer.strategy auto."
-            )
         self._pending, self._expected = {}, {}
         self._own_failures, self.written, self.failures = [], [], []
 
@@ -62,6 +56,12 @@ class VolumePredictionWriter(BasePredictionWriter):
     ) -> None:
         if "probs" not in prediction or "volume_path" not in prediction:
             return
+        if trainer.world_size > 1:
+            raise RuntimeError(
+                "predict on volumes gathers all slices of a volume in one process; with "
+                f"{trainer.world_size} processes they would be split. Run predict on one "
+                "device: --trainer.devices 1 --trainer.strategy auto."
+            )
         threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, volume in enumerate(prediction["volume_path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
