@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.callbacks import LoggedSaveConfigCallback, NonFiniteGuard, PredictionWriter
+from medvision.callbacks.progress import use_medvision_progress_bar
 from medvision.checkpointing import load_checkpoint, use_atomic_checkpoints
 from medvision.loggers import CSVLogger as ResumingCSVLogger
 from medvision.runs import find_last_checkpoint, run_version
@@ -43,7 +44,8 @@ class MedVisionCLI(LightningCLI):
     ``predictions.csv``; default ``<default_root_dir>/predictions``). Checkpoints are written and
     read by :class:`~medvision.checkpointing.AtomicCheckpointIO` (atomic writes,
     ``weights_only`` reads) unless ``--trainer.plugins`` names another checkpoint IO. Every
-    trainer gets a :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one.
+    trainer gets a :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one,
+    and a :class:`~medvision.callbacks.MedVisionProgressBar` unless it names another bar.
     ``fit --ckpt_path last`` resumes from the newest ``checkpoints/last*.ckpt`` under the
     logger's ``save_dir`` (or ``default_root_dir``), and logs on in that checkpoint's version
     folder when the logger keeps what is there (:class:`medvision.loggers.CSVLogger`,
@@ -122,10 +124,13 @@ class MedVisionCLI(LightningCLI):
         log.info("Resuming from %s", checkpoint)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        # issue 19: the configured callbacks, before Lightning adds its defaults to the list
+        given = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
         if not any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks):
             trainer.callbacks.append(NonFiniteGuard())
+        use_medvision_progress_bar(trainer, given)  # issue 19: no read of the loss every step
         return trainer
 
 

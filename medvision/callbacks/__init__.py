@@ -4,6 +4,7 @@
 - :mod:`~medvision.callbacks.overlays`: validation overlays of a segmenter.
 - :mod:`~medvision.callbacks.test_report`: a classifier's per-class report at the end of ``test``.
 - :mod:`~medvision.callbacks.guards`: stop at a NaN/inf loss or gradient.
+- :mod:`~medvision.callbacks.progress`: a progress bar that does not wait for the GPU each step.
 - :mod:`~medvision.callbacks.timing`: epoch wall and CPU times.
 - :mod:`~medvision.callbacks.run_config`: the run's config and run info, saved and logged.
 
@@ -22,6 +23,7 @@ _WHERE = {
     "ClassificationTestReport": "test_report",
     "NonFiniteError": "guards",
     "NonFiniteGuard": "guards",
+    "MedVisionProgressBar": "progress",
     "EpochTimer": "timing",
     "LoggedSaveConfigCallback": "run_config",
 }
