@@ -2,10 +2,10 @@
 
 On a GPU each such read (``.item()``, ``float()``, ``bool()``, ``.cpu()``, printing, and ops
 whose output size depends on the data: ``nonzero``, ``unique``, ``bincount``, boolean-mask
-indexing) waits until the GPU has finished, and the GPU idles meanwhile: a read every step kept
-an H200 20-40% idle (issue 19). CI has no GPU, so these tests count the reads on the CPU while
-the CLI's trainer fits the shipped configs with every callback they list, plus the progress
-bar, ``LearningRateMonitor`` and ``EpochTimer``, and allow them only at the steps where
+indexing) waits until the GPU has finished, and the GPU idles meanwhile (with reads at every
+step, an H200 was 58-81% busy: issue 19). CI has no GPU, so these tests count the reads on the
+CPU while the CLI's trainer fits the shipped configs with every callback they list, plus the
+progress bar, ``LearningRateMonitor`` and ``EpochTimer``, and allow them only at the steps where
 Lightning logs (reads there cost one wait, shared by all). Not counted: reads while the data
 loader runs (CPU tensors, in worker processes on a GPU machine), torch optimizers' step counts
 (kept on the CPU unless ``capturable`` or ``fused``), and torchmetrics' logits check, which reads
