@@ -41,9 +41,9 @@ class MedVisionProgressBar(TQDMProgressBar):
         leave: bool = False,
         show: Sequence[str] = LOSS_KEYS,
     ) -> None:
-        super().__init__(refresh_rate or 1, process_position, leave)
         if refresh_rate is not None and refresh_rate < 0:
             raise ValueError(f"refresh_rate must be >= 0 or None, got {refresh_rate}")
+        super().__init__(1 if refresh_rate is None else refresh_rate, process_position, leave)
         self._requested_rate = refresh_rate
         self.show = tuple(show)
         self._reads = EveryNSteps(read_interval(0))
