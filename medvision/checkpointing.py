@@ -109,7 +109,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     Saved at the end of every training epoch, every ``every_n_train_steps`` optimizer steps
     when that is above 0 (long epochs), and when the run is stopped by SIGTERM (cluster
-    preemption, ``kill``) or Ctrl-C, after the batch in progress. Resume with
+    preemption, ``kill``) or Ctrl-C, after the batch in progress (unless
+    :class:`~medvision.callbacks.NonFiniteGuard` finds a non-finite step before it). Resume with
     ``medvision fit --config ... --ckpt_path last``. Other arguments are ``ModelCheckpoint``'s;
     it never monitors a metric (keep a separate ``ModelCheckpoint`` for the best model).
     """
@@ -144,7 +145,11 @@ class LastCheckpoint(ModelCheckpoint):
             return  # a failed run's state is not one to resume from
         if self.dirpath is None:
             return
-        self._save_last(trainer)
+        try:
+            self._save_last(trainer)
+        except FloatingPointError as error:  # NonFiniteGuard refuses to save non-finite weights
+            log.error("Not saving %s on %s: %s", self.filename, type(exception).__name__, error)
+            return
         log.warning(
             "Stopped by %s at epoch %d, step %d; saved %s. Resume with --ckpt_path last.",
             "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C",

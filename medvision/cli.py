@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.callbacks.guards import NonFiniteGuard
 from medvision.callbacks.prediction import PredictionWriter
+from medvision.callbacks.progress import use_medvision_progress_bar
 from medvision.callbacks.run_config import LoggedSaveConfigCallback
 from medvision.checkpointing import LastCheckpoint, load_checkpoint, use_atomic_checkpoints
 from medvision.cli_runs import (
@@ -106,8 +107,9 @@ class MedVisionCLI(LightningCLI):
     set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
     ``predict``, ``--prediction_writer.*``. Checkpoints are written and read by
     :class:`~medvision.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
-    another checkpoint IO, and every trainer gets a
-    :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one. Each ``fit``
+    another checkpoint IO. Every trainer gets a :class:`~medvision.callbacks.NonFiniteGuard`
+    unless the config lists one, and a :class:`~medvision.callbacks.MedVisionProgressBar`
+    (which never waits for the GPU between logging steps) unless it names another bar. Each ``fit``
     writes into a run folder of its own, ``<default_root_dir>/version_<N>``; ``test`` and
     ``validate`` on a checkpoint write into its run's ``test/`` (``validate/``) folder; see
     :mod:`medvision.runs`. ``fit --ckpt_path last`` resumes the newest run's ``last.ckpt`` in
@@ -187,10 +189,13 @@ class MedVisionCLI(LightningCLI):
         kwargs = {**one_batch_limits(config.trainer), **kwargs}
         if self.runs.folder is not None:
             kwargs.setdefault("default_root_dir", str(self.runs.folder))
+        # the configured callbacks, before Lightning adds its defaults to the same list
+        given = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
         if not any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks):
             trainer.callbacks.append(NonFiniteGuard())
+        use_medvision_progress_bar(trainer, given)  # no read of the loss every step
         if self.subcommand == "fit" or self.subcommand is None:
             point_checkpoints(trainer, self.runs.folder)
         return trainer

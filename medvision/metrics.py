@@ -84,7 +84,7 @@ class PerImageOverlap(Metric):
 
 
 def segmentation_metrics(
-    threshold: float = 0.5, jaccard_floor: float | None = None
+    threshold: float = 0.5, jaccard_floor: float | None = None, validate_args: bool = True
 ) -> MetricCollection:
     """``dice``, ``iou`` (per image) and ``pixel_accuracy`` for binary masks at ``threshold``.
 
@@ -93,11 +93,22 @@ def segmentation_metrics(
 
     Compute groups are off: Dice and IoU share state names, and torchmetrics would merge them
     into one (reporting IoU = Dice) whenever their states happen to agree after the first batch.
+
+    Args:
+        threshold: probability above which a pixel is foreground.
+        jaccard_floor: per-image IoU below which an image scores 0 in ``thresholded_iou``
+            (``None``: no such metric).
+        validate_args: let torchmetrics check that targets are 0/1 at every update. The check
+            reads a result back from the device (waiting for a GPU), so the training metrics
+            turn it off; updates are then free of host reads.
+
+    Returns:
+        The metrics, to ``clone(prefix=...)`` per stage.
     """
     metrics = {
         "dice": PerImageOverlap("dice", threshold),
         "iou": PerImageOverlap("iou", threshold),
-        "pixel_accuracy": BinaryAccuracy(threshold=threshold),
+        "pixel_accuracy": BinaryAccuracy(threshold=threshold, validate_args=validate_args),
     }
     if jaccard_floor is not None:
         metrics["thresholded_iou"] = PerImageOverlap("iou", threshold, floor=jaccard_floor)

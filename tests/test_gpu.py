@@ -46,18 +46,29 @@ def test_amp_configs_fit_one_batch(config, tmp_path, lung_dir):
 
 
 def test_channels_last_is_on_by_default_on_gpu(tmp_path, lung_dir, monkeypatch):
+    """Lightning calls ``configure_model`` before it moves the model to the GPU (``_run``:
+    ``configure_model``, then ``strategy.setup`` -> ``model_to_device``): the layout is set on
+    the CPU there, and ``.to(device)`` keeps it (``preserve_format``) for training."""
     seen = {}
-    configure = SegmentationModule.configure_model
 
-    def spy(module):
-        configure(module)
+    def layout(module) -> tuple[bool, str]:
         weight = module.net.encoder.layer1[0].conv1.weight
-        seen["weight"] = weight.is_contiguous(memory_format=torch.channels_last)
-        seen["device"] = weight.device.type
+        return weight.is_contiguous(memory_format=torch.channels_last), weight.device.type
 
-    monkeypatch.setattr(SegmentationModule, "configure_model", spy)
+    configure, train_start = SegmentationModule.configure_model, SegmentationModule.on_train_start
+
+    def configure_spy(module):
+        configure(module)
+        seen["configure_model"] = layout(module)
+
+    def train_start_spy(module):
+        train_start(module)
+        seen["on_train_start"] = layout(module)
+
+    monkeypatch.setattr(SegmentationModule, "configure_model", configure_spy)
+    monkeypatch.setattr(SegmentationModule, "on_train_start", train_start_spy)
     main(gpu_fit_args(tmp_path, lung_dir, "--trainer.fast_dev_run=1"))
-    assert seen == {"weight": True, "device": "cuda"}
+    assert seen == {"configure_model": (True, "cpu"), "on_train_start": (True, "cuda")}
 
 
 def test_fp16_gradient_overflow_is_skipped_by_the_scaler_not_stopped(tmp_path, lung_dir):

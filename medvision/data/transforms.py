@@ -298,13 +298,21 @@ def _check_batch(images: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"images must be floating point (e.g. in [0, 1]), got {images.dtype}")
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (random draws) on ``device``. To a GPU it is copied from pinned memory
+    without blocking: a plain copy would wait for the GPU to finish its queued work."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _flip_where(
     flags: torch.Tensor, dim: int, images: torch.Tensor, masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip along ``dim`` the samples whose entry of the CPU bool tensor ``flags`` is True."""
     if not flags.any():
         return images, masks
-    where = flags.to(images.device).view(-1, 1, 1, 1)
+    where = _to_device(flags, images.device).view(-1, 1, 1, 1)
     return (
         torch.where(where, images.flip(dim), images),
         torch.where(where, masks.flip(dim), masks),
@@ -315,10 +323,12 @@ def _warp_some(
     images: torch.Tensor, masks: torch.Tensor, chosen: torch.Tensor, thetas: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample the samples at indices ``chosen`` with the sampling matrices ``thetas``."""
-    index = chosen.to(images.device)
+    index = _to_device(chosen, images.device)
     selected = images.index_select(0, index)
     size = [len(chosen), 1, *images.shape[-2:]]
-    grid = F.affine_grid(thetas.to(images.device, selected.dtype), size, align_corners=False)
+    grid = F.affine_grid(
+        _to_device(thetas.to(selected.dtype), images.device), size, align_corners=False
+    )
     warped = F.grid_sample(
         selected, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )

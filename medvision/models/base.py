@@ -96,6 +96,11 @@ class MedVisionModule(LightningModule):
         batch-level term (the Dice part of ``bce_dice`` pools the batch) still depends on how
         samples are grouped into batches, so ``val/loss`` under DDP can differ from a
         single-process run; the ``val/*`` metrics (torchmetrics) do not.
+
+        The training loss is not a progress-bar metric: Lightning turns those into numbers at
+        every step, which on a GPU waits for it. medvision's progress bar
+        (:class:`~medvision.callbacks.MedVisionProgressBar`) shows it every
+        ``log_every_n_steps`` steps instead.
         """
         on_step = stage == "train"
         self.log(
@@ -103,7 +108,7 @@ class MedVisionModule(LightningModule):
             loss,
             on_step=on_step,
             on_epoch=True,
-            prog_bar=True,
+            prog_bar=not on_step,
             batch_size=batch_size,
             sync_dist=not on_step,
         )

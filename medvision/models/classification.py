@@ -25,6 +25,7 @@ from medvision.metrics import (
 )
 from medvision.models.base import MedVisionModule
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
+from medvision.steps import EveryNSteps, read_interval
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ class ClassificationModule(MedVisionModule):
     and after each validation epoch ``val/f1_tuned`` with the per-label thresholds that
     maximize validation F1. Those thresholds are kept in the checkpoint and used by
     ``predict``; ``test`` writes ``test_per_label.csv`` (AUROC, F1 at 0.5 and at the threshold).
+
+    The training metrics are updated every ``log_every_n_steps`` steps with the batches since
+    (their probabilities and labels are kept on the device until then): a torchmetrics update
+    reads values back from the device, which on a GPU waits for it, and at those steps
+    Lightning does so anyway to log. The epoch's ``train/*`` values are the same.
 
     ``in_channels``, ``num_classes`` and ``class_names`` are normally linked from the
     datamodule by the CLI.
@@ -146,6 +152,8 @@ class ClassificationModule(MedVisionModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self._train_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._train_updates = EveryNSteps(read_interval(0))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -206,17 +214,37 @@ class ClassificationModule(MedVisionModule):
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self.logits(batch)
         labels = batch["label"]
-        metrics = getattr(self, f"{stage}_metrics")
         if self.multilabel:
             known = batch["label_mask"]
             loss = self.loss(logits, labels, known)
             target = torch.where(known.bool(), labels, IGNORE_LABEL).long()
-            metrics.update(logits.detach().sigmoid(), target)
+            probs = logits.detach().sigmoid()
         else:
             loss = self.loss(logits, labels)
-            metrics.update(logits.detach().softmax(dim=1), labels)
+            target, probs = labels, logits.detach().softmax(dim=1)
+        if stage == "train":
+            self._train_outputs.append((probs, target))
+        else:
+            getattr(self, f"{stage}_metrics").update(probs, target)
         self.log_loss(stage, loss, batch_size=len(labels))
         return loss
+
+    def on_train_start(self) -> None:
+        self._train_outputs = []
+        every = read_interval(self.trainer.log_every_n_steps)
+        self._train_updates = EveryNSteps(every, start=self.trainer.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._train_updates.due(self.trainer.global_step):
+            self._update_train_metrics()
+
+    def _update_train_metrics(self) -> None:
+        """Update the training metrics with the batches kept since the last update."""
+        if not self._train_outputs:
+            return
+        probs, target = (torch.cat(parts) for parts in zip(*self._train_outputs, strict=True))
+        self._train_outputs = []
+        self.train_metrics.update(probs, target)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {k: v for k, v in batch.items() if k not in ("image", "features")}
@@ -240,6 +268,7 @@ class ClassificationModule(MedVisionModule):
         return values
 
     def on_train_epoch_end(self) -> None:
+        self._update_train_metrics()
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:

@@ -126,7 +126,10 @@ class SegmentationModule(MedVisionModule):
         self.loss = build_loss(loss)
         self.threshold = threshold
         metrics = segmentation_metrics(threshold, jaccard_floor)
-        self.train_metrics = metrics.clone(prefix="train/")
+        # the masks' 0/1 check waits for the GPU; val and test still check the same pipeline's
+        self.train_metrics = segmentation_metrics(
+            threshold, jaccard_floor, validate_args=False
+        ).clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
