@@ -170,8 +170,8 @@ class MedVisionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.runs = runs_for(self.subcommand, config, self.config_paths())
-        if self.runs.resumed:
-            self.save_config_kwargs["overwrite"] = True  # its config.yaml is this run's
+        if self.runs.resumed or self.subcommand in ("test", "validate"):
+            self.save_config_kwargs["overwrite"] = True  # a resumed run, or a re-test
         if self.subcommand == "predict":
             self.save_config_callback = None  # predictions record their own inputs
 

@@ -101,6 +101,5 @@ def test_walkthrough(tmp_path, lung_dir, offline_wandb, caplog, monkeypatch):
     # 4. a report on two runs, written where it is asked to go
     report_main([str(root / "version_0"), str(root / "version_2"), "--output", "report"])
     assert {"report.md", "comparison.png"} <= set(os.listdir(tmp_path / "report"))
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        ["A", "home", "incoming1", "incoming2", "lung_ct", "report", "wandb_config"]
-    )
+    left = set(os.listdir(tmp_path)) - {"home", "wandb_config"}  # W&B's settings, if any
+    assert left == {"A", "incoming1", "incoming2", "lung_ct", "report"}
