@@ -46,10 +46,6 @@ import functools
 import importlib.util
 import json
 import math
-import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,8 +56,17 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from _common import (
+    at_least,
+    child_result,
+    comma_list,
+    linked_lung_copies,
+    machine_line,
+    peak_memory_mb,
+    print_result,
+    script_parser,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("unet", "resnet50")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LAYOUTS = ("nchw", "channels_last")
@@ -232,13 +237,6 @@ def _event_pair() -> tuple:
     return (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
 
 
-def peak_memory_mb(device: str) -> float:
-    """Peak CUDA memory allocated by tensors, or on a CPU the process's peak RSS (MiB)."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
@@ -282,14 +280,7 @@ def write_synthetic_lung(out: Path, num_slices: int, size: int, distinct: int = 
     from medvision.data.synthetic import write_lung_ct
 
     write_lung_ct(out / "distinct", num_slices=min(distinct, num_slices), size=size, seed=0)
-    names = sorted(p.name for p in (out / "distinct/2d_images").iterdir())
-    for sub in ("2d_images", "2d_masks"):
-        (out / sub).mkdir(parents=True)
-        for index in range(num_slices):
-            name = names[index % len(names)]
-            link = out / sub / f"c{index // len(names):04d}_{name}"
-            link.symlink_to(out / "distinct" / sub / name)
-    return out
+    return linked_lung_copies(out / "distinct", out / "linked", num_slices)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,11 +495,7 @@ def arm_spec(arm: Arm, args, work: Path) -> dict:
 def run_arm_process(spec: dict) -> dict:
     """``spec``'s arm in a fresh Python process; returns its RESULT line."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--arm", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"arm {spec['arm']} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return child_result(cmd, f"arm {spec['arm']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,38 +522,9 @@ def arms(args) -> list[Arm]:
     return out
 
 
-def comma_list(choices: tuple[str, ...], option: str):
-    """An argparse type: a comma-separated subset of ``choices``."""
-
-    def parse(text: str) -> list[str]:
-        values = [value.strip() for value in text.split(",") if value.strip()]
-        unknown = [value for value in values if value not in choices]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(
-                f"{option}: {unknown or text!r} not among {', '.join(choices)}"
-            )
-        return values
-
-    return parse
-
-
-def at_least(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this benchmark."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present"
     )
@@ -687,21 +645,6 @@ def size_line(args) -> str:
     return ("reduced for CPU: " if args.device == "cpu" else "reduced: ") + ", ".join(reduced)
 
 
-def machine(device: str) -> str:
-    """The machine in words: CPU, usable cores, torch threads, GPU, torch and CUDA versions."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    threads = torch.get_num_threads()
-    text = f"{cpu}, {cores} usable cores, torch {torch.__version__} ({threads} threads)"
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        text += (
-            f", {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}"
-        )
-    return text + f"; device used: {device}"
-
-
 def median(results: list[dict], *keys: str) -> float | None:
     values = [_get(r, keys) for r in results]
     values = [v for v in values if v is not None]
@@ -782,7 +725,7 @@ def print_rounds(results: dict[Arm, list[dict]]) -> None:
 
 def print_header(args, workers_line: str) -> None:
     print(size_line(args))
-    print(f"Machine: {machine(args.device)}")
+    print(f"Machine: {machine_line()}; device used: {args.device}")
     print(
         f"Steps: {args.warmup} warm-up + {args.steps} timed training steps, {args.infer_steps} "
         f"timed inference steps; {args.rounds} round(s); cudnn.benchmark "
@@ -799,7 +742,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.arm:
         spec = json.loads(args.arm)
-        print("RESULT " + json.dumps(run_arm(Arm(**spec["arm"]), spec)))
+        print_result(run_arm(Arm(**spec["arm"]), spec))
         return
     args = resolve(args)
     matrix = arms(args)
