@@ -192,6 +192,11 @@ def script_command(script: str, argv: Sequence[str]) -> str:
 
 
 # --- child processes ---------------------------------------------------------------------------
+class ChildFailed(SystemExit):
+    """A child process failed or printed no result; uncaught, it ends the script with its
+    message (a ``SystemExit``), and a script that goes on without that child catches it."""
+
+
 def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> float:
     """Run ``cmd`` from the repository root, its output into ``log``; stop if it fails.
 
@@ -236,13 +241,13 @@ def child_result(cmd: list[str], what: str, timeout: float | None = None) -> dic
         The decoded result.
 
     Raises:
-        SystemExit: with the child's stderr tail when it fails or prints no result.
+        ChildFailed: with the child's stderr tail when it fails or prints no result.
         subprocess.TimeoutExpired: when it runs past ``timeout``.
     """
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
-        sys.exit(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise ChildFailed(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len(RESULT) :])
 
 
