@@ -25,7 +25,10 @@ Arms (``--arms``; each trains the same network, optimizer and batches):
 Each arm runs ``--warmup`` untimed steps, then ``--steps`` timed ones: the clock runs from the
 start of step ``warmup`` to the start of step ``warmup + steps`` (with a device sync at both
 ends on CUDA), so it holds whole step cycles (the batch fetch, every hook and logger call) and
-leaves out start-up, validation and checkpointing at the epoch's end. The arms alternate
+leaves out start-up, validation and checkpointing at the epoch's end. On a CPU the tables
+compare this process's CPU time per step (``--clock cpu``, one torch thread by default): on a
+shared machine the wall time swings with the other jobs' load while the CPU time stays put;
+the wall times are printed beside them. The arms alternate
 within each of ``--rounds`` rounds (the order rotated by one each round). Printed: the
 machine, a table per round, a table of medians per arm (ms/step, overhead over the plain
 loop in microseconds, throughput ratio arm/plain) and one line beginning ``step overhead:``
@@ -58,7 +61,9 @@ MODEL = "resnet10t"
 NUM_CLASSES, IN_CHANNELS = 4, 1  # what the synthetic chest X-ray folder gives
 LR, WEIGHT_DECAY = 1e-3, 1e-4  # the config's AdamW
 TARGET = 0.95
+CLOCKS = {"cpu": "CPU time of this process", "wall": "wall time"}
 clock = time.perf_counter
+cpu_clock = time.process_time  # this process's CPU seconds, all its threads
 
 
 def make_batches(count: int, batch_size: int, size: int, device: str) -> list[dict]:
@@ -99,7 +104,7 @@ class Batches:
 
 
 class Window:
-    """Wall time from the start of step ``warmup`` to the start of step ``warmup + steps``."""
+    """Wall and CPU time from the start of step ``warmup`` to the start of ``warmup + steps``."""
 
     def __init__(self, warmup: int, steps: int, device: str) -> None:
         self.warmup, self.steps, self.cuda = warmup, steps, device == "cuda"
@@ -110,17 +115,19 @@ class Window:
         if index in (self.warmup, self.warmup + self.steps) and self.cuda:
             torch.cuda.synchronize()
         if index == self.warmup:
-            self.begin = clock()
+            self.begin = (clock(), cpu_clock())
         elif index == self.warmup + self.steps:
-            self.end = clock()
+            self.end = (clock(), cpu_clock())
         return self.end is not None
 
-    def ms_per_step(self) -> float:
+    def ms_per_step(self) -> dict[str, float]:
+        """``{"wall": ms, "cpu": ms}`` per step over the window."""
         if self.end is None:
             raise RuntimeError(
                 f"the window never closed: fewer than {self.warmup + self.steps} steps"
             )
-        return 1000 * (self.end - self.begin) / self.steps
+        wall, cpu = (1000 * (b - a) / self.steps for a, b in zip(self.begin, self.end, strict=True))
+        return {"wall": wall, "cpu": cpu}
 
 
 # --- the medvision arms --------------------------------------------------------------------------
@@ -147,7 +154,7 @@ def cli_args(arm: str, spec: dict, root: Path) -> list[str]:
     return args
 
 
-def run_medvision(arm: str, spec: dict, batches: list[dict], root: Path) -> float:
+def run_medvision(arm: str, spec: dict, batches: list[dict], root: Path) -> dict[str, float]:
     """ms/step of a Lightning arm: the CLI's trainer, model and datamodule, in-memory batches."""
     from lightning.pytorch import Callback
 
@@ -174,7 +181,7 @@ def run_medvision(arm: str, spec: dict, batches: list[dict], root: Path) -> floa
 
 
 # --- the plain loop ------------------------------------------------------------------------------
-def run_plain(spec: dict, batches: list[dict]) -> float:
+def run_plain(spec: dict, batches: list[dict]) -> dict[str, float]:
     """ms/step of a hand-written loop on the same network, optimizer and batches."""
     import timm
 
@@ -206,8 +213,8 @@ def run_plain(spec: dict, batches: list[dict]) -> float:
 
 
 # --- rounds and tables ---------------------------------------------------------------------------
-def run_rounds(args, data_dir: Path, work: Path) -> list[dict[str, float]]:
-    """ms/step of every arm in every round; arms alternate, the order rotating each round."""
+def run_rounds(args, data_dir: Path, work: Path) -> list[dict[str, dict[str, float]]]:
+    """Wall and CPU ms/step of every arm in every round; arms alternate, the order rotating."""
     spec = {
         "device": args.device,
         "precision": args.precision,
@@ -288,6 +295,13 @@ def build_parser():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     parser.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        help="what the tables compare: this process's CPU time per step (default on a CPU: "
+        "steady on a shared machine, where wall time swings with the other jobs) or wall time "
+        "(default and only choice on a GPU, whose work CPU time does not see)",
+    )
+    parser.add_argument(
         "--threads",
         type=at_least(1),
         default=1,
@@ -300,8 +314,11 @@ def build_parser():
 def main(argv: list[str] | None = None) -> None:
     """Run the rounds and print the machine, the tables and the ``step overhead:`` line."""
     args = build_parser().parse_args(argv)
+    if args.device == "cuda" and args.clock == "cpu":
+        raise SystemExit("--clock cpu: CPU time does not see the GPU's work; use --clock wall.")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU is visible; use --device cpu.")
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     torch.set_num_threads(args.threads)
     from lightning.fabric.utilities.warnings import PossibleUserWarning
 
@@ -320,9 +337,15 @@ def main(argv: list[str] | None = None) -> None:
         f"Settings: {MODEL}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
         f"{IN_CHANNELS} channel, {NUM_CLASSES} classes, AdamW, precision {args.precision}; "
         f"{args.warmup} warm-up + {args.steps} timed steps per arm; {args.rounds} rounds; "
-        f"{args.threads} torch thread(s)\n"
+        f"{args.threads} torch thread(s); clock: {CLOCKS[args.clock]}\n"
     )
-    print(report(rounds))
+    print(report([{arm: r[arm][args.clock] for arm in r} for r in rounds]))
+    other = "wall" if args.clock == "cpu" else "cpu"
+    medians = {arm: np.median([r[arm][other] for r in rounds]) for arm in rounds[0]}
+    print(
+        f"For comparison, {CLOCKS[other]} (median ms/step): "
+        + ", ".join(f"{arm} {ms:.2f}" for arm, ms in medians.items())
+    )
 
 
 if __name__ == "__main__":

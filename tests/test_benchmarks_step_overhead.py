@@ -22,11 +22,12 @@ def bench():
 
 
 def test_window_holds_whole_steps_after_warmup(bench, monkeypatch):
-    now = iter([10.0, 10.5])  # read at the start of step 1 and of step 3
-    monkeypatch.setattr(bench, "clock", lambda: next(now))
+    wall, cpu = iter([10.0, 10.5]), iter([3.0, 3.2])  # read at the start of steps 1 and 3
+    monkeypatch.setattr(bench, "clock", lambda: next(wall))
+    monkeypatch.setattr(bench, "cpu_clock", lambda: next(cpu))
     window = bench.Window(warmup=1, steps=2, device="cpu")
     assert [window.at_step_start(i) for i in range(4)] == [False, False, False, True]
-    assert window.ms_per_step() == 250.0
+    assert window.ms_per_step() == pytest.approx({"wall": 250.0, "cpu": 100.0})
     with pytest.raises(RuntimeError, match="fewer than 3 steps"):
         bench.Window(warmup=1, steps=2, device="cpu").ms_per_step()
 
@@ -74,3 +75,10 @@ def test_minimal_run_prints_the_step_overhead_line(bench, capsys):
     assert float(found["mine"]) > 0 and float(found["plain"]) > 0 and found["rounds"] == "1"
     ratio = float(found["plain"]) / float(found["mine"])
     assert float(found["ratio"]) == pytest.approx(ratio, abs=2e-3)
+    assert "clock: CPU time of this process" in out
+    assert "For comparison, wall time (median ms/step): medvision " in out
+
+
+def test_cpu_clock_is_refused_on_the_gpu(bench):
+    with pytest.raises(SystemExit, match="--clock cpu"):
+        bench.main(["--device", "cuda", "--clock", "cpu"])
