@@ -2,8 +2,9 @@
 
 The GPU-busy figure is NVML's utilization (``nvidia-smi``'s "GPU-Util": the share of time in
 which at least one kernel ran), sampled from a thread while the timed steps run. It needs the
-``pynvml`` module (package ``nvidia-ml-py``). CUDA events recorded at a step's start and end
-are not used: they cannot see the GPU idle inside a step while the host waits on a sync.
+``pynvml`` module (package ``nvidia-ml-py``, medvision's extra ``gpu``). CUDA events recorded
+at a step's start and end are not used: they cannot see the GPU idle inside a step while the
+host waits on a sync.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 #: the install hint printed where NVML utilization cannot be measured
-NVML_HINT = "pip install nvidia-ml-py (the module pynvml)"
+NVML_HINT = 'pip install "medvision-lightning[gpu]" (nvidia-ml-py, the module pynvml)'
 
 
 class TimedBatches:

@@ -22,9 +22,16 @@ phantoms written once, linked over) or on ``--data-dir``, at the configs' traini
    workers only), with ``cache`` off and on; timed over ``--batches`` batches after the first
    (whose wait, worker start-up included, is its own column).
 
-Printed: the machine, the settings, the datamodule's setup time per cache setting (its input
-scan decodes every pair; the cache decodes and resizes every slice once), the stage table and
-the loader table.
+Beside the stages, one alternative that medvision does not run (a what-if for the data
+path's design): resize the stored slice and mask first (cv2, the interpolations of the
+pipeline's ``Resize``), then normalize with the stored slice's own minimum and maximum (the
+same min-max scaling, but for the rounding of an integer slice's resize: at most half a stored
+intensity step), instead of normalizing at the stored size.
+
+This process runs at ``--threads`` torch threads (1, as PyTorch sets each loader worker), so
+that the stages and the 0-worker loader run as a worker does. Printed: the machine, the
+settings, the datamodule's setup time per cache setting (its input scan decodes every pair;
+the cache decodes and resizes every slice once), the stage table and the loader table.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ def time_stages(dataset, cached, indices: list[int], batch_size: int, repeats: i
     from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
 
     passes = {"uncached": [], "cached": [], "uncached whole": [], "cached whole": []}
+    passes["resize first"] = []
     for _ in range(repeats):
         spent = dict.fromkeys(UNCACHED_STAGES, 0.0)
         samples = []
@@ -99,12 +107,38 @@ def time_stages(dataset, cached, indices: list[int], batch_size: int, repeats: i
         spent["collate"] = collate_seconds(samples, batch_size)
         passes["uncached"].append({k: v / len(indices) for k, v in spent.items()})
         passes["cached"].append(cached_pass(cached, indices, batch_size))
+        passes["resize first"].append(resize_first_seconds(dataset, cached.image_size, indices))
         for path, data in (("uncached whole", dataset), ("cached whole", cached)):
             passes[path].append(whole_seconds(data, indices, batch_size))
     return {
         path: median_pass(runs) if isinstance(runs[0], dict) else float(np.median(runs))
         for path, runs in passes.items()
     }
+
+
+def resize_first_seconds(dataset, size: tuple[int, int], indices: list[int]) -> float:
+    """Seconds per sample to resize the decoded slice and mask, then min-max normalize.
+
+    The alternative to ``normalize`` + ``resize``: the scaling uses the stored slice's minimum
+    and maximum (as a window), so its result is the same min-max scaling at the smaller size,
+    but for the rounding of an integer slice's resize (at most half a stored intensity step).
+    """
+    import cv2
+
+    from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
+
+    decoded = [
+        (read_image(dataset.image_paths[i]), read_image(dataset.mask_paths[i])) for i in indices
+    ]
+    height, width = size
+    begin = clock()
+    for (raw, raw_mask), index in zip(decoded, indices, strict=True):
+        window = (float(raw.min()), float(raw.max()))
+        small = cv2.resize(raw, (width, height), interpolation=cv2.INTER_LINEAR)
+        small_mask = cv2.resize(raw_mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        normalize_intensity(to_channels(small, dataset.in_channels), window)
+        binarize_mask(small_mask, dataset.mask_paths[index])
+    return (clock() - begin) / len(indices)
 
 
 def as_tensors(image: np.ndarray, mask: np.ndarray) -> dict:
@@ -187,6 +221,12 @@ def stage_table(times: dict) -> str:
         f"| images/s on one core (1 / whole) | {1 / times['uncached whole']:,.0f} | "
         f"| {1 / times['cached whole']:,.0f} | |"
     )
+    if "resize first" in times:
+        now = times["uncached"]["normalize"] + times["uncached"]["resize"]
+        lines.append(
+            f"| what-if: resize, then normalize (instead of normalize + resize: "
+            f"{1e6 * now:,.0f}) | {1e6 * times['resize first']:,.0f} | | - | |"
+        )
     return "\n".join(lines)
 
 
@@ -299,6 +339,13 @@ def build_parser():
     add("--pin-memory", type=switch_list, default=[False, True], help="off, on or off,on")
     add("--prefetch", type=int_list, default=[2, 4], help="prefetch factors (with workers)")
     add("--batches", type=at_least(1), default=6, help="timed batches per loader setting")
+    add(
+        "--threads",
+        type=at_least(1),
+        default=1,
+        help="torch threads of this process (default 1, what PyTorch gives each loader worker: "
+        "the stages and the 0-worker loader then run as a worker does)",
+    )
     add("--skip-loader", action="store_true", help="time the stages only")
     return parser
 
@@ -309,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.data_dir is not None and not (args.data_dir / "2d_images").is_dir():
         raise SystemExit(f"--data-dir {args.data_dir}: not a lung CT folder (2d_images/).")
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="medvision_data_path_") as tmp:
         data_dir, source = prepare_data(args, Path(tmp))
         plain, plain_setup = datamodule(data_dir, args, cache=False)
@@ -325,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Machine: {machine_line()}")
     print(
         f"Data: {source}; image_size {args.image_size}, augmentation basic, batch "
-        f"{args.batch_size}; {len(dataset)} training slices"
+        f"{args.batch_size}; {len(dataset)} training slices; {args.threads} torch thread(s) in "
+        "this process (loader workers: 1 each)"
     )
     print(
         f"Datamodule setup: cache off {plain_setup:.1f} s (the input scan decodes every pair), "

@@ -10,6 +10,8 @@
 #      bf16-mixed, channels_last, medvision vs plain, data memory; the U-Net also with the lung
 #      datamodule's `cache: true` loader (synthetic slices stored at 512 px)
 #   3. benchmarks/step_overhead.py on the GPU: the fixed cost of a medvision step
+#   3b. benchmarks/data_path.py: the lung loader's images/s with 0/4/8 workers, pin_memory
+#      off/on, cache off/on (the data path's stages on this machine's CPU)
 #   4. one short fit per task with configs/trainer/gpu_amp.yaml on the real data in $DATA:
 #      lung U-Net (lung_ct), chest X-ray ResNet-18 (chest_xray), NIH multi-label ResNet-50
 #      (nih_chestxray14), a few epochs each
@@ -38,7 +40,7 @@ CPU=0
 for arg in "$@"; do
     case "$arg" in
         --cpu) CPU=1 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {print}' "$0"; exit 0 ;;
         *) WHEELS="$arg" ;;
     esac
 done
@@ -119,18 +121,21 @@ if [ "$CPU" = 0 ]; then
     : "${CUDA_VISIBLE_DEVICES:=0}"
     THROUGHPUT=(--device cuda --precisions bf16-mixed --layouts channels_last --arm-timeout 100)
     OVERHEAD=(--device cuda --precision bf16-mixed --rounds 3 --arms medvision,bare,plain)
+    DATA_PATH=(--workers 0,4,8 --pin-memory off,on --prefetch 2 --batch-size 64 --batches 20)
     SIZE=(--config configs/trainer/gpu_amp.yaml)
-    FIT_LIMIT=100 PYTEST_LIMIT=150 THROUGHPUT_LIMIT=270 OVERHEAD_LIMIT=90
+    FIT_LIMIT=100 PYTEST_LIMIT=150 THROUGHPUT_LIMIT=270 OVERHEAD_LIMIT=90 DATA_PATH_LIMIT=90
     EPOCHS_LUNG=5 EPOCHS_CHEST=3 EPOCHS_NIH=3
 else
     THROUGHPUT=(--device cpu --precisions 32 --layouts nchw --image-size 32 --batch-size 2
                 --warmup 0 --steps 1 --infer-steps 1 --num-workers 0 --slice-size 64)
     OVERHEAD=(--device cpu --rounds 1 --warmup 1 --steps 1 --batch-size 4 --image-size 16
               --arms medvision,bare,plain)
+    DATA_PATH=(--workers 0 --pin-memory off --num-slices 20 --distinct 2 --slice-size 64
+               --image-size 32 --samples 4 --repeats 1 --batch-size 4 --batches 1)
     SIZE=(--trainer.accelerator=cpu --data.init_args.image_size=32
           --data.init_args.num_workers=0 --trainer.limit_train_batches=2
           --trainer.limit_val_batches=2)
-    FIT_LIMIT=120 PYTEST_LIMIT=120 THROUGHPUT_LIMIT=300 OVERHEAD_LIMIT=120
+    FIT_LIMIT=120 PYTEST_LIMIT=120 THROUGHPUT_LIMIT=300 OVERHEAD_LIMIT=120 DATA_PATH_LIMIT=120
     EPOCHS_LUNG=1 EPOCHS_CHEST=1 EPOCHS_NIH=1
     touch "$WORK/cpu_mode"
 fi
@@ -141,6 +146,7 @@ run_step throughput "$THROUGHPUT_LIMIT" "$PYTHON" benchmarks/throughput.py "${TH
     --models resnet50,unet --loops medvision,plain --data memory,cached \
     --json "$WORK/throughput.json"
 run_step step_overhead "$OVERHEAD_LIMIT" "$PYTHON" benchmarks/step_overhead.py "${OVERHEAD[@]}"
+run_step data_path "$DATA_PATH_LIMIT" "$PYTHON" benchmarks/data_path.py "${DATA_PATH[@]}"
 fit_step fit_lung configs/unet_lung.yaml lung_ct "$EPOCHS_LUNG"
 fit_step fit_chest configs/resnet18_chestxray.yaml chest_xray "$EPOCHS_CHEST" \
     --data.init_args.test_split=val

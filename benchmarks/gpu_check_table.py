@@ -4,7 +4,8 @@
 
 ``WORK`` holds ``steps.jsonl`` (one line per step the script ran: ``step``, ``rc``,
 ``seconds``, ``status`` ``ran`` / ``timeout`` / ``skipped``, ``log``) and the steps' outputs:
-``throughput.json`` (``throughput.py --json``), the ``step_overhead.py`` and ``pytest`` logs,
+``throughput.json`` (``throughput.py --json``), the ``step_overhead.py``, ``data_path.py`` and
+``pytest`` logs,
 and per fit ``fit_<task>/`` (the CSV logger's ``metrics.csv``, ``epoch_times.json`` and
 ``util.csv``, ``nvidia-smi``'s GPU-Util samples). Printed: one row per check with images/s,
 the ratio to the plain loop, NVML utilization, pass or fail, and a note. A medvision loop
@@ -32,6 +33,9 @@ FITS = {
     "fit_nih": ("NIH multi-label ResNet-50 (configs/resnet50_nih.yaml)", "val/auroc"),
 }
 OVERHEAD = re.compile(r"^step overhead: .*?([+-]\d+) us/step, throughput ratio ([\d.]+)", re.M)
+LOADER_ROW = re.compile(
+    r"^\| (off|on) \| (\d+) \| (off|on) \| (\S+) \| [\d.]+ \| ([\d,]+) \|$", re.M
+)
 PYTEST_SUMMARY = re.compile(
     r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*?)\s*=*$", re.M
 )
@@ -102,6 +106,24 @@ def overhead_rows(step: dict | None, cpu: bool) -> list[dict]:
     return [row(check, result, f"{found[1]} us/step", vs_plain=ratio)]
 
 
+def data_path_rows(step: dict | None) -> list[dict]:
+    """The fastest loader setting of ``data_path.py`` with the cache off and on."""
+    failure = step_failure(step)
+    settings = LOADER_ROW.findall(Path(step["log"]).read_text()) if step and not failure else []
+    if not settings:
+        return [row("data_path.py: lung loader", "fail", failure or "no loader table")]
+    rows = []
+    for cache in ("off", "on"):
+        found = [s for s in settings if s[0] == cache]
+        if not found:
+            continue
+        _, workers, pin, prefetch, speed = max(found, key=lambda s: float(s[4].replace(",", "")))
+        check = f"data_path.py: lung loader, cache {cache}, best setting"
+        note = f"{workers} workers, pin_memory {pin}, prefetch {prefetch}"
+        rows.append(row(check, "pass", note, img_s=float(speed.replace(",", ""))))
+    return rows
+
+
 def fit_rows(steps: dict, work: Path) -> list[dict]:
     rows = []
     for name, (task, monitor) in FITS.items():
@@ -145,6 +167,7 @@ def collect(work: Path, cpu: bool) -> list[dict]:
         *pytest_rows(steps.get("pytest_gpu")),
         *throughput_rows(steps.get("throughput"), work / "throughput.json", cpu),
         *overhead_rows(steps.get("step_overhead"), cpu),
+        *data_path_rows(steps.get("data_path")),
         *fit_rows(steps, work),
     ]
 

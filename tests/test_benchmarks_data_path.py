@@ -27,6 +27,7 @@ def test_stage_table_shares_and_rates(bench):
         "cached": {"float16 -> float32": 1e-4, "augment": 5e-4, "to tensor": 2e-4, "collate": 2e-4},
         "uncached whole": 1e-2,
         "cached whole": 1e-3,
+        "resize first": 0.5e-3,
     }
     lines = bench.stage_table(times).splitlines()
     assert "| decode | 6,000 | 60% | - | - |" in lines
@@ -34,6 +35,25 @@ def test_stage_table_shares_and_rates(bench):
     assert "| augment | 500 | 5% | 500 | 50% |" in lines
     assert "| sum of the stages | 10,000 | 100% | 1,000 | 100% |" in lines
     assert "| images/s on one core (1 / whole) | 100 | | 1,000 | |" in lines
+    assert lines[-1] == (
+        "| what-if: resize, then normalize (instead of normalize + resize: 3,000) | 500 | | - | |"
+    )
+
+
+def test_resize_first_gives_the_same_scaling_to_half_a_step():
+    """The what-if row's claim: min-max scaling commutes with the resize, but for rounding."""
+    import cv2
+    import numpy as np
+
+    from medvision.data.io import normalize_intensity, to_channels
+
+    raw = np.random.default_rng(0).integers(20, 220, (64, 64), dtype=np.uint8)
+    now = cv2.resize(normalize_intensity(to_channels(raw, 1)), (32, 32), cv2.INTER_LINEAR)
+    small = cv2.resize(raw, (32, 32), interpolation=cv2.INTER_LINEAR)
+    window = (float(raw.min()), float(raw.max()))
+    alternative = normalize_intensity(to_channels(small, 1), window)[..., 0]
+    step = 1 / (window[1] - window[0])
+    assert np.abs(now - alternative).max() <= 0.5 * step + 1e-6
 
 
 def test_loader_settings_pair_prefetch_with_workers_only(bench, monkeypatch):

@@ -79,6 +79,8 @@ def test_table_rows_pass_and_fail(table, tmp_path: Path, capsys):
     (tmp_path / "throughput.json").write_text(json.dumps(arms))
     line = "step overhead: medvision 2.10 ms/step vs plain 2.00 ms/step: +100 us/step, "
     write_step(tmp_path, "step_overhead", log=line + "throughput ratio 0.952 (meets ...)\n")
+    loader = "| off | 0 | off | - | 0.05 | 451 |\n| off | 8 | on | 2 | 0.30 | 1,850 |\n"
+    write_step(tmp_path, "data_path", log=loader + "| on | 0 | off | - | 0.01 | 2,751 |\n")
     fit = tmp_path / "fit_lung"
     (fit / "logs/version_0").mkdir(parents=True)
     (fit / "logs/version_0/metrics.csv").write_text("epoch,val/dice\n0,0.50\n1,\n1,0.75\n")
@@ -92,7 +94,12 @@ def test_table_rows_pass_and_fail(table, tmp_path: Path, capsys):
     pytest_row = next(r for c, r in rows.items() if c.startswith("pytest"))
     assert pytest_row["note"] == "5 passed, 1 failed in 30.2s"
     results = [r["result"] for r in rows.values()]
-    assert results == ["fail", "pass", "pass", "fail", "fail", "pass", "pass", "fail", "fail"]
+    assert results == ["fail", "pass", "pass", "fail", "fail", "pass"] + ["pass"] * 3 + [
+        "fail",
+        "fail",
+    ]
+    fastest = rows["data_path.py: lung loader, cache off, best setting"]
+    assert (fastest["img_s"], fastest["note"]) == (1850.0, "8 workers, pin_memory on, prefetch 2")
     cached = rows["U-Net r34 256 b64 bf16-mixed channels_last: medvision, cached"]
     assert cached["note"] == "ratio below 0.95; loader setup 12 s"
     failed = rows["U-Net r34 256 b64 bf16-mixed channels_last: plain, cached"]
@@ -110,4 +117,4 @@ def test_table_rows_pass_and_fail(table, tmp_path: Path, capsys):
         table.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "| U-Net r34 256 b64 bf16-mixed channels_last: medvision, memory | 1,900 | 0.960 " in out
-    assert out.rstrip().endswith("4 of 9 checks passed")
+    assert out.rstrip().endswith("6 of 11 checks passed")
