@@ -13,8 +13,8 @@
 #   3b. benchmarks/data_path.py: the lung loader's images/s with 0/4/8 workers, pin_memory
 #      off/on, cache off/on (the data path's stages on this machine's CPU)
 #   4. one short fit per task with configs/trainer/gpu_amp.yaml on the real data in $DATA:
-#      lung U-Net (lung_ct), chest X-ray ResNet-18 (chest_xray), NIH multi-label ResNet-50
-#      (nih_chestxray14), a few epochs each
+#      lung U-Net (lung_ct, 3 epochs), chest X-ray ResNet-18 (chest_xray, 2), NIH multi-label
+#      ResNet-50 (nih_chestxray14, 2)
 #   5. benchmarks/gpu_check_table.py: arm, img/s, ratio to plain, NVML util %, pass/fail
 #
 # Environment (all optional):
@@ -119,12 +119,13 @@ fit_step() {
 
 if [ "$CPU" = 0 ]; then
     : "${CUDA_VISIBLE_DEVICES:=0}"
-    THROUGHPUT=(--device cuda --precisions bf16-mixed --layouts channels_last --arm-timeout 100)
-    OVERHEAD=(--device cuda --precision bf16-mixed --rounds 3 --arms medvision,bare,plain)
-    DATA_PATH=(--workers 0,4,8 --pin-memory off,on --prefetch 2 --batch-size 64 --batches 20)
+    THROUGHPUT=(--device cuda --precisions bf16-mixed --layouts channels_last --infer-steps 20
+                --arm-timeout 100)
+    OVERHEAD=(--device cuda --precision bf16-mixed --rounds 2 --arms medvision,bare,plain)
+    DATA_PATH=(--workers 0,4,8 --pin-memory off,on --prefetch 2 --batch-size 64 --batches 10)
     SIZE=(--config configs/trainer/gpu_amp.yaml)
     FIT_LIMIT=100 PYTEST_LIMIT=150 THROUGHPUT_LIMIT=270 OVERHEAD_LIMIT=90 DATA_PATH_LIMIT=90
-    EPOCHS_LUNG=5 EPOCHS_CHEST=3 EPOCHS_NIH=3
+    EPOCHS_LUNG=3 EPOCHS_CHEST=2 EPOCHS_NIH=2
 else
     THROUGHPUT=(--device cpu --precisions 32 --layouts nchw --image-size 32 --batch-size 2
                 --warmup 0 --steps 1 --infer-steps 1 --num-workers 0 --slice-size 64)

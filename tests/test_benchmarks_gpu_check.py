@@ -100,21 +100,22 @@ def test_table_rows_pass_and_fail(table, tmp_path: Path, capsys):
     ]
     fastest = rows["data_path.py: lung loader, cache off, best setting"]
     assert (fastest["img_s"], fastest["note"]) == (1850.0, "8 workers, pin_memory on, prefetch 2")
-    cached = rows["U-Net r34 256 b64 bf16-mixed channels_last: medvision, cached"]
+    cached = rows["U-Net r34 256 px b64 bf16-mixed channels_last: medvision, cached"]
     assert cached["note"] == "ratio below 0.95; loader setup 12 s"
-    failed = rows["U-Net r34 256 b64 bf16-mixed channels_last: plain, cached"]
+    failed = rows["U-Net r34 256 px b64 bf16-mixed channels_last: plain, cached"]
     assert failed["note"].startswith("stopped after 100 s")
     lung = next(r for c, r in rows.items() if c.startswith("fit lung"))
-    assert lung["note"] == "best val/dice 0.750, 2 epochs, 3.0 s/epoch (first left out)"
+    assert lung["note"] == "best val/dice 0.750, 2 epoch(s), 3.0 s/epoch (first left out)"
     assert lung["util"] == 70.0
     chest = next(r for c, r in rows.items() if c.startswith("fit chest"))
     assert chest["note"] == "stopped after 5 s"
     # the CPU dry run judges no speed
     cpu = {r["check"]: r["result"] for r in table.collect(tmp_path, cpu=True)}
-    assert cpu["U-Net r34 256 b64 bf16-mixed channels_last: medvision, cached"] == "pass"
+    assert cpu["U-Net r34 256 px b64 bf16-mixed channels_last: medvision, cached"] == "pass"
 
     with pytest.raises(SystemExit):
         table.main([str(tmp_path)])
     out = capsys.readouterr().out
-    assert "| U-Net r34 256 b64 bf16-mixed channels_last: medvision, memory | 1,900 | 0.960 " in out
+    memory = "| U-Net r34 256 px b64 bf16-mixed channels_last: medvision, memory | 1,900 | 0.960 "
+    assert memory in out
     assert out.rstrip().endswith("6 of 11 checks passed")
