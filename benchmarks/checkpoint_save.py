@@ -12,26 +12,21 @@ fresh temporary folder. Prints a table of seconds per save (median, min, max).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine_line, script_parser
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lung_segmentation import machine  # noqa: E402  (same machine line as the lung benchmark)
-
-from medvision.checkpointing import AtomicCheckpointIO  # noqa: E402
+from medvision.checkpointing import AtomicCheckpointIO
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
     return parser
@@ -55,7 +50,7 @@ def main() -> None:
     size_mb = args.checkpoint.stat().st_size / 2**20
     print(
         f"Saving {args.checkpoint} ({size_mb:.0f} MB), {args.repeats} times each, alternating "
-        f"| {machine()} | torch {torch.__version__}\n"
+        f"| {machine_line()}\n"
     )
     print("| writer | median (s) | min (s) | max (s) |")
     print("|---|---|---|---|")

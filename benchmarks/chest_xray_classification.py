@@ -32,11 +32,9 @@ something else was competing for the CPU and the epoch times are inflated.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -44,53 +42,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (
+    MEDVISION,
+    REPO,
+    code_version,
+    machine_line,
+    mean_after_first,
+    read_csv_rows,
+    run_logged,
+    script_parser,
+    write_marked,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lung_segmentation import machine, mean_after_first  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs/chest_xray_classification.md"
 ARMS = {
     "cnn5": ("configs/cnn5_chestxray.yaml", "5-layer CNN"),
     "resnet18": ("configs/resnet18_chestxray.yaml", "ResNet-18"),
     "resnet18_aug": ("configs/resnet18_chestxray_aug.yaml", "ResNet-18 + augmentation (basic)"),
 }
-MEDVISION = [sys.executable, "-m", "medvision.cli"]  # the `medvision` command of this Python
 TIMED_MEDVISION = [sys.executable, __file__, "--timed-medvision"]
 EPOCH_MARK = "BENCHMARK-EPOCH"
 
 
-def describe_machine() -> str:
-    """``machine()`` of the lung benchmark, plus the CPU model when there is no GPU."""
-    if torch.cuda.is_available():
-        return machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
-    except (OSError, AttributeError):
-        return machine()
-    return f"{machine()}, {model}"
-
-
-def code_version() -> str:
-    """Commit of the repository, marked when medvision/ or configs/ differ from it."""
-
-    def git(*cmd):
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout
-
-    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    dirty = git("status", "--porcelain", "medvision", "configs").strip()
-    return f"commit {commit}" + (" + uncommitted changes" if dirty else "")
-
-
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def macro_f1_interval(confusion_csv: Path, draws: int = 2000) -> tuple[float, float]:
     """95% bootstrap interval of macro-F1 over the test images, from the test confusion matrix."""
-    rows = read_metrics(confusion_csv)
+    rows = read_csv_rows(confusion_csv)
     counts = np.array([[int(v) for k, v in r.items() if not k.startswith("true")] for r in rows])
     k = len(counts)
     pairs = np.repeat(np.arange(k * k), counts.ravel())  # one entry per image: true * k + pred
@@ -144,16 +120,6 @@ def epoch_clock(log: Path) -> tuple[list[float], list[float]]:
     return [e - s for s, (e, _) in zip(starts, ends, strict=False)], [load for _, load in ends]
 
 
-def run_logged(cmd: list[str], log: Path) -> None:
-    with open(log, "w") as handle:
-        handle.write(" ".join(cmd) + "\n\n")
-        handle.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text()[-4000:]
-        sys.exit(f"{' '.join(cmd[:4])} failed (exit {proc.returncode}), see {log}:\n{tail}")
-
-
 def run_arm(arm: str, args, run_dir: Path) -> dict:
     config = ARMS[arm][0]
     common = [
@@ -174,11 +140,10 @@ def run_arm(arm: str, args, run_dir: Path) -> dict:
         *TIMED_MEDVISION,
         "fit",
         *common,
-        "--trainer.logger.init_args.version=fit",
         f"--trainer.max_epochs={args.epochs}",
         f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
     ]
-    fit_dir = run_dir / "logs/fit"
+    fit_dir = run_dir / "version_0"  # the fit's run folder; test writes into its test/
     start = time.time()
     run_logged(fit, run_dir / "fit.log")
     fit_wall = time.time() - start
@@ -188,18 +153,17 @@ def run_arm(arm: str, args, run_dir: Path) -> dict:
         *MEDVISION,
         "test",
         *common,
-        "--trainer.logger.init_args.version=test",
         f"--ckpt_path={best}",
     ]
     run_logged(test, run_dir / "test.log")
 
     val = {
         int(r["epoch"]): float(r["val/f1"])
-        for r in read_metrics(fit_dir / "metrics.csv")
+        for r in read_csv_rows(fit_dir / "metrics.csv")
         if r.get("val/f1")
     }
     best_epoch = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
-    tested = next(r for r in read_metrics(run_dir / "logs/test/metrics.csv") if r.get("test/f1"))
+    tested = next(r for r in read_csv_rows(fit_dir / "test/metrics.csv") if r.get("test/f1"))
     split = re.search(r"train (\d+), val (\d+), test (\d+)", (run_dir / "fit.log").read_text())
     return {
         "arm": arm,
@@ -239,7 +203,7 @@ def format_report(results: dict, args) -> str:
         f"stratified 20% of train/ ({split.get('val', '?')}), train {split.get('train', '?')} | "
         f"image_size {args.image_size} (configs: 224) | {args.epochs} epochs (configs: 30), "
         f"cosine T_max {args.epochs} | batch {args.batch_size} | seed {args.seed} | "
-        f"{describe_machine()} | torch {torch.__version__} | medvision {first['code']}",
+        f"{machine_line()} | medvision {first['code']}",
     ]
     if args.set:
         lines.append(f"Overrides on every arm: {' '.join(args.set)}")
@@ -281,21 +245,14 @@ def write_docs(report: str, tag: str) -> None:
     begin = f"<!-- chest_xray_classification.py:{tag} -->"
     end = f"<!-- end chest_xray_classification.py:{tag} -->"
     header, _, rest = report.partition("\n")
-    block = f"{begin}\n```\n{header}\n```\n{rest}\n{end}"
-    text = DOCS.read_text() if DOCS.exists() else "# Chest X-ray classification\n"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    DOCS.write_text(text)
+    body = f"```\n{header}\n```\n{rest.strip()}"
+    write_marked(DOCS, begin, end, body, title="Chest X-ray classification")
     print(f"Written to {DOCS} ({tag})", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/chest_xray")
     parser.add_argument("--image-size", type=int, default=224, help="configs: 224")
     parser.add_argument("--epochs", type=int, default=30, help="configs: 30")
@@ -346,7 +303,7 @@ def main() -> None:
             results[arm] = run_arm(arm, args, run_dir)
             saved.write_text(json.dumps(results[arm], indent=1))
         r = results[arm]
-        r["f1_interval"] = macro_f1_interval(run_dir / "logs/test/test_confusion_matrix.csv")
+        r["f1_interval"] = macro_f1_interval(run_dir / "version_0/test/test_confusion_matrix.csv")
         print(
             f"{arm}: test macro-F1 {r['test']['f1']:.4f}, best val macro-F1 {r['best_val_f1']:.4f}"
             f" at epoch {r['best_epoch'] + 1}, {r['fit_wall_s'] / 60:.1f} min fit ({run_dir})",

@@ -19,35 +19,21 @@ machine, one row per round and arm, and the median over rounds with the time the
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import REPO, linked_lung_copies, machine_line, mean_after_first, script_parser
 
-REPO = Path(__file__).resolve().parents[1]
 ARMS = {"uncached": False, "cached": True}
 
 
 def linked_copies(data_dir: Path, copies: int, out: Path) -> Path:
-    """``out`` with every pair of ``data_dir`` linked ``copies`` times (``c<k>_<name>``)."""
-    for sub in ("2d_images", "2d_masks"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for path in sorted((data_dir / sub).iterdir()):
-            for k in range(copies):
-                (out / sub / f"c{k:02d}_{path.name}").symlink_to(path.resolve())
-    return out
-
-
-def machine() -> str:
-    """The machine in words: CPU, usable cores, torch threads, GPU."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {cores} usable cores, torch {torch.get_num_threads()} threads, {gpu}"
+    """``out`` with every pair of ``data_dir`` linked ``copies`` times."""
+    num_slices = copies * len(list((data_dir / "2d_images").iterdir()))
+    return linked_lung_copies(data_dir, out, num_slices)
 
 
 def cli_args(data_dir: Path, run_dir: Path, cache: bool, args) -> list[str]:
@@ -68,11 +54,6 @@ def cli_args(data_dir: Path, run_dir: Path, cache: bool, args) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
-
-
-def mean_after_first(times: list[float]) -> float:
-    """Mean of ``times`` without the first (warm-up) one, unless it is the only one."""
-    return float(np.mean(times[1:] if len(times) > 1 else times))
 
 
 def fit_epoch_s(data_dir: Path, run_dir: Path, cache: bool, args) -> float:
@@ -112,7 +93,7 @@ def loader_epoch_s(data_dir: Path, cache: bool, args) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/lung_ct")
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=64)
@@ -149,7 +130,7 @@ def print_table(rows: list[tuple], args) -> None:
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine_line()}")
     print(
         f"Data: {args.data_dir} x{args.copies}, image_size {args.image_size}, augmentation "
         f"{args.augmentation}, batch {args.batch_size}, {args.num_workers} workers, "

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import torch
+from _common import REPO, machine_line, script_parser
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = {"unet": ("configs/unet_lung.yaml", "U-Net"), "fcn": ("configs/fcn_lung.yaml", "FCN-8s")}
 #: What the shipped configs use, for the "reduced" line.
 CONFIG_IMAGE_SIZE, CONFIG_EPOCHS, CONFIG_ENCODER = 256, 40, "resnet34"
@@ -39,7 +37,7 @@ def _here(path: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The script's options (also checked by tests/test_docs.py against the documentation)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=_here(REPO.parent / "shared/data/lung_ct"))
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
@@ -50,15 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=_here(REPO / "runs" / "lung_cv"))
     parser.add_argument("--figure", type=Path, help="also copy comparison.png here")
     return parser
-
-
-def machine() -> str:
-    """One line: CPU or GPU, cores, torch version."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{platform.machine()} CPU, {os.cpu_count()} cores, {device}, torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def fit_overrides(args: argparse.Namespace, root: Path) -> list[str]:
@@ -82,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from medvision.compare import main as report_main
     from medvision.crossval import main as cv_main
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine_line()}")
     encoder = (
         f"encoder {CONFIG_ENCODER} -> {args.encoder}, " if args.encoder != CONFIG_ENCODER else ""
     )

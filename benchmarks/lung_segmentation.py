@@ -24,12 +24,6 @@ run back to back compare better than one run of each.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (
+    REPO,
+    child_result,
+    machine_line,
+    mean_after_first,
+    print_result,
+    read_csv_rows,
+    script_parser,
+)
+from _common import peak_memory_mb as _peak_memory_mb
 
-REPO = Path(__file__).resolve().parents[1]
 #: Slices of the public set whose ground truth is wrong, found by looking at the worst held-out
 #: scores. They are kept in every "all" figure and left out only of the column that says so.
 KNOWN_LABEL_ERRORS = {
@@ -64,13 +67,7 @@ def make_holdout(data_dir: Path, out: Path, fraction: float, seed: int = 0) -> t
 
 
 def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def mean_after_first(times: list[float]) -> float:
-    return float(np.mean(times[1:] if len(times) > 1 else times))
+    return _peak_memory_mb("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def clocks() -> np.ndarray:
@@ -120,8 +117,7 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     MedVisionCLI(
         args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
     )
-    with open(run_dir / "predictions/metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(run_dir / "predictions/metrics.csv")
     return {
         "val_dice": val["val/dice"],
         "holdout": {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows},
@@ -267,17 +263,9 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/lung_ct")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=40)
@@ -307,7 +295,7 @@ def main() -> None:
             if args.arm == "plain"
             else run_medvision(args.arm, pool, holdout, run_dir, args)
         )
-        print("RESULT " + json.dumps(result))
+        print_result(result)
         return
 
     rounds: list[dict] = []
@@ -341,11 +329,7 @@ def run_arm_process(arm: str, out: Path, args) -> dict:
         "--num-workers",
         str(args.num_workers),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"arm {arm} failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = child_result(cmd, f"arm {arm}")
     print(f"{arm}: {result}", file=sys.stderr)
     return result
 
@@ -384,7 +368,7 @@ def print_table(results: dict, args, out: Path) -> None:
     print(
         f"\nLung CT segmentation: {args.data_dir} | image_size {args.image_size} | "
         f"{args.epochs} epochs | {len(holdout)} held-out slices never seen in training | "
-        f"{machine()} | torch {torch.__version__}\n"
+        f"{machine_line()}\n"
     )
     print(
         f"| model | val Dice | held-out Dice (all {len(holdout)}) | held-out IoU (all) "

@@ -19,14 +19,14 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chest_xray_classification import (  # noqa: E402
+from _common import (
     MEDVISION,
     REPO,
     code_version,
-    describe_machine,
-    read_metrics,
+    machine_line,
+    read_csv_rows,
     run_logged,
+    script_parser,
 )
 
 CONFIG = "configs/resnet50_nih.yaml"
@@ -54,12 +54,12 @@ def run(args, run_dir: Path) -> tuple[list[dict], dict]:
         run_logged([*MEDVISION, "fit", *common], run_dir / "fit.log")
         best = run_dir / "version_0/checkpoints/best.ckpt"
         run_logged([*MEDVISION, "test", *common, f"--ckpt_path={best}"], run_dir / "test.log")
-    per_label = read_metrics(run_dir / "version_1/test_per_label.csv")
+    per_label = read_csv_rows(run_dir / "version_0/test/test_per_label.csv")
     test_positives = positives_in_split(args, "test")
     for row in per_label:
         row["positives"] = test_positives[row["label"]]
     fit_metrics = [
-        r for r in read_metrics(run_dir / "version_0/metrics.csv") if r.get("val/auroc")
+        r for r in read_csv_rows(run_dir / "version_0/metrics.csv") if r.get("val/auroc")
     ]
     best_val = max(fit_metrics, key=lambda r: float(r["val/auroc"]))
     return per_label, {"val_auroc": float(best_val["val/auroc"]), "epoch": int(best_val["epoch"])}
@@ -82,7 +82,7 @@ def format_report(per_label: list[dict], best: dict, args) -> str:
     common = [r for r in per_label if r["positives"] >= MIN_POSITIVES]
     mean_common = sum(float(r["auroc"]) for r in common) / max(len(common), 1)
     lines = [
-        f"NIH ChestX-ray14, {args.data_dir}; {describe_machine()}; {code_version()}; "
+        f"NIH ChestX-ray14, {args.data_dir}; {machine_line()}; {code_version()}; "
         f"{datetime.now():%Y-%m-%d}",
         f"{CONFIG} with model {args.model}, {args.image_size} px, {args.epochs} epochs "
         f"(reduced for a CPU), batch {args.batch_size}, seed {args.seed}",
@@ -110,7 +110,7 @@ def format_report(per_label: list[dict], best: dict, args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--data-dir", type=Path, default=REPO.parent / "shared/data/nih_chestxray14"
     )

@@ -24,19 +24,14 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lung_segmentation import machine  # noqa: E402  (same machine line as the lung benchmark)
+from _common import REPO, machine_line, read_csv_rows, script_command, script_parser, write_marked
 
 ARMS = {
     "plain": [],
@@ -134,8 +129,8 @@ def run_extractor_row(args, checkpoint: Path, data_yaml: Path, out: Path) -> dic
 
 def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
     """``(epoch, value)`` of every row of a run's metrics.csv that logged ``key``."""
-    with open(run_dir / "version_0/metrics.csv", newline="") as handle:
-        return [(int(r["epoch"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
+    rows = read_csv_rows(run_dir / "version_0/metrics.csv")
+    return [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
 
 
 def extractor_line(checkpoint: Path, run: Path) -> str:
@@ -206,19 +201,14 @@ def table(rows: dict[str, list[dict]], class_names: list[str]) -> str:
 
 
 def write_docs(text: str, dataset: str) -> None:
+    """Put ``text`` between this dataset's markers in docs/rebalancing.md (which must have them)."""
     start, end = f"<!-- rebalancing-{dataset}:start -->", f"<!-- rebalancing-{dataset}:end -->"
-    doc = DOCS.read_text()
-    if start not in doc:
-        sys.exit(f"{DOCS} has no {start} marker")
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    DOCS.write_text(pattern.sub(lambda _: f"{start}\n\n{text}\n\n{end}", doc))
+    write_marked(DOCS, start, end, text, append=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--dataset", choices=["ham10000", "chestxray"], required=True)
     parser.add_argument("--extractor-run", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -257,10 +247,10 @@ def main() -> None:
             print(f"{arm} seed {seed}: {result}", file=sys.stderr, flush=True)
 
     class_names = [k.split("/", 1)[1] for k in rows["extractor"][0] if k.startswith("recall/")]
-    command = "python benchmarks/rebalancing.py " + " ".join(sys.argv[1:])
+    command = script_command("rebalancing.py", sys.argv[1:])
     header = (
         f"Rebalancing on {args.dataset}: extractor {checkpoint} | test split | seeds "
-        f"{args.seeds} | {machine()}"
+        f"{args.seeds} | {machine_line()}"
     )
     fit_times = {
         arm: mean_std([r["fit_s"] for r in runs])
@@ -284,8 +274,8 @@ def main() -> None:
 
 
 def print_diagnostics(args, checkpoint: Path) -> None:
-    with open(args.out / "extractor_test/version_0/test_per_class.csv", newline="") as f:
-        class_names = [row["class"] for row in csv.DictReader(f)]
+    per_class = read_csv_rows(args.out / "extractor_test/version_0/test_per_class.csv")
+    class_names = [row["class"] for row in per_class]
     print("\nTraining diagnostics, from the runs' metrics.csv:")
     print(extractor_line(checkpoint, args.extractor_run))
     print(diagnostics(args.out, args.arms, args.seeds, class_names))

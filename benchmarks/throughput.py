@@ -12,29 +12,30 @@ Both train with AdamW (lr 1e-3, weight decay 1e-4) and no LR schedule.
 Every arm is one combination of
 - ``--precisions``: ``32``, ``bf16-mixed`` or ``16-mixed`` (autocast; a gradient scaler with fp16);
 - ``--layouts``: ``nchw`` or ``channels_last`` (the module option ``channels_last``);
-- ``--loops``: ``medvision`` (a Lightning ``Trainer`` with the callbacks the CLI adds to every
+- ``--loops``: ``medvision`` (a Lightning ``Trainer`` with the callback the CLI adds to every
   fit, :class:`medvision.callbacks.NonFiniteGuard`, plus the configs' CSV logger and
-  ``LearningRateMonitor``), ``noguard`` (the same without ``NonFiniteGuard``, to show what its
-  wait for the GPU in every step costs) or ``plain`` (a hand-written loop: the same network, loss,
-  optimizer, autocast, layout and data, no Lightning, no host sync);
+  ``LearningRateMonitor``; no progress bar: ``benchmarks/step_overhead.py`` measures that),
+  ``noguard`` (the same without ``NonFiniteGuard``) or ``plain`` (a hand-written loop: the same
+  network, loss, optimizer, autocast, layout and data, no Lightning, no host sync);
 - ``--data``: ``memory`` (batches made once, already on the device: the model's throughput
   alone), ``cached`` / ``uncached`` (U-Net only: the lung CT datamodule's train loader with
-  ``cache: true`` / ``false`` and augmentation ``basic``, on synthetic slices in the Kaggle layout
-  written to a temporary folder, or on ``--data-dir``). The data arms run at the last of
-  ``--precisions`` and of ``--layouts`` only, to keep the matrix small.
+  ``cache: true`` / ``false`` and augmentation ``basic``, on synthetic slices in the Kaggle
+  layout (``--distinct`` phantoms written once, then linked over and over), or on
+  ``--data-dir``). The data arms run at the last of ``--precisions`` and of ``--layouts``.
 
-Each arm runs in its own process (peak memory is its own). Training is timed over ``--steps``
-steps after ``--warmup`` steps, from a device sync before the first timed step to one after the
-last; inference (eval mode, ``inference_mode``, autocast; Lightning's ``predict`` for medvision)
-over ``--infer-steps`` on the memory batches. Per arm: images/s; the ratio to the plain loop of
-the same model, precision, layout and data, measured in the same run; peak memory
-(``torch.cuda.max_memory_allocated`` over training on a GPU, the process's peak RSS on a CPU);
-the share of the timed wall time spent inside the loader's ``next()`` ("data wait"); and on a
-GPU "GPU busy": the GPU time between CUDA events recorded at each step's start and end, summed,
-over the GPU time from the first step's start to the last step's end (gaps between steps are the
-GPU waiting for the host: data, H2D copy, loop overhead), plus ``torch.cuda.utilization()``
-sampled every 50 ms when ``pynvml`` is installed. ``--rounds N`` repeats the arms in alternation
-and reports medians, with the per-round ratios.
+Each arm runs in its own process (peak memory is its own), stopped after ``--arm-timeout``
+seconds. Warm-up ends after ``--warmup`` steps or ``--warmup-seconds``, whichever comes first;
+then ``--steps`` steps are timed, from a device sync at the end of the last warm-up step to one
+after the last timed step; inference (eval mode, ``inference_mode``, autocast; Lightning's
+``predict`` for medvision) likewise over ``--infer-steps`` on the memory batches. Per arm:
+images/s; the ratio to the plain loop of the same model, precision, layout and data, measured
+in the same run; peak memory (``torch.cuda.max_memory_allocated`` over training on a GPU, the
+process's peak RSS on a CPU); the share of the timed wall time spent inside the loader's
+``next()`` ("data wait"); on a GPU, NVML utilization ("GPU-Util", sampled every 50 ms over the
+timed steps; needs ``nvidia-ml-py``); the seconds spent building the loader (the datamodule's
+setup, the cache filled) and the arm's whole process. ``--rounds N`` repeats the arms in
+alternation and reports medians, with the per-round ratios; ``--json PATH`` writes the table's
+rows as JSON.
 
 The first printed line says whether the sizes are the issue's or what was reduced.
 """
@@ -43,16 +44,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
-import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,8 +56,19 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from _common import (
+    ChildFailed,
+    at_least,
+    child_result,
+    comma_list,
+    linked_lung_copies,
+    machine_line,
+    peak_memory_mb,
+    print_result,
+    script_parser,
+)
+from _timing import NVML_HINT, StepTimer, TimedBatches, nvml_available
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("unet", "resnet50")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LAYOUTS = ("nchw", "channels_last")
@@ -78,8 +85,6 @@ CPU_SIZE, CPU_BATCH, CPU_STEPS = 64, 8, {"warmup": 2, "steps": 6}
 LOG_EVERY = {"unet": 5, "resnet50": 20}
 NUM_CLASSES = 3
 LR, WEIGHT_DECAY = 1e-3, 1e-4
-#: the clock of every wall time measured here (seconds)
-clock = time.perf_counter
 #: the U-Net encoder of configs/unet_lung.yaml
 UNET_ENCODER = "resnet34"
 
@@ -98,150 +103,7 @@ class Arm(NamedTuple):
         return (self.model, self.precision, self.layout, self.data)
 
 
-# ---------------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------------
-class TimedBatches:
-    """``length`` batches from ``source`` (restarted when it runs out), timing each ``next()``.
-
-    ``source`` is a list of batch dicts or a DataLoader. ``waits`` holds ``(start, seconds)`` of
-    every batch request (on :data:`clock`), a loader restart included.
-    """
-
-    def __init__(self, source, length: int) -> None:
-        self.source, self.length = source, length
-        self.waits: list[tuple[float, float]] = []
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        iterator = iter(self.source)
-        for _ in range(self.length):
-            start = clock()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                iterator = iter(self.source)
-                batch = next(iterator)
-            self.waits.append((start, clock() - start))
-            yield batch
-
-    def wait_between(self, begin: float, end: float) -> float:
-        """Seconds spent in ``next()`` calls that started between ``begin`` and ``end``."""
-        return sum(seconds for start, seconds in self.waits if begin <= start < end)
-
-
-class UtilizationSampler:
-    """Samples ``torch.cuda.utilization()`` (NVML, needs ``pynvml``) every ``interval`` s."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.samples = interval, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.samples.append(torch.cuda.utilization())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> float | None:
-        self._stop.set()
-        self._thread.join()
-        return float(np.mean(self.samples)) if self.samples else None
-
-
-def nvml_available() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("pynvml") is not None
-
-
-class StepTimer:
-    """Times steps ``warmup`` .. ``warmup + steps - 1`` of a loop that calls ``start``/``end``.
-
-    ``start(num_images)`` at each step's start (batch on the device), ``end()`` at its end. The
-    window runs from a device sync at the end of the last warm-up step (so it holds the loading
-    of the first timed batch) to one after the last timed step. On CUDA, events at the window's
-    start and at each timed step's start and end give the GPU's busy share of the window.
-    """
-
-    def __init__(self, device: str, warmup: int, steps: int) -> None:
-        self.cuda = device == "cuda"
-        self.warmup, self.steps = warmup, steps
-        self.index, self.images = 0, 0
-        self.begin = self.finish = None
-        self.events: list[tuple] = []
-        self.sampler = UtilizationSampler() if nvml_available() else None
-
-    def _timed(self) -> bool:
-        return self.warmup <= self.index < self.warmup + self.steps
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def _open_window(self) -> None:
-        self._sync()
-        self.begin = clock()
-        if self.cuda:
-            self.window_start = torch.cuda.Event(enable_timing=True)
-            self.window_start.record()
-        if self.sampler is not None:
-            self.sampler.start()
-
-    def start(self, num_images: int) -> None:
-        if self.index == self.warmup == 0:
-            self._open_window()
-        if self._timed():
-            self.images += num_images
-            if self.cuda:
-                self.events.append(_event_pair())
-                self.events[-1][0].record()
-
-    def end(self) -> None:
-        if self._timed() and self.cuda:
-            self.events[-1][1].record()
-        if self.index == self.warmup - 1:
-            self._open_window()  # so the window holds the first timed batch's loading
-        if self.index == self.warmup + self.steps - 1:
-            self._sync()
-            self.finish = clock()
-        self.index += 1
-
-    def result(self, batches: TimedBatches | None) -> dict:
-        """Images/s, and the data-wait and GPU-busy shares of the window."""
-        if self.finish is None:
-            raise RuntimeError(
-                f"the loop ran {self.index} steps, fewer than warmup + steps = "
-                f"{self.warmup + self.steps}"
-            )
-        wall = self.finish - self.begin
-        out = {"images_per_s": self.images / wall, "wall_s": wall}
-        if batches is not None:
-            out["data_wait"] = batches.wait_between(self.begin, self.finish) / wall
-        if self.cuda:
-            busy = sum(start.elapsed_time(end) for start, end in self.events)
-            out["gpu_busy"] = busy / self.window_start.elapsed_time(self.events[-1][1])
-        if self.sampler is not None:
-            out["nvml_util"] = self.sampler.stop()
-        return out
-
-
-def _event_pair() -> tuple:
-    return (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-
-
-def peak_memory_mb(device: str) -> float:
-    """Peak CUDA memory allocated by tensors, or on a CPU the process's peak RSS (MiB)."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------
+# --- data ----------------------------------------------------------------------------------------
 def memory_batches(model: str, size: int, batch_size: int, device: str, count: int = 2):
     """``count`` random batches on ``device``: U-Net ``{"image": B x 1 x H x W in [0, 1],
     "mask": 0/1}``, ResNet-50 ``{"image": B x 3 x H x W in [0, 1], "label": int64}``."""
@@ -251,9 +113,8 @@ def memory_batches(model: str, size: int, batch_size: int, device: str, count: i
         channels = 1 if model == "unet" else 3
         batch = {"image": torch.rand(batch_size, channels, size, size, generator=generator)}
         if model == "unet":
-            batch["mask"] = (
-                torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
-            ).float()
+            mask = torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
+            batch["mask"] = mask.float()
         else:
             batch["label"] = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
         batches.append({key: value.to(device) for key, value in batch.items()})
@@ -277,24 +138,15 @@ def lung_loader(spec: dict, cache: bool):
     return datamodule.train_dataloader()
 
 
-def write_synthetic_lung(out: Path, num_slices: int, size: int, distinct: int = 32) -> Path:
-    """``num_slices`` slices in the Kaggle layout: ``distinct`` phantoms, linked over and over."""
+def write_synthetic_lung(out: Path, num_slices: int, size: int, distinct: int) -> Path:
+    """``num_slices`` slices in the Kaggle layout: ``distinct`` phantoms written once, linked."""
     from medvision.data.synthetic import write_lung_ct
 
     write_lung_ct(out / "distinct", num_slices=min(distinct, num_slices), size=size, seed=0)
-    names = sorted(p.name for p in (out / "distinct/2d_images").iterdir())
-    for sub in ("2d_images", "2d_masks"):
-        (out / sub).mkdir(parents=True)
-        for index in range(num_slices):
-            name = names[index % len(names)]
-            link = out / sub / f"c{index // len(names):04d}_{name}"
-            link.symlink_to(out / "distinct" / sub / name)
-    return out
+    return linked_lung_copies(out / "distinct", out / "linked", num_slices)
 
 
-# ---------------------------------------------------------------------------------------------
-# the medvision arm
-# ---------------------------------------------------------------------------------------------
+# --- the medvision arms --------------------------------------------------------------------------
 def medvision_module(model: str, layout: str):
     """The model as medvision trains it (the configs' network and loss, AdamW)."""
     from medvision.models import ClassificationModule, SegmentationModule
@@ -320,8 +172,8 @@ def medvision_module(model: str, layout: str):
     )
 
 
-def timer_callback(train: StepTimer, infer: StepTimer | None):
-    """A Lightning callback driving the two timers from the batch hooks."""
+def timer_callback(train: StepTimer, infer: StepTimer):
+    """A Lightning callback driving the two timers; it stops ``fit`` once the window closes."""
     from lightning.pytorch import Callback
 
     class Timers(Callback):
@@ -330,6 +182,7 @@ def timer_callback(train: StepTimer, infer: StepTimer | None):
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             train.end()
+            trainer.should_stop = trainer.should_stop or train.done
 
         def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
             infer.start(len(batch["image"]))
@@ -349,8 +202,8 @@ def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batch
     from medvision.loggers import CSVLogger
 
     module = medvision_module(arm.model, arm.layout)
-    train_timer = StepTimer(spec["device"], spec["warmup"], spec["steps"])
-    infer_timer = StepTimer(spec["device"], spec["warmup"], spec["infer_steps"])
+    train_timer = step_timer(spec, spec["steps"])
+    infer_timer = step_timer(spec, spec["infer_steps"])
     callbacks = [LearningRateMonitor(), timer_callback(train_timer, infer_timer)]
     if arm.loop == "medvision":
         callbacks.insert(0, NonFiniteGuard())  # what MedVisionCLI adds to every trainer
@@ -378,9 +231,7 @@ def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batch
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# the plain PyTorch arm: written from scratch, shares only the data with medvision
-# ---------------------------------------------------------------------------------------------
+# --- the plain PyTorch arm: written from scratch, shares only the data with medvision ----------
 def plain_net(model: str) -> tuple[torch.nn.Module, Callable, Callable]:
     """``(network, preprocess, loss)``: the same network and loss as medvision's, built directly."""
     if model == "unet":
@@ -424,7 +275,7 @@ def run_plain(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) 
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     scaler = torch.amp.GradScaler(device) if arm.precision == "16-mixed" else None
     target_key = "mask" if arm.model == "unet" else "label"
-    timer = StepTimer(device, spec["warmup"], spec["steps"])
+    timer = step_timer(spec, spec["steps"])
     net.train()
     for batch in train_batches:
         image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -441,6 +292,8 @@ def run_plain(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) 
             scaler.step(optimizer)
             scaler.update()
         timer.end()
+        if timer.done:
+            break
     result = {"train": timer.result(train_batches), "peak_mb": peak_memory_mb(device)}
     if infer_batches is not None:
         result["infer"] = plain_inference(arm, spec, net, preprocess, infer_batches)
@@ -450,7 +303,7 @@ def run_plain(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) 
 def plain_inference(arm: Arm, spec: dict, net, preprocess, batches) -> dict:
     """Eval mode, ``inference_mode``, autocast: probabilities of every batch."""
     memory_format = memory_format_of(arm.layout)
-    timer = StepTimer(spec["device"], spec["warmup"], spec["infer_steps"])
+    timer = step_timer(spec, spec["infer_steps"])
     net.eval()
     with torch.inference_mode():
         for batch in batches:
@@ -463,24 +316,28 @@ def plain_inference(arm: Arm, spec: dict, net, preprocess, batches) -> dict:
     return timer.result(None)
 
 
-# ---------------------------------------------------------------------------------------------
-# one arm in its own process
-# ---------------------------------------------------------------------------------------------
+# --- one arm in its own process ------------------------------------------------------------------
+def step_timer(spec: dict, steps: int) -> StepTimer:
+    """A :class:`StepTimer` with the run's warm-up (steps and time box) and device."""
+    return StepTimer(spec["device"], spec["warmup"], steps, spec["warmup_seconds"])
+
+
 def run_arm(arm: Arm, spec: dict) -> dict:
     """Train (and for memory data, infer) one arm; returns its measures."""
     torch.manual_seed(0)
     device, batch_size = spec["device"], spec["batch_size"]
-    train_length = spec["warmup"] + spec["steps"]
+    started = time.perf_counter()
     if arm.data == "memory":
         source = memory_batches(arm.model, spec["size"], batch_size, device)
         infer = TimedBatches(source, spec["warmup"] + spec["infer_steps"])
     else:
         source, infer = lung_loader(spec, cache=arm.data == "cached"), None
-    train = TimedBatches(source, train_length)
+    setup_s = time.perf_counter() - started
+    train = TimedBatches(source, spec["warmup"] + spec["steps"])
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     run = run_plain if arm.loop == "plain" else run_medvision
-    return run(arm, spec, train, infer)
+    return {**run(arm, spec, train, infer), "setup_s": setup_s}
 
 
 def arm_spec(arm: Arm, args, work: Path) -> dict:
@@ -491,6 +348,7 @@ def arm_spec(arm: Arm, args, work: Path) -> dict:
         "size": args.sizes[arm.model],
         "batch_size": args.batch_sizes[arm.model],
         "warmup": args.warmup,
+        "warmup_seconds": args.warmup_seconds,
         "steps": args.steps,
         "infer_steps": args.infer_steps,
         "data_dir": str(args.data_dir) if args.data_dir else None,
@@ -501,19 +359,21 @@ def arm_spec(arm: Arm, args, work: Path) -> dict:
     }
 
 
-def run_arm_process(spec: dict) -> dict:
-    """``spec``'s arm in a fresh Python process; returns its RESULT line."""
+def run_arm_process(spec: dict, timeout: float) -> dict:
+    """``spec``'s arm in a fresh Python process: its result with ``arm_s`` (the process's wall
+    time), or ``{"error": ...}`` when it failed or ran past ``timeout`` seconds."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--arm", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"arm {spec['arm']} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    started = time.perf_counter()
+    try:
+        result = child_result(cmd, f"arm {spec['arm']}", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        result = {"error": f"stopped after {timeout:.0f} s (--arm-timeout)"}
+    except ChildFailed as failure:
+        result = {"error": str(failure.code)[-2000:]}
+    return {**result, "arm_s": time.perf_counter() - started}
 
 
-# ---------------------------------------------------------------------------------------------
-# the matrix, settings and printing
-# ---------------------------------------------------------------------------------------------
+# --- the matrix and settings ---------------------------------------------------------------------
 def arms(args) -> list[Arm]:
     """Memory arms: every model x precision x layout x loop. Data arms: the U-Net at the last
     precision and layout listed, every loop. The loop varies fastest, so pairs run back to back."""
@@ -535,99 +395,46 @@ def arms(args) -> list[Arm]:
     return out
 
 
-def comma_list(choices: tuple[str, ...], option: str):
-    """An argparse type: a comma-separated subset of ``choices``."""
-
-    def parse(text: str) -> list[str]:
-        values = [value.strip() for value in text.split(",") if value.strip()]
-        unknown = [value for value in values if value not in choices]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(
-                f"{option}: {unknown or text!r} not among {', '.join(choices)}"
-            )
-        return values
-
-    return parse
-
-
-def at_least(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     """The command line of this benchmark."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present"
-    )
-    parser.add_argument("--models", type=comma_list(MODELS, "--models"), default=list(MODELS))
-    parser.add_argument(
+    parser = script_parser(__doc__)
+    add = parser.add_argument
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
+    add("--models", type=comma_list(MODELS, "--models"), default=list(MODELS))
+    add(
         "--precisions",
         type=comma_list(PRECISIONS, "--precisions"),
         help="default: 32,bf16-mixed on a GPU, 32 on a CPU",
     )
-    parser.add_argument("--layouts", type=comma_list(LAYOUTS, "--layouts"), default=list(LAYOUTS))
-    parser.add_argument(
-        "--loops", type=comma_list(LOOPS, "--loops"), default=["medvision", "plain"]
+    add("--layouts", type=comma_list(LAYOUTS, "--layouts"), default=list(LAYOUTS))
+    add("--loops", type=comma_list(LOOPS, "--loops"), default=["medvision", "plain"])
+    add("--data", type=comma_list(DATA, "--data"), default=list(DATA))
+    add("--image-size", type=at_least(32), help="both models' side (default 256/224; CPU 64)")
+    add("--batch-size", type=at_least(1), help="both models' batch (default 64/256; CPU 8)")
+    add("--warmup", type=at_least(0), help="untimed first steps at most (default 10; CPU 2)")
+    add(
+        "--warmup-seconds",
+        type=float,
+        default=30.0,
+        help="end the warm-up after this many seconds, even before --warmup steps (default 30)",
     )
-    parser.add_argument("--data", type=comma_list(DATA, "--data"), default=list(DATA))
-    parser.add_argument(
-        "--image-size",
-        type=at_least(32),
-        help="both models' side (default: 256 and 224; 64 on a CPU)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=at_least(1),
-        help="both models' batch (default: 64 and 256; 8 on a CPU)",
-    )
-    parser.add_argument(
-        "--warmup", type=at_least(0), help="untimed first steps (default 10; 2 on a CPU)"
-    )
-    parser.add_argument("--steps", type=at_least(1), help="timed steps (default 50; 6 on a CPU)")
-    parser.add_argument(
-        "--infer-steps", type=at_least(1), help="timed inference steps (default: --steps)"
-    )
-    parser.add_argument(
-        "--rounds", type=at_least(1), default=1, help="repeat the arms in alternation"
-    )
-    parser.add_argument("--data-dir", type=Path, help="a lung CT folder (default: synthetic)")
-    parser.add_argument(
-        "--num-slices",
-        type=at_least(10),
-        help="synthetic slices (default: one pass of the timed steps)",
-    )
-    parser.add_argument(
-        "--slice-size",
-        type=at_least(32),
-        help="synthetic slices' stored side (default: 2x U-Net size)",
-    )
-    parser.add_argument(
-        "--num-workers",
-        type=at_least(0),
-        help="loader workers (default: medvision's, 1 per core, <= 8)",
-    )
-    parser.add_argument("--augmentation", default="basic", choices=["none", "basic", "elastic"])
-    parser.add_argument(
-        "--cudnn-benchmark",
-        action="store_true",
-        help="torch.backends.cudnn.benchmark in every arm (medvision's default: off)",
-    )
-    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
+    add("--steps", type=at_least(1), help="timed steps (default 50; 6 on a CPU)")
+    add("--infer-steps", type=at_least(1), help="timed inference steps (default: --steps)")
+    add("--rounds", type=at_least(1), default=1, help="repeat the arms in alternation")
+    add("--arm-timeout", type=float, default=600.0, help="seconds before an arm is stopped")
+    add("--data-dir", type=Path, help="a lung CT folder (default: synthetic)")
+    add("--num-slices", type=at_least(10), help="synthetic slices (default: one pass)")
+    add("--distinct", type=at_least(1), default=8, help="synthetic phantoms written (linked over)")
+    add("--slice-size", type=at_least(32), help="synthetic slices' side (default 2x U-Net's)")
+    add("--num-workers", type=at_least(0), help="loader workers (default: medvision's, <= 8)")
+    add("--augmentation", default="basic", choices=["none", "basic", "elastic"])
+    add("--cudnn-benchmark", action="store_true", help="cudnn.benchmark in every arm (default off)")
+    add("--json", type=Path, help="also write the table's rows to this JSON file")
+    add("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print its RESULT line
     return parser
 
 
-def resolve(args) -> argparse.Namespace:
+def resolve(args):
     """Fill device-dependent defaults; refuse ``--device cuda`` without a GPU or fp16 on CPU."""
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit(
@@ -665,6 +472,7 @@ def resolve(args) -> argparse.Namespace:
     return args
 
 
+# --- printing ------------------------------------------------------------------------------------
 def size_line(args) -> str:
     """First line: the issue's sizes, or exactly what this run reduced."""
     reduced = [
@@ -687,81 +495,85 @@ def size_line(args) -> str:
     return ("reduced for CPU: " if args.device == "cpu" else "reduced: ") + ", ".join(reduced)
 
 
-def machine(device: str) -> str:
-    """The machine in words: CPU, usable cores, torch threads, GPU, torch and CUDA versions."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    threads = torch.get_num_threads()
-    text = f"{cpu}, {cores} usable cores, torch {torch.__version__} ({threads} threads)"
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        text += (
-            f", {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}"
-        )
-    return text + f"; device used: {device}"
-
-
 def median(results: list[dict], *keys: str) -> float | None:
-    values = [_get(r, keys) for r in results]
-    values = [v for v in values if v is not None]
+    """Median over rounds of ``result[keys[0]][keys[1]]...``; None where no round has it."""
+    values = []
+    for result in results:
+        for key in keys:
+            result = result.get(key) if isinstance(result, dict) else None
+        if result is not None:
+            values.append(result)
     return float(np.median(values)) if values else None
 
 
-def _get(result: dict, keys: tuple[str, ...]):
-    for key in keys:
-        if not isinstance(result, dict) or key not in result:
-            return None
-        result = result[key]
-    return result
+def table_rows(results: dict[Arm, list[dict]], args) -> list[dict]:
+    """One row per arm: its settings and the medians over rounds, ratios to the plain arm."""
+    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
+    rows = []
+    for arm, runs in results.items():
+        row = {**arm._asdict(), "size": args.sizes[arm.model]}
+        row["batch"] = args.batch_sizes[arm.model]
+        for kind in ("train", "infer"):
+            mine = median(runs, kind, "images_per_s")
+            ref = None
+            if arm.loop != "plain" and arm.pair() in plain:
+                ref = median(plain[arm.pair()], kind, "images_per_s")
+            row[f"{kind}_images_per_s"] = mine
+            row[f"{kind}_vs_plain"] = None if mine is None or not ref else mine / ref
+        data_wait = median(runs, "train", "data_wait")
+        row["data_wait_percent"] = None if data_wait is None else 100 * data_wait
+        row["nvml_util_percent"] = median(runs, "train", "nvml_util")
+        row["peak_mb"] = median(runs, "peak_mb")
+        row["setup_s"], row["arm_s"] = median(runs, "setup_s"), median(runs, "arm_s")
+        errors = [run["error"] for run in runs if "error" in run]
+        row["error"] = errors[0] if errors else None
+        rows.append(row)
+    return rows
 
 
 def fmt(value: float | None, pattern: str = "{:.1f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def print_table(results: dict[Arm, list[dict]], args) -> None:
-    """One row per arm (medians over rounds), with the ratio to the matching plain arm."""
-    gpu = args.device == "cuda"
-    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
-    header = (
-        "| model | size | batch | precision | layout | loop | data | train img/s | train vs plain "
-        "| infer img/s | infer vs plain | peak MB | data wait % |"
-    )
-    print(header + (" GPU busy % | NVML util % |" if gpu else ""))
-    print("|---" * (13 + 2 * gpu) + "|")
-    for arm, runs in results.items():
-        ratios = []
-        for kind in ("train", "infer"):
-            mine, ref = median(runs, kind, "images_per_s"), None
-            if arm.loop != "plain" and arm.pair() in plain:
-                ref = median(plain[arm.pair()], kind, "images_per_s")
-            ratios.append(None if mine is None or not ref else mine / ref)
-        cells = [
-            NAMES[arm.model],
-            f"{args.sizes[arm.model]}",
-            f"{args.batch_sizes[arm.model]}",
-            arm.precision,
-            arm.layout,
-            arm.loop,
-            arm.data,
-            fmt(median(runs, "train", "images_per_s")),
-            fmt(ratios[0], "{:.3f}"),
-            fmt(median(runs, "infer", "images_per_s")),
-            fmt(ratios[1], "{:.3f}"),
-            fmt(median(runs, "peak_mb"), "{:.0f}"),
-            fmt(_percent(median(runs, "train", "data_wait"))),
-        ]
-        if gpu:
-            cells += [
-                fmt(_percent(median(runs, "train", "gpu_busy"))),
-                fmt(median(runs, "train", "nvml_util")),
-            ]
+#: table column -> (row key, format)
+COLUMNS = {
+    "model": ("model", None),
+    "size": ("size", "{}"),
+    "batch": ("batch", "{}"),
+    "precision": ("precision", None),
+    "layout": ("layout", None),
+    "loop": ("loop", None),
+    "data": ("data", None),
+    "train img/s": ("train_images_per_s", "{:.1f}"),
+    "train vs plain": ("train_vs_plain", "{:.3f}"),
+    "infer img/s": ("infer_images_per_s", "{:.1f}"),
+    "infer vs plain": ("infer_vs_plain", "{:.3f}"),
+    "peak MB": ("peak_mb", "{:.0f}"),
+    "data wait %": ("data_wait_percent", "{:.1f}"),
+    "NVML util %": ("nvml_util_percent", "{:.1f}"),
+    "setup s": ("setup_s", "{:.1f}"),
+    "arm s": ("arm_s", "{:.0f}"),
+}
+
+
+def print_table(results: dict[Arm, list[dict]], args) -> list[dict]:
+    """One row per arm (medians over rounds), with the ratio to the matching plain arm; the
+    arms that failed listed below it. Returns the rows (see :func:`table_rows`)."""
+    rows = table_rows(results, args)
+    columns = [c for c in COLUMNS if c != "NVML util %" or args.device == "cuda"]
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
+    for row in rows:
+        cells = []
+        for column in columns:
+            key, pattern = COLUMNS[column]
+            value = row[key]
+            cells.append(NAMES.get(value, value) if pattern is None else fmt(value, pattern))
         print("| " + " | ".join(cells) + " |")
-
-
-def _percent(value: float | None) -> float | None:
-    return None if value is None else 100 * value
+    for row in rows:
+        if row["error"]:
+            print(f"\n{NAMES[row['model']]} {row['loop']} {row['data']}: {row['error']}")
+    return rows
 
 
 def print_rounds(results: dict[Arm, list[dict]]) -> None:
@@ -772,25 +584,26 @@ def print_rounds(results: dict[Arm, list[dict]]) -> None:
     for arm, runs in results.items():
         if arm.loop == "plain" or arm.pair() not in plain:
             continue
-        for index, (mine, ref) in enumerate(zip(runs, plain[arm.pair()], strict=True)):
-            ratio = mine["train"]["images_per_s"] / ref["train"]["images_per_s"]
+        for index, pair in enumerate(zip(runs, plain[arm.pair()], strict=True)):
+            mine, ref = (median([run], "train", "images_per_s") for run in pair)
+            ratio = fmt(None if mine is None or not ref else mine / ref, "{:.3f}")
             print(
                 f"| {index} | {NAMES[arm.model]} | {arm.precision} | {arm.layout} | {arm.data} "
-                f"| {arm.loop} | {ratio:.3f} |"
+                f"| {arm.loop} | {ratio} |"
             )
 
 
 def print_header(args, workers_line: str) -> None:
     print(size_line(args))
-    print(f"Machine: {machine(args.device)}")
+    print(f"Machine: {machine_line()}; device used: {args.device}")
     print(
-        f"Steps: {args.warmup} warm-up + {args.steps} timed training steps, {args.infer_steps} "
-        f"timed inference steps; {args.rounds} round(s); cudnn.benchmark "
-        f"{'on' if args.cudnn_benchmark else 'off'}"
+        f"Steps: {args.warmup} warm-up (at most {args.warmup_seconds:g} s) + {args.steps} timed "
+        f"training steps, {args.infer_steps} timed inference steps; {args.rounds} round(s); "
+        f"cudnn.benchmark {'on' if args.cudnn_benchmark else 'off'}"
     )
     if args.device == "cuda":
-        how = "torch.cuda.utilization sampled every 50 ms" if nvml_available() else "not measured"
-        print(f"GPU busy: CUDA events per step; NVML util: {how}")
+        how = "sampled every 50 ms" if nvml_available() else f"not measured: {NVML_HINT}"
+        print(f"NVML util: GPU-Util over the timed training steps, {how}")
     print(workers_line + "\n")
 
 
@@ -799,7 +612,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.arm:
         spec = json.loads(args.arm)
-        print("RESULT " + json.dumps(run_arm(Arm(**spec["arm"]), spec)))
+        print_result(run_arm(Arm(**spec["arm"]), spec))
         return
     args = resolve(args)
     matrix = arms(args)
@@ -807,10 +620,14 @@ def main(argv=None) -> None:
         work = Path(tmp)
         data_arms = any(arm.data != "memory" for arm in matrix)
         if data_arms and args.data_dir is None:
-            args.data_dir = write_synthetic_lung(work / "lung", args.num_slices, args.slice_size)
+            started = time.perf_counter()
+            args.data_dir = write_synthetic_lung(
+                work / "lung", args.num_slices, args.slice_size, args.distinct
+            )
             source = (
                 f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
-                f"{args.slice_size} (32 distinct, linked over)"
+                f"{args.slice_size} ({args.distinct} distinct, linked over; written in "
+                f"{time.perf_counter() - started:.0f} s)"
             )
         else:
             source = str(args.data_dir)
@@ -823,13 +640,17 @@ def main(argv=None) -> None:
         results: dict[Arm, list[dict]] = {arm: [] for arm in matrix}
         for round_ in range(args.rounds):
             for arm in matrix:
-                result = run_arm_process(arm_spec(arm, args, work))
+                result = run_arm_process(arm_spec(arm, args, work), args.arm_timeout)
                 results[arm].append(result)
-                print(f"round {round_} {arm}: {json.dumps(result)}", file=sys.stderr)
+                print(f"round {round_} {arm}: {json.dumps(result)}", file=sys.stderr, flush=True)
     print_header(args, workers_line)
-    print_table(results, args)
+    rows = print_table(results, args)
     if args.rounds > 1:
         print_rounds(results)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if any(row["error"] for row in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -202,8 +202,13 @@ def unet_cv(tmp_path_factory) -> dict:
 
 
 def load_benchmark(script: Path):
-    """The benchmark script as a module (imported, not run), with ``sys.path`` left as it was."""
+    """The benchmark script as a module (imported, not run), with ``sys.path`` left as it was.
+
+    While it loads, the script's folder is first on ``sys.path``, as when it is run as
+    ``python benchmarks/<script>.py``, so that its ``from _common import ...`` works.
+    """
     saved = list(sys.path)
+    sys.path.insert(0, str(script.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
         module = importlib.util.module_from_spec(spec)

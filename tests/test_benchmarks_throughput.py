@@ -44,7 +44,7 @@ def test_arms_table_and_ratio(throughput, lung_dir: Path, tmp_path: Path, capsys
     results[matrix[2]] = [{"train": {"images_per_s": 1.0, "data_wait": 0.25}, "peak_mb": 9.0}]
 
     throughput.print_header(args, "Data: test")
-    throughput.print_table(results, args)
+    table = throughput.print_table(results, args)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("reduced for CPU: U-Net 32x32 (full 256), U-Net batch 2 (full 64)")
     assert lines[1].startswith("Machine: ") and lines[1].endswith("device used: cpu")
@@ -68,6 +68,23 @@ def test_arms_table_and_ratio(throughput, lung_dir: Path, tmp_path: Path, capsys
     assert cells[2]["train vs plain"] == "-"  # no plain cached arm ran
     assert cells[2]["infer img/s"] == "-"  # inference runs on memory batches only
     assert cells[2]["data wait %"] == "25.0"
+    assert float(cells[0]["setup s"]) >= 0 and cells[0]["arm s"] == "-"  # arm s: child process
+    assert "NVML util %" not in columns  # a CPU run
+    assert table[0]["train_vs_plain"] == pytest.approx(memory / plain)
+    assert all(row["error"] is None for row in table)
+
+
+def test_failed_and_stopped_arms_show_in_the_table(throughput, capsys):
+    args = tiny_args(throughput, ["--device", "cpu", "--models", "unet", "--data", "memory"])
+    spec = {"arm": {"model": "unet"}}
+    stopped = throughput.run_arm_process(spec, timeout=0.01)  # the child cannot start in time
+    assert stopped["error"] == "stopped after 0 s (--arm-timeout)" and stopped["arm_s"] > 0
+    medvision, plain = throughput.arms(args)[:2]
+    results = {medvision: [stopped], plain: [{"train": {"images_per_s": 2.0}, "peak_mb": 1.0}]}
+    rows = throughput.print_table(results, args)
+    out = capsys.readouterr().out
+    assert rows[0]["train_images_per_s"] is None and rows[0]["train_vs_plain"] is None
+    assert "U-Net medvision memory: stopped after 0 s (--arm-timeout)" in out
 
 
 def test_timed_batches_restart_the_lung_loader(throughput, lung_dir: Path):
@@ -99,9 +116,8 @@ class FakeClock:
         return self.now
 
 
-def test_step_timer_window_holds_the_timed_steps_and_their_loading(throughput, monkeypatch):
+def test_step_timer_window_holds_the_timed_steps_and_their_loading(throughput):
     clock = FakeClock()
-    monkeypatch.setattr(throughput, "clock", clock)
 
     def slow_batches():  # 2 batches of 4 images, each taking 1 s to load
         for _ in range(2):
@@ -112,16 +128,34 @@ def test_step_timer_window_holds_the_timed_steps_and_their_loading(throughput, m
         def __iter__(self):
             return slow_batches()
 
-    batches = throughput.TimedBatches(Source(), 4)  # the third batch restarts the source
-    timer = throughput.StepTimer("cpu", warmup=1, steps=3)
+    # the third batch restarts the source
+    batches = throughput.TimedBatches(Source(), 4, clock=clock)
+    timer = throughput.StepTimer("cpu", warmup=1, steps=3, clock=clock)
     for batch in batches:
         timer.start(len(batch["image"]))
         clock.now += 3.0  # the step
         timer.end()
+    assert timer.done
     result = timer.result(batches)
     # the window: the loading and the steps of batches 1-3 (3 x 1 s + 3 x 3 s), 12 images
-    assert result == {"images_per_s": 1.0, "wall_s": 12.0, "data_wait": 0.25}
+    assert result == {"images_per_s": 1.0, "wall_s": 12.0, "data_wait": 0.25, "warmup_steps": 1}
     assert len(batches.waits) == 4
+
+
+def test_warmup_time_box_ends_the_warmup_early(throughput):
+    clock = FakeClock()
+    timer = throughput.StepTimer("cpu", warmup=5, steps=2, warmup_seconds=5.0, clock=clock)
+    steps = 0
+    while not timer.done:
+        timer.start(4)
+        clock.now += 3.0  # each step 3 s: the box of 5 s closes after the second step
+        timer.end()
+        steps += 1
+    assert steps == 4  # 2 warm-up steps (not 5), then the 2 timed ones
+    assert timer.result(None) == {"images_per_s": 8 / 6, "wall_s": 6.0, "warmup_steps": 2}
+    unfinished = throughput.StepTimer("cpu", warmup=1, steps=2, clock=clock)
+    with pytest.raises(RuntimeError, match="did not close"):
+        unfinished.result(None)
 
 
 def test_first_line_names_what_was_reduced(throughput, monkeypatch):

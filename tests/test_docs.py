@@ -18,7 +18,8 @@ as code. Each command is handled by what it starts:
   ``medvision.compare`` exist (skipped, naming the missing module, until then). A report's runs
   are made by the documented command whose ``--output`` they are, if not yet there.
 - ``python benchmarks/X.py ...``: the documented flags must parse with the script's
-  ``build_parser()`` (the benchmarks take minutes to hours on real data).
+  ``build_parser()`` (the benchmarks take minutes to hours on real data). ``bash
+  benchmarks/X.sh ...``: the script parses (``bash -n``) and takes every documented ``--flag``.
 - ``pip install ...`` and ``pytest ...``: must be what CI runs (the README's ci:install and ci:test
   blocks, which ``.ci/run`` executes) or a subset of that test run (``-m <marker>``, test files);
   an optional interactive tool (:data:`OPTIONAL_TOOLS`) needs the test that covers its use.
@@ -42,6 +43,7 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -703,6 +705,17 @@ def check_benchmark(tokens: list[str], command: DocCommand, workspace: Workspace
         raise AssertionError(f"{tokens[1]} does not take {shlex.join(tokens[2:])}") from None
 
 
+def check_bash(tokens: list[str], command: DocCommand, workspace: Workspace, out: Path):
+    """``bash benchmarks/X.sh ...`` (a GPU check): it parses, and names every flag given."""
+    script = REPO / tokens[1] if len(tokens) > 1 else REPO
+    assert script.parent == REPO / "benchmarks" and script.suffix == ".sh", tokens[1:2]
+    assert script.is_file(), f"no script {tokens[1]}"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, f"{tokens[1]}: bash -n"
+    text = script.read_text()
+    unknown = [arg for arg in tokens[2:] if arg.startswith("-") and f"{arg})" not in text]
+    assert not unknown, f"{tokens[1]} does not take {unknown}"
+
+
 def load_benchmark(script: Path):
     """The benchmark script as a module; it must expose ``build_parser()``."""
     module = load_script(script)
@@ -804,6 +817,7 @@ HANDLERS: dict[str, Callable] = {
     "srun": check_srun,
     "sbatch": check_sbatch,
     "jupyter": check_jupyter,
+    "bash": check_bash,
 }
 
 
@@ -856,6 +870,8 @@ def test_checks_reject_stale_commands(tmp_path):
     stale = [
         (check_benchmark, "python benchmarks/lung_segmentation.py --no-such-flag 1"),
         (check_benchmark, "python benchmarks/no_such_benchmark.py"),
+        (check_bash, "bash benchmarks/gpu_check.sh --no-such-flag"),
+        (check_bash, "bash benchmarks/no_such_check.sh"),
         (check_ci_command, "pip install -e ."),  # CI installs .[dev]
         (check_ci_command, "pytest -m no_such_marker"),
         (check_ci_command, "pytest tests/test_no_such_file.py"),

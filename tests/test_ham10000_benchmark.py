@@ -1,4 +1,5 @@
-"""``benchmarks/ham10000.py``'s classification part: its parsing of test results and its table."""
+"""The HAM10000 benchmarks: the classification one's parsing of test results and its table,
+and the command lines of both."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from .conftest import REPO, load_benchmark
 
 @pytest.fixture(scope="module")
 def ham():
-    return load_benchmark(REPO / "benchmarks" / "ham10000.py")
+    return load_benchmark(REPO / "benchmarks" / "ham10000_classification.py")
+
+
+@pytest.fixture(scope="module")
+def ham_segmentation():
+    return load_benchmark(REPO / "benchmarks" / "ham10000_segmentation.py")
 
 
 #: what ``medvision test`` writes: the CSV logger's rows and ``test_per_class.csv``'s rows
@@ -76,10 +82,25 @@ def test_table_names_reductions_and_scores(ham):
     assert "| 0.7000 | 0.4500 | 0.4000 | 0.8500 | 0.8000 (10 images) | 0.4400 |" in row
 
 
-def test_parser_keeps_segmentation_default_and_takes_classification_options(ham):
+def test_parsers_take_each_benchmarks_own_options(ham, ham_segmentation):
     parser = ham.build_parser()
-    assert parser.parse_args([]).part == "segmentation"
-    args = parser.parse_args(["--part", "classification", "--arms", "7class", "3class"])
-    assert args.arms == ["7class", "3class"]
+    assert parser.parse_args([]).arms == list(ham.ARMS)
+    args = parser.parse_args(["--arms", "7class", "3class", "--image-size", "72", "96"])
+    assert args.arms == ["7class", "3class"] and args.image_size == [72, 96]
     with pytest.raises(SystemExit):
         parser.parse_args(["--arms", "no_such_arm"])
+    with pytest.raises(SystemExit):  # a segmentation option
+        parser.parse_args(["--encoder", "resnet18"])
+    segmentation = ham_segmentation.build_parser()
+    args = segmentation.parse_args(["--encoder", "resnet18", "--limit-train-batches", "3"])
+    assert (args.encoder, args.limit_train_batches, args.image_size) == ("resnet18", 3, [192, 256])
+    with pytest.raises(SystemExit):
+        segmentation.parse_args(["--arms", "7class"])
+
+
+def test_recorded_command_names_the_script_and_one_arm(ham, monkeypatch):
+    argv = ["x", "--epochs", "2", "--arms", "7class", "3class", "--out", "/o", "--write-docs"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert ham.this_command(ham.SCRIPT, arms=["3class"]) == (
+        "python benchmarks/ham10000_classification.py --epochs 2 --out /o --arms 3class"
+    )

@@ -1,0 +1,218 @@
+"""The one table at the end of ``benchmarks/gpu_check.sh``, from what its steps left in a folder.
+
+    python benchmarks/gpu_check_table.py WORK [--cpu]
+
+``WORK`` holds ``steps.jsonl`` (one line per step the script ran: ``step``, ``rc``,
+``seconds``, ``status`` ``ran`` / ``timeout`` / ``skipped``, ``log``) and the steps' outputs:
+``throughput.json`` (``throughput.py --json``), the ``step_overhead.py``, ``data_path.py`` and
+``pytest`` logs,
+and per fit ``fit_<task>/`` (the CSV logger's ``metrics.csv``, ``epoch_times.json`` and
+``util.csv``, ``nvidia-smi``'s GPU-Util samples). Printed: one row per check with images/s,
+the ratio to the plain loop, NVML utilization, pass or fail, and a note. A medvision loop
+passes when it ran and its throughput ratio to the plain loop is at least 0.95 (not judged
+with ``--cpu``, whose minimal sizes say nothing about speed); everything else passes when it
+ran and exited 0. The exit status is 1 when a row fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from _common import best_row, logged, mean_after_first, read_csv_rows, script_parser
+
+TARGET = 0.95
+NAMES = {"unet": "U-Net r34", "resnet50": "ResNet-50"}
+#: fit step -> (task in words, the metric its config's checkpoint monitors)
+FITS = {
+    "fit_lung": ("lung U-Net (configs/unet_lung.yaml)", "val/dice"),
+    "fit_chest": ("chest X-ray ResNet-18 (configs/resnet18_chestxray.yaml)", "val/f1"),
+    "fit_nih": ("NIH multi-label ResNet-50 (configs/resnet50_nih.yaml)", "val/auroc"),
+}
+OVERHEAD = re.compile(r"^step overhead: .*?([+-]\d+) us/step, throughput ratio ([\d.]+)", re.M)
+LOADER_ROW = re.compile(
+    r"^\| (off|on) \| (\d+) \| (off|on) \| (\S+) \| [\d.]+ \| ([\d,]+) \|$", re.M
+)
+PYTEST_SUMMARY = re.compile(
+    r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*?)\s*=*$", re.M
+)
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def row(check: str, result: str, note: str = "", **values) -> dict:
+    """A table row: ``check``, ``img_s``, ``vs_plain``, ``util``, ``result``, ``note``."""
+    return {"check": check, "result": result, "note": note, **values}
+
+
+def step_failure(step: dict | None) -> str | None:
+    """Why a step gives no figures (not run, stopped, failed), or None when it exited 0."""
+    if step is None or step["status"] == "skipped":
+        return "skipped (time budget or an earlier setup failure)"
+    if step["status"] == "timeout":
+        return f"stopped after {step['seconds']:.0f} s"
+    if step["rc"] != 0:
+        return f"exit {step['rc']}, see {step['log']}"
+    return None
+
+
+def pytest_rows(step: dict | None) -> list[dict]:
+    check = "pytest -m gpu tests/test_gpu.py tests/test_gpu_augmentation.py"
+    summary = ""
+    if step is not None and Path(step["log"]).is_file():
+        found = PYTEST_SUMMARY.findall(Path(step["log"]).read_text())
+        summary = found[-1] if found else ""
+    failure = step_failure(step)
+    return [row(check, "fail" if failure else "pass", summary or failure or "")]
+
+
+def throughput_rows(step: dict | None, path: Path, cpu: bool) -> list[dict]:
+    failure = step_failure(step)
+    if not path.is_file():
+        return [row("throughput.py arms", "fail", failure or f"no {path.name}")]
+    rows = []
+    for arm in json.loads(path.read_text()):
+        precision = "fp32" if arm["precision"] == "32" else arm["precision"]
+        check = (
+            f"{NAMES[arm['model']]} {arm['size']} px b{arm['batch']} {precision} "
+            f"{arm['layout']}: {arm['loop']}, {arm['data']}"
+        )
+        ratio, note = arm["train_vs_plain"], ""
+        if arm["error"]:
+            result, note = "fail", arm["error"].splitlines()[-1][:120]
+        elif arm["loop"] != "plain" and not cpu and ratio is not None and ratio < TARGET:
+            result, note = "fail", f"ratio below {TARGET}"
+        else:
+            result = "pass"
+        if arm["setup_s"] is not None and arm["data"] != "memory":
+            note = f"{note}; loader setup {arm['setup_s']:.0f} s".lstrip("; ")
+        values = {"img_s": arm["train_images_per_s"], "vs_plain": ratio}
+        rows.append(row(check, result, note, util=arm["nvml_util_percent"], **values))
+    return rows
+
+
+def overhead_rows(step: dict | None, cpu: bool) -> list[dict]:
+    check = "step_overhead.py: medvision vs plain, resnet10t 32 px b32"
+    failure = step_failure(step)
+    found = OVERHEAD.search(Path(step["log"]).read_text()) if step and not failure else None
+    if found is None:
+        return [row(check, "fail", failure or "no 'step overhead:' line")]
+    ratio = float(found[2])
+    result = "fail" if not cpu and ratio < TARGET else "pass"
+    return [row(check, result, f"{found[1]} us/step", vs_plain=ratio)]
+
+
+def data_path_rows(step: dict | None) -> list[dict]:
+    """The fastest loader setting of ``data_path.py`` with the cache off and on."""
+    failure = step_failure(step)
+    settings = LOADER_ROW.findall(Path(step["log"]).read_text()) if step and not failure else []
+    if not settings:
+        return [row("data_path.py: lung loader", "fail", failure or "no loader table")]
+    rows = []
+    for cache in ("off", "on"):
+        found = [s for s in settings if s[0] == cache]
+        if not found:
+            continue
+        _, workers, pin, prefetch, speed = max(found, key=lambda s: float(s[4].replace(",", "")))
+        check = f"data_path.py: lung loader, cache {cache}, best setting"
+        note = f"{workers} workers, pin_memory {pin}, prefetch {prefetch}"
+        rows.append(row(check, "pass", note, img_s=float(speed.replace(",", ""))))
+    return rows
+
+
+def fit_rows(steps: dict, work: Path, cpu: bool) -> list[dict]:
+    rows = []
+    for name, (task, monitor) in FITS.items():
+        step, folder = steps.get(name), work / name
+        how = "minimal, on the CPU" if cpu else "configs/trainer/gpu_amp.yaml"
+        check = f"fit {task}, {how}"
+        failure = step_failure(step)
+        metrics = folder / "version_0/metrics.csv"
+        if failure or not metrics.is_file():
+            rows.append(row(check, "fail", failure or f"no {metrics}"))
+            continue
+        history = read_csv_rows(metrics)
+        best = best_row(history, monitor) if logged(history, monitor) else None
+        note = f"best {monitor} {float(best[monitor]):.3f}" if best else "no validation logged"
+        times = folder / "epoch_times.json"
+        if times.is_file():
+            epochs = [e["wall_s"] for e in json.loads(times.read_text())]
+            seconds = mean_after_first(epochs)
+            first = " (first left out)" if len(epochs) > 1 else ""
+            note += f", {len(epochs)} epoch(s), {seconds:.1f} s/epoch{first}"
+        rows.append(row(check, "pass" if best else "fail", note, util=mean_util(folder)))
+    return rows
+
+
+def mean_util(folder: Path) -> float | None:
+    """Mean of ``nvidia-smi``'s GPU-Util samples in ``folder/util.csv`` (None without any)."""
+    path = folder / "util.csv"
+    if not path.is_file():
+        return None
+    samples = [float(x) for x in path.read_text().split() if x.replace(".", "", 1).isdigit()]
+    return float(np.mean(samples)) if samples else None
+
+
+def collect(work: Path, cpu: bool) -> list[dict]:
+    """Every row, in the order the script runs its steps."""
+    steps = {}
+    log = work / "steps.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            steps[record["step"]] = record
+    return [
+        *pytest_rows(steps.get("pytest_gpu")),
+        *throughput_rows(steps.get("throughput"), work / "throughput.json", cpu),
+        *overhead_rows(steps.get("step_overhead"), cpu),
+        *data_path_rows(steps.get("data_path")),
+        *fit_rows(steps, work, cpu),
+    ]
+
+
+def images_per_s(value: float | None) -> str:
+    """``4,054`` from 100 up, one decimal below (the CPU dry run's tiny rates)."""
+    return fmt(value, "{:,.0f}" if value is None or value >= 100 else "{:.1f}")
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| check | img/s | vs plain | NVML util % | result | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['check']} | {images_per_s(r.get('img_s'))} "
+            f"| {fmt(r.get('vs_plain'), '{:.3f}')} | {fmt(r.get('util'), '{:.0f}')} "
+            f"| {r['result']} | {r['note']} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser():
+    """The command line of this script."""
+    parser = script_parser(__doc__)
+    parser.add_argument("work", type=Path, help="the folder gpu_check.sh wrote into")
+    parser.add_argument("--cpu", action="store_true", help="a CPU dry run: no speed targets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rows = collect(args.work, args.cpu)
+    if args.cpu:
+        print("CPU dry run at minimal sizes: the figures say nothing about speed.\n")
+    print(markdown(rows))
+    failed = [r["check"] for r in rows if r["result"] != "pass"]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} checks passed")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
