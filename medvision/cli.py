@@ -11,6 +11,7 @@ import importlib
 import inspect
 import logging
 import pickle
+import sys
 import warnings
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -18,6 +19,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from medvision import checkpoint_config
 from medvision.callbacks import LoggedSaveConfigCallback, NonFiniteGuard, PredictionWriter
 from medvision.checkpointing import load_checkpoint, use_atomic_checkpoints
 from medvision.loggers import CSVLogger as ResumingCSVLogger
@@ -51,6 +53,7 @@ class MedVisionCLI(LightningCLI):
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
+        self._predict_plan = None  # issue 16: predict from the checkpoint's record
         kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(
@@ -69,6 +72,10 @@ class MedVisionCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
     def parse_arguments(self, parser, args: ArgsType) -> None:
+        if args is None or isinstance(args, list | tuple):  # issue 16: see checkpoint_config
+            args, self._predict_plan = checkpoint_config.plan_predict(
+                list(sys.argv[1:] if args is None else args)
+            )
         with warnings.catch_warnings():  # args= is how notebooks and tests drive the CLI
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
@@ -79,15 +86,22 @@ class MedVisionCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         self._requested = _requested_links(config.get("model"))
+        plan = self._predict_plan
+        if plan is not None and plan.from_record:  # the model is the record's, not the hparams'
+            return
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError):
             load_checkpoint(self.config[self.config.subcommand].ckpt_path)  # says what is wrong
             raise
+        checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":
             self._resume_from_last(self.config.fit)
+        if self.subcommand == "predict":  # issue 16: results go to the writer's folder only
+            self.config.predict.trainer.logger = False
+            self.save_config_callback = None
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -99,6 +113,7 @@ class MedVisionCLI(LightningCLI):
                     f"{type(self.datamodule).__name__} has {name}={found}. Drop the setting: the "
                     f"CLI passes {name} from the datamodule to the model."
                 )
+        checkpoint_config.check_datamodule(self.datamodule, self._predict_plan)  # issue 16
 
     def _resume_from_last(self, config) -> None:
         """Point ``ckpt_path`` at the newest last checkpoint, and the logger at its folder."""
@@ -171,6 +186,11 @@ def main(args: ArgsType = None) -> None:
     ``cli.model``, ``cli.datamodule`` and ``cli.trainer``.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = sys.argv[1:] if args is None else args
+    if isinstance(command, list | tuple) and list(command[:1]) == ["export"]:  # issue 16
+        from medvision.export import main as export_main
+
+        return export_main(list(command[1:]))
     try:
         cli = MedVisionCLI(args=args)
     except SIGTERMException:

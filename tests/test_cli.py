@@ -127,8 +127,9 @@ def test_predict_writes_under_default_root_dir(tmp_path, lung_dir):
             f"--data.init_args.predict_dir={lung_dir}",
         ]
     )  # a Kaggle-layout folder: masks found
-    assert len(list((tmp_path / "predictions/masks").glob("*.png"))) == 20
-    assert len(read_csv(tmp_path / "predictions/metrics.csv")) == 20
+    [run] = (tmp_path / "predictions").iterdir()  # a new folder per run, named by its time
+    assert len(list((run / "masks").glob("*.png"))) == 20
+    assert len(read_csv(run / "metrics.csv")) == 20
 
     # the checkpoint's hyperparameters win over --model.*; the writer's threshold does not
     main(
@@ -186,7 +187,8 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
             f"--data.init_args.predict_dir={chest_dir / 'test'}",
         ]
     )
-    rows = read_csv(tmp_path / "predictions/predictions.csv")
+    [run] = (tmp_path / "logs/version_0/predictions").iterdir()  # in the checkpoint's run
+    rows = read_csv(run / "predictions.csv")
     assert len(rows) == 10
     assert list(rows[0]) == [
         "file",

@@ -190,7 +190,16 @@ def test_predict_scores_at_the_images_own_size_even_with_a_smaller_mask(ham_dir,
     checkpoint = tmp_path / "init.ckpt"
     model = MedVisionCLI(args=args, run=False).model
     torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": "2.6.0"}, checkpoint)
-    main(["predict", *args, f"--ckpt_path={checkpoint}", f"--data.init_args.predict_dir={ham_dir}"])
+    out = f"--prediction_writer.output_dir={tmp_path / 'predictions'}"
+    main(
+        [
+            "predict",
+            *args,
+            f"--ckpt_path={checkpoint}",
+            f"--data.init_args.predict_dir={ham_dir}",
+            out,
+        ]
+    )
     predicted = np.array(Image.open(tmp_path / "predictions/masks" / f"{row['image_id']}.png"))
     assert predicted.shape == (48, 64)  # the image's size, not the model's 32x64
     with open(tmp_path / "predictions/metrics.csv", newline="") as handle:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from medvision.data.datasets import resize_mask
 from medvision.data.io import binarize_mask, read_image
 from medvision.data.screening import BadFile
-from medvision.files import save_png, write_csv
+from medvision.files import save_png, write_csv, write_text
 from medvision.metrics import binarize, overlap_scores
+from medvision.tta import check_tta
 from medvision.visualize import overlay, to_display
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,8 @@ class SegmentationPredictionWriter(BasePredictionWriter):
 
     For every input ``<stem>.*``: ``masks/<stem>.png`` (0/255) and ``overlays/<stem>.png``
     (prediction tinted red, true outline green when a mask is known), under ``output_dir``
-    (default ``<trainer.default_root_dir>/predictions``). When the inputs have masks,
+    (default: a new ``predictions/<timestamp>`` folder, see :func:`prediction_folder`). When
+    the inputs have masks,
     ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
     resized to the original size before thresholding at ``threshold`` (default: the
     model's). Files are written atomically.
@@ -48,9 +52,16 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self._own_failures: list[BadFile] = []
         self._active = False
         self.failures: list[BadFile] = []
+        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
+        self.root: Path | None = None
 
     def _root(self, trainer: Trainer) -> Path:
-        return prediction_root(self.output_dir, trainer)
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        return self.root
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -78,13 +89,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         """The mask, overlay and metrics row of the ``i``-th image of a batch."""
         path = prediction["path"][i]
         height, width = (int(v) for v in prediction["original_size"][i])
-        probs = F.interpolate(
-            prediction["probs"][i : i + 1].float(),
-            size=(height, width),
-            mode="bilinear",
-            align_corners=False,
-        )
-        pred = binarize(probs, threshold)[0, 0].cpu().numpy()
+        pred = mask_at_size(prediction["probs"][i], (height, width), threshold)
         stem = Path(path).stem
         save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
         truth, row = None, None
@@ -133,8 +138,9 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
     class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
     (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
-    Written atomically under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``)
-    at the end of predict; under DDP each process writes ``predictions.rank<N>.csv``.
+    Written atomically under ``output_dir`` (default: a new ``predictions/<timestamp>``
+    folder, see :func:`prediction_folder`) at the end of predict; under DDP each process
+    writes ``predictions.rank<N>.csv``.
     Input files that failed (the datamodule's ``predict_failures``) have no row: they are
     listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
     """
@@ -144,6 +150,11 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self._rows: list[dict] = []
         self.failures: list[BadFile] = []
+        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
+        self.root: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -178,7 +189,9 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
-        root = prediction_root(self.output_dir, trainer)
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        root = self.root
         self.failures = report_failures(trainer, root, [])
         name = (
             "predictions.csv"
@@ -196,9 +209,82 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
 
 
-def prediction_root(output_dir: Path | None, trainer: Trainer) -> Path:
-    """Where predictions go: ``output_dir``, else ``<default_root_dir>/predictions``."""
-    return output_dir or Path(trainer.default_root_dir) / "predictions"
+def mask_at_size(probs: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """A predicted mask at an image's original size: probabilities resized, then thresholded.
+
+    Args:
+        probs: Foreground probabilities ``1 x h x w`` at the network's size.
+        size: ``(height, width)`` of the original image.
+        threshold: Foreground where the resized probability is above it.
+
+    Returns:
+        bool ``height x width``.
+    """
+    resized = probabilities_at_size(probs, size)
+    return binarize(resized, threshold)[0, 0].cpu().numpy()
+
+
+def probabilities_at_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Probabilities ``1 x h x w`` resized bilinearly (``align_corners=False``) to ``size``.
+
+    Args:
+        probs: Foreground probabilities ``1 x h x w``.
+        size: ``(height, width)``.
+
+    Returns:
+        float32 ``1 x 1 x height x width``.
+    """
+    return F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)
+
+
+def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+    """The folder a predict run writes into, never one an earlier run wrote into.
+
+    ``output_dir`` when given (it must be missing or empty). Otherwise a new
+    ``predictions/<YYYYmmdd-HHMMSS>`` folder in the checkpoint's run folder (the folder that
+    holds its ``checkpoints/``) or, for a checkpoint elsewhere or none, in
+    ``trainer.default_root_dir``. The folder is made when the first file is written, so a
+    run that fails before leaves nothing behind. Under DDP every process gets rank 0's choice.
+
+    Args:
+        output_dir: The folder asked for, or None.
+        trainer: The predicting trainer (its ``ckpt_path`` and ``default_root_dir``).
+
+    Raises:
+        ValueError: when ``output_dir`` holds files already.
+    """
+    choice, problem = None, None
+    if trainer.is_global_zero:
+        try:
+            choice = str(_new_prediction_folder(output_dir, trainer))
+        except ValueError as error:
+            problem = str(error)
+    choice, problem = trainer.strategy.broadcast((choice, problem))
+    if problem is not None:
+        raise ValueError(problem)
+    return Path(choice)
+
+
+def _new_prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+            raise ValueError(
+                f"output folder {output_dir} is not empty: predict never mixes its results with "
+                "an earlier run's. Give a new or empty folder (--output DIR), or leave it out "
+                "for a new predictions/<timestamp> folder in the checkpoint's run folder."
+            )
+        return output_dir
+    base = Path(trainer.default_root_dir)
+    checkpoint = trainer.ckpt_path
+    if checkpoint and Path(checkpoint).parent.name == "checkpoints":
+        base = Path(checkpoint).parent.parent
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, count = base / "predictions" / stamp, 1
+    while folder.exists():  # two runs in the same second
+        count += 1
+        folder = base / "predictions" / f"{stamp}-{count}"
+    return folder
 
 
 def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:
@@ -228,21 +314,39 @@ class PredictionWriter(BasePredictionWriter):
 
     Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
     metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
-    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``). ``threshold``
-    overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the model's settings
-    come from its checkpoint in ``predict``, so ``--model.init_args.threshold`` does not apply.
-    Input files that could not be predicted are listed in ``failed.csv`` there and in
-    :attr:`failures` (``medvision predict`` then exits with status 1).
+    under ``output_dir`` (``--output DIR``; default: a new ``predictions/<timestamp>`` folder
+    in the checkpoint's run folder, see :func:`prediction_folder`), with
+    ``prediction_info.json`` (the checkpoint, ``tta``, threshold and the preprocessing used).
+    ``threshold`` overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the
+    model's settings come from its checkpoint in ``predict``, so
+    ``--model.init_args.threshold`` does not apply. ``tta`` (``--tta flip``) averages each
+    prediction with that of the mirrored image (:mod:`medvision.tta`). Input files that could
+    not be predicted are listed in ``failed.csv`` there and in :attr:`failures`
+    (``medvision predict`` then exits with status 1).
     """
 
     def __init__(
-        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+        self,
+        output_dir: str | None = None,
+        overlays: bool = True,
+        threshold: float | None = None,
+        tta: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.tta = check_tta(tta)
+        self.threshold = threshold
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.writers = (
             SegmentationPredictionWriter(output_dir, overlays, threshold),
             ClassificationPredictionWriter(output_dir),
         )
+        self.root: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.predict_tta = self.tta
+        self.root = prediction_folder(self.output_dir, trainer)
+        for writer in self.writers:
+            writer.root = self.root
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
@@ -255,6 +359,24 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
             writer.on_predict_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero and self.root is not None and self.root.is_dir():
+            write_text(
+                self.root / "prediction_info.json", json.dumps(self._info(trainer), indent=1)
+            )
+            log.info("Predictions of this run are in %s", self.root)
+
+    def _info(self, trainer: Trainer) -> dict:
+        """What produced these predictions: checkpoint, options and the preprocessing used."""
+        module = trainer.lightning_module
+        describe = getattr(module, "preprocessing", None)
+        record = describe() if callable(describe) else None
+        checkpoint = trainer.ckpt_path
+        return {
+            "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+            "tta": self.tta,
+            "threshold": self.threshold,
+            "preprocessing": None if record is None else record.to_dict(),
+        }
 
     @property
     def failures(self) -> list[BadFile]:
