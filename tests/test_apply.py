@@ -32,6 +32,16 @@ QUICK_FIT = [
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Torch on one thread: on a shared 2-core machine these small networks run many times
+    faster than on two (the second thread mostly waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
