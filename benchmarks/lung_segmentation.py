@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,10 +118,18 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     best = cli.trainer.checkpoint_callback.best_model_path
 
     # `medvision predict` writes the held-out masks and scores them at original size
+    predictions = run_dir / "predictions"
+    shutil.rmtree(predictions, ignore_errors=True)  # predict never writes into an earlier run's
     MedVisionCLI(
-        args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
+        args=[
+            "predict",
+            *common,
+            f"--data.init_args.predict_dir={holdout}",
+            f"--ckpt_path={best}",
+            f"--prediction_writer.output_dir={predictions}",
+        ]
     )
-    with open(run_dir / "predictions/metrics.csv", newline="") as handle:
+    with open(predictions / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {
         "val_dice": val["val/dice"],

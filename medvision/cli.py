@@ -94,7 +94,8 @@ class MedVisionCLI(LightningCLI):
         except (pickle.UnpicklingError, RuntimeError, EOFError):
             load_checkpoint(self.config[self.config.subcommand].ckpt_path)  # says what is wrong
             raise
-        checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
+        if plan is not None:  # parsing made a new config: fill that one
+            checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.ckpt_path == "last":

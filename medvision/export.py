@@ -153,12 +153,14 @@ def write_weights(predictor: Predictor, output: Path) -> None:
         output: The file to write.
     """
     record = predictor.preprocessing
+    module = record.module_config(linked=True)
     payload = {
         "state_dict": {
             k: v.detach().cpu().clone() for k, v in predictor.module.state_dict().items()
         },
         RECORD_KEY: {"preprocessing": record.to_dict()},
-        "hyper_parameters": record.module_config(linked=True)["init_args"],
+        # as LightningCLI saves them: load_from_checkpoint and --config runs read them
+        "hyper_parameters": {"_class_path": module["class_path"], **module["init_args"]},
         "pytorch-lightning_version": lightning.__version__,
     }
     write_atomically(output, lambda tmp: torch.save(payload, tmp))

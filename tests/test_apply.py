@@ -389,6 +389,7 @@ def test_the_slim_weights_file_predicts_like_the_checkpoint(unet, tmp_path):
     }
     sidecar = json.loads((tmp_path / "lung_unet.ckpt.json").read_text())
     assert sidecar["preprocessing"]["image_size"] == [64, 64]
+    assert SegmentationModule.load_from_checkpoint(weights).hparams.encoder_name == "resnet18"
     paths = sorted(unet["incoming"].iterdir())
     full = medvision.load_model(unet["checkpoint"]).predict(paths)
     slim = medvision.load_model(weights).predict(paths)
@@ -405,6 +406,38 @@ def test_the_slim_weights_file_predicts_like_the_checkpoint(unet, tmp_path):
     written = masks_in(tmp_path / "out")
     pairs = zip(paths, full, strict=True)
     assert all(np.array_equal(written[f"{p.stem}.png"] > 0, r.mask) for p, r in pairs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without")
+def test_a_cuda_device_without_a_gpu_is_an_error_not_a_fallback(foreign_files):
+    with pytest.raises(RuntimeError, match="no CUDA GPU is available here; use device='cpu'"):
+        medvision.load_model(foreign_files["older"], device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_model_on_a_gpu_predicts_as_on_the_cpu(unet, tmp_path):
+    paths = sorted(unet["incoming"].iterdir())
+    on_cpu = medvision.load_model(unet["checkpoint"]).predict(paths)
+    on_gpu = medvision.load_model(unet["checkpoint"], device="cuda").predict(paths, tta="flip")
+    flipped = medvision.load_model(unet["checkpoint"]).predict(paths, tta="flip")
+    for cpu, gpu in zip(flipped, on_gpu, strict=True):
+        assert np.abs(cpu.probabilities - gpu.probabilities).max() < 1e-3
+        assert (cpu.mask == gpu.mask).mean() > 0.999
+    assert len(on_cpu) == len(on_gpu)
+    out = tmp_path / "gpu"
+    main(
+        [
+            "predict",
+            f"--ckpt_path={unet['checkpoint']}",
+            f"--data.predict_dir={unet['incoming']}",
+            f"--output={out}",
+            "--trainer.accelerator=gpu",
+            "--trainer.devices=1",
+        ]
+    )
+    assert len(masks_in(out)) == len(paths)
 
 
 # --- classifiers -------------------------------------------------------------------------------
