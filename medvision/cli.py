@@ -42,7 +42,10 @@ class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's links and writers.
 
     Adds ``--prediction_writer.output_dir`` (where ``predict`` writes masks or
-    ``predictions.csv``; default ``<default_root_dir>/predictions``). Checkpoints are written and
+    ``predictions.csv``, ``--output`` for short; default a new ``predictions/<timestamp>`` in the
+    checkpoint's run folder) and ``--prediction_writer.tta`` (``--tta flip``). ``predict
+    --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record gives the
+    model and data (:mod:`medvision.checkpoint_config`). Checkpoints are written and
     read by :class:`~medvision.checkpointing.AtomicCheckpointIO` (atomic writes,
     ``weights_only`` reads) unless ``--trainer.plugins`` names another checkpoint IO. Every
     trainer gets a :class:`~medvision.callbacks.NonFiniteGuard` unless the config lists one.

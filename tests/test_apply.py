@@ -315,6 +315,19 @@ def test_every_predict_run_writes_a_folder_of_its_own(unet, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_kaggle_layout_folder_predicts_its_images_and_scores_its_masks(unet, tmp_path):
+    folder = unet["root"] / "lung_ct"  # 2d_images/ and 2d_masks/
+    common = ["predict", f"--ckpt_path={unet['checkpoint']}", f"--data.predict_dir={folder}"]
+    main([*common, f"--output={tmp_path / 'images'}", *QUIET])
+    assert len(masks_in(tmp_path / "images")) == 20  # the masks are not taken for images
+    assert not (tmp_path / "images/failed.csv").exists()
+    scored = tmp_path / "scored"
+    main([*common, f"--data.predict_mask_dir={folder / '2d_masks'}", f"--output={scored}", *QUIET])
+    rows = read_csv(scored / "metrics.csv")
+    assert len(rows) == 20 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+
+
+@pytest.mark.slow
 def test_an_unreadable_image_is_listed_and_the_others_predicted(unet, tmp_path):
     incoming = tmp_path / "incoming"
     shutil.copytree(unet["incoming"], incoming)

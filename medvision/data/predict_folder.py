@@ -34,6 +34,8 @@ from medvision.data.transforms import (
 log = logging.getLogger(__name__)
 
 Task = Literal["segmentation", "classification"]
+#: Subfolders of a segmentation ``predict_dir`` that hold masks, not images to predict on.
+MASK_FOLDERS = ("masks", "2d_masks")
 
 
 def predict_transform(task: Task, image_size: int | Sequence[int]):
@@ -146,19 +148,19 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-def files_under(folder: Path, skip: Path | None = None) -> tuple[list[Path], list[Path]]:
+def files_under(folder: Path, skip: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
     """Visible files under ``folder`` at any depth, sorted: ``(images, other files)``.
 
     Args:
         folder: The folder to search.
-        skip: A folder inside it to leave out (a mask folder).
+        skip: Folders inside it to leave out (mask folders).
     """
     files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and (skip is None or not p.is_relative_to(skip))
+        and not any(p.is_relative_to(left_out) for left_out in skip)
     )
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
@@ -174,9 +176,10 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
     ``failed.csv`` by the prediction writer, and the others are predicted.
 
     Segmentation: ``predict_mask_dir`` (optional) holds a mask ``<stem>.*`` per image, to
-    score the predictions against (``metrics.csv``). Classification: when ``predict_dir``
-    holds only class folders named after classes (single-label), their names are reported as
-    the true ``label``; otherwise every image is loose.
+    score the predictions against (``metrics.csv``); subfolders named ``masks`` or
+    ``2d_masks`` (the Kaggle lung layout) are never taken for images. Classification: when
+    ``predict_dir`` holds only class folders named after classes (single-label), their names
+    are reported as the true ``label``; otherwise every image is loose.
 
     Args:
         task: ``segmentation`` or ``classification``.
@@ -244,7 +247,15 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
             raise FileNotFoundError(
                 f"predict_mask_dir {mask_dir} does not exist or is not a folder."
             )
-        images, strangers = files_under(folder, skip=mask_dir)
+        skipped = [folder / name for name in MASK_FOLDERS if (folder / name).is_dir()]
+        if skipped and mask_dir is None:
+            log.info(
+                "Not predicting on the masks in %s; to score against them, give "
+                "--data.predict_mask_dir %s",
+                ", ".join(map(str, skipped)),
+                skipped[0],
+            )
+        images, strangers = files_under(folder, skip=[*skipped, *([mask_dir] if mask_dir else [])])
         failures = [_not_an_image(p) for p in strangers]
         pairs = [(p, None if mask_dir is None else _mask_of(p, mask_dir)) for p in images]
         if mask_dir is not None:
