@@ -24,6 +24,8 @@ run back to back compare better than one run of each.
 from __future__ import annotations
 
 import argparse
+import csv
+import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +39,6 @@ from _common import (
     machine_line,
     mean_after_first,
     print_result,
-    read_csv_rows,
     script_parser,
 )
 from _common import peak_memory_mb as _peak_memory_mb
@@ -114,10 +115,19 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     best = cli.trainer.checkpoint_callback.best_model_path
 
     # `medvision predict` writes the held-out masks and scores them at original size
+    predictions = run_dir / "predictions"
+    shutil.rmtree(predictions, ignore_errors=True)  # predict never writes into an earlier run's
     MedVisionCLI(
-        args=["predict", *common, f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={best}"]
+        args=[
+            "predict",
+            *common,
+            f"--data.init_args.predict_dir={holdout}",
+            f"--ckpt_path={best}",
+            f"--prediction_writer.output_dir={predictions}",
+        ]
     )
-    rows = read_csv_rows(run_dir / "predictions/metrics.csv")
+    with open(predictions / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     return {
         "val_dice": val["val/dice"],
         "holdout": {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows},

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from medvision import checkpoint_config
 from medvision.callbacks.guards import NonFiniteGuard
 from medvision.callbacks.prediction import PredictionWriter
 from medvision.callbacks.progress import use_medvision_progress_bar
@@ -105,7 +106,10 @@ class MedVisionCLI(LightningCLI):
 
     Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
     set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
-    ``predict``, ``--prediction_writer.*``. Checkpoints are written and read by
+    ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
+    ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
+    gives the model and the data (:mod:`medvision.checkpoint_config`), and a config that
+    disagrees with it is refused. Checkpoints are written and read by
     :class:`~medvision.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
     another checkpoint IO. Every trainer gets a :class:`~medvision.callbacks.NonFiniteGuard`
     unless the config lists one, and a :class:`~medvision.callbacks.MedVisionProgressBar`
@@ -122,6 +126,7 @@ class MedVisionCLI(LightningCLI):
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
+        self._predict_plan = None  # predict from the checkpoint's record (issue 16)
         for module in TASK_MODULES:  # short class names resolve among imported classes
             __import__(module)
         quiet_lightning()
@@ -155,17 +160,29 @@ class MedVisionCLI(LightningCLI):
         if self._subcommand_being_built in ("predict", None):
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
+    def parse_arguments(self, parser, args: ArgsType) -> None:
+        if args is None or isinstance(args, list | tuple):  # see checkpoint_config
+            args, self._predict_plan = checkpoint_config.plan_predict(
+                list(sys.argv[1:] if args is None else args)
+            )
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
         # before the --ckpt_path checkpoint's hyperparameters enter the config: a checkpoint
         # for other classes is refused by the module itself, naming them
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         self._requested = requested_links(config.get("model"))
+        plan = self._predict_plan
+        if plan is not None and plan.from_record:  # the model is the record's, not the hparams'
+            return
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError):
             load_checkpoint(self.config[self.config.subcommand].ckpt_path)  # says what is wrong
             raise
+        if plan is not None:  # parsing made a new config: fill that one
+            checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -183,6 +200,7 @@ class MedVisionCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         check_linked_values(self._requested, self.datamodule)
+        checkpoint_config.check_datamodule(self.datamodule, self._predict_plan)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config[self.subcommand] if self.subcommand else self.config

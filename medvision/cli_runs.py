@@ -55,9 +55,9 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
     ``fit`` (and ``run=False``): a new ``<default_root_dir>/version_<N>``, or with
     ``--ckpt_path last`` the folder of the newest ``last.ckpt``. ``test``/``validate``: the
     ``test/`` (``validate/``) folder of the checkpoint's run, else a time-stamped folder under
-    ``default_root_dir``. ``predict``: no logger; unless ``--prediction_writer.output_dir``
-    says otherwise, the predictions go to a new ``predictions/<date-time>/`` folder of the
-    checkpoint's run (or of ``default_root_dir``).
+    ``default_root_dir``. ``predict``: no logger; the prediction writer writes into a new
+    ``predictions/<date-time>/`` folder of the checkpoint's run (see
+    :func:`medvision.callbacks.prediction_output.prediction_folder`).
 
     Args:
         subcommand: ``fit``, ``validate``, ``test``, ``predict``, or None (``run=False``).
@@ -70,11 +70,8 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
         trainer.default_root_dir = str(Path("runs") / stem)
     root = Path(trainer.default_root_dir)
     checkpoint_run = checkpoint_run_folder(config.ckpt_path) if config.get("ckpt_path") else None
-    if subcommand == "predict":
+    if subcommand == "predict":  # the writer picks a new folder: see prediction_output
         trainer.logger = False
-        writer = config.get("prediction_writer")
-        if writer is not None and writer.get("output_dir") is None:
-            writer.output_dir = str(new_folder((checkpoint_run or root) / "predictions"))
         return Runs(None)
     if subcommand in ("test", "validate"):
         folder = checkpoint_run / subcommand if checkpoint_run else new_folder(root, subcommand)

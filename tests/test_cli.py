@@ -129,9 +129,9 @@ def test_predict_writes_into_a_new_folder_under_default_root_dir(tmp_path, lung_
             f"--data.init_args.predict_dir={lung_dir}",
         ]
     )  # a Kaggle-layout folder: masks found
-    (predicted,) = (tmp_path / "predictions").iterdir()  # a checkpoint outside a run folder
-    assert len(list((predicted / "masks").glob("*.png"))) == 20
-    assert len(read_csv(predicted / "metrics.csv")) == 20
+    [run] = (tmp_path / "predictions").iterdir()  # a new folder per run, named by its time
+    assert len(list((run / "masks").glob("*.png"))) == 20
+    assert len(read_csv(run / "metrics.csv")) == 20
 
     # the checkpoint's hyperparameters win over --model.*; the writer's threshold does not
     main(
@@ -189,7 +189,8 @@ def test_classifier_fit_test_predict_in_process(tmp_path, chest_dir, caplog):
             f"--data.init_args.predict_dir={chest_dir / 'test'}",
         ]
     )
-    rows = read_csv(next((tmp_path / "version_0/predictions").glob("*/predictions.csv")))
+    [run] = (tmp_path / "version_0/predictions").iterdir()  # in the checkpoint's run
+    rows = read_csv(run / "predictions.csv")
     assert len(rows) == 10
     assert list(rows[0]) == [
         "file",

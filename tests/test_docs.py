@@ -72,7 +72,10 @@ DOC_FILES = [
     *sorted((REPO / "docs").glob("*.md")),
     REPO / "notebooks" / "README.md",
 ]
-MEDVISION_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+MEDVISION_SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
+#: the config whose checkpoint a command without ``--config`` gets for ``--ckpt_path CKPT``
+#: (``predict`` from the checkpoint alone, ``export``), unless it names a run's checkpoint
+CHECKPOINT_ONLY_CONFIG = "unet_lung"
 #: console scripts built by other modules: command -> the module that implements it
 MODULE_COMMANDS = {"medvision-cv": "medvision.crossval", "medvision-report": "medvision.compare"}
 #: a command line in an unlabelled block (the benchmarks print theirs there, beside their output)
@@ -642,7 +645,12 @@ def run_medvision(tokens: list[str], command: DocCommand, workspace: Workspace, 
     if any(arg.split("=")[0] in PRINT_AND_EXIT for arg in args):
         assert exit_output([subcommand, *[workspace.fill(a, None, out) for a in args]]).strip()
         return
+    configless = option_value(args, "--config") is None
+    if subcommand == "export" or (subcommand == "predict" and configless):
+        return run_from_checkpoint(subcommand, args, workspace, out)
     filled, config = workspace.substitute(subcommand, args, out)
+    if subcommand == "predict" and not has_output(filled):
+        filled.append(f"--output={out / 'predictions'}")  # else the checkpoint's run folder
     cli = workspace.run(subcommand, filled, out, config)
     if subcommand == "predict":
         assert [p for p in out.rglob("*") if p.is_file()], f"predict wrote nothing in {out}"
@@ -650,6 +658,40 @@ def run_medvision(tokens: list[str], command: DocCommand, workspace: Workspace, 
     stage = "test/" if subcommand == "test" else "val/"
     logged = list(cli.trainer.callback_metrics)
     assert any(key.startswith(stage) for key in logged), f"{subcommand} logged no {stage}: {logged}"
+
+
+def has_output(args: list[str]) -> bool:
+    return any(
+        option_value(args, name) is not None
+        for name in ("--output", "--prediction_writer.output_dir")
+    )
+
+
+def run_from_checkpoint(subcommand: str, args: list[str], workspace: Workspace, out: Path):
+    """``medvision predict`` without ``--config``, or ``medvision export``: CKPT is the best
+    checkpoint of a fit of the run's config the command names (``runs/<config>/...``), else
+    of :data:`CHECKPOINT_ONLY_CONFIG`; DIR holds that config's data. Relative ``--output``
+    files are written into the command's folder."""
+    named = RUN_CHECKPOINT.search(option_value(args, "--ckpt_path") or "")
+    config_name = named.group(1) if named else CHECKPOINT_ONLY_CONFIG
+    config_args = ["--config", str(REPO / "configs" / f"{config_name}.yaml")]
+    kind = workspace.data_kind(workspace.introspect(["fit", *config_args]))
+    filled = [workspace.fill(a, kind, out) for a in strip_option(args, "--ckpt_path")]
+    filled.append(f"--ckpt_path={workspace.checkpoint_of(config_args)}")
+    if subcommand == "export":
+        if option_value(filled, "--format") == "onnx":
+            pytest.importorskip("onnxscript", reason="ONNX export needs the export extra")
+        output = Path(option_value(filled, "--output"))
+        if not output.is_absolute():
+            output = out / output
+            filled = [*strip_option(filled, "--output"), f"--output={output}"]
+        medvision.cli.main(["export", *filled])
+        assert output.is_file() and output.with_name(output.name + ".json").is_file()
+        return
+    if not has_output(filled):
+        filled.append(f"--output={out / 'predictions'}")
+    CLI(args=["predict", *filled, *QUICK_TRAINER])
+    assert [p for p in out.rglob("*") if p.is_file()], f"predict wrote nothing in {out}"
 
 
 def run_module_command(tokens: list[str], command: DocCommand, workspace: Workspace, out: Path):

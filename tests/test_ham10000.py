@@ -190,10 +190,17 @@ def test_predict_scores_at_the_images_own_size_even_with_a_smaller_mask(ham_dir,
     checkpoint = tmp_path / "init.ckpt"
     model = MedVisionCLI(args=args, run=False).model
     torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": "2.6.0"}, checkpoint)
-    main(["predict", *args, f"--ckpt_path={checkpoint}", f"--data.init_args.predict_dir={ham_dir}"])
-    predicted = np.array(
-        Image.open(prediction_folder(tmp_path) / "masks" / f"{row['image_id']}.png")
+    out = f"--prediction_writer.output_dir={tmp_path / 'predictions'}"
+    main(
+        [
+            "predict",
+            *args,
+            f"--ckpt_path={checkpoint}",
+            f"--data.init_args.predict_dir={ham_dir}",
+            out,
+        ]
     )
+    predicted = np.array(Image.open(tmp_path / "predictions/masks" / f"{row['image_id']}.png"))
     assert predicted.shape == (48, 64)  # the image's size, not the model's 32x64
     with open(prediction_folder(tmp_path) / "metrics.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(metadata(ham_dir))

@@ -152,6 +152,7 @@ def test_multilabel_fit_tunes_thresholds_that_test_and_predict_use(nih_dir, tmp_
             *args,
             f"--ckpt_path={best}",
             f"--data.init_args.predict_dir={nih_dir / 'images'}",
+            f"--prediction_writer.output_dir={tmp_path / 'predictions'}",
         ]
     )
     rows = rows_of(prediction_folder(tmp_path) / "predictions.csv")

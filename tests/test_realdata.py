@@ -67,6 +67,7 @@ def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullre
             *common,
             f"--ckpt_path={checkpoint}",
             f"--data.init_args.predict_dir={fullres_dir}",
+            f"--prediction_writer.output_dir={tmp_path / 'predictions'}",
         ]
     )
     masks = sorted((prediction_folder(tmp_path) / "masks").glob("*.png"))

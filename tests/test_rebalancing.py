@@ -193,7 +193,13 @@ def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, ches
     (predict_dir / "broken.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as exit_status:  # the good files predicted, one failed
         main(
-            ["predict", *args, f"--ckpt_path={best}", f"--data.init_args.predict_dir={predict_dir}"]
+            [
+                "predict",
+                *args,
+                f"--ckpt_path={best}",
+                f"--data.init_args.predict_dir={predict_dir}",
+                f"--prediction_writer.output_dir={root / 'predictions'}",
+            ]
         )
     assert exit_status.value.code == 1
     assert "broken.png" in (prediction_folder(root) / "failed.csv").read_text()

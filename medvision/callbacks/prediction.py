@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,13 +12,14 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medvision.callbacks.prediction_output import prediction_root, report_failures
+from medvision.callbacks.prediction_output import prediction_folder, report_failures
 from medvision.callbacks.volumes import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
 from medvision.data.io import binarize_mask, read_image
 from medvision.data.screening import BadFile
-from medvision.files import save_png, write_csv
+from medvision.files import save_png, write_csv, write_text
 from medvision.metrics import binarize, overlap_scores
+from medvision.tta import check_tta
 from medvision.visualize import overlay, to_display
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,8 @@ class SegmentationPredictionWriter(BasePredictionWriter):
 
     For every input ``<stem>.*``: ``masks/<stem>.png`` (0/255) and ``overlays/<stem>.png``
     (prediction tinted red, true outline green when a mask is known), under ``output_dir``
-    (default ``<trainer.default_root_dir>/predictions``). When the inputs have masks,
+    (default: a new ``predictions/<timestamp>`` folder, see :func:`prediction_folder`). When
+    the inputs have masks,
     ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
     resized to the original size before thresholding at ``threshold`` (default: the
     model's). Files are written atomically.
@@ -50,9 +53,16 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self._own_failures: list[BadFile] = []
         self._active = False
         self.failures: list[BadFile] = []
+        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
+        self.root: Path | None = None
 
     def _root(self, trainer: Trainer) -> Path:
-        return prediction_root(self.output_dir, trainer)
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        return self.root
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -80,13 +90,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         """The mask, overlay and metrics row of the ``i``-th image of a batch."""
         path = prediction["path"][i]
         height, width = (int(v) for v in prediction["original_size"][i])
-        probs = F.interpolate(
-            prediction["probs"][i : i + 1].float(),
-            size=(height, width),
-            mode="bilinear",
-            align_corners=False,
-        )
-        pred = binarize(probs, threshold)[0, 0].cpu().numpy()
+        pred = mask_at_size(prediction["probs"][i], (height, width), threshold)
         stem = Path(path).stem
         save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
         truth, row = None, None
@@ -135,8 +139,9 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
     class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
     (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
-    Written atomically under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``)
-    at the end of predict; under DDP each process writes ``predictions.rank<N>.csv``.
+    Written atomically under ``output_dir`` (default: a new ``predictions/<timestamp>``
+    folder, see :func:`prediction_folder`) at the end of predict; under DDP each process
+    writes ``predictions.rank<N>.csv``.
     Input files that failed (the datamodule's ``predict_failures``) have no row: they are
     listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
     """
@@ -146,6 +151,11 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self._rows: list[dict] = []
         self.failures: list[BadFile] = []
+        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
+        self.root: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -180,7 +190,9 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
-        root = prediction_root(self.output_dir, trainer)
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        root = self.root
         self.failures = report_failures(trainer, root, [])
         name = (
             "predictions.csv"
@@ -198,6 +210,34 @@ class ClassificationPredictionWriter(BasePredictionWriter):
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
 
 
+def mask_at_size(probs: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """A predicted mask at an image's original size: probabilities resized, then thresholded.
+
+    Args:
+        probs: Foreground probabilities ``1 x h x w`` at the network's size.
+        size: ``(height, width)`` of the original image.
+        threshold: Foreground where the resized probability is above it.
+
+    Returns:
+        bool ``height x width``.
+    """
+    resized = probabilities_at_size(probs, size)
+    return binarize(resized, threshold)[0, 0].cpu().numpy()
+
+
+def probabilities_at_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Probabilities ``1 x h x w`` resized bilinearly (``align_corners=False``) to ``size``.
+
+    Args:
+        probs: Foreground probabilities ``1 x h x w``.
+        size: ``(height, width)``.
+
+    Returns:
+        float32 ``1 x 1 x height x width``.
+    """
+    return F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)
+
+
 def _joined(names: list[str], chosen: torch.Tensor) -> str:
     """Names where ``chosen`` is true, joined by ``|`` (the NIH label style); ``""`` if none."""
     return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
@@ -208,22 +248,40 @@ class PredictionWriter(BasePredictionWriter):
 
     Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
     metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
-    under ``output_dir`` (default ``<trainer.default_root_dir>/predictions``). ``threshold``
-    overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the model's settings
-    come from its checkpoint in ``predict``, so ``--model.init_args.threshold`` does not apply.
-    Input files that could not be predicted are listed in ``failed.csv`` there and in
-    :attr:`failures` (``medvision predict`` then exits with status 1).
+    under ``output_dir`` (``--output DIR``; default: a new ``predictions/<timestamp>`` folder
+    in the checkpoint's run folder, see :func:`prediction_folder`), with
+    ``prediction_info.json`` (the checkpoint, ``tta``, threshold and the preprocessing used).
+    ``threshold`` overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the
+    model's settings come from its checkpoint in ``predict``, so
+    ``--model.init_args.threshold`` does not apply. ``tta`` (``--tta flip``) averages each
+    prediction with that of the mirrored image (:mod:`medvision.tta`). Input files that could
+    not be predicted are listed in ``failed.csv`` there and in :attr:`failures`
+    (``medvision predict`` then exits with status 1).
     """
 
     def __init__(
-        self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
+        self,
+        output_dir: str | None = None,
+        overlays: bool = True,
+        threshold: float | None = None,
+        tta: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.tta = check_tta(tta)
+        self.threshold = threshold
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.writers = (
             SegmentationPredictionWriter(output_dir, overlays, threshold),
             ClassificationPredictionWriter(output_dir),
             VolumePredictionWriter(output_dir, threshold),
         )
+        self.root: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.predict_tta = self.tta
+        self.root = prediction_folder(self.output_dir, trainer)
+        for writer in self.writers:
+            writer.root = self.root
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
@@ -236,6 +294,24 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
             writer.on_predict_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero and self.root is not None and self.root.is_dir():
+            write_text(
+                self.root / "prediction_info.json", json.dumps(self._info(trainer), indent=1)
+            )
+            log.info("Predictions of this run are in %s", self.root)
+
+    def _info(self, trainer: Trainer) -> dict:
+        """What produced these predictions: checkpoint, options and the preprocessing used."""
+        module = trainer.lightning_module
+        describe = getattr(module, "preprocessing", None)
+        record = describe() if callable(describe) else None
+        checkpoint = trainer.ckpt_path
+        return {
+            "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+            "tta": self.tta,
+            "threshold": self.threshold,
+            "preprocessing": None if record is None else record.to_dict(),
+        }
 
     @property
     def failures(self) -> list[BadFile]:

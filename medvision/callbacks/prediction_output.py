@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -13,9 +14,54 @@ from medvision.files import write_csv
 log = logging.getLogger(__name__)
 
 
-def prediction_root(output_dir: Path | None, trainer: Trainer) -> Path:
-    """Where predictions go: ``output_dir``, else ``<default_root_dir>/predictions``."""
-    return output_dir or Path(trainer.default_root_dir) / "predictions"
+def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+    """The folder a predict run writes into, never one an earlier run wrote into.
+
+    ``output_dir`` when given (it must be missing or empty). Otherwise a new
+    ``predictions/<YYYYmmdd-HHMMSS>`` folder in the checkpoint's run folder (the folder that
+    holds its ``checkpoints/``) or, for a checkpoint elsewhere or none, in
+    ``trainer.default_root_dir``. The folder is made when the first file is written, so a
+    run that fails before leaves nothing behind. Under DDP every process gets rank 0's choice.
+
+    Args:
+        output_dir: The folder asked for, or None.
+        trainer: The predicting trainer (its ``ckpt_path`` and ``default_root_dir``).
+
+    Raises:
+        ValueError: when ``output_dir`` holds files already.
+    """
+    choice, problem = None, None
+    if trainer.is_global_zero:
+        try:
+            choice = str(_new_prediction_folder(output_dir, trainer))
+        except ValueError as error:
+            problem = str(error)
+    choice, problem = trainer.strategy.broadcast((choice, problem))
+    if problem is not None:
+        raise ValueError(problem)
+    return Path(choice)
+
+
+def _new_prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+            raise ValueError(
+                f"output folder {output_dir} is not empty: predict never mixes its results with "
+                "an earlier run's. Give a new or empty folder (--output DIR), or leave it out "
+                "for a new predictions/<timestamp> folder in the checkpoint's run folder."
+            )
+        return output_dir
+    base = Path(trainer.default_root_dir)
+    checkpoint = trainer.ckpt_path
+    if checkpoint and Path(checkpoint).parent.name == "checkpoints":
+        base = Path(checkpoint).parent.parent
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, count = base / "predictions" / stamp, 1
+    while folder.exists():  # two runs in the same second
+        count += 1
+        folder = base / "predictions" / f"{stamp}-{count}"
+    return folder
 
 
 def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medvision.callbacks.prediction_output import prediction_root, report_failures
+from medvision.callbacks.prediction_output import prediction_folder, report_failures
 from medvision.data.nifti import nifti_stem, write_predicted_volume
 from medvision.data.screening import BadFile
 from medvision.metrics import binarize
@@ -29,7 +29,8 @@ class VolumePredictionWriter(BasePredictionWriter):
     thresholded at ``threshold`` (default: the model's); when a volume's last slice is in, the
     mask volume (uint8 0/1) is written with the INPUT file's affine and shape (see
     :func:`~medvision.data.nifti.write_predicted_volume`), atomically, and its slices are freed.
-    ``output_dir`` defaults to ``<trainer.default_root_dir>/predictions``.
+    ``output_dir`` as :func:`~medvision.callbacks.prediction_output.prediction_folder` says
+    (:class:`~medvision.callbacks.PredictionWriter` hands its folder over as :attr:`root`).
 
     Batches without ``volume_path`` are ignored. Volumes that could not be written, or that
     did not get all their slices, are listed in ``failed.csv`` with the datamodule's
@@ -46,6 +47,12 @@ class VolumePredictionWriter(BasePredictionWriter):
         self._own_failures: list[BadFile] = []
         self.written: list[Path] = []
         self.failures: list[BadFile] = []
+        self.root: Path | None = None
+
+    def _root(self, trainer: Trainer) -> Path:
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        return self.root
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._pending, self._expected = {}, {}
@@ -80,7 +87,7 @@ class VolumePredictionWriter(BasePredictionWriter):
 
     def _write(self, trainer: Trainer, volume: str, axis: int) -> None:
         slices = self._pending.pop(volume)
-        path = prediction_root(self.output_dir, trainer) / f"{nifti_stem(volume)}.nii.gz"
+        path = self._root(trainer) / f"{nifti_stem(volume)}.nii.gz"
         try:
             write_predicted_volume(path, [slices[k] for k in sorted(slices)], axis, volume)
         except (ValueError, OSError) as exc:  # this volume fails; the others go on
@@ -99,7 +106,7 @@ class VolumePredictionWriter(BasePredictionWriter):
                 )
             )
         self._pending = {}
-        root = prediction_root(self.output_dir, trainer)
+        root = self._root(trainer)
         self.failures = report_failures(trainer, root, self._own_failures)
         if self.written:
             log.info("%d predicted mask volumes written to %s", len(self.written), root)

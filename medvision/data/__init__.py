@@ -9,6 +9,7 @@ _WHERE = {
     "CheXpertDataModule": "chexpert",
     "ChestXrayDataModule": "chest_xray",
     "HAM10000DataModule": "ham10000",
+    "ImageFolderPredictDataModule": "predict_folder",
     "LungCTDataModule": "lung_ct",
     "NIHChestXray14DataModule": "nih_chestxray14",
     "SyntheticChestXrayDataModule": "chest_xray",

@@ -20,7 +20,7 @@ from medvision.data.screening import (
     problem_report,
     scan_files,
 )
-from medvision.data.transforms import BatchSegmentationAugmentation
+from medvision.data.transforms import BatchSegmentationAugmentation, as_hw
 from medvision.files import write_csv
 from medvision.runs import run_folder
 
@@ -129,6 +129,23 @@ class MedVisionDataModule(L.LightningDataModule):
     def known_counts(self) -> dict[str, int]:
         """Multi-label: training images whose label is known (not ignored), per label."""
         return _known_after_setup(self._known_counts, "known_counts")
+
+    def describe_input(self) -> dict:
+        """How this datamodule turns a file into a sample: what a checkpoint must record.
+
+        Read by the model when it saves a checkpoint (see :mod:`medvision.preprocessing`).
+        Returns ``image_size`` (``[height, width]``), ``in_channels``, ``intensity_window``
+        (``[low, high]``, or None for per-image min-max scaling), ``class_names`` and
+        ``lesion_focus`` (None unless images are cropped to a lesion first).
+        """
+        window = getattr(self, "intensity_window", None)
+        return {
+            "image_size": list(as_hw(self.image_size)),
+            "in_channels": int(self.in_channels),
+            "intensity_window": None if window is None else [float(v) for v in window],
+            "class_names": [str(name) for name in self.class_names],
+            "lesion_focus": None,
+        }
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":

@@ -189,6 +189,13 @@ class HAM10000DataModule(MedVisionDataModule):
             return list(self.diagnoses)
         return sorted(set(self.label_map.values()))
 
+    def describe_input(self) -> dict:
+        """:meth:`MedVisionDataModule.describe_input`, with ``lesion_focus`` when it is on."""
+        described = super().describe_input()
+        if self.focus is not None:
+            described["lesion_focus"] = {"mode": self.focus.mode, "margin": self.focus.margin}
+        return described
+
     def label_of(self, dx: str) -> int:
         """Class index of a diagnosis code, through ``label_map`` when given."""
         name = dx if self.label_map is None else self.label_map[dx]

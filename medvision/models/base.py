@@ -13,6 +13,8 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from medvision.preprocessing import FORMAT_VERSION, RECORD_KEY, Preprocessing
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,63 @@ class MedVisionModule(LightningModule):
         self.channels_last = channels_last
         self.compile_options = _compile_options(compile)
         self._memory_format = torch.contiguous_format
+
+    #: State-dict key prefixes used in training only (a GAN's networks): a checkpoint records
+    #: them, and a module without those keys (the plain predictor) loads it without them.
+    training_only_state: tuple[str, ...] = ()
+    #: Test-time augmentation of ``predict_step`` (:data:`medvision.tta.TTA_NAMES`, or None);
+    #: ``medvision predict --tta NAME`` sets it through the prediction writer.
+    predict_tta: str | None = None
+
+    def describe_output(self) -> dict:
+        """The model's side of the preprocessing record (:mod:`medvision.preprocessing`).
+
+        Returns:
+            ``task``, the network to rebuild (``network``) and what turns outputs into results
+            (``mask_threshold``; ``multilabel``, ``thresholds``, ``mean``/``std``).
+        """
+        raise NotImplementedError
+
+    def preprocessing(self) -> Preprocessing | None:
+        """This model's :class:`~medvision.preprocessing.Preprocessing` with its trainer's data.
+
+        The datamodule describes the input side (its ``describe_input()``), the model the rest.
+        None when the model has no trainer or its datamodule cannot describe its input.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None)
+        describe = getattr(datamodule, "describe_input", None)
+        if describe is None:
+            return None
+        record = {**describe(), **self.describe_output(), "version": FORMAT_VERSION}
+        return Preprocessing.from_dict(record, type(self).__name__)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Write the preprocessing record into ``checkpoint["medvision"]`` (and what is
+        training-only); without a describing datamodule, warn once and write none."""
+        record = self.preprocessing()
+        if record is None:
+            if not getattr(self, "_warned_no_record", False):
+                log.warning(
+                    "The checkpoint gets no preprocessing record: the datamodule has no "
+                    "describe_input(). Predict it with its config (--config)."
+                )
+                self._warned_no_record = True
+            return
+        entry = checkpoint.setdefault(RECORD_KEY, {})
+        entry["preprocessing"] = record.to_dict()
+        if self.training_only_state:
+            entry["training_only"] = list(self.training_only_state)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Leave out the checkpoint's training-only weights that this module does not have
+        (a rebalancer's GAN, when its classifier is loaded to predict)."""
+        prefixes = tuple(checkpoint.get(RECORD_KEY, {}).get("training_only", ()))
+        state = checkpoint.get("state_dict")
+        if not prefixes or state is None:
+            return
+        own = self.state_dict().keys()
+        for key in [k for k in state if k.startswith(prefixes) and k not in own]:
+            del state[key]
 
     def networks(self) -> list[nn.Module]:
         """The networks that ``channels_last`` and ``compile`` apply to (default: ``net``)."""

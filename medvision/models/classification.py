@@ -26,6 +26,7 @@ from medvision.metrics import (
 from medvision.models.base import MedVisionModule
 from medvision.models.weights import explain_download_failure, load_pretrained_weights
 from medvision.steps import EveryNSteps, read_interval
+from medvision.tta import tta_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class ClassificationModule(MedVisionModule):
         self.net = create_classification_net(
             model_name, pretrained, in_channels, num_classes, **(model_kwargs or {})
         )
+        self._network_args = {"model_name": model_name, "model_kwargs": model_kwargs}
         if pretrained_weights is not None:
             load_pretrained_weights(self.net, pretrained_weights)
         mean, std = _input_stats(self.net, in_channels)
@@ -248,9 +250,33 @@ class ClassificationModule(MedVisionModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {k: v for k, v in batch.items() if k not in ("image", "features")}
-        logits = self.logits(batch)
-        output["class_probs"] = logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+        output["class_probs"] = tta_probabilities(
+            lambda image: self.probabilities(self.logits({"image": image})),
+            batch["image"],
+            self.predict_tta,
+            spatial=False,
+        )
         return output
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of logits ``N x K``: sigmoid (multi-label) or softmax."""
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+
+    def describe_output(self) -> dict:
+        """Classification: classes, thresholds, mean/std and the network to rebuild (see
+        :mod:`medvision.preprocessing`); the thresholds as tuned so far."""
+        return {
+            "task": "classification",
+            "class_names": list(self.class_names),
+            "multilabel": self.multilabel,
+            "thresholds": self.thresholds.tolist() if self.multilabel else None,
+            "mean": self.input_mean.flatten().tolist(),
+            "std": self.input_std.flatten().tolist(),
+            "network": {
+                "class_path": "medvision.models.ClassificationModule",
+                "init_args": {**self._network_args, "multilabel": self.multilabel},
+            },
+        }
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = getattr(self, f"{stage}_metrics")
@@ -294,6 +320,7 @@ class ClassificationModule(MedVisionModule):
         return [ClassificationTestReport()]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         trained = checkpoint.get("hyper_parameters", {}).get("class_names")
         if trained is not None and list(trained) != self.class_names:
             raise ValueError(

@@ -174,6 +174,9 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
         #: generated features per class in the last rebalanced epoch
         self.generated_per_class = torch.zeros(self.num_classes, dtype=torch.long)
 
+    #: the GAN and its feature scaling: not needed to predict from images
+    training_only_state = ("generator.", "discriminator.", "feature_low", "feature_high")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

@@ -15,6 +15,7 @@ from medvision.metrics import segmentation_metrics
 from medvision.models.base import MedVisionModule
 from medvision.models.nets.fcn import FCN
 from medvision.models.weights import explain_download_failure
+from medvision.tta import tta_probabilities
 
 
 def create_segmentation_net(
@@ -123,6 +124,7 @@ class SegmentationModule(MedVisionModule):
         self.net = create_segmentation_net(
             arch, encoder_name, encoder_weights, in_channels, num_classes, **(arch_kwargs or {})
         )
+        self._network_args = dict(arch=arch, encoder_name=encoder_name, arch_kwargs=arch_kwargs)
         self.loss = build_loss(loss)
         self.threshold = threshold
         metrics = segmentation_metrics(threshold, jaccard_floor)
@@ -150,5 +152,18 @@ class SegmentationModule(MedVisionModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
-        output["probs"] = self(batch["image"]).sigmoid()
+        output["probs"] = tta_probabilities(
+            lambda image: self(image).sigmoid(), batch["image"], self.predict_tta, spatial=True
+        )
         return output
+
+    def describe_output(self) -> dict:
+        """Segmentation, the threshold, and the network (see :mod:`medvision.preprocessing`)."""
+        return {
+            "task": "segmentation",
+            "mask_threshold": float(self.threshold),
+            "network": {
+                "class_path": "medvision.models.SegmentationModule",
+                "init_args": dict(self._network_args),
+            },
+        }

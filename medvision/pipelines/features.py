@@ -119,6 +119,11 @@ class FeatureDataModule(MedVisionDataModule):
     def in_channels(self) -> int:
         return self.data.in_channels
 
+    def describe_input(self) -> dict:
+        """The image datamodule's :meth:`~MedVisionDataModule.describe_input`: a head trained on
+        features predicts from images through the whole classifier."""
+        return self.data.describe_input()
+
     @property
     def feature_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of the classifier's feature maps at the image datamodule's size."""
