@@ -69,8 +69,8 @@ class ChestXrayDataModule(MedVisionDataModule):
             crop) or ``strong`` (``basic`` plus photometric changes and dropout).
         merge_val_into_train: Move ``val/`` into train and carve validation from the whole,
             as the chest X-ray study did.
-        val_fraction: Fraction of train carved out for validation when ``val/`` is absent or
-            merged, stratified by class.
+        val_fraction: Fraction of train carved out for validation, stratified by class, when
+            no ``val/`` folder validates (absent, merged, or the test split).
         test_split: The split folder used as the test set: ``test``, or ``val`` to keep the
             given ``val/`` folder untouched for testing (validation is then carved from train).
         seed: Seed of the carved validation split and of the augmentation.

@@ -211,10 +211,10 @@ class LungCTDataModule(MedVisionDataModule):
 class SyntheticLungCTDataModule(LungCTDataModule):
     """:class:`LungCTDataModule` on phantom slices that it writes to ``data_dir`` if absent.
 
-    For the quickstart and tests: deterministic CT-like slices (see
-    :func:`~medvision.data.synthetic.write_lung_ct`) in the Kaggle layout. An existing
-    ``data_dir/2d_images`` is used as it is, never overwritten. The other arguments are
-    :class:`LungCTDataModule`'s.
+    For the quickstart and tests: deterministic CT-like slices in the Kaggle layout, made by
+    the function :func:`~medvision.data.synthetic.write_lung_ct`. An existing
+    ``data_dir/2d_images`` is used as it is, never overwritten. The other arguments are those
+    of :class:`LungCTDataModule`.
 
     Args:
         num_slices: How many slices (image and mask pairs) to write.
