@@ -44,7 +44,7 @@ LIMIT_KEYS = (
 class Runs:
     """Where this command writes, and whether a stopped ``fit`` is resumed in its own folder.
 
-    Args:
+    Attributes:
         folder: The run folder; None: the command decides, as predict does.
         resumed: True when ``fit --ckpt_path last`` continues in the folder of ``last.ckpt``.
     """
