@@ -39,6 +39,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     call, an arbitrary class) raises :class:`UnsafeCheckpointError` naming the file. A file
     that is not a complete PyTorch archive (truncated by a crash, or not a checkpoint at all)
     raises ``ValueError`` naming it.
+
+    Args:
+        path: The ``.ckpt``/``.pt`` file; a missing one raises ``FileNotFoundError``.
+        map_location: Where tensors go, as for ``torch.load`` (``"cpu"``, a device, a mapping).
+        mmap: Memory-map the file instead of reading it whole (large weight files).
+
+    Returns:
+        What the file holds: a Lightning checkpoint dict or a state dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,7 +107,11 @@ def _is_local(path: str | Path) -> bool:
 
 
 def use_atomic_checkpoints(trainer: Trainer) -> None:
-    """Give ``trainer`` an :class:`AtomicCheckpointIO` unless it was given another checkpoint IO."""
+    """Give ``trainer`` an :class:`AtomicCheckpointIO` unless it was given another checkpoint IO.
+
+    Args:
+        trainer: A trainer just built; its strategy's ``checkpoint_io`` is replaced in place.
+    """
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
@@ -111,8 +123,15 @@ class LastCheckpoint(ModelCheckpoint):
     when that is above 0 (long epochs), and when the run is stopped by SIGTERM (cluster
     preemption, ``kill``) or Ctrl-C, after the batch in progress (unless
     :class:`~medvision.callbacks.NonFiniteGuard` finds a non-finite step before it). Resume with
-    ``medvision fit --config ... --ckpt_path last``. Other arguments are ``ModelCheckpoint``'s;
-    it never monitors a metric (keep a separate ``ModelCheckpoint`` for the best model).
+    ``medvision fit --config ... --ckpt_path last``. It never monitors a metric (keep a
+    separate ``ModelCheckpoint`` for the best model).
+
+    Args:
+        dirpath: The checkpoint folder; None: the run folder's ``checkpoints/``, as
+            ``ModelCheckpoint`` chooses it.
+        filename: The checkpoint's name without ``.ckpt``.
+        every_n_train_steps: Also save every this many optimizer steps; 0: at epoch ends (and
+            on SIGTERM/Ctrl-C) only.
     """
 
     def __init__(

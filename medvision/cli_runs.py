@@ -42,8 +42,12 @@ LIMIT_KEYS = (
 
 @dataclass
 class Runs:
-    """Where this command writes: ``folder`` (None: the command decides, as predict does) and
-    whether a stopped ``fit`` is resumed in its own folder."""
+    """Where this command writes, and whether a stopped ``fit`` is resumed in its own folder.
+
+    Attributes:
+        folder: The run folder; None: the command decides, as predict does.
+        resumed: True when ``fit --ckpt_path last`` continues in the folder of ``last.ckpt``.
+    """
 
     folder: Path | None
     resumed: bool = False

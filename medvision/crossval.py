@@ -71,7 +71,14 @@ def _in_process_cli() -> Iterator[None]:
 
 
 def parse_fit_config(fit_args: Sequence[str]) -> Namespace:
-    """The resolved configuration ``medvision fit <fit_args>`` would run, with nothing built."""
+    """The resolved configuration ``medvision fit <fit_args>`` would run, with nothing built.
+
+    Args:
+        fit_args: The ``medvision fit`` arguments (``--config``, ``--data...``), without ``fit``.
+
+    Returns:
+        The parsed ``fit`` config (a jsonargparse ``Namespace``).
+    """
     try:
         with _in_process_cli():
             _ParseOnlyCLI(args=["fit", *fit_args])
@@ -81,7 +88,13 @@ def parse_fit_config(fit_args: Sequence[str]) -> Namespace:
 
 
 def check_fold_support(config: Namespace) -> None:
-    """Raise if the configured datamodule cannot select a fold (no ``num_folds``/``fold``)."""
+    """Raise if the configured datamodule cannot select a fold (no ``num_folds``/``fold``).
+
+    Also refuses a checkpoint callback with a fixed ``dirpath``, which every fold would share.
+
+    Args:
+        config: The parsed ``fit`` config (see :func:`parse_fit_config`).
+    """
     data = config.get("data")
     if data is None:
         raise ValueError("no datamodule configured: give --config with a data section")
@@ -105,7 +118,12 @@ def check_fold_support(config: Namespace) -> None:
 
 
 def experiment_name(fit_args: Sequence[str], output: Path) -> str:
-    """The stem of the first ``--config`` file (``unet_lung``), else the output folder's name."""
+    """The stem of the first ``--config`` file (``unet_lung``), else the output folder's name.
+
+    Args:
+        fit_args: The ``medvision fit`` arguments.
+        output: The study's output folder.
+    """
     for i, arg in enumerate(fit_args):
         if arg in ("--config", "-c") and i + 1 < len(fit_args):
             return Path(fit_args[i + 1]).stem
@@ -140,7 +158,14 @@ def logger_args(config: Namespace, fold: int, group: str) -> list[str]:
 
 
 def best_checkpoint(trainer: Trainer) -> str:
-    """The best checkpoint of the first monitored ``ModelCheckpoint``; else the last, warned."""
+    """The best checkpoint of the first monitored ``ModelCheckpoint``; else the last, warned.
+
+    Args:
+        trainer: The fold's trainer after ``fit``.
+
+    Returns:
+        The checkpoint's path. No checkpoint at all raises ``RuntimeError``.
+    """
     callbacks = trainer.checkpoint_callbacks
     for callback in callbacks:
         if callback.monitor is not None and callback.best_model_path:
@@ -165,7 +190,20 @@ def run_fold(
 ) -> dict:
     """Train and test fold ``fold`` of ``folds`` in ``output/fold_<fold>``; its result dict.
 
-    An existing ``fold_result.json`` of the same number of folds is returned without running.
+    An existing ``fold_result.json`` of the same number of folds is returned without running;
+    one of another number of folds raises ``ValueError``.
+
+    Args:
+        fit_args: The ``medvision fit`` arguments shared by every fold.
+        config: Their parsed config (for the loggers, see :func:`logger_args`).
+        fold: The fold to run, 0-based.
+        folds: The number of folds.
+        output: The study's folder.
+        group: The experiment's name (the W&B group).
+
+    Returns:
+        ``{"fold", "num_folds", "checkpoint", "log_dir", "metrics"}``, paths relative to the
+        fold's folder and ``metrics`` the ``test/*`` values.
     """
     fold_dir = output / f"fold_{fold}"
     result_path = fold_dir / FOLD_RESULT
@@ -213,6 +251,12 @@ def summarize(fold_metrics: Sequence[dict[str, float]]) -> list[dict]:
     """Per metric (sorted): ``mean``, sample ``std`` (n - 1) and ``fold_<i>`` values.
 
     A metric missing from a fold counts as NaN there, which makes its mean and std NaN.
+
+    Args:
+        fold_metrics: Each fold's ``{metric: value}``, in fold order (at least two).
+
+    Returns:
+        One row per metric: ``{"metric", "mean", "std", "fold_0", ...}``.
     """
     keys = sorted(set().union(*fold_metrics))
     rows = []
@@ -225,7 +269,12 @@ def summarize(fold_metrics: Sequence[dict[str, float]]) -> list[dict]:
 
 
 def format_summary(rows: Sequence[dict], markdown: bool = False) -> str:
-    """The summary rows as a table: metric | mean ± std | one column per fold."""
+    """The summary rows as a table: metric | mean ± std | one column per fold.
+
+    Args:
+        rows: The rows of :func:`summarize`.
+        markdown: A Markdown table instead of space-aligned plain text.
+    """
     folds = [key for key in rows[0] if key.startswith("fold_")]
     header = ["metric", "mean ± std", *folds]
     body = [
@@ -243,7 +292,16 @@ def format_summary(rows: Sequence[dict], markdown: bool = False) -> str:
 
 
 def write_summary(output: Path, rows: Sequence[dict], name: str) -> tuple[Path, Path]:
-    """Write ``cv_summary.csv`` (full precision) and ``cv_summary.md`` atomically."""
+    """Write ``cv_summary.csv`` (full precision) and ``cv_summary.md`` atomically.
+
+    Args:
+        output: The study's folder.
+        rows: The rows of :func:`summarize`.
+        name: The experiment's name, the Markdown page's title.
+
+    Returns:
+        The paths of the CSV and Markdown files.
+    """
     csv_path, md_path = output / SUMMARY_CSV, output / SUMMARY_MD
     write_csv(csv_path, list(rows))
     folds = sum(key.startswith("fold_") for key in rows[0])
@@ -261,9 +319,15 @@ def cross_validate(
 ) -> list[dict]:
     """Run (or resume) ``folds``-fold cross-validation of ``medvision fit <fit_args>``.
 
-    ``output`` defaults to ``<trainer.default_root_dir>/cv``, ``name`` (the W&B group) to the
-    first config file's stem. Returns the rows of :func:`summarize`, also written to
-    ``<output>/cv_summary.csv`` and ``.md``.
+    Args:
+        fit_args: The ``medvision fit`` arguments; the datamodule must take ``num_folds`` and
+            ``fold``.
+        folds: The number of folds, at least 2.
+        output: The study's folder; None: ``<trainer.default_root_dir>/cv``.
+        name: The experiment's name, the W&B group; None: the first config file's stem.
+
+    Returns:
+        The rows of :func:`summarize`, also written to ``<output>/cv_summary.csv`` and ``.md``.
     """
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
@@ -283,6 +347,9 @@ def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``medvision-cv``: ``--folds K [--output DIR] [--name N]`` + fit arguments.
 
     Every argument this command does not know is passed to ``medvision fit`` unchanged.
+
+    Args:
+        args: The command line without the program name; None: ``sys.argv[1:]``.
     """
     parser = argparse.ArgumentParser(
         prog="medvision-cv",

@@ -32,9 +32,18 @@ def wandb_api_key_configured() -> bool:
 class WandbLogger(_LightningWandbLogger):
     """Lightning's ``WandbLogger``, offline when no API key is configured.
 
-    ``offline=None`` (default) decides from the environment: online with ``WANDB_API_KEY`` or a
-    ``wandb login`` netrc entry, offline otherwise (also when ``WANDB_MODE=offline``). Offline runs
-    are written under ``save_dir`` and the command to upload them is logged at the end.
+    Offline runs are written under ``save_dir`` and the command to upload them is logged at
+    the end. Further keyword arguments go to Lightning's ``WandbLogger`` (and ``wandb.init``).
+
+    Args:
+        project: The W&B project.
+        save_dir: Folder for W&B's local files (made if missing).
+        name: The run's display name; null: W&B picks one.
+        group: The W&B group (e.g. the folds of one cross-validation).
+        offline: True: log offline; False: online; null: online with ``WANDB_API_KEY`` or a
+            ``wandb login`` netrc entry, offline otherwise (also when ``WANDB_MODE=offline``).
+        log_model: Upload checkpoints as W&B artifacts: False, True (at the end) or ``all``
+            (as they are saved), as in Lightning.
     """
 
     def __init__(

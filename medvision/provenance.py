@@ -32,6 +32,9 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     """Installed version of each distribution in ``names``; None when it is not installed.
 
     torch's is ``torch.__version__``, which also names its build (``2.6.0+cu124``).
+
+    Args:
+        names: Distribution names as pip knows them (default :data:`PACKAGES`).
     """
     versions = {}
     for name in names:
@@ -43,8 +46,15 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 
 def git_revision(folder: str | Path | None = None) -> dict[str, object] | None:
-    """``{"commit", "dirty"}`` of the git checkout holding ``folder`` (default: medvision's
-    source), or None when it is not in a git checkout or git is not installed."""
+    """``{"commit", "dirty"}`` of the git checkout holding ``folder``.
+
+    Args:
+        folder: A folder inside the checkout; None: medvision's source folder.
+
+    Returns:
+        ``{"commit": sha, "dirty": bool}`` (``dirty``: tracked files changed), or None when
+        ``folder`` is not in a git checkout or git is not installed.
+    """
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
 
     def git(*args: str) -> str:

@@ -20,6 +20,10 @@ class ValidationOverlays(Callback):
     Saved as ``overlays/val_epoch<NNN>.png`` in the run folder (see :func:`run_folder`), and
     logged to W&B as ``val/overlays`` when a ``WandbLogger`` is attached. Uses the first
     validation batch.
+
+    Args:
+        num_images: How many images of the first validation batch to draw, one row each
+            (fewer when the batch is smaller).
     """
 
     def __init__(self, num_images: int = 4) -> None:

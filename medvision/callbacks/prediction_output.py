@@ -68,7 +68,16 @@ def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[Ba
     """The datamodule's ``predict_failures`` plus ``own``, written to ``root/failed.csv``.
 
     Without failures a ``failed.csv`` left by an earlier run in ``root`` is removed, so the
-    folder never lists files that this run predicted. Returns the failures.
+    folder never lists files that this run predicted. Under DDP each process writes its own
+    ``failed.rank<N>.csv``.
+
+    Args:
+        trainer: The predicting trainer (its datamodule's ``predict_failures``, its rank).
+        root: The prediction folder (see :func:`prediction_folder`).
+        own: The failures the caller found itself (files the writer could not write).
+
+    Returns:
+        Every failure, the datamodule's first.
     """
     failures = [*getattr(trainer.datamodule, "predict_failures", ()), *own]
     name = "failed.csv" if trainer.world_size == 1 else f"failed.rank{trainer.global_rank}.csv"

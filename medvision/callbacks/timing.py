@@ -21,7 +21,11 @@ class EpochTimer(Callback):
     timer stopped in ``on_train_epoch_end`` would leave the saving out.) CPU time is this
     process's, all threads; loader workers are other processes and not counted. After each
     epoch ``epoch_times.json`` (``[{"epoch", "wall_s", "cpu_s"}, ...]``) is rewritten,
-    atomically, in the run folder (see :func:`run_folder`) or at ``output``.
+    atomically, in the run folder (see :func:`run_folder`).
+
+    Args:
+        output: Where to write the JSON instead of ``<run folder>/epoch_times.json``; None for
+            the run folder.
     """
 
     def __init__(self, output: str | Path | None = None) -> None:

@@ -46,27 +46,46 @@ class ChestXrayDataModule(MedVisionDataModule):
     (``check_images``); all unreadable ones are reported together, or left out with
     ``bad_files: exclude`` (see :class:`~medvision.data.datamodule.MedVisionDataModule`).
 
-    Splits:
-        ``train`` is the ``train/`` folder. The test set is the folder named ``test_split``
-        (``test`` by default; ``val`` turns the given ``val/`` folder into an untouched test
-        set), and there is none when that folder does not exist. Validation is the ``val/``
-        folder if present and not used otherwise; else a stratified ``val_fraction`` of train.
-        ``merge_val_into_train`` moves ``val/`` into train first and re-splits it, as the chest
-        X-ray study did. ``group_pattern`` (a regex whose first group is the patient in a file
-        name, e.g. ``^(\\d{8})_`` for NIH names) keeps each patient's images on one side of
-        that carved split; a patient counts as their most frequent class.
-
-    ``class_names`` fixes the classes and their order (indices); by default they are read from
-    the folders. Give them to ``predict`` on a machine without the training folders.
-
-    ``sampler: weighted`` draws training images so that every class is equally frequent (see
-    :class:`~medvision.data.samplers.WeightedClassSampler`; it works under DDP).
-    ``class_counts`` (training images per class) is known after ``setup``.
+    Splits: ``train`` is the ``train/`` folder. The test set is the folder named
+    ``test_split``; there is none when that folder does not exist. Validation is the ``val/``
+    folder if present and not used otherwise; else a stratified ``val_fraction`` of train
+    (each ``group_pattern`` group kept on one side; a patient counts as their most frequent
+    class). ``class_counts`` (training images per class) is known after ``setup``.
 
     ``medvision predict`` reads ``predict_dir``: class subfolders (their names must be known
     classes; the true class is then reported beside the prediction) or loose images, searched
     recursively. A file that cannot be read (or, among loose images, is not an image) is left
-    out and reported; the others are predicted.
+    out and reported; the others are predicted. ``batch_size``, ``num_workers`` and
+    ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+
+    Args:
+        data_dir: The folder holding ``train/`` (required), ``val/`` and ``test/``, each with
+            one subfolder per class.
+        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
+            in pixels.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (RGB, for ImageNet
+            encoders); every file is converted to it.
+        augmentation: Training augmentation: ``none``, ``basic`` (flip, rotation, resized
+            crop) or ``strong`` (``basic`` plus photometric changes and dropout).
+        merge_val_into_train: Move ``val/`` into train and carve validation from the whole,
+            as the chest X-ray study did.
+        val_fraction: Fraction of train carved out for validation, stratified by class, when
+            no ``val/`` folder validates (absent, merged, or the test split).
+        test_split: The split folder used as the test set: ``test``, or ``val`` to keep the
+            given ``val/`` folder untouched for testing (validation is then carved from train).
+        seed: Seed of the carved validation split and of the augmentation.
+        sampler: ``weighted`` draws training images so that every class is equally frequent
+            (see :class:`~medvision.data.samplers.WeightedClassSampler`; works under DDP);
+            ``none`` shuffles.
+        class_names: The classes and their order (indices); null: the sorted class folder
+            names. Give them to ``predict`` on a machine without the training folders.
+        group_pattern: A regex whose first group is the patient in a file name (e.g.
+            ``^(\\d{8})_`` for NIH names), keeping each patient's images on one side of the
+            carved validation split; null: images are independent.
+        check_images: Decode every image once in ``setup`` and report all unreadable ones
+            before training.
+        predict_dir: Folder for ``medvision predict``: class subfolders (scored against their
+            class) or loose images, searched recursively.
     """
 
     split_dirnames = ("train", "val", "test")
@@ -254,7 +273,12 @@ class SyntheticChestXrayDataModule(ChestXrayDataModule):
     For the quickstart and tests: four deliberately imbalanced classes (COVID19, NORMAL,
     PNEUMONIA, TUBERCULOSIS) in ``train/``, ``val/`` and ``test/``, as mixed png/jpg files of
     mixed sizes and modes (see :func:`~medvision.data.synthetic.write_chest_xray`). Not real
-    data. An existing ``data_dir/train`` is used as it is, never overwritten.
+    data. An existing ``data_dir/train`` is used as it is, never overwritten. The other
+    arguments are :class:`ChestXrayDataModule`'s.
+
+    Args:
+        scale: Multiplies the images per split and class (``CHEST_XRAY_COUNTS``; at least 1).
+        image_px: Nominal side of the written images in pixels (90-130% wide, 90-120% high).
     """
 
     def __init__(self, *args, scale: float = 1.0, image_px: int = 64, **kwargs) -> None:
@@ -284,13 +308,26 @@ def _visible_subdirs(folder: Path) -> list[Path]:
 
 
 def group_of(path: Path, pattern: re.Pattern) -> str:
-    """The first capture of ``pattern`` in the file name (a patient id), else the name itself."""
+    """The first capture of ``pattern`` in the file name (a patient id), else the name itself.
+
+    Args:
+        path: An image file.
+        pattern: A compiled regex with at least one group.
+    """
     match = pattern.search(path.name)
     return match.group(1) if match else path.name
 
 
 def find_class_names(split_dirs: dict[str, Path]) -> list[str]:
-    """Sorted class folder names; an error names any split folder lacking one of them."""
+    """Sorted class folder names; an error names any split folder lacking one of them.
+
+    Args:
+        split_dirs: Split name (``train``, ``val``, ``test``) -> its folder; ``train`` must be
+            there.
+
+    Returns:
+        The union of the class folder names, sorted.
+    """
     per_split = {name: {p.name for p in _visible_subdirs(d)} for name, d in split_dirs.items()}
     classes = sorted(set().union(*per_split.values()))
     if not classes:
@@ -320,7 +357,13 @@ def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def list_images_recursive(folder: Path) -> list[Path]:
-    """Image files under ``folder`` at any depth, sorted; an error names any non-image file."""
+    """Image files under ``folder`` at any depth, sorted; an error names any non-image file.
+
+    Hidden files and folders (names starting with ``.``) are ignored.
+
+    Args:
+        folder: The folder to search.
+    """
     files, strangers = _files_under(folder)
     if strangers:
         raise ValueError(
@@ -338,7 +381,15 @@ def list_labelled_images(
 ) -> tuple[list[Path], list[int]]:
     """Image paths and class indices of ``split_dir/<CLASS>/**``; empty class folders are errors.
 
-    With ``partial``, class folders may be missing (predict folders need not hold every class).
+    A file directly in ``split_dir`` (outside a class folder) is an error.
+
+    Args:
+        split_dir: A split folder with one subfolder per class.
+        class_names: The classes; a class's index in this list is its label.
+        partial: Allow missing class folders (predict folders need not hold every class).
+
+    Returns:
+        ``(paths, labels)``: the images, sorted per class, and their class indices.
     """
     loose = [str(p) for p in split_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
     if loose:

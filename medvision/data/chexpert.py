@@ -41,27 +41,47 @@ _PATIENT = re.compile(r"(patient\d+)")
 class CheXpertDataModule(MedVisionDataModule):
     """CheXpert as multi-label (``mode: multilabel``) or single-label (``mode: multiclass``).
 
-    ``multilabel``: targets for ``labels`` (default the 5 competition observations). Uncertain
-    labels (-1) become 1 (``uncertainty: ones``, U-Ones), 0 (``zeros``) or are left out of loss
-    and metrics (``ignore``); a mapping gives a policy per label, e.g. ``{Atelectasis: ones,
-    Cardiomegaly: zeros}`` (labels not named use ``zeros``). Blank cells become 0
-    (``blank: zeros``) or are left out (``ignore``). Samples carry ``label`` (float32 K) and
-    ``label_mask`` (1 where known).
+    ``multilabel``: targets for ``labels``, with the ``uncertainty`` and ``blank`` policies
+    applied. Samples carry ``label`` (float32 K) and ``label_mask`` (1 where known).
 
     ``multiclass`` (the GAN study's setup): keep the images with exactly one positive among
     ``labels`` (its 6: Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion,
     No Finding), optionally a seeded random ``max_per_class`` per class; ``label`` is the class
     index (in the order of ``labels``).
 
-    ``frontal_only`` drops lateral views. ``train.csv`` is split by patient into train and
-    validation (``val_fraction``); ``valid.csv`` (other patients) is the test set.
+    ``train.csv`` is split by patient into train and validation (``val_fraction``);
+    ``valid.csv`` (other patients) is the test set.
 
     A row whose image is missing, whose ``Path`` has no ``patientNNNNN`` folder or whose label
     cell is not 1, 0, -1 or blank is a problem, and so is an image that cannot be decoded
     (``check_images``, for the images used). All problems are reported in one error, or those
     rows left out with ``bad_files: exclude`` (see
     :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable image is
-    left out and reported; the others are predicted.
+    left out and reported; the others are predicted. ``batch_size``, ``num_workers`` and
+    ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+
+    Args:
+        data_dir: The release folder, the one holding ``train.csv`` and ``valid.csv``.
+        mode: ``multilabel`` (one sigmoid target per label) or ``multiclass`` (images with
+            exactly one positive label, as one class index).
+        labels: The observations to use, in this order; null: the 5 competition ones
+            (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
+        uncertainty: What an uncertain label (-1) becomes: ``ones`` (U-Ones), ``zeros``, or
+            ``ignore`` (left out of loss and metrics); or a mapping giving a policy per label,
+            e.g. ``{Atelectasis: ones, Cardiomegaly: zeros}`` (labels not named: ``zeros``).
+        blank: What a blank cell becomes: ``zeros``, or ``ignore`` (left out).
+        frontal_only: Drop lateral views (by the ``Frontal/Lateral`` column).
+        max_per_class: ``multiclass`` only: keep at most this many images per class, a seeded
+            random subset; null: all.
+        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
+            in pixels.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (for ImageNet encoders).
+        augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
+            :func:`~medvision.data.transforms.classification_transform`).
+        val_fraction: Fraction of ``train.csv``'s patients held out for validation.
+        seed: Seed of the patient split, of ``max_per_class`` and of the augmentation.
+        check_images: Decode every image used once in ``setup`` and report unreadable ones.
+        predict_dir: Folder of jpg/png images for ``medvision predict``, searched recursively.
     """
 
     observations = (
@@ -152,6 +172,7 @@ class CheXpertDataModule(MedVisionDataModule):
 
     @property
     def multilabel(self) -> bool:
+        """True in ``multilabel`` mode (sigmoid targets), False in ``multiclass``."""
         return self.mode == "multilabel"
 
     @property
@@ -284,7 +305,11 @@ class CheXpertDataModule(MedVisionDataModule):
 
 
 def patient_of(path: Path) -> str:
-    """``patient00001`` from a CheXpert image path (the split group)."""
+    """``patient00001`` from a CheXpert image path (the split group).
+
+    Args:
+        path: An image path with a ``patientNNNNN`` folder in it; without one, ``ValueError``.
+    """
     match = _PATIENT.search(str(path))
     if match is None:
         raise ValueError(f"{path}: no patientNNNNN folder in the path; cannot split by patient")

@@ -40,7 +40,14 @@ def batch_augmentation_for(
 ) -> BatchSegmentationAugmentation | None:
     """The batched augmentation that ``gpu_augmentation: true`` asks for, or None when off.
 
-    Refuses it without ``cache: true`` and for presets other than ``none``/``basic``.
+    Refuses it (``ValueError``) without ``cache: true`` and for presets other than
+    ``none``/``basic``.
+
+    Args:
+        augmentation: The datamodule's augmentation preset.
+        cache: Whether the datamodule caches its samples in memory.
+        gpu_augmentation: Whether the batches are to be augmented on the device.
+        seed: Seed of the augmentation's random stream.
     """
     if not gpu_augmentation:
         return None
@@ -78,6 +85,21 @@ class MedVisionDataModule(L.LightningDataModule):
     :class:`~medvision.data.transforms.BatchSegmentationAugmentation`), training batches get
     it in :meth:`on_after_batch_transfer`, on the device, after the transfer; its random stream
     restarts at ``setup("fit")`` from its seed plus the process's global rank.
+
+    Args:
+        data_dir: The dataset's root folder; null keeps the subclass's class attribute.
+        image_size: Size images (and masks) are resized to: one side of a square, or
+            ``[height, width]``, in pixels; null keeps the class attribute.
+        in_channels: Channels of the image tensors, 1 (grayscale) or 3 (RGB); files are
+            converted to it. null keeps the class attribute.
+        augmentation: Name of the training augmentation preset (see
+            :mod:`medvision.data.transforms`); ``none`` for no augmentation.
+        seed: Seed of the data split and of the augmentation streams.
+        predict_dir: Folder of images for ``medvision predict``; null: none (predict refuses).
+        batch_size: Samples per batch, per process.
+        num_workers: DataLoader worker processes; null: one per usable CPU core, at most 8.
+        bad_files: What an unreadable or inconsistent input file does: ``error`` stops the
+            run listing them all; ``exclude`` leaves them out and lists them.
     """
 
     def __init__(
@@ -118,6 +140,7 @@ class MedVisionDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """The number of classes, ``len(class_names)``."""
         return len(self.class_names)
 
     @property

@@ -340,8 +340,14 @@ def _storable_range(view) -> np.ndarray:
 
 
 def header_fields(ds) -> dict:
-    """:class:`DicomInfo` fields read from the header: ``pixel_spacing``, ``photometric``,
-    ``modality``, ``rescale`` and ``orientation``."""
+    """:class:`DicomInfo` fields read from the header.
+
+    Args:
+        ds: A pydicom ``Dataset`` (its header; no pixels are decoded).
+
+    Returns:
+        ``pixel_spacing``, ``photometric``, ``modality``, ``rescale`` and ``orientation``.
+    """
     return {
         "pixel_spacing": _pixel_spacing(ds),
         "photometric": str(ds.get("PhotometricInterpretation", "")),

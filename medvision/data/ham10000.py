@@ -42,23 +42,17 @@ log = logging.getLogger(__name__)
 class HAM10000DataModule(MedVisionDataModule):
     """HAM10000 images for ``task: segmentation`` (lesion masks) or ``classification`` (dx).
 
-    Classes are the 7 diagnosis codes (:attr:`diagnoses`), or the names a ``label_map`` merges
-    them into, e.g. the seed study's ``{mel: MEL, nv: NV, bkl: OTHER, bcc: OTHER, akiec: OTHER,
-    vasc: OTHER, df: OTHER}``; either way sorted. Segmentation has the one class ``lesion``.
+    Classes are the 7 diagnosis codes (:attr:`diagnoses`) or the names ``label_map`` merges
+    them into, sorted. Segmentation has the one class ``lesion``. Splits are grouped by
+    ``lesion_id`` and stratified by diagnosis: all images of one lesion land in the same
+    split, so a model is never tested on a lesion it trained on.
 
-    Splits are grouped by ``lesion_id`` and stratified by diagnosis: all images of one lesion
-    land in the same split, so a model is never tested on a lesion it trained on. ``test``
-    (``test_fraction``) is drawn first and is the same for every fold of ``num_folds``.
+    Samples: ``{"image": float32 3 x H x W in [0, 1], "path", ...}`` at ``image_size``, plus
+    ``"mask"`` (float32 ``1 x H x W`` of 0/1, ``mask_path``, ``original_size``) for
+    segmentation or ``"label"`` (int64) for classification. A mask of another size than its
+    image is resized to it by nearest neighbour; how many were is logged.
 
-    Samples: ``{"image": float32 3 x H x W in [0, 1], "path", ...}`` at ``image_size``
-    (``[height, width]``; keep HAM's 3:4 aspect, e.g. ``[192, 256]``), plus ``"mask"`` (float32
-    ``1 x H x W`` of 0/1, ``mask_path``, ``original_size``) for segmentation or ``"label"``
-    (int64) for classification. A mask of another size than its image is resized to it by
-    nearest neighbour; how many were is logged.
-
-    Segment-then-classify: with ``lesion_focus: crop`` (or ``mask``) each image is cropped to
-    its lesion's bounding box plus ``lesion_margin`` (or its background blacked out) before
-    resizing, using ``lesion_mask_dir/<image_id>.png``. Those masks come from ``medvision
+    Segment-then-classify (``lesion_focus``): the lesion masks come from ``medvision
     predict`` with a segmentation checkpoint, or are predicted once by
     :class:`medvision.pipelines.HAM10000LesionCropDataModule` from a segmentation checkpoint.
 
@@ -69,19 +63,45 @@ class HAM10000DataModule(MedVisionDataModule):
     Images without a metadata row are not used, and their number is logged. In ``predict`` an
     unreadable image is left out and reported; the others are predicted.
 
-    ``cache: true`` (``task: segmentation`` only) decodes and resizes every train/val/test
-    image and mask once in ``setup`` and keeps them in memory: float16 images and uint8 masks,
-    7 bytes per pixel, so HAM10000's 10,015 images at 192x256 take 3.4 GB; setup refuses above
-    ``cache_limit_gb`` (see :class:`~medvision.data.datasets.CachedSegmentationDataset`). Each epoch
-    then runs the augmentation only. Predict never caches.
+    The cache (float16 images and uint8 masks, 7 bytes per pixel: HAM10000's 10,015 images at
+    192x256 take 3.4 GB; see :class:`~medvision.data.datasets.CachedSegmentationDataset`) and
+    ``gpu_augmentation`` work as in :class:`~medvision.data.lung_ct.LungCTDataModule`; predict
+    never caches. ``batch_size``, ``num_workers`` and ``bad_files`` are
+    :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
 
-    ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
-    moves the augmentation off the loader: training samples leave the cache unaugmented, and
-    each training batch is flipped and shift-scale-rotated on the device it was moved to, image
-    and mask alike, in :meth:`on_after_batch_transfer` (see
-    :class:`~medvision.data.transforms.BatchSegmentationAugmentation`; its random stream is
-    seeded from ``seed``). The LightningModule must not override ``on_after_batch_transfer``:
-    Lightning would call only the datamodule's.
+    Args:
+        data_dir: The folder holding ``images/``, ``masks/`` and ``HAM10000_metadata.csv``.
+        task: ``segmentation`` (lesion masks) or ``classification`` (diagnosis).
+        label_map: dx code -> class name, merging diagnoses, e.g. the seed study's ``{mel: MEL,
+            nv: NV, bkl: OTHER, bcc: OTHER, akiec: OTHER, vasc: OTHER, df: OTHER}``; every
+            code present must be mapped. null: the 7 codes are the classes.
+        image_size: ``[height, width]`` in pixels (or one side of a square); keep HAM's 3:4
+            aspect, e.g. ``[192, 256]``.
+        augmentation: Training augmentation: ``none``, ``basic``; ``elastic`` for
+            segmentation, ``strong`` for classification.
+        val_fraction: Fraction of the lesions drawn for validation (unused with ``num_folds``).
+        test_fraction: Fraction of the lesions held out for testing, drawn first; the same for
+            every fold.
+        seed: Seed of the split and of the augmentation.
+        num_folds: Split the non-test lesions into this many folds for cross-validation; null:
+            a single split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
+        sampler: ``weighted`` draws training images so that every class is equally frequent
+            (classification only); ``none`` shuffles.
+        check_images: Decode every image (and mask) once in ``setup``: readable, masks binary.
+        lesion_focus: Classification only: ``crop`` each image to its lesion's bounding box
+            plus ``lesion_margin``, or ``mask`` (black out the background), before resizing;
+            ``none``: whole images.
+        lesion_mask_dir: Folder of lesion masks ``<image_id>.png`` for ``lesion_focus``.
+        lesion_margin: Margin added around the lesion's box on each side, as a fraction of
+            the box's height and width.
+        predict_dir: Folder of images for ``medvision predict`` (its ``images/`` subfolder if
+            present; with ``masks/`` beside it, segmentations are scored).
+        cache: Segmentation only: decode and resize every train/val/test image and mask once
+            in ``setup`` and keep them in memory.
+        cache_limit_gb: Largest cache in GB; ``setup`` refuses a larger one.
+        gpu_augmentation: Augment training batches on the device instead of in the loader;
+            needs ``cache: true`` and ``augmentation`` ``none`` or ``basic``.
     """
 
     diagnoses = DIAGNOSES
@@ -197,7 +217,11 @@ class HAM10000DataModule(MedVisionDataModule):
         return described
 
     def label_of(self, dx: str) -> int:
-        """Class index of a diagnosis code, through ``label_map`` when given."""
+        """Class index of a diagnosis code, through ``label_map`` when given.
+
+        Args:
+            dx: A HAM10000 diagnosis code, e.g. ``mel``.
+        """
         name = dx if self.label_map is None else self.label_map[dx]
         return self.class_names.index(name)
 

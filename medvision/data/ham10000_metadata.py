@@ -21,7 +21,13 @@ LAYOUT_HINT = (
 
 @dataclass(frozen=True)
 class HAM10000Record:
-    """One metadata row: the image file, its lesion (split group) and diagnosis code."""
+    """One metadata row: the image file, its lesion (split group) and diagnosis code.
+
+    Attributes:
+        image_id: The image's name without suffix, e.g. ``ISIC_0027419``.
+        lesion_id: The lesion it shows, e.g. ``HAM_0000118``; images of one lesion share it.
+        dx: The diagnosis code, lower case, one of :data:`DIAGNOSES`.
+    """
 
     image_id: str
     lesion_id: str
@@ -29,7 +35,11 @@ class HAM10000Record:
 
 
 def read_metadata(path: Path) -> list[HAM10000Record]:
-    """Rows of ``HAM10000_metadata.csv``; one error names every bad row (line and problem)."""
+    """Rows of ``HAM10000_metadata.csv``; one error names every bad row (line and problem).
+
+    Args:
+        path: The metadata CSV.
+    """
     records, problems = read_metadata_rows(path)
     if problems:
         raise ValueError(
@@ -48,6 +58,13 @@ def read_metadata_rows(path: Path) -> tuple[list[HAM10000Record], list[BadFile]]
 
     A row is bad with an unknown ``dx``, an empty ``image_id`` or ``lesion_id``, or an
     ``image_id`` an earlier row has. A missing file or column, or no rows, is an error.
+
+    Args:
+        path: The metadata CSV (columns ``lesion_id``, ``image_id``, ``dx``; others ignored).
+
+    Returns:
+        ``(records, problems)``: the good rows in file order, and a
+        :class:`~medvision.data.screening.BadFile` per bad row naming its line.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. {LAYOUT_HINT}")

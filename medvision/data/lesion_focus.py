@@ -15,10 +15,15 @@ class LesionFocus:
     """Crop an image to its lesion, or black out everything else, using a mask file per image.
 
     Called as ``focus(image, path)`` on an ``H x W x C`` float image before resizing; reads
-    ``mask_dir/<stem>.png`` (any size; resized to the image by nearest neighbour). ``crop``:
-    the lesion's bounding box grown by ``margin`` of its size on each side. ``mask``: pixels
-    outside the lesion set to 0. An empty mask leaves the image whole; how many were empty is
-    counted in ``empty_masks`` and reported by the datamodule.
+    ``mask_dir/<stem>.png`` (any size; resized to the image by nearest neighbour). An empty
+    mask leaves the image whole; :meth:`count_empty` counts them (the datamodule logs it).
+
+    Args:
+        mask_dir: Folder of binary lesion masks named ``<image stem>.png``.
+        mode: ``crop``: the lesion's bounding box grown by ``margin`` on each side. ``mask``:
+            pixels outside the lesion set to 0.
+        margin: Growth of the box on each side, as a fraction of its height (rows) and width
+            (columns); ``crop`` only.
     """
 
     def __init__(
@@ -29,6 +34,11 @@ class LesionFocus:
         self.mask_dir, self.mode, self.margin = Path(mask_dir), mode, margin
 
     def mask_path(self, image_path: Path) -> Path:
+        """The mask file of an image: ``mask_dir/<stem>.png``.
+
+        Args:
+            image_path: The image file.
+        """
         return self.mask_dir / f"{Path(image_path).stem}.png"
 
     def __call__(self, image: np.ndarray, path: str | Path) -> np.ndarray:
@@ -47,7 +57,11 @@ class LesionFocus:
         return image[top:bottom, left:right]
 
     def count_empty(self, image_paths: list[Path]) -> int:
-        """How many of the images' masks hold no lesion (those images stay whole)."""
+        """How many of the images' masks hold no lesion (those images stay whole).
+
+        Args:
+            image_paths: The image files; each mask is read and binarized.
+        """
         return sum(
             not binarize_mask(read_image(self.mask_path(p)), self.mask_path(p)).any()
             for p in image_paths

@@ -35,8 +35,7 @@ class LungCTDataModule(MedVisionDataModule):
     Images may be TIFFs of any dtype (uint8, uint16, int16, float32), 1 or 3 channels, any size;
     masks 0/1 or 0/255. Samples are ``{"image": float32 in_channels x H x W in [0, 1],
     "mask": float32 1 x H x W of 0/1, "path", "mask_path", "original_size"}`` at
-    ``image_size``. Intensities are min-max scaled per image, or clipped to
-    ``intensity_window`` (e.g. ``[-1000, 400]`` HU) when given.
+    ``image_size``.
 
     Every pair is decoded once in ``setup`` and all problems (missing partner, unreadable or
     empty file, mask that is not binary or of another size) are reported together before
@@ -48,19 +47,44 @@ class LungCTDataModule(MedVisionDataModule):
     file name are used to score the predictions. An image that cannot be read (or whose mask
     cannot) is left out and reported; the others are predicted.
 
-    With ``cache: true`` every train/val/test sample is decoded, normalized and resized once in
-    ``setup`` and kept in memory (float16 images, uint8 masks; the size is logged), so an
-    epoch runs the augmentation only (see
-    :class:`~medvision.data.datasets.CachedSegmentationDataset`). Setup refuses when the cache would
-    exceed ``cache_limit_gb``. Predict never caches.
-
-    ``gpu_augmentation: true`` (needs ``cache: true``; ``augmentation`` ``none`` or ``basic``)
-    moves the augmentation off the loader: training samples leave the cache unaugmented, and
-    each training batch is flipped and shift-scale-rotated on the device it was moved to, image
-    and mask alike, in :meth:`on_after_batch_transfer` (see
+    The in-memory cache (``cache``) keeps every train/val/test sample decoded, normalized and
+    resized (float16 images, uint8 masks; the size is logged), so an epoch runs the
+    augmentation only (see :class:`~medvision.data.datasets.CachedSegmentationDataset`).
+    Predict never caches. With ``gpu_augmentation`` training samples leave the cache
+    unaugmented, and each training batch is flipped and shift-scale-rotated on the device it
+    was moved to, image and mask alike, in :meth:`on_after_batch_transfer` (see
     :class:`~medvision.data.transforms.BatchSegmentationAugmentation`; its random stream is
     seeded from ``seed``). The LightningModule must not override ``on_after_batch_transfer``:
-    Lightning would call only the datamodule's.
+    Lightning would call only the datamodule's. ``batch_size``, ``num_workers`` and
+    ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+
+    Args:
+        data_dir: The folder holding ``2d_images/`` and ``2d_masks/``.
+        image_size: Size slices and masks are resized to: one side of a square, or
+            ``[height, width]``, in pixels.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (the slice repeated,
+            for ImageNet encoders).
+        augmentation: Training augmentation: ``none``, ``basic`` (flip, shift-scale-rotate)
+            or ``elastic`` (``basic`` plus elastic deformation).
+        intensity_window: ``[low, high]`` to clip intensities to before scaling them to
+            [0, 1] (e.g. ``[-1000, 400]`` HU for lungs); null: min-max scaling per image.
+        val_fraction: Fraction of all pairs drawn for validation, in [0, 1) (unused with
+            ``num_folds``).
+        test_fraction: Fraction of all pairs held out for testing, in [0, 1); the same for
+            every fold.
+        seed: Seed of the split and of the augmentation.
+        num_folds: Split the non-test pairs into this many folds for cross-validation; null:
+            a single split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
+        predict_dir: Folder of images for ``medvision predict`` (loose images, or the Kaggle
+            layout to score the predictions against its masks).
+        predict_mask_dir: Folder of masks named as the images of ``predict_dir``, to score
+            the predictions; null: none (or the Kaggle layout's).
+        cache: Decode, normalize and resize every train/val/test sample once in ``setup``
+            and keep it in memory.
+        cache_limit_gb: Largest cache in GB; ``setup`` refuses a larger one.
+        gpu_augmentation: Augment training batches on the device instead of in the loader;
+            needs ``cache: true`` and ``augmentation`` ``none`` or ``basic``.
     """
 
     num_classes = 1
@@ -187,9 +211,14 @@ class LungCTDataModule(MedVisionDataModule):
 class SyntheticLungCTDataModule(LungCTDataModule):
     """:class:`LungCTDataModule` on phantom slices that it writes to ``data_dir`` if absent.
 
-    For the quickstart and tests: ``num_slices`` deterministic CT-like slices of
-    ``slice_size`` pixels (see :func:`~medvision.data.synthetic.write_lung_ct`) in the Kaggle
-    layout. An existing ``data_dir/2d_images`` is used as it is, never overwritten.
+    For the quickstart and tests: deterministic CT-like slices in the Kaggle layout, made by
+    the function :func:`~medvision.data.synthetic.write_lung_ct`. An existing
+    ``data_dir/2d_images`` is used as it is, never overwritten. The other arguments are those
+    of :class:`LungCTDataModule`.
+
+    Args:
+        num_slices: How many slices (image and mask pairs) to write.
+        slice_size: Side of the square slices, in pixels.
     """
 
     def __init__(self, *args, num_slices: int = 120, slice_size: int = 64, **kwargs) -> None:
@@ -241,10 +270,18 @@ def find_pairs(
 ) -> tuple[list[Path], list[Path] | None, list[BadFile]]:
     """Image TIFFs and their same-named masks, and every file without its partner.
 
-    Returns ``(images, masks, unpaired)``: the paired files in the same order, and a
-    :class:`~medvision.data.screening.BadFile` for each image without a mask and each mask without
-    an image. A missing folder is an error; without ``masks_required`` a missing mask folder
-    gives ``masks=None``.
+    A missing folder is an error (``FileNotFoundError`` naming it and the layout).
+
+    Args:
+        data_dir: The dataset's folder.
+        image_dirname: Name of its image subfolder (``2d_images``).
+        mask_dirname: Name of its mask subfolder (``2d_masks``).
+        masks_required: False: a missing mask folder gives ``masks=None`` instead of an error.
+
+    Returns:
+        ``(images, masks, unpaired)``: the paired files in the same order, and a
+        :class:`~medvision.data.screening.BadFile` for each image without a mask and each mask
+        without an image.
     """
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist. {_LAYOUT_HINT}")

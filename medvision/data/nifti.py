@@ -56,12 +56,20 @@ def require_nibabel():
 
 
 def is_nifti(path: str | Path) -> bool:
-    """Whether the file name ends in ``.nii`` or ``.nii.gz`` (any case)."""
+    """Whether the file name ends in ``.nii`` or ``.nii.gz`` (any case).
+
+    Args:
+        path: A file path; only its name is looked at.
+    """
     return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def nifti_stem(path: str | Path) -> str:
-    """The file name without ``.nii`` or ``.nii.gz``: ``case_01.nii.gz`` -> ``case_01``."""
+    """The file name without ``.nii`` or ``.nii.gz``: ``case_01.nii.gz`` -> ``case_01``.
+
+    Args:
+        path: A file path; a name without a NIfTI suffix loses its last suffix.
+    """
     name = Path(path).name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
@@ -71,6 +79,9 @@ def nifti_stem(path: str | Path) -> str:
 
 def canonical_shape(path: str | Path) -> tuple[int, int, int]:
     """The canonical (RAS+) shape of a 3D NIfTI volume, from its header alone (no voxels read).
+
+    Args:
+        path: The ``.nii``/``.nii.gz`` file.
 
     Raises:
         ImageReadError: as :func:`load_volume`, for a file that is not a 3D NIfTI volume.
@@ -188,6 +199,10 @@ def slices_along(volume: np.ndarray, axis: int) -> np.ndarray:
 
     Slice ``k`` is ``volume`` indexed ``k`` on ``axis``; the other two axes keep their order
     (canonical ``axis=2`` gives axial slices of ``x x y``).
+
+    Args:
+        volume: A 3D array.
+        axis: The axis to slice along; others raise ``ValueError``.
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")

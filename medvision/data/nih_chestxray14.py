@@ -34,7 +34,13 @@ _LAYOUT_HINT = (
 
 @dataclass(frozen=True)
 class NIHRecord:
-    """One row of ``Data_Entry_2017.csv``: image file, patient, and its findings."""
+    """One row of ``Data_Entry_2017.csv``: image file, patient, and its findings.
+
+    Attributes:
+        image: The ``Image Index``, a file name such as ``00000001_000.png``.
+        patient: The ``Patient ID`` (the split group).
+        findings: The finding names of ``Finding Labels``; empty for ``No Finding``.
+    """
 
     image: str
     patient: str
@@ -46,20 +52,38 @@ class NIHChestXray14DataModule(MedVisionDataModule):
 
     Samples: ``{"image": float32 in_channels x H x W in [0, 1], "label": float32 K of 0/1,
     "label_mask": float32 K of ones, "path"}`` at ``image_size``; ``No Finding`` is all zeros.
-    ``class_names`` are ``labels`` in the order given (default :attr:`findings`).
+    ``class_names`` are ``labels`` in the order given.
 
     Splits are by patient: with the official ``train_val_list.txt`` / ``test_list.txt`` in
     ``data_dir``, test is the official test list and validation a patient-grouped
     ``val_fraction`` of the rest; without them, a patient-grouped split stratified by
     "any finding" (``test_fraction`` first). No patient's images straddle two splits.
 
-    A CSV row whose image is not on disk is a problem, or with ``missing_images: skip`` (for a
-    partial download) left out with a logged count. A row with a finding name outside
-    :attr:`findings`, without an image or patient, or repeating an earlier image is a problem,
-    and so is an image that cannot be decoded (``check_images``). All problems are reported in
-    one error, or those rows left out with ``bad_files: exclude`` (see
-    :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable image is
-    left out and reported; the others are predicted.
+    A CSV row whose image is not on disk is a problem (see ``missing_images``). A row with a
+    finding name outside :attr:`findings`, without an image or patient, or repeating an
+    earlier image is a problem, and so is an image that cannot be decoded (``check_images``).
+    All problems are reported in one error, or those rows left out with ``bad_files: exclude``
+    (see :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable
+    image is left out and reported; the others are predicted. ``batch_size``, ``num_workers``
+    and ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+
+    Args:
+        data_dir: The folder holding ``Data_Entry_2017.csv`` and ``images/``.
+        labels: The findings to classify, in this order; null: all 14 (:attr:`findings`).
+        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
+            in pixels.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (for ImageNet encoders).
+        augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
+            :func:`~medvision.data.transforms.classification_transform`).
+        val_fraction: Fraction of the patients held out for validation (with the official
+            lists: of the patients outside the test list).
+        test_fraction: Fraction of the patients held out for testing; unused with the official
+            lists.
+        seed: Seed of the patient split and of the augmentation.
+        missing_images: ``error``: a CSV row whose image is not on disk is a problem;
+            ``skip``: such rows are left out with a logged count (a partial download).
+        check_images: Decode every image once in ``setup`` and report unreadable ones.
+        predict_dir: Folder of ``.png`` images for ``medvision predict``, searched recursively.
     """
 
     findings = (
@@ -162,7 +186,11 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         )
 
     def targets(self, records: list[NIHRecord]) -> np.ndarray:
-        """``N x K`` float32 0/1 matrix of the records' findings among ``labels``."""
+        """``N x K`` float32 0/1 matrix of the records' findings among ``labels``.
+
+        Args:
+            records: N metadata records.
+        """
         return np.array(
             [[name in r.findings for name in self.labels] for r in records], dtype=np.float32
         )
@@ -236,7 +264,11 @@ class NIHChestXray14DataModule(MedVisionDataModule):
 
 
 def read_nih_metadata(path: Path) -> list[NIHRecord]:
-    """Rows of ``Data_Entry_2017.csv``; one error names every bad row (line and problem)."""
+    """Rows of ``Data_Entry_2017.csv``; one error names every bad row (line and problem).
+
+    Args:
+        path: The metadata CSV.
+    """
     records, problems = read_nih_rows(path)
     if problems:
         raise ValueError(
@@ -251,6 +283,13 @@ def read_nih_rows(path: Path) -> tuple[list[NIHRecord], list[BadFile]]:
     A row is bad with a finding name outside the 14 (or ``No Finding``), an empty
     ``Image Index`` or ``Patient ID``, or an image an earlier row has. A missing file or column
     is an error.
+
+    Args:
+        path: The metadata CSV (columns ``Image Index``, ``Finding Labels``, ``Patient ID``).
+
+    Returns:
+        ``(records, problems)``: the good rows in file order, and a
+        :class:`~medvision.data.screening.BadFile` per bad row naming its line.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")

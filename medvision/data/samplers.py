@@ -19,8 +19,14 @@ class WeightedClassSampler(DistributedSampler):
     Under DDP each process (``rank`` of ``num_replicas``) takes its own share of one draw that
     every process makes alike from ``seed`` and the epoch (set by Lightning through
     ``set_epoch``), like ``DistributedSampler``. Being a ``DistributedSampler``, Lightning keeps
-    it as it is instead of wrapping or replacing it. ``num_replicas`` and ``rank`` default to
-    the initialized process group, or to a single process.
+    it as it is instead of wrapping or replacing it.
+
+    Args:
+        labels: The class index of every training sample (``0..K-1``), in dataset order.
+        num_replicas: Number of DDP processes; None: the initialized process group's size,
+            or 1 without one.
+        rank: This process's rank; None: the process group's, or 0 without one.
+        seed: Seed of the draws (plus the epoch), the same on every process.
     """
 
     def __init__(

@@ -18,10 +18,21 @@ def split_indices(
 ) -> dict[str, np.ndarray]:
     """Seeded train/val/test split of ``range(num_items)``, or one fold of k-fold CV.
 
-    The test set (``test_fraction``) is drawn first and is the same for every fold. Without
-    ``num_folds`` the rest is split by ``val_fraction``; with it, the rest is cut into
-    ``num_folds`` folds and fold number ``fold`` (0-based) is the validation set.
-    Returns sorted index arrays under ``"train"``, ``"val"`` and ``"test"``.
+    The test set is drawn first and is the same for every fold. Bad fractions or folds, or a
+    split that leaves no training items, raise ``ValueError``.
+
+    Args:
+        num_items: How many items to split.
+        val_fraction: Fraction of all items for validation, in [0, 1) (unused with
+            ``num_folds``).
+        test_fraction: Fraction of all items for testing, in [0, 1).
+        seed: Seed of the permutation.
+        num_folds: Cut the non-test items into this many folds (at least 2); None: split them
+            by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) that is the validation set.
+
+    Returns:
+        Sorted index arrays under ``"train"``, ``"val"`` and ``"test"``.
     """
     _check_split_args(val_fraction, test_fraction, num_folds, fold)
     order = np.random.default_rng(seed).permutation(num_items)
@@ -70,11 +81,26 @@ def grouped_split_indices(
 ) -> dict[str, np.ndarray]:
     """:func:`split_indices` for items that come in groups: a group never straddles two splits.
 
-    ``groups[i]`` names the group of item ``i`` (a lesion, a patient) and ``labels[i]`` its
-    class. The items of one group must share a label, or with ``mixed_labels: majority`` the
-    group counts as its most frequent label. Groups are split per label (stratified),
-    test first, then validation by ``val_fraction`` or as fold ``fold`` of ``num_folds``; the
-    test set is the same for every fold. Returns sorted item indices per split.
+    Groups are split per label (stratified), test first, then validation by
+    ``val_fraction`` or as fold ``fold`` of ``num_folds``; the test set is the same for every
+    fold. Fractions count groups, per label.
+
+    Args:
+        groups: The group of each item (a lesion, a patient).
+        labels: The class of each item, for stratification.
+        val_fraction: Fraction of each label's groups for validation (unused with
+            ``num_folds``).
+        test_fraction: Fraction of each label's groups for testing.
+        seed: Seed of the permutations.
+        num_folds: Cut the non-test groups into this many folds; None: split by
+            ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) that is the validation set.
+        mixed_labels: What a group whose items differ in label does: ``error`` raises
+            ``ValueError`` naming such groups; ``majority`` counts it as its most frequent
+            label (ties: the smallest).
+
+    Returns:
+        Sorted item indices under ``"train"``, ``"val"`` and ``"test"``.
     """
     _check_split_args(val_fraction, test_fraction, num_folds, fold)
     groups, labels = np.asarray(groups), np.asarray(labels)
@@ -114,8 +140,16 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of indices into ``(rest, held_out)``, ``fraction`` of each class held out.
 
-    Every class with at least two items puts at least one into ``held_out``, so per-class
-    metrics exist on it. Returns sorted index arrays.
+    Every class with at least two items puts at least one into ``held_out``, and keeps at
+    least one, so per-class metrics exist on both.
+
+    Args:
+        labels: The class of each item.
+        fraction: Fraction of each class to hold out, in (0, 1).
+        seed: Seed of the permutations.
+
+    Returns:
+        ``(rest, held_out)``, sorted index arrays.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction}")

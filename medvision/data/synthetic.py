@@ -30,9 +30,14 @@ _DTYPE_RANGE = {
 def lung_phantom(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One CT-like axial slice and its lung mask.
 
-    Returns ``(image, mask)``: ``image`` float32 ``size x size`` in [0, 1] (air 0, soft tissue
-    about 0.55, bone about 0.95), ``mask`` uint8 ``size x size`` with 1 inside the two lungs.
-    Body outline, lung size, position, tilt and vessels vary with ``rng``.
+    Args:
+        size: Side of the square slice, in pixels.
+        rng: The random generator; body outline, lung size, position, tilt and vessels vary
+            with it.
+
+    Returns:
+        ``(image, mask)``: ``image`` float32 ``size x size`` in [0, 1] (air 0, soft tissue
+        about 0.55, bone about 0.95), ``mask`` uint8 ``size x size`` with 1 inside the lungs.
     """
     yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j].astype(np.float32)
     jitter = rng.uniform(-1, 1, size=8).astype(np.float32)
@@ -89,10 +94,19 @@ def write_lung_ct(
     """Write ``num_slices`` phantom slices in the Kaggle "finding-lungs-in-ct-data" layout.
 
     Creates ``root/2d_images/ID_<i>_Z_<z>.tif`` and the mask of the same name in
-    ``root/2d_masks/``. ``dtype`` picks how intensities are stored: ``uint8`` (0-255),
-    ``uint16`` (12-bit, 0-4095), ``int16`` or ``float32`` (Hounsfield units, -1024 to 1500).
-    Masks are uint8 with values 0 and ``mask_max`` (255 or 1). Slice ``i`` depends only on
-    ``(seed, i)``. Returns the image paths.
+    ``root/2d_masks/``. Slice ``i`` depends only on ``(seed, i)``.
+
+    Args:
+        root: The dataset folder (made if missing).
+        num_slices: How many image and mask pairs to write.
+        size: Side of the square slices, in pixels.
+        seed: Seed of the phantoms.
+        dtype: How intensities are stored: ``uint8`` (0-255), ``uint16`` (12-bit, 0-4095),
+            ``int16`` or ``float32`` (Hounsfield units, -1024 to 1500).
+        mask_max: The masks' foreground value (255 or 1); masks are uint8.
+
+    Returns:
+        The image paths.
     """
     if dtype not in _DTYPE_RANGE:
         raise ValueError(f"dtype must be one of {sorted(_DTYPE_RANGE)}, got {dtype!r}")
@@ -133,10 +147,16 @@ def chest_xray_phantom(
 ) -> np.ndarray:
     """One frontal chest radiograph-like image, float32 ``height x width`` in [0, 1].
 
-    Dark lung fields inside a bright body, with spine, heart shadow and ribs. ``finding`` adds
-    what tells the classes apart: ``NORMAL`` nothing; ``PNEUMONIA`` one large dense opacity low
-    in one lung; ``COVID19`` several faint opacities along the outer edges of both lungs;
-    ``TUBERCULOSIS`` small bright nodules and a ring-shaped cavity in the upper lungs.
+    Dark lung fields inside a bright body, with spine, heart shadow and ribs.
+
+    Args:
+        height: Image height in pixels.
+        width: Image width in pixels.
+        finding: What tells the classes apart: ``NORMAL`` nothing; ``PNEUMONIA`` one large
+            dense opacity low in one lung; ``COVID19`` several faint opacities along the outer
+            edges of both lungs; ``TUBERCULOSIS`` small bright nodules and a ring-shaped cavity
+            in the upper lungs. Others raise ``ValueError``.
+        rng: The random generator of the anatomy's jitter and the findings' placement.
     """
     if finding not in CHEST_XRAY_CLASSES:
         raise ValueError(f"finding must be one of {CHEST_XRAY_CLASSES}, got {finding!r}")
@@ -181,10 +201,17 @@ def write_chest_xray(
 ) -> dict[str, dict[str, int]]:
     """Write synthetic chest X-rays in the Kaggle ImageFolder layout ``root/<split>/<CLASS>/``.
 
-    Counts per split and class are :data:`CHEST_XRAY_COUNTS` times ``scale`` (at least one
-    each). Files rotate through 8-bit grayscale PNG, 16-bit PNG, RGB JPEG and RGBA PNG, and
-    sizes vary around ``size`` (90-130% wide, 90-120% high), as in real collections. Image ``i``
-    of a class and split depends only on ``(seed, split, class, i)``. Returns the counts written.
+    Files rotate through 8-bit grayscale PNG, 16-bit PNG, RGB JPEG and RGBA PNG, as in real
+    collections. Image ``i`` of a class and split depends only on ``(seed, split, class, i)``.
+
+    Args:
+        root: The dataset folder (made if missing).
+        scale: Multiplies :data:`CHEST_XRAY_COUNTS` per split and class (at least one each).
+        size: Nominal side in pixels; images are 90-130% of it wide and 90-120% high.
+        seed: Seed of the images.
+
+    Returns:
+        The counts written, ``{split: {class: count}}``.
     """
     root = Path(root)
     written: dict[str, dict[str, int]] = {}
@@ -257,11 +284,17 @@ def write_ham10000(
 ) -> list[dict]:
     """Write synthetic dermoscopy images in the HAM10000 layout; returns the metadata rows.
 
-    ``root/images/ISIC_<id>.jpg`` (RGB, ``size`` = height x width), the lesion mask
+    ``root/images/ISIC_<id>.jpg`` (RGB), the lesion mask
     ``root/masks/ISIC_<id>_segmentation.png`` (0/255) and ``root/HAM10000_metadata.csv``.
     Lesion ``i`` has 1-3 images (so lesion ids repeat, as in the real set) and the diagnosis
     ``_HAM_DX_CYCLE[i % 16]``; each image shows an elliptic lesion of the diagnosis' colour
     at a random place, size and tilt on skin. Depends only on ``(seed, lesion, image)``.
+
+    Args:
+        root: The dataset folder (made if missing).
+        num_lesions: How many lesions to write (about twice as many images).
+        size: ``(height, width)`` of every image, in pixels.
+        seed: Seed of the images.
     """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -309,10 +342,16 @@ def write_nih_chestxray14(
 ) -> list[dict]:
     """Write synthetic X-rays in the NIH ChestX-ray14 layout; returns the CSV rows.
 
-    ``root/images/<patient:08d>_<follow-up:03d>.png`` (8-bit gray, ``size`` px) and
+    ``root/images/<patient:08d>_<follow-up:03d>.png`` (8-bit gray) and
     ``root/Data_Entry_2017.csv``. Patient ``i`` has 1-3 images; each image's ``Finding Labels``
     is ``No Finding`` or one to three findings joined by ``|`` (pneumonia-like images show a
     dense opacity). Depends only on ``(seed, patient, image)``.
+
+    Args:
+        root: The dataset folder (made if missing).
+        num_patients: How many patients to write (about twice as many images).
+        size: Side of the square images, in pixels.
+        seed: Seed of the images and findings.
     """
     from medvision.data.nih_chestxray14 import NIHChestXray14DataModule
 
@@ -352,6 +391,12 @@ def write_chexpert(root: str | Path, num_patients: int = 16, size: int = 48, see
     (``train/patient00001/study1/view1_frontal.jpg``, some lateral views too). The last quarter
     of the patients form ``valid.csv``. Each observation cell is 1, 0, -1 or blank at random.
     Depends only on ``(seed, patient, view)``.
+
+    Args:
+        root: Where the release folder ``CheXpert-v1.0-small`` is made.
+        num_patients: How many patients to write, two views each.
+        size: Side of the square images, in pixels.
+        seed: Seed of the images and labels.
     """
     from medvision.data.chexpert import CheXpertDataModule
 

@@ -29,10 +29,14 @@ _DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 def ct_phantom_hu(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
     """A CT-like volume in Hounsfield units and its foreground, both ``x x y x z``.
 
-    Returns ``(hu, blob)``: int16 ``hu`` with air -1000 around an elliptic body of soft tissue
-    (about 40), and a dark ellipsoid "lung" (about -800) that spans only the middle slices
-    along ``z``, with integer noise; ``blob`` uint8 0/1, 1 inside that ellipsoid. Size, place
-    and noise vary with ``rng``.
+    Args:
+        shape: ``(x, y, z)`` voxels.
+        rng: The random generator; the blob's size and place, and the noise, vary with it.
+
+    Returns:
+        ``(hu, blob)``: int16 ``hu`` with air -1000 around an elliptic body of soft tissue
+        (about 40), and a dark ellipsoid "lung" (about -800) that spans only the middle slices
+        along ``z``, with integer noise; ``blob`` uint8 0/1, 1 inside that ellipsoid.
     """
     x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
     xx, yy, zz = np.meshgrid(x, y, z, indexing="ij")
@@ -153,11 +157,19 @@ def write_dicom_chest_xray(
 ) -> dict[str, dict[str, int]]:
     """Write synthetic chest X-rays as DICOM in the ImageFolder layout ``root/<split>/<CLASS>/``.
 
-    Counts are :data:`~medvision.data.synthetic.CHEST_XRAY_COUNTS` times ``scale`` (at least
-    one per split and class); images are :func:`~medvision.data.synthetic.chest_xray_phantom`,
-    12-bit DX files of ``size`` to 1.2 times ``size`` pixels. Every second file is
-    ``MONOCHROME1`` with inverted stored values, so that it reads as the same picture. Image
-    ``i`` depends only on ``(seed, split, class, i)``. Returns the counts written.
+    Images are :func:`~medvision.data.synthetic.chest_xray_phantom` as 12-bit DX files. Every
+    second file is ``MONOCHROME1`` with inverted stored values, so that it reads as the same
+    picture. Image ``i`` depends only on ``(seed, split, class, i)``. Needs pydicom.
+
+    Args:
+        root: The dataset folder (made if missing).
+        scale: Multiplies :data:`~medvision.data.synthetic.CHEST_XRAY_COUNTS` per split and
+            class (at least one each).
+        size: Smallest side in pixels; height and width are each 1.0-1.2 times it.
+        seed: Seed of the images and UIDs.
+
+    Returns:
+        The counts written, ``{split: {class: count}}``.
     """
     require_pydicom()
     from pydicom.uid import generate_uid
@@ -199,16 +211,25 @@ def write_nifti_volumes(
     image_prefix: str = "",
     mask_prefix: str = "",
 ) -> list[tuple[Path, Path]]:
-    """Write CT-like NIfTI volumes and their masks: ``root/images/vol_000.nii.gz`` and
-    ``root/masks/vol_000.nii.gz`` (same names; folders and name prefixes can be set, e.g.
-    ``imagesTr``/``labelsTr`` as in the Decathlon, or one ``3d_images`` folder with prefixes
-    ``IMG_``/``MASK_`` as in the Kaggle lung set).
+    """Write CT-like NIfTI volumes and their masks, ``vol_<i>.nii.gz`` in two folders.
 
     Images are int16 HU (:func:`ct_phantom_hu`), masks uint8 0/1 with a foreground blob in the
-    middle slices along the third axis only. The affine has voxel sizes ``spacing`` and an
-    origin; with ``flip_xy`` its first two axes point left and posterior (``diag(-sx, -sy,
-    sz)``, as volumes converted from DICOM's LPS often are), so reading must reorient them.
-    Volume ``i`` depends only on ``(seed, i)``.
+    middle slices along the third axis only. Volume ``i`` depends only on ``(seed, i)``.
+    Needs nibabel.
+
+    Args:
+        root: The dataset folder (made if missing).
+        num_volumes: How many image and mask pairs to write.
+        shape: ``(x, y, z)`` voxels of every volume.
+        spacing: Voxel sizes in mm along ``x``, ``y``, ``z`` (the affine's diagonal).
+        flip_xy: Let the affine's first two axes point left and posterior (``diag(-sx, -sy,
+            sz)``, as volumes converted from DICOM's LPS often are), so reading must reorient.
+        seed: Seed of the volumes.
+        image_dirname: The image folder's name (``imagesTr`` as in the Decathlon, or one
+            ``3d_images`` folder for both, as in the Kaggle lung set).
+        mask_dirname: The mask folder's name (``labelsTr``; may equal ``image_dirname``).
+        image_prefix: Prefix of the image file names (e.g. ``IMG_``).
+        mask_prefix: Prefix of the mask file names (e.g. ``MASK_``).
 
     Returns:
         ``(image, mask)`` paths.
@@ -243,8 +264,12 @@ class SyntheticVolumeSliceDataModule(VolumeSliceDataModule):
     """:class:`~medvision.data.volumes.VolumeSliceDataModule` on phantom NIfTI volumes that it
     writes to ``data_dir`` if absent (:func:`write_nifti_volumes`; not real data).
 
-    ``num_volumes`` volumes of ``volume_shape`` voxels. An existing ``data_dir/<image_dirname>``
-    is used as it is, never overwritten.
+    An existing ``data_dir/<image_dirname>`` is used as it is, never overwritten. The other
+    arguments are :class:`~medvision.data.volumes.VolumeSliceDataModule`'s.
+
+    Args:
+        num_volumes: How many volume and mask pairs to write.
+        volume_shape: ``(x, y, z)`` voxels of every volume.
     """
 
     def __init__(
@@ -277,7 +302,12 @@ class SyntheticDicomChestXrayDataModule(ChestXrayDataModule):
     """:class:`~medvision.data.chest_xray.ChestXrayDataModule` on DICOM X-rays that it writes to
     ``data_dir`` if absent (:func:`write_dicom_chest_xray`; not real data).
 
-    An existing ``data_dir/train`` is used as it is, never overwritten.
+    An existing ``data_dir/train`` is used as it is, never overwritten. The other arguments
+    are :class:`~medvision.data.chest_xray.ChestXrayDataModule`'s.
+
+    Args:
+        scale: Multiplies the images per split and class (``CHEST_XRAY_COUNTS``; at least 1).
+        image_px: Smallest side of the written images in pixels (each side 1.0-1.2 times it).
     """
 
     def __init__(self, *args, scale: float = 0.5, image_px: int = 64, **kwargs) -> None:

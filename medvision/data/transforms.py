@@ -29,7 +29,14 @@ BASIC_ROTATE = 15.0  # degrees, either way
 
 
 def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``256`` -> ``(256, 256)``; ``[h, w]`` -> ``(h, w)``."""
+    """``256`` -> ``(256, 256)``; ``[h, w]`` -> ``(h, w)``.
+
+    Args:
+        size: One side of a square, or ``(height, width)``, in pixels.
+
+    Returns:
+        ``(height, width)`` as ints.
+    """
     if isinstance(size, int):
         return size, size
     height, width = size
@@ -52,6 +59,16 @@ def segmentation_transform(
         ``basic``: horizontal flip and shift-scale-rotate (the FCN vs U-Net study's
         rotation/shift augmentation).
         ``elastic``: ``basic`` plus elastic deformation, as in the U-Net paper.
+
+    Args:
+        image_size: Output size, one side or ``(height, width)`` in pixels.
+        augmentation: The preset, ``none``, ``basic`` or ``elastic``; others raise
+            ``ValueError``.
+        resize: Resize first; False when the input is already at ``image_size``.
+
+    Returns:
+        An albumentations ``Compose`` to call as ``transform(image=..., mask=...)`` with
+        ``H x W (x C)`` numpy arrays.
     """
     height, width = as_hw(image_size)
     steps: list[A.BasicTransform] = []
@@ -100,6 +117,15 @@ def classification_transform(
         RandomCrop.
         ``strong``: ``basic`` with wider crops and rotations, plus brightness/contrast, gamma,
         blur or noise, and coarse dropout.
+
+    Args:
+        image_size: Output size, one side or ``(height, width)`` in pixels.
+        augmentation: The preset, ``none``, ``basic`` or ``strong``; others raise
+            ``ValueError``.
+
+    Returns:
+        An albumentations ``Compose`` to call as ``transform(image=...)`` with an
+        ``H x W (x C)`` numpy array.
     """
     height, width = as_hw(image_size)
     if augmentation == "none":
@@ -140,6 +166,11 @@ def reseed_for_worker(transform: A.Compose, last_seed: int | None) -> int | None
     the same augmentations in every worker and every epoch. This reseeds the ``Compose`` (never
     the global RNGs): inside a worker from the worker seed that PyTorch draws anew each epoch,
     in the main process (``num_workers=0``) once from ``torch.initial_seed()``.
+
+    Args:
+        transform: The pipeline to reseed, in place.
+        last_seed: The seed this call returned last time (None at first); an equal seed
+            leaves the stream running.
     """
     info = torch.utils.data.get_worker_info()
     seed = torch.initial_seed() if info is None else info.seed
@@ -171,6 +202,13 @@ class BatchSegmentationAugmentation(torch.nn.Module):
     Random numbers come from the module's own CPU ``torch.Generator`` seeded with ``seed``
     (the global RNGs are neither used nor reseeded), so a seed gives the same draws on any
     device; :meth:`reseed` restarts the stream (e.g. with ``seed + rank`` per DDP process).
+
+    Args:
+        preset: ``none`` or ``basic``; others raise ``ValueError``.
+        seed: Seed of the module's random stream.
+        horizontal_flip: Probability in [0, 1] of a left-right flip per sample.
+        vertical_flip: Probability in [0, 1] of an up-down flip per sample.
+        affine: Probability in [0, 1] of the shift-scale-rotate per sample.
     """
 
     presets = ("none", "basic")
@@ -202,7 +240,11 @@ class BatchSegmentationAugmentation(torch.nn.Module):
         self.reseed()
 
     def reseed(self, offset: int = 0) -> None:
-        """Restart the random stream from ``seed + offset``."""
+        """Restart the random stream from ``seed + offset``.
+
+        Args:
+            offset: Added to ``seed``, e.g. the process's global rank under DDP.
+        """
         self.generator.manual_seed(self.seed + offset)
 
     def extra_repr(self) -> str:
@@ -259,8 +301,20 @@ def affine_theta(
     rotates by ``angle`` degrees, then shifts by ``shift_x`` of the width and ``shift_y`` of
     the height, as albumentations' ``Affine``. ``affine_grid`` wants the inverse (output to
     input) in coordinates normalized to [-1, 1] per axis, so for non-square images the
-    rotation is conjugated with the ``width/2, height/2`` scaling. The five parameters are
-    length-``N`` tensors (computed in float64); the result is float32.
+    rotation is conjugated with the ``width/2, height/2`` scaling. The five transform
+    parameters are length-``N`` tensors (computed in float64); the result is float32.
+
+    Args:
+        angle: Rotation in degrees, with albumentations' ``Affine`` sign convention.
+        scale_x: Horizontal scale factor (1: unchanged).
+        scale_y: Vertical scale factor.
+        shift_x: Horizontal shift as a fraction of the width.
+        shift_y: Vertical shift as a fraction of the height.
+        height: Image height in pixels.
+        width: Image width in pixels.
+
+    Returns:
+        ``N x 2 x 3`` float32 matrices.
     """
     angle, scale_x, scale_y, shift_x, shift_y = (
         torch.as_tensor(v, dtype=torch.float64) for v in (angle, scale_x, scale_y, shift_x, shift_y)

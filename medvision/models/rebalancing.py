@@ -38,11 +38,15 @@ class FeatureHeadClassifier(ClassificationModule):
     ``forward_head`` uses are trained (for a timm ResNet: the final linear layer; for
     ``vgg_leaky``: its convolutional and fully connected head), the feature extractor stays
     frozen. Batches with ``image`` go through the whole network, so the checkpoint predicts
-    from images like any classifier (``medvision predict``). Loss, ``class_weights``,
-    ``label_smoothing``, metrics and test reports are :class:`ClassificationModule`'s.
-    ``in_channels``,
-    ``num_classes``, ``class_names`` (checked against the classifier's) and
-    ``classifier_checkpoint`` are linked from the datamodule by the CLI.
+    from images like any classifier (``medvision predict``). Loss, metrics, test reports and
+    the other arguments are :class:`ClassificationModule`'s.
+
+    Args:
+        classifier_checkpoint: The trained classifier's ``.ckpt`` (linked from the datamodule
+            by the CLI); its network and architecture are taken from it.
+        in_channels: Linked from the datamodule; must match the classifier's.
+        num_classes: Linked from the datamodule; must match the classifier's.
+        class_names: Linked from the datamodule; must match the classifier's, in order.
     """
 
     def __init__(
@@ -98,6 +102,11 @@ class FeatureHeadClassifier(ClassificationModule):
         return head
 
     def logits(self, batch: dict) -> torch.Tensor:
+        """``N x K`` float32 logits: of the head for ``features``, of the whole net for ``image``.
+
+        Args:
+            batch: A batch with ``features`` (``N x C x h x w``) or ``image``.
+        """
         if "features" in batch:
             return self.forward_head(batch["features"]).float()
         return super().logits(batch)
@@ -107,25 +116,37 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
     """Feature-space GAN rebalancing (AC-GAN style), then the head fine-tuned on the result.
 
     Epochs ``0 .. gan_epochs-1`` train the GAN on the training features: a
-    :class:`~medvision.models.nets.feature_gan.FeatureGenerator` (noise of ``noise_dim`` plus
-    a class -> feature map) against a
-    :class:`~medvision.models.nets.feature_gan.FeatureDiscriminator` (real/fake). The generator
-    is also pushed to make features the head classifies as their class (weight
-    ``class_loss_weight``). The head learns on generated features every ``head_fake_every``
-    steps and on real ones every ``head_real_every`` steps (the study: 2 and 5). The GAN works
-    on features scaled per channel to [-1, 1] (``tanh`` output) by the training set's range.
-
-    From epoch ``gan_epochs`` on, generated features top up every class to ``target_count``
-    (default: the largest class's count) in every epoch, drawn afresh each epoch from noise
-    seeded by ``seed`` and the epoch, and the head is fine-tuned on every real batch plus its
-    share of them (:attr:`generated_per_class` counts what the last epoch drew).
-
-    Three optimizers: ``generator_optimizer``, ``discriminator_optimizer`` and ``optimizer``
-    (the head's). ``feature_shape`` (``C, h, w``) is linked from the datamodule by the CLI.
-    Logged in training: ``train/d_loss``, ``train/g_loss``, ``train/head_real_accuracy``,
+    :class:`~medvision.models.nets.feature_gan.FeatureGenerator` (noise plus a class -> feature
+    map) against a :class:`~medvision.models.nets.feature_gan.FeatureDiscriminator`
+    (real/fake); the generator is also pushed to make features the head classifies as their
+    class. The GAN works on features scaled per channel to [-1, 1] (``tanh`` output) by the
+    training set's range. Later epochs top up every class with generated features, drawn
+    afresh each epoch, and fine-tune the head on every real batch plus its share of them
+    (:attr:`generated_per_class` counts what the last epoch drew). Logged in training:
+    ``train/d_loss``, ``train/g_loss``, ``train/head_real_accuracy``,
     ``train/head_fake_accuracy``, and after each GAN epoch, per class, the mean and standard
     deviation of generated and real features (``gan/fake_std/<class>``,
-    ``gan/std_ratio/<class>`` ...): a ratio far below 1 is mode collapse.
+    ``gan/std_ratio/<class>`` ...): a ratio far below 1 is mode collapse. The other arguments
+    are those of :class:`FeatureHeadClassifier`.
+
+    Args:
+        feature_shape: ``(C, h, w)`` of the cached feature maps, linked from the datamodule.
+        gan_epochs: Epochs of GAN training before the head is fine-tuned on rebalanced data.
+        target_count: Training features per class after the top-up; null: the largest
+            class's count.
+        noise_dim: Length of the generator's noise vector.
+        generator_width: Channels of the generator's hidden maps.
+        discriminator_width: Channels of the discriminator's first convolution.
+        class_loss_weight: Weight of the head's cross-entropy on generated features in the
+            generator's loss.
+        head_fake_every: In GAN epochs, train the head on generated features every this many
+            steps (the study: 2).
+        head_real_every: In GAN epochs, train the head on real features every this many steps
+            (the study: 5).
+        seed: Seed of the generated top-up (with the epoch).
+        generator_optimizer: The generator's optimizer.
+        discriminator_optimizer: The discriminator's optimizer.
+        optimizer: The head's optimizer.
     """
 
     def __init__(
@@ -183,14 +204,29 @@ class FeatureGANRebalancer(FeatureHeadClassifier):
 
     # -- scaling between the head's feature space and the GAN's [-1, 1] ---------------------
     def to_gan_space(self, features: torch.Tensor) -> torch.Tensor:
+        """Scale features per channel from the training range to [-1, 1].
+
+        Args:
+            features: ``N x C x h x w`` features in the head's space.
+        """
         span = (self.feature_high - self.feature_low).clamp(min=1e-6)
         return (features - self.feature_low) / span * 2 - 1
 
     def from_gan_space(self, scaled: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_gan_space`.
+
+        Args:
+            scaled: ``N x C x h x w`` features in [-1, 1].
+        """
         return (scaled + 1) / 2 * (self.feature_high - self.feature_low) + self.feature_low
 
     def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None):
-        """Feature maps in the head's space for class indices ``labels`` (no gradient)."""
+        """Feature maps in the head's space for class indices ``labels`` (no gradient).
+
+        Args:
+            labels: ``N`` int64 class indices.
+            generator: Random generator of the noise; None: the global one.
+        """
         if len(labels) == 0:
             return self.feature_low.new_zeros(0, *self.generator.feature_shape)
         with torch.no_grad():

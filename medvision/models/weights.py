@@ -20,6 +20,10 @@ def explain_download_failure(what: str, fix: str) -> Iterator[None]:
 
     Catches ``OSError``: urllib's ``URLError``, requests' and huggingface_hub's connection and
     missing-cache errors all derive from it.
+
+    Args:
+        what: What was being fetched, e.g. ``ImageNet weights of resnet34``.
+        fix: What the user can do instead, e.g. ``Set encoder_weights: null.``
     """
     try:
         yield
@@ -37,6 +41,12 @@ def load_pretrained_weights(net: nn.Module, path: str | Path, prefix: str = "net
     taken without it. Tensors whose shape differs from ``net``'s (a classifier layer for another
     number of classes) are skipped and stay freshly initialized; they are logged. Any other
     missing or unexpected key is an error naming the file.
+
+    Args:
+        net: The network to load into, in place.
+        path: A state dict file, or a ``.ckpt`` (read with ``weights_only=True``).
+        prefix: In a checkpoint, the prefix of the network's keys (the module attribute
+            holding it, ``net.``).
     """
     path = Path(path)
     if not path.is_file():

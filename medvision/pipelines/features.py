@@ -32,8 +32,13 @@ SPLITS = ("train", "val", "test")
 class FeatureDataset(Dataset):
     """In-memory feature maps with class labels: samples ``{"features": C x h x w, "label"}``.
 
-    ``features`` is ``N x C x h x w`` (stored as float16, returned as float32), ``labels`` ``N``
-    class indices, ``paths`` the images they came from.
+    Samples also carry ``path``. Arguments of different lengths raise ``ValueError``.
+
+    Args:
+        features: ``N x C x h x w`` feature maps (stored as given, e.g. float16; returned as
+            float32).
+        labels: ``N`` class indices.
+        paths: The ``N`` images they came from.
     """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, paths: list[str]) -> None:
@@ -56,19 +61,32 @@ class FeatureDataset(Dataset):
 class FeatureDataModule(MedVisionDataModule):
     """Serves the feature maps a trained classifier makes of another datamodule's splits.
 
-    ``data`` is any single-label image datamodule of medvision (chest X-ray folders, HAM10000,
-    ...); ``classifier_checkpoint`` a :class:`~medvision.models.ClassificationModule` checkpoint
-    trained on it. Each split (train, val, and test when ``data`` has one) goes once through
+    Each split (train, val, and test when ``data`` has one) goes once through
     ``forward_features`` of the classifier, with the validation transform (resize, no
-    augmentation) for every split, and is cached as ``<cache_dir>/<split>.pt`` (default: a
-    ``features_<checkpoint name>`` folder beside the checkpoint). A cache is reused only when
-    the checkpoint file, the split's images and labels and the transform are unchanged.
+    augmentation) for every split, and is cached as ``<cache_dir>/<split>.pt``. A cache is
+    reused only when the checkpoint file, the split's images and labels and the transform are
+    unchanged.
 
     Exposes the image datamodule's ``class_names``, ``in_channels`` and ``class_counts``, plus
     ``feature_shape`` (``C, h, w``) and ``classifier_checkpoint``, which the CLI links to the
-    model. ``sampler: weighted`` draws training features class-balanced (DDP-aware). ``predict``
-    serves ``data``'s images (give ``predict_dir`` here or on ``data``): a head trained on
-    features then predicts from images through the whole classifier.
+    model. ``predict`` serves ``data``'s images: a head trained on features then predicts from
+    images through the whole classifier.
+
+    Args:
+        data: Any single-label image datamodule of medvision (chest X-ray folders, HAM10000,
+            ...), as ``class_path``/``init_args``.
+        classifier_checkpoint: A :class:`~medvision.models.ClassificationModule` checkpoint
+            trained on ``data``, the feature extractor.
+        cache_dir: Folder of the cached features; null: ``features_<checkpoint name>`` beside
+            the checkpoint.
+        sampler: ``weighted`` draws training features class-balanced (DDP-aware); ``none``
+            shuffles.
+        seed: Seed of the weighted sampler.
+        predict_dir: Folder of images for ``medvision predict``, given to ``data`` (or set it
+            on ``data``).
+        batch_size: Samples per batch (feature maps; images in predict), per process.
+        num_workers: DataLoader worker processes.
+        extract_batch_size: Images per batch while extracting the features.
     """
 
     def __init__(

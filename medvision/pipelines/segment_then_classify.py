@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 
 def segmenter_image_size(checkpoint: dict, path: Path) -> tuple[int, int] | int:
-    """The ``image_size`` the segmenter was trained at, from its datamodule's saved hparams."""
+    """The ``image_size`` the segmenter was trained at, from its datamodule's saved hparams.
+
+    Args:
+        checkpoint: The loaded checkpoint dict (``datamodule_hyper_parameters``).
+        path: Its file, named by the ``ValueError`` raised when the size is not recorded.
+    """
     size = checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")
     if size is None:
         raise ValueError(
@@ -53,7 +58,18 @@ def predict_lesion_masks(
 
     The segmenter runs at the ``image_size`` it was trained at (or the one given) and its
     probabilities are resized back before thresholding at its own ``threshold``. Masks already
-    in ``out_dir`` are kept, so an interrupted run resumes. Returns how many were written.
+    in ``out_dir`` are kept, so an interrupted run resumes.
+
+    Args:
+        checkpoint_path: A :class:`~medvision.models.SegmentationModule` checkpoint.
+        image_paths: The images to segment.
+        out_dir: Where the masks go, one ``<image stem>.png`` each.
+        image_size: Size the segmenter runs at; None: the one it was trained at.
+        batch_size: Images per forward pass.
+        device: Where to run; None: CUDA if available, else the CPU.
+
+    Returns:
+        How many masks were written.
     """
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     todo = [p for p in image_paths if not (out_dir / f"{p.stem}.png").is_file()]

@@ -12,9 +12,16 @@ class CNN5(FeatureHeadNet):
     """Three conv-ReLU-maxpool blocks and two fully connected layers (the study's "5-layer CNN").
 
     Input ``N x in_chans x H x W`` (224x224 in the study; any size from 8x8 works), output
-    logits ``N x num_classes``. Blocks have ``channels`` 3x3 filters each and halve the size;
-    the last map is average-pooled to 7x7 (exactly 4x4 cells at 224 px) so that the first
-    fully connected layer keeps ``channels[-1] * 49`` inputs at any image size.
+    logits ``N x num_classes``. Each block halves the size; the last map is average-pooled to
+    7x7 (exactly 4x4 cells at 224 px) so that the first fully connected layer keeps
+    ``channels[-1] * 49`` inputs at any image size.
+
+    Args:
+        num_classes: Output logits per image.
+        in_chans: Input channels (timm's name for it).
+        channels: 3x3 filters of each of the three conv blocks.
+        hidden: Width of the hidden fully connected layer.
+        drop_rate: Dropout probability before the last layer (timm's name).
     """
 
     def __init__(
@@ -48,5 +55,10 @@ class CNN5(FeatureHeadNet):
 
 @register_model
 def cnn5(pretrained: bool = False, **kwargs) -> CNN5:
-    """``timm.create_model("cnn5", num_classes=..., in_chans=...)``; no pretrained weights exist."""
+    """``timm.create_model("cnn5", num_classes=..., in_chans=...)``; no pretrained weights exist.
+
+    Args:
+        pretrained: Must be False (True raises ``ValueError``).
+        **kwargs: :class:`CNN5`'s arguments; timm's pretrained-config ones are dropped.
+    """
     return CNN5(**entrypoint_kwargs("cnn5", pretrained, kwargs))

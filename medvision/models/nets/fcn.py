@@ -29,6 +29,13 @@ class FCNDecoder(nn.Module):
     Expects the list of encoder features ``[input, stride 2, ..., stride 32]`` (smp's encoder
     output, at least 4 entries) and returns class scores ``N x classes x H x W`` at the size of
     ``features[0]`` (the input).
+
+    Args:
+        encoder_channels: Channels of each encoder output, smp's ``encoder.out_channels``; at
+            least 4 entries (stride-8 features), else ``ValueError``.
+        classes: Output channels (class scores).
+        head_channels: Width of the ``fc6/fc7``-like block on the deepest features.
+        dropout: ``Dropout2d`` probability in that block.
     """
 
     def __init__(
@@ -69,6 +76,15 @@ class FCN(SegmentationModel):
 
     Input ``N x in_channels x H x W`` (any H, W: no divisibility constraint), output logits
     ``N x classes x H x W``.
+
+    Args:
+        encoder_name: An smp encoder, e.g. ``resnet34``.
+        encoder_depth: Encoder stages used, 3 to 5.
+        encoder_weights: Pretrained encoder weights to download (``imagenet``); None: random.
+        in_channels: Input channels.
+        classes: Output channels (class scores).
+        head_channels: Width of the ``fc6/fc7``-like block on the deepest features.
+        dropout: ``Dropout2d`` probability in that block.
     """
 
     requires_divisible_input_shape = False

@@ -34,12 +34,20 @@ def _block(in_ch: int, out_ch: int, up: bool) -> list[nn.Module]:
 class FeatureGenerator(nn.Module):
     """Noise and a class index to a feature map: ``(N x noise_dim, N) -> N x C x h x w``.
 
-    The class enters as a learned embedding concatenated to the noise (the study used noise of
-    size 100). A linear layer makes a ``width x h/2^k x w/2^k`` map, ``k`` transposed
-    convolutions (4x4, stride 2) double it back to ``h x w`` (``k`` up to 2, as far as ``h``
-    and ``w`` halve evenly: 10x10 starts at 5x5 like the study's generator), and 3x3
-    convolutions refine it. BatchNorm and LeakyReLU throughout; the last layer is ``tanh``
-    (outputs in [-1, 1], for features scaled to that range) or ``linear``.
+    The class enters as a learned embedding concatenated to the noise. A linear layer makes a
+    ``width x h/2^k x w/2^k`` map, ``k`` transposed convolutions (4x4, stride 2) double it back
+    to ``h x w`` (``k`` up to 2, as far as ``h`` and ``w`` halve evenly: 10x10 starts at 5x5
+    like the study's generator), and 3x3 convolutions refine it. BatchNorm and LeakyReLU
+    throughout.
+
+    Args:
+        num_classes: Number of classes (rows of the class embedding).
+        feature_shape: ``(C, h, w)`` of the feature maps to generate.
+        noise_dim: Length of the noise vector (the study used 100).
+        width: Channels of the generator's hidden maps.
+        embedding_dim: Length of the learned class embedding.
+        output: The last layer: ``tanh`` (outputs in [-1, 1], for features scaled to that
+            range) or ``linear``; others raise ``ValueError``.
     """
 
     def __init__(
@@ -79,7 +87,15 @@ class FeatureGenerator(nn.Module):
         return self.body(self.project(code).view(-1, *self.start))
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None):
-        """Feature maps for ``labels`` from fresh standard-normal noise."""
+        """Feature maps for ``labels`` from fresh standard-normal noise.
+
+        Args:
+            labels: ``N`` int64 class indices; the noise is drawn on their device.
+            generator: Random generator of the noise (on that device); None: the global one.
+
+        Returns:
+            ``N x C x h x w`` generated feature maps.
+        """
         noise = torch.randn(len(labels), self.noise_dim, generator=generator, device=labels.device)
         return self(noise, labels)
 
@@ -90,6 +106,11 @@ class FeatureDiscriminator(nn.Module):
     3x3 convolutions (the second one strided when the map is at least 4 pixels across), global
     average pooling and a linear layer, with spectral normalization on every weight to keep
     the adversarial game stable, LeakyReLU between, and dropout before the output.
+
+    Args:
+        feature_shape: ``(C, h, w)`` of the feature maps judged.
+        width: Channels of the first convolution (the second has twice as many).
+        dropout: Dropout probability before the output layer.
     """
 
     def __init__(self, feature_shape: Sequence[int], width: int = 256, dropout: float = 0.3):

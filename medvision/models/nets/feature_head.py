@@ -30,8 +30,15 @@ class FeatureHeadNet(nn.Module):
 def entrypoint_kwargs(name: str, pretrained: bool, kwargs: dict) -> dict:
     """Constructor arguments from what ``timm.create_model`` passes a registered entrypoint.
 
-    Drops timm's pretrained-config arguments; refuses ``pretrained=True`` (these networks have
-    no published weights).
+    Args:
+        name: The model's registered name, for the error message.
+        pretrained: timm's ``pretrained``; True raises ``ValueError`` (these networks have no
+            published weights).
+        kwargs: The entrypoint's keyword arguments; timm's pretrained-config ones
+            (``pretrained_cfg``, ``pretrained_cfg_overlay``, ``cache_dir``) are removed in place.
+
+    Returns:
+        ``kwargs``, for the network's constructor.
     """
     if pretrained:
         raise ValueError(

@@ -36,6 +36,12 @@ class VGGLeaky(FeatureHeadNet):
     512-wide convs, a 2x2 pool to 5x5 (average-pooled to 5x5 at other sizes), then fully
     connected 4096 -> 512 -> ``num_classes`` (LeakyReLU + BatchNorm between). Input size must
     be a multiple of 32 pixels and at least 32.
+
+    Args:
+        num_classes: Output logits per image.
+        in_chans: Input channels (timm's name for it).
+        negative_slope: Slope of every LeakyReLU for negative inputs.
+        drop_rate: Dropout probability after the 4096-wide layer (timm's name).
     """
 
     def __init__(
@@ -72,5 +78,10 @@ class VGGLeaky(FeatureHeadNet):
 
 @register_model
 def vgg_leaky(pretrained: bool = False, **kwargs) -> VGGLeaky:
-    """``timm.create_model("vgg_leaky", num_classes=..., in_chans=...)``; no pretrained weights."""
+    """``timm.create_model("vgg_leaky", num_classes=..., in_chans=...)``; no pretrained weights.
+
+    Args:
+        pretrained: Must be False (True raises ``ValueError``).
+        **kwargs: :class:`VGGLeaky`'s arguments; timm's pretrained-config ones are dropped.
+    """
     return VGGLeaky(**entrypoint_kwargs("vgg_leaky", pretrained, kwargs))
