@@ -5,8 +5,10 @@ bootstrap files (issue 21)."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -211,3 +213,18 @@ def test_old_checkpoints_load_with_temperature_one_and_thresholds_keep_decisions
     assert multilabel.describe_output()["temperature"] == 2.5
     with pytest.raises(ValueError, match="temperature must be > 0"):
         multilabel.set_temperature(0.0)
+
+
+def test_every_classifier_argument_is_described_in_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "ClassificationModule"])
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) < 200
+    described = {}
+    for chunk in re.split(r"\n  (?=--model\.)", out):
+        option = re.match(r"--model\.(\w+)[ ,]", chunk)
+        if option and "\n" in chunk:
+            described[option.group(1)] = chunk.split("\n", 1)[1].split("(type:")[0].strip()
+    for name in inspect.signature(ClassificationModule).parameters:
+        assert described.get(name), f"--model.{name} has no description"
+    assert "temperature" in described["calibrate"]

@@ -1,7 +1,8 @@
 """Lightning callbacks, one concept per module; every name is importable from here.
 
 - :mod:`~medvision.callbacks.prediction`: what ``predict`` writes (masks, overlays, CSV);
-  :mod:`~medvision.callbacks.volumes` for NIfTI volumes.
+  :mod:`~medvision.callbacks.volumes` for NIfTI volumes; :mod:`~medvision.callbacks.explanations`
+  for a classifier's Grad-CAM heat maps (``--cam``).
 - :mod:`~medvision.callbacks.overlays`: validation overlays of a segmenter.
 - :mod:`~medvision.callbacks.test_report`: a classifier's per-class report at the end of ``test``.
 - :mod:`~medvision.callbacks.calibration`: temperature scaling of a classifier after ``fit``.

@@ -91,9 +91,9 @@ class ClassificationModule(MedVisionModule):
             CUDA GPU only.
         compile: ``true``, or a dict of ``torch.compile`` options, compiles the network.
         calibrate: At the end of ``fit``, fit the temperature on the validation split for
-            the best and the last checkpoint and store it in both (see
-            :class:`~medvision.callbacks.TemperatureCalibration`); ``predict`` and
-            ``load_model`` then apply it. Needs a validation split.
+            every saved checkpoint (best and last) and store it in each (the callback
+            ``medvision.callbacks.TemperatureCalibration``); ``test``, ``predict``,
+            ``load_model`` and ``export`` then apply it. Needs a validation split.
     """
 
     def __init__(
