@@ -139,7 +139,7 @@ def test_calibrate_lowers_val_nll_and_predict_uses_the_stored_temperature(tmp_pa
 
 
 @pytest.mark.slow
-def test_multilabel_test_report_has_per_label_ece_and_intervals(tmp_path, nih_dir):
+def test_multilabel_calibration_and_test_report_with_per_label_ece(tmp_path, nih_dir):
     args = config_run_args(
         "resnet50_nih.yaml",
         tmp_path / "runs",
@@ -148,10 +148,15 @@ def test_multilabel_test_report_has_per_label_ece_and_intervals(tmp_path, nih_di
         "--trainer.max_steps=2",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.limit_val_batches=0",
+        "--model.init_args.calibrate=true",
         image_size=32,
     )
     main(["fit", *args])
     run = tmp_path / "runs" / "version_0"
+    fitted = json.loads((run / "calibration.json").read_text())["last.ckpt"]  # per known label
+    assert fitted["num_images"] > 0 and fitted["val_nll_after"] <= fitted["val_nll_before"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert float(checkpoint["state_dict"]["temperature"]) == pytest.approx(fitted["temperature"])
     main(["test", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
     tested = run / "test"
     per_image = read_csv(tested / "test_per_image.csv")
