@@ -145,6 +145,10 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     writes ``predictions.rank<N>.csv``.
     Input files that failed (the datamodule's ``predict_failures``) have no row: they are
     listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
+
+    Args:
+        output_dir: The folder to write into (missing or empty); None: a new
+            ``predictions/<timestamp>`` folder of the checkpoint's run.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -265,6 +269,19 @@ class PredictionWriter(BasePredictionWriter):
     ``cam_target_layer`` (default: the network's last spatial feature map); see
     :class:`~medvision.callbacks.explanations.CamExplainer`. The heat maps are of the image
     as it is (no TTA).
+
+    Args:
+        output_dir: The folder to write into (``--output DIR``; missing or empty); None: a
+            new ``predictions/<timestamp>`` folder in the checkpoint's run folder.
+        overlays: Segmentation: also write ``overlays/<stem>.png``.
+        threshold: Segmentation: the mask threshold instead of the model's own.
+        tta: Test-time augmentation (``--tta flip``), or None.
+        cam: Classifiers: ``gradcam`` or ``hirescam`` heat maps in ``cams/`` (``--cam``), or
+            None for none.
+        cam_target_layer: The network's layer the heat maps explain (``layer4``,
+            ``features``); None: its last spatial feature map.
+        cam_class: The class every heat map explains (name or index); None: each image's
+            predicted class.
     """
 
     def __init__(

@@ -376,6 +376,12 @@ def load_classifier(path: str | Path) -> ClassificationModule:
 
     The weights come from the checkpoint, so nothing is downloaded or read besides it
     (``pretrained`` and ``pretrained_weights`` of the original run are not applied again).
+
+    Args:
+        path: A ``ClassificationModule`` checkpoint (``best.ckpt``, ``last.ckpt``).
+
+    Returns:
+        The module, with the checkpoint's weights, thresholds and temperature.
     """
     path = _existing_checkpoint(path)
     with warnings.catch_warnings():
@@ -391,6 +397,9 @@ def read_classifier_checkpoint(path: str | Path) -> dict:
     Read the arguments a classifier was trained with from here: a module's own ``hparams``
     are not reliable for this when it is built inside LightningCLI, which hands the whole CLI
     configuration to every module created during instantiation.
+
+    Args:
+        path: The checkpoint file (read with ``weights_only`` loading).
     """
     return load_checkpoint(_existing_checkpoint(path), mmap=True)
 
