@@ -29,9 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torchmetrics.functional.classification import (
+    binary_calibration_error,
     multiclass_accuracy,
     multiclass_auroc,
+    multiclass_calibration_error,
     multiclass_f1_score,
+    multilabel_auroc,
+    multilabel_f1_score,
 )
 
 log = logging.getLogger(__name__)
@@ -296,4 +300,142 @@ CLASSIFICATION_STATISTICS: dict[str, Callable[..., Statistic]] = {
     "f1": macro_f1_statistic,
     "balanced_accuracy": balanced_accuracy_statistic,
     "auroc": macro_auroc_statistic,
+}
+
+
+def ece_statistic(probs, labels, num_bins: int = 15) -> Statistic:
+    """Top-label expected calibration error as a statistic (``ece``, see medvision.calibration).
+
+    Args:
+        probs: ``N x K`` softmax probabilities.
+        labels: ``N`` true classes.
+        num_bins: Equal-width confidence bins.
+
+    Returns:
+        The statistic (defined on every resample).
+    """
+    probs, labels, num_classes = _classification_inputs(probs, labels)
+
+    def statistic(indices: np.ndarray) -> float:
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return float(
+            multiclass_calibration_error(
+                probs[index], labels[index], num_classes, n_bins=num_bins, validate_args=False
+            )
+        )
+
+    return statistic
+
+
+def _multilabel_inputs(probs, target) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.as_tensor(probs).detach().cpu().float()
+    target = torch.as_tensor(target).detach().cpu().long()
+    if probs.ndim != 2 or target.shape != probs.shape:
+        raise ValueError(
+            f"expected probs and targets both N x K, got {tuple(probs.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if ((target != 0) & (target != 1) & (target != -1)).any():
+        raise ValueError("multi-label targets must be 0, 1 or -1 (unknown)")
+    return probs, target
+
+
+def _both_classes(target: torch.Tensor) -> torch.Tensor:
+    """``K`` bool: labels with a known positive and a known negative."""
+    return ((target == 1).any(0)) & ((target == 0).any(0))
+
+
+def multilabel_auroc_statistic(probs, target) -> Statistic:
+    """Mean per-label AUROC of a multi-label model as a statistic (``auroc``).
+
+    Args:
+        probs: ``N x K`` sigmoid probabilities.
+        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
+
+    Returns:
+        The mean over the labels that have known positives and negatives in the full set;
+        NaN on a resample where one of them lacks either.
+    """
+    probs, target = _multilabel_inputs(probs, target)
+    labels = _both_classes(target)
+
+    def statistic(indices: np.ndarray) -> float:
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        sample = target[index]
+        if not labels.any() or not _both_classes(sample)[labels].all():
+            return float("nan")
+        values = multilabel_auroc(
+            probs[index],
+            sample,
+            probs.shape[1],
+            average=None,
+            ignore_index=-1,
+            validate_args=False,
+        )
+        return float(values[labels].mean())
+
+    return statistic
+
+
+def multilabel_f1_statistic(probs, target, threshold: float = 0.5) -> Statistic:
+    """Macro F1 of a multi-label model at ``threshold`` as a statistic (``f1``).
+
+    Args:
+        probs: ``N x K`` sigmoid probabilities.
+        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
+        threshold: Positive above it (0.5, as the logged ``f1``).
+
+    Returns:
+        The statistic (torchmetrics' ``multilabel_f1_score``, macro).
+    """
+    probs, target = _multilabel_inputs(probs, target)
+
+    def statistic(indices: np.ndarray) -> float:
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return float(
+            multilabel_f1_score(
+                probs[index],
+                target[index],
+                probs.shape[1],
+                threshold,
+                average="macro",
+                ignore_index=-1,
+                validate_args=False,
+            )
+        )
+
+    return statistic
+
+
+def multilabel_ece_statistic(probs, target, num_bins: int = 15) -> Statistic:
+    """Mean per-label expected calibration error as a statistic (``ece`` of a multi-label model).
+
+    Args:
+        probs: ``N x K`` sigmoid probabilities.
+        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
+        num_bins: Equal-width probability bins.
+
+    Returns:
+        The mean over labels with a known entry in the resample.
+    """
+    probs, target = _multilabel_inputs(probs, target)
+
+    def statistic(indices: np.ndarray) -> float:
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        p, t = probs[index], target[index]
+        values = [
+            float(binary_calibration_error(p[t[:, k] >= 0, k], t[t[:, k] >= 0, k], num_bins))
+            for k in range(p.shape[1])
+            if (t[:, k] >= 0).any()
+        ]
+        return sum(values) / len(values) if values else float("nan")
+
+    return statistic
+
+
+#: The multi-label statistics by their logged key (``test/<key>``).
+MULTILABEL_STATISTICS: dict[str, Callable[..., Statistic]] = {
+    "f1": multilabel_f1_statistic,
+    "auroc": multilabel_auroc_statistic,
+    "ece": multilabel_ece_statistic,
 }

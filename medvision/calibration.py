@@ -299,6 +299,27 @@ def _nll_function(logits, labels, multilabel: bool, known):
     )
 
 
+def negative_log_likelihood(
+    logits, labels, temperature: float = 1.0, multilabel: bool = False, known=None
+) -> float:
+    """Mean negative log-likelihood of ``logits / temperature``: what temperature scaling lowers.
+
+    Args:
+        logits: ``N x K`` logits.
+        labels: ``N`` true classes, or ``N x K`` 0/1 targets with ``multilabel``.
+        temperature: ``T > 0``.
+        multilabel: Binary cross-entropy per known label instead of the softmax NLL.
+        known: With ``multilabel``, optional ``N x K`` mask, 0 where a label is unknown.
+
+    Returns:
+        The NLL in nats per image (single-label) or per known label (multi-label).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    nll = _nll_function(logits, labels, multilabel, known)
+    return float(nll(torch.tensor(float(temperature), dtype=torch.float64)))
+
+
 def fit_temperature(logits, labels, multilabel: bool = False, known=None) -> float:
     """The temperature ``T`` minimizing the validation NLL of ``logits / T``.
 

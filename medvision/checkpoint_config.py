@@ -7,8 +7,9 @@ channels, intensity scaling and classes the model was trained with. With ``--con
 config's datamodule must agree with the record (``image_size``, ``in_channels``,
 ``intensity_window``, ``class_names``): a disagreement is refused in one line naming both
 values, unless the option was given on the command line (a deliberate override, logged).
-``--output DIR`` and ``--tta NAME`` are short for ``--prediction_writer.output_dir`` and
-``--prediction_writer.tta``.
+``--output DIR``, ``--tta NAME`` and ``--cam METHOD`` are short for
+``--prediction_writer.output_dir``, ``--prediction_writer.tta`` and ``--prediction_writer.cam``;
+``--cam`` on a segmentation checkpoint is refused here, before anything is built.
 
 :class:`MedVisionCLI <medvision.cli.MedVisionCLI>` calls the hooks here; nothing else does.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medvision.callbacks.explanations import check_cam
 from medvision.checkpointing import load_checkpoint
 from medvision.preprocessing import Preprocessing, as_size, record_of, require_record
 from medvision.tta import check_tta
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 #: The datamodule's input settings that must match the checkpoint's record.
 CHECKED = ("image_size", "in_channels", "intensity_window", "class_names")
 #: Predict's shorthands -> the options they stand for.
-SHORTHANDS = {"--output": "--prediction_writer.output_dir", "--tta": "--prediction_writer.tta"}
+SHORTHANDS = {
+    "--output": "--prediction_writer.output_dir",
+    "--tta": "--prediction_writer.tta",
+    "--cam": "--prediction_writer.cam",
+}
 PREDICT_DATAMODULE = "medvision.data.ImageFolderPredictDataModule"
 
 
@@ -87,8 +93,10 @@ def plan_predict(args: list[str]) -> tuple[list[str], PredictPlan | None]:
         loaded = load_checkpoint(checkpoint, mmap=True)
         record = record_of(loaded) if isinstance(loaded, dict) else None
         trained = dict(loaded.get("datamodule_hyper_parameters", {})) if record is None else {}
+        _check_cam_task(args, record, checkpoint)
         return args, PredictPlan(checkpoint, record, False, explicit, configs, trained)
     record = require_record(load_checkpoint(checkpoint, mmap=True), checkpoint)
+    _check_cam_task(args, record, checkpoint)
     if record.lesion_focus is not None:
         raise ValueError(
             f"{checkpoint}: was trained on images cropped to lesion masks "
@@ -103,6 +111,16 @@ def plan_predict(args: list[str]) -> tuple[list[str], PredictPlan | None]:
     if "--data" not in given:
         front.append(f"--data={json.dumps(_data_config(record))}")
     return [args[0], *front, *args[1:]], PredictPlan(checkpoint, record, True, explicit)
+
+
+def _check_cam_task(args: list[str], record: Preprocessing | None, checkpoint: Path) -> None:
+    """``--cam`` explains classifiers: refuse it for a segmentation checkpoint."""
+    cam = _option_value(args, SHORTHANDS["--cam"])
+    if cam not in (None, "null") and record is not None and record.task != "classification":
+        raise ValueError(
+            f"--cam explains classifiers only, and {checkpoint} is a {record.task} model: its "
+            "masks/ and overlays/ already show where it looks. Drop --cam."
+        )
 
 
 def _data_config(record: Preprocessing) -> dict:
@@ -239,6 +257,8 @@ def _expand_shorthands(args: list[str]) -> list[str]:
                 value = args[index]
             if name == "--tta":
                 check_tta(value)
+            if name == "--cam":
+                check_cam(value)
             expanded.append(f"{SHORTHANDS[name]}={value}")
         else:
             expanded.append(args[index])

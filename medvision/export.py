@@ -11,7 +11,8 @@ Python (``docs/apply.md``). ONNX and TorchScript files take ``image``: float32
 ``N x in_channels x height x width`` in [0, 1] at the record's ``image_size`` (any ``N``),
 prepared by steps 1-4 of :mod:`medvision.preprocessing`; they output ``probabilities``
 (sigmoid ``N x 1 x height x width`` for segmentation; softmax, or sigmoid for multi-label,
-``N x K`` for classification). A classifier's standardization (``mean``/``std``) is inside.
+``N x K`` for classification). A classifier's standardization (``mean``/``std``) and its
+temperature (``temperature``, when calibrated) are inside.
 After writing, the file is run on random images and compared with PyTorch (ONNX: with
 onnxruntime when installed); a difference above ``1e-4`` is an error.
 
@@ -63,12 +64,18 @@ class ExportedNetwork(nn.Module):
         self.standardize = mean is not None
         self.register_buffer("mean", None if mean is None else mean.detach().clone())
         self.register_buffer("std", None if std is None else std.detach().clone())
+        temperature = getattr(predictor.module, "temperature", None)  # a calibrated classifier
+        self.register_buffer(
+            "temperature", None if temperature is None else temperature.detach().clone()
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Probabilities of images ``N x C x H x W`` in [0, 1] (see the module docstring)."""
         if self.standardize:
             image = (image - self.mean) / self.std
         logits = self.net(image)
+        if self.temperature is not None:
+            logits = logits / self.temperature
         return logits.softmax(dim=1) if self.activation == "softmax" else logits.sigmoid()
 
 

@@ -13,6 +13,9 @@ Example::
     model = medvision.load_model("runs/unet_lung/version_0/checkpoints/best.ckpt")
     result = model.predict("slice.tif")  # SegmentationResult
     result.mask  # bool H x W at the image's own size
+
+A classifier also explains itself: ``model.explain("xray.png").overlay`` is a Grad-CAM heat
+map over the image (:meth:`Predictor.explain`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from medvision.callbacks.explanations import CamExplainer, Explanation
 from medvision.callbacks.prediction import probabilities_at_size
 from medvision.checkpointing import load_checkpoint
+from medvision.data.io import read_image
 from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
 from medvision.imports import import_object
 from medvision.metrics import binarize
@@ -169,6 +174,57 @@ class Predictor:
             self.module.predict_tta = None
         return results[0] if single else results
 
+    def explain(
+        self,
+        x: ImageInput | Sequence[ImageInput],
+        target_layer: str | None = None,
+        class_index: int | str | None = None,
+        method: str = "hirescam",
+        batch_size: int = 16,
+    ) -> Explanation | list[Explanation]:
+        """Heat maps of where a classifier found the evidence for a class (Grad-CAM family).
+
+        Each image is prepared as in :meth:`predict`; the heat map is computed at the
+        network's input size with pytorch-grad-cam and resized to the image's own size.
+
+        Args:
+            x: An image file, an array or tensor holding one decoded image, or a list of
+                either (as :meth:`predict` takes them).
+            target_layer: The layer to explain, a name in ``module.net.named_modules()``
+                (``layer4`` of a ResNet); None: the last spatial feature map.
+            class_index: The class to explain (index or name); None: each image's predicted
+                class (multi-label: its most probable label).
+            method: ``hirescam`` (default; identical to Grad-CAM for timm's classifiers,
+                faithful for ``cnn5``/``vgg_leaky``) or ``gradcam``.
+            batch_size: Images per forward and backward pass.
+
+        Returns:
+            For one image an :class:`~medvision.callbacks.explanations.Explanation`
+            (``heat_map`` float32 ``H x W`` in [0, 1], ``overlay`` uint8 ``H x W x 3``, the
+            class, layer and method), for a list one per image.
+
+        Raises:
+            ValueError: for a segmentation model, an unknown method, layer or class (naming
+                the argument and the fix), or an unreadable input.
+            ImportError: naming the ``trust`` extra when pytorch-grad-cam is missing.
+        """
+        explainer = CamExplainer(self.module, method, target_layer, class_index)
+        single = not isinstance(x, list | tuple)
+        items = [x] if single else list(x)
+        if not items:
+            return []
+        loader = DataLoader(self._dataset(items), batch_size=batch_size, num_workers=0)
+        results: list[Explanation] = []
+        for batch in loader:
+            start = len(results)
+            originals = [
+                read_image(item) if isinstance(item, str | Path) else _as_array(item)
+                for item in items[start : start + len(batch["image"])]
+            ]
+            images = batch["image"].to(self.device)
+            results += explainer.explain(images, originals, [str(p) for p in batch["path"]])
+        return results[0] if single else results
+
     def _dataset(self, items: list):
         record = self.preprocessing
         if all(isinstance(item, str | Path) for item in items):
@@ -177,10 +233,7 @@ class Predictor:
                 record.task, [Path(p) for p in items], record.image_size, record.in_channels, window
             )
         if all(isinstance(item, np.ndarray | torch.Tensor) for item in items):
-            arrays = [
-                item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-                for item in items
-            ]
+            arrays = [_as_array(item) for item in items]
             return ArrayImageDataset(
                 arrays,
                 predict_transform(record.task, record.image_size),
@@ -214,6 +267,10 @@ class Predictor:
                 ClassificationResult(probs[i].numpy(), names, "|".join(labels), labels, source)
             )
         return results
+
+
+def _as_array(item: np.ndarray | torch.Tensor) -> np.ndarray:
+    return item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:

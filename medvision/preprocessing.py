@@ -16,7 +16,8 @@ The steps it describes, for one 2D image (``docs/apply.md`` has them for non-Pyt
 4. Resize to ``image_size`` (height, width) with OpenCV's ``interpolation`` (``linear``:
    ``cv2.INTER_LINEAR``, segmentation; ``area``: ``cv2.INTER_AREA``, classification).
 5. Layout ``N x C x H x W`` float32; the network (classifiers standardize with ``mean`` and
-   ``std`` inside it: never apply them yourself), then ``activation`` (sigmoid or softmax).
+   ``std`` inside it: never apply them yourself), its logits divided by ``temperature`` (1
+   unless the classifier was calibrated), then ``activation`` (sigmoid or softmax).
 6. Segmentation: probabilities resized back to the original ``H x W`` (bilinear,
    ``align_corners=False``), foreground where above ``mask_threshold``. Classification:
    ``class_names[argmax]``, or for multi-label every label above its entry of ``thresholds``.
@@ -63,6 +64,9 @@ class Preprocessing:
         lesion_focus: ``{"mode": "crop"|"mask", "margin": float}`` when training images were
             cropped to (or masked by) a lesion mask before resizing; such a model needs those
             masks and its config to predict.
+        temperature: Classification: ``T > 0`` the logits are divided by before the
+            activation (temperature scaling, fitted on validation by ``calibrate``); 1 means
+            uncalibrated, and a record without it (older checkpoints) means 1.
         version: The record's layout version (:data:`FORMAT_VERSION`).
     """
 
@@ -78,6 +82,7 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     lesion_focus: Mapping[str, Any] | None = None
+    temperature: float = 1.0
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -87,6 +92,8 @@ class Preprocessing:
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"image_size must be (height, width), got {self.image_size}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.thresholds is not None and len(self.thresholds) != len(self.class_names):
             raise ValueError(
                 f"{len(self.thresholds)} thresholds for {len(self.class_names)} class_names"
@@ -170,6 +177,7 @@ class Preprocessing:
                     "thresholds": _floats(values.get("thresholds")),
                     "mean": _floats(values.get("mean")),
                     "std": _floats(values.get("std")),
+                    "temperature": float(values.get("temperature", 1.0)),
                 }
             )
         except (TypeError, ValueError) as error:

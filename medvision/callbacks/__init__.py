@@ -1,9 +1,11 @@
 """Lightning callbacks, one concept per module; every name is importable from here.
 
 - :mod:`~medvision.callbacks.prediction`: what ``predict`` writes (masks, overlays, CSV);
-  :mod:`~medvision.callbacks.volumes` for NIfTI volumes.
+  :mod:`~medvision.callbacks.volumes` for NIfTI volumes; :mod:`~medvision.callbacks.explanations`
+  for a classifier's Grad-CAM heat maps (``--cam``).
 - :mod:`~medvision.callbacks.overlays`: validation overlays of a segmenter.
 - :mod:`~medvision.callbacks.test_report`: a classifier's per-class report at the end of ``test``.
+- :mod:`~medvision.callbacks.calibration`: temperature scaling of a classifier after ``fit``.
 - :mod:`~medvision.callbacks.guards`: stop at a NaN/inf loss or gradient.
 - :mod:`~medvision.callbacks.progress`: a progress bar that does not wait for the GPU each step.
 - :mod:`~medvision.callbacks.timing`: epoch wall and CPU times.
@@ -23,6 +25,7 @@ _WHERE = {
     "NonFiniteGuard": "guards",
     "PredictionWriter": "prediction",
     "SegmentationPredictionWriter": "prediction",
+    "TemperatureCalibration": "calibration",
     "ValidationOverlays": "overlays",
     "VolumePredictionWriter": "volumes",
     "MedVisionProgressBar": "progress",

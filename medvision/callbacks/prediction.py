@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medvision.callbacks.explanations import CLI_OPTIONS, CamExplainer, check_cam
 from medvision.callbacks.prediction_output import prediction_folder, report_failures
 from medvision.callbacks.volumes import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
@@ -144,6 +145,10 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     writes ``predictions.rank<N>.csv``.
     Input files that failed (the datamodule's ``predict_failures``) have no row: they are
     listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
+
+    Args:
+        output_dir: The folder to write into (missing or empty); None: a new
+            ``predictions/<timestamp>`` folder of the checkpoint's run.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -257,6 +262,26 @@ class PredictionWriter(BasePredictionWriter):
     prediction with that of the mirrored image (:mod:`medvision.tta`). Input files that could
     not be predicted are listed in ``failed.csv`` there and in :attr:`failures`
     (``medvision predict`` then exits with status 1).
+
+    ``cam`` (``--cam gradcam`` or ``hirescam``; classifiers only) also writes
+    ``cams/<stem>.png``: the heat map of where the evidence for the predicted class lies (or
+    for ``cam_class``, a class name or index), over the image at its own size, from the layer
+    ``cam_target_layer`` (default: the network's last spatial feature map); see
+    :class:`~medvision.callbacks.explanations.CamExplainer`. The heat maps are of the image
+    as it is (no TTA).
+
+    Args:
+        output_dir: The folder to write into (``--output DIR``; missing or empty); None: a
+            new ``predictions/<timestamp>`` folder in the checkpoint's run folder.
+        overlays: Segmentation: also write ``overlays/<stem>.png``.
+        threshold: Segmentation: the mask threshold instead of the model's own.
+        tta: Test-time augmentation (``--tta flip``), or None.
+        cam: Classifiers: ``gradcam`` or ``hirescam`` heat maps in ``cams/`` (``--cam``), or
+            None for none.
+        cam_target_layer: The network's layer the heat maps explain (``layer4``,
+            ``features``); None: its last spatial feature map.
+        cam_class: The class every heat map explains (name or index); None: each image's
+            predicted class.
     """
 
     def __init__(
@@ -265,9 +290,20 @@ class PredictionWriter(BasePredictionWriter):
         overlays: bool = True,
         threshold: float | None = None,
         tta: str | None = None,
+        cam: str | None = None,
+        cam_target_layer: str | None = None,
+        cam_class: int | str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.tta = check_tta(tta)
+        self.cam = check_cam(cam)
+        if cam is None and (cam_target_layer is not None or cam_class is not None):
+            raise ValueError(
+                "--prediction_writer.cam_target_layer and --prediction_writer.cam_class choose "
+                "what --cam explains: add --cam gradcam (or hirescam)."
+            )
+        self.cam_target_layer, self.cam_class = cam_target_layer, cam_class
+        self.explainer: CamExplainer | None = None
         self.threshold = threshold
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.writers = (
@@ -279,6 +315,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.predict_tta = self.tta
+        if self.cam is not None:
+            self.explainer = CamExplainer(
+                pl_module, self.cam, self.cam_target_layer, self.cam_class, CLI_OPTIONS
+            )
         self.root = prediction_folder(self.output_dir, trainer)
         for writer in self.writers:
             writer.root = self.root
@@ -287,9 +327,15 @@ class PredictionWriter(BasePredictionWriter):
         for writer in self.writers:
             writer.on_predict_epoch_start(trainer, pl_module)
 
-    def write_on_batch_end(self, *args, **kwargs) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         for writer in self.writers:
-            writer.write_on_batch_end(*args, **kwargs)
+            writer.write_on_batch_end(
+                trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+            )
+        if self.explainer is not None and "class_probs" in prediction:
+            self.explainer.write(self.root, batch["image"], list(prediction["path"]))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for writer in self.writers:
@@ -298,6 +344,8 @@ class PredictionWriter(BasePredictionWriter):
             write_text(
                 self.root / "prediction_info.json", json.dumps(self._info(trainer), indent=1)
             )
+            if self.explainer is not None:
+                log.info("Heat maps (%s) in %s", self.cam, self.root / "cams")
             log.info("Predictions of this run are in %s", self.root)
 
     def _info(self, trainer: Trainer) -> dict:
@@ -310,6 +358,7 @@ class PredictionWriter(BasePredictionWriter):
             "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "tta": self.tta,
             "threshold": self.threshold,
+            "cam": None if self.explainer is None else self.explainer.describe(),
             "preprocessing": None if record is None else record.to_dict(),
         }
 

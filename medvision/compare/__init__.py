@@ -12,9 +12,12 @@ A RUN is one of:
 - a checkpoint file (its ``config.yaml`` is looked for from the folder above ``checkpoints/``).
 
 A run folder or checkpoint is tested here, on the test split of its own saved data config. The
-report ``<output>/report.md`` has a table of every ``test/*`` metric per run, per-class (or
-per-label) tables for classifiers, and ``<output>/comparison.png``: the same ``--num-images``
-test images of the first run's data (rows) as image | truth | one column per model. With
+report ``<output>/report.md`` has a table of every ``test/*`` metric per run (with its 95%
+bootstrap interval where the run's test wrote ``test_summary.csv``), the paired bootstrap
+difference of each later run against the first on the same test images (from the runs'
+``test_per_image.csv``), per-class (or per-label) tables for classifiers, and
+``<output>/comparison.png``: the same ``--num-images`` test images of the first run's data
+(rows) as image | truth | one column per model. With
 ``--wandb``, or when a run logged to W&B, the tables and the figure also go to a W&B run.
 ``--data.*`` arguments (``--data.init_args.data_dir DIR``) override every run's data config.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from medvision.compare.figure import HEADER_PX
 from medvision.compare.report import write_report
 from medvision.compare.runs import resolve_run
+from medvision.evaluation import BOOTSTRAP_SAMPLES
 
 __all__ = ["HEADER_PX", "main", "resolve_run", "split_data_overrides", "write_report"]
 
@@ -66,6 +70,12 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--names", nargs="+", help="one label per run (default: model names)")
     parser.add_argument("--num-images", type=int, default=4, help="test images in the figure")
     parser.add_argument(
+        "--bootstrap-samples",
+        type=int,
+        default=BOOTSTRAP_SAMPLES,
+        help="bootstrap resamples of the paired differences (default %(default)s)",
+    )
+    parser.add_argument(
         "--wandb",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -81,6 +91,7 @@ def main(args: Sequence[str] | None = None) -> None:
         options.num_images,
         data_overrides,
         options.wandb,
+        options.bootstrap_samples,
     )
     print(report.read_text())
     print(f"Report: {report}; figure: {report.parent / 'comparison.png'}")

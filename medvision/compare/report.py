@@ -10,6 +10,12 @@ from pathlib import Path
 from lightning.pytorch.loggers import WandbLogger
 
 from medvision.compare.figure import comparison_figure
+from medvision.compare.paired import (
+    format_difference,
+    matched_rows,
+    paired_differences,
+    read_test_files,
+)
 from medvision.compare.runs import (
     Run,
     default_names,
@@ -19,6 +25,7 @@ from medvision.compare.runs import (
     test_data,
     test_metrics,
 )
+from medvision.evaluation import BOOTSTRAP_SAMPLES, PER_IMAGE_CSV, format_interval
 from medvision.files import save_png, write_text
 from medvision.imports import import_object
 
@@ -36,12 +43,67 @@ def _cell(value: tuple[float, float | None] | None) -> str:
 
 
 def metrics_table(runs: Sequence[Run]) -> list[list[str]]:
-    """Rows ``[metric, cell per run]`` of every overall ``test/<metric>`` (per-class ones out)."""
-    keys = sorted({k for run in runs for k in run.metrics if k.count("/") == 1})
-    return [[key, *(_cell(run.metrics.get(key)) for run in runs)] for key in keys]
+    """Rows ``[metric, cell per run]`` of every overall ``test/<metric>`` (per-class ones out).
+
+    A cell is ``value [ci_low, ci_high]`` where the run's ``test_summary.csv`` has the metric
+    (its 95% bootstrap interval), ``mean ± std`` for a cross-validation, else the value.
+    """
+    keys = {k for run in runs for k in (*run.metrics, *run.summary) if k.count("/") == 1}
+    return [[key, *(_run_cell(run, key) for run in runs)] for key in sorted(keys)]
 
 
-_PER_CLASS_NAMES = {"f1_per_class": "f1", "f1_per_label": "f1", "auroc_per_label": "auroc"}
+def _run_cell(run: Run, key: str) -> str:
+    if key in run.summary:
+        return format_interval(run.summary[key])
+    return _cell(run.metrics.get(key))
+
+
+def paired_section(runs: Sequence[Run], num_samples: int = BOOTSTRAP_SAMPLES) -> list[str]:
+    """The report's paired comparison: each run minus the first, on the same test images.
+
+    Args:
+        runs: The runs; the first is the reference.
+        num_samples: Bootstrap resamples.
+
+    Returns:
+        Markdown parts (a heading, an explanation, a table or why there is none).
+    """
+    base = runs[0]
+    parts = [f"## Paired difference vs {base.name}"]
+    if base.per_image is None:
+        reason = "is a cross-validation" if base.num_folds > 1 else "wrote no per-image results"
+        return [*parts, f"Not computed: {base.name} {reason} (no {PER_IMAGE_CSV})."]
+    columns, notes = {}, []
+    for run in runs[1:]:
+        if run.per_image is None:
+            notes.append(f"{run.name}: no per-image results (a cross-validation), left out.")
+            continue
+        try:
+            rows_a, rows_b = matched_rows(base.per_image, run.per_image, base.name, run.name)
+            columns[run.name] = paired_differences(rows_a, rows_b, num_samples)
+        except ValueError as error:
+            log.warning("No paired comparison: %s", error)
+            notes.append(f"{run.name}: not compared. {error}")
+    parts.append(
+        f"Each run's metric minus {base.name}'s on the same {len(base.per_image)} test images, "
+        f"with its 95% paired bootstrap interval ({num_samples} resamples of the images, both "
+        "models scored on each resample); * marks an interval that excludes 0, a difference at "
+        "the 5% level."
+    )
+    if columns:
+        keys = sorted({k for values in columns.values() for k in values})
+        rows = [["metric", *(f"{name} − {base.name}" for name in columns)]]
+        rows += [[k, *(format_difference(v.get(k)) for v in columns.values())] for k in keys]
+        parts.append(markdown_table(rows))
+    return parts + notes
+
+
+_PER_CLASS_NAMES = {
+    "f1_per_class": "f1",
+    "f1_per_label": "f1",
+    "auroc_per_label": "auroc",
+    "ece_per_label": "ece",
+}
 
 
 def per_class_table(run: Run) -> list[list[str]]:
@@ -60,7 +122,7 @@ def per_class_table(run: Run) -> list[list[str]]:
         per_class.setdefault(parts[2], {})[column] = _cell(run.metrics[key])
     if not per_class:
         return []
-    preferred = ["precision", "recall", "f1", "auroc"]
+    preferred = ["precision", "recall", "f1", "auroc", "ece"]
     columns.sort(key=lambda c: (preferred.index(c) if c in preferred else len(preferred), c))
     order = list(getattr(run.module, "class_names", None) or per_class)
     return [
@@ -75,20 +137,34 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
 
 
-def report_markdown(runs: Sequence[Run], figure: str, image_paths: Sequence[str]) -> str:
-    """The report: runs, test metrics, per-class tables (classifiers) and the figure."""
+def report_markdown(
+    runs: Sequence[Run],
+    figure: str,
+    image_paths: Sequence[str],
+    num_samples: int = BOOTSTRAP_SAMPLES,
+) -> str:
+    """The report: runs, test metrics (with intervals), the paired differences against the
+    first run, per-class tables (classifiers) and the figure."""
     run_rows = [["name", "run", "model", "checkpoint shown", "metrics"]]
     run_rows += [
         [r.name, str(r.path), describe(r.module), str(r.checkpoint), r.source] for r in runs
     ]
     names = [f"{r.name} ({r.num_folds} folds)" if r.num_folds > 1 else r.name for r in runs]
+    legend = "value [95% bootstrap interval over the test images] where a run's test wrote one"
+    if any(r.num_folds > 1 for r in runs):
+        legend += (
+            "; mean ± std over folds (sample std, n - 1) for a cross-validation, which keeps no "
+            "per-image results to bootstrap"
+        )
     parts = [
         "# Model comparison",
         markdown_table(run_rows),
         "## Test metrics",
-        "mean ± std over folds (sample std, n - 1) where a run is a cross-validation.",
+        legend + ".",
         markdown_table([["metric", *names], *metrics_table(runs)]),
     ]
+    if len(runs) > 1:
+        parts += paired_section(runs, num_samples)
     for run in runs:
         table = per_class_table(run)
         if table:
@@ -134,13 +210,12 @@ def log_to_wandb(runs: Sequence[Run], figure: Path, project: str, output: Path) 
         config={"runs": {r.name: str(r.path) for r in runs}},
     )
     data = [
-        [r.name, key, mean, std, r.num_folds]
+        [r.name, key, mean, std, *_interval(r, key), r.num_folds]
         for r in runs
         for key, (mean, std) in r.metrics.items()
     ]
-    tables = {
-        "report/metrics": wandb.Table(columns=["run", "metric", "mean", "std", "folds"], data=data)
-    }
+    columns = ["run", "metric", "mean", "std", "ci_low", "ci_high", "folds"]
+    tables = {"report/metrics": wandb.Table(columns=columns, data=data)}
     for r in runs:
         table = per_class_table(r)
         if table:
@@ -148,6 +223,11 @@ def log_to_wandb(runs: Sequence[Run], figure: Path, project: str, output: Path) 
     run.log({**tables, "report/comparison": wandb.Image(str(figure))})
     run.finish()
     log.info("Report logged to W&B project %s%s", project, " (offline)" if offline else "")
+
+
+def _interval(run: Run, key: str) -> tuple[float | None, float | None]:
+    row = run.summary.get(key)
+    return (None, None) if row is None else (float(row["ci_low"]), float(row["ci_high"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,12 +240,14 @@ def write_report(
     num_images: int = 4,
     data_overrides: Sequence[str] = (),
     wandb: bool | None = None,
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES,
 ) -> Path:
     """Compare the runs at ``paths``: writes ``output/report.md`` and ``output/comparison.png``.
 
     ``names`` label the runs (default: model descriptions); ``data_overrides`` are
     ``--data.*`` arguments applied to every run's data config. ``wandb``: True logs to W&B,
-    False never, None when a run logged to W&B. Returns the report's path.
+    False never, None when a run logged to W&B. ``bootstrap_samples``: resamples of the
+    paired differences. Returns the report's path.
     """
     if names and len(names) != len(paths):
         raise ValueError(f"--names gives {len(names)} names for {len(paths)} runs")
@@ -177,10 +259,13 @@ def write_report(
         run.name = name
     for i, run in enumerate(runs):
         if run.num_folds == 1:  # a run folder or checkpoint: test it on its own data config
-            run.metrics = test_metrics(run, test_data(run), output / "evaluation" / f"run_{i}")
+            folder = output / "evaluation" / f"run_{i}"
+            run.metrics = test_metrics(run, test_data(run), folder)
+            run.summary, run.per_image = read_test_files(folder)
     figure, image_paths = comparison_figure(runs, test_data(runs[0]), num_images)
     save_png(output / "comparison.png", figure)
-    write_text(output / "report.md", report_markdown(runs, "comparison.png", image_paths))
+    markdown = report_markdown(runs, "comparison.png", image_paths, bootstrap_samples)
+    write_text(output / "report.md", markdown)
     project = wandb_project(runs)
     if wandb or (wandb is None and project is not None):
         log_to_wandb(runs, output / "comparison.png", project or "medvision", output)

@@ -32,6 +32,9 @@ class Run:
     """One RUN argument, resolved: its model's checkpoint, its saved config and its metrics.
 
     ``metrics`` maps each ``test/*`` key to ``(mean, std)``; ``std`` is None for a single run.
+    A run the report tested also has ``summary`` (``test/<metric>`` -> its
+    ``test_summary.csv`` row: value and 95% bootstrap interval) and ``per_image`` (the rows of
+    its ``test_per_image.csv``), when its test wrote them.
     """
 
     path: Path
@@ -42,6 +45,8 @@ class Run:
     name: str = ""
     module: LightningModule | None = None
     datamodule: LightningDataModule | None = None
+    summary: dict[str, dict] = field(default_factory=dict)
+    per_image: list[dict] | None = None
 
     @property
     def config(self) -> dict:

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import timm
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
 from medvision.checkpointing import load_checkpoint
@@ -24,7 +22,18 @@ from medvision.metrics import (
     multilabel_metrics,
 )
 from medvision.models.base import MedVisionModule
-from medvision.models.weights import explain_download_failure, load_pretrained_weights
+from medvision.models.classification_net import (
+    check_class_names,
+    create_classification_net,
+    input_stats,
+)
+from medvision.models.classifier_outputs import (
+    ClassifierTestCollector,
+    ClassifierTestResults,
+    add_temperature,
+    thresholds_at_temperature,
+)
+from medvision.models.weights import load_pretrained_weights
 from medvision.steps import EveryNSteps, read_interval
 from medvision.tta import tta_probabilities
 
@@ -33,64 +42,58 @@ log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
 
 
-def create_classification_net(
-    model_name: str, pretrained: bool, in_channels: int, num_classes: int, **kwargs
-) -> nn.Module:
-    """``timm.create_model`` with a clear error when pretrained weights cannot be fetched."""
-    if not timm.is_model(model_name):
-        raise ValueError(
-            f"unknown model_name {model_name!r}: use a timm model name (timm.list_models()), "
-            "'cnn5' or 'vgg_leaky'."
-        )
-    with explain_download_failure(
-        f"the pretrained weights of {model_name!r}",
-        "Set pretrained: false, or give a local file as pretrained_weights.",
-    ):
-        return timm.create_model(
-            model_name,
-            pretrained=pretrained,
-            num_classes=num_classes,
-            in_chans=in_channels,
-            **kwargs,
-        )
-
-
 class ClassificationModule(MedVisionModule):
     """Image classification: logits ``N x num_classes`` for ``N x in_channels x H x W``.
 
     Batches are dicts with ``image`` (float in [0, 1]) and ``label``: an int64 class index, or
     with ``multilabel`` a float 0/1 vector of ``num_classes`` labels plus ``label_mask`` (0
-    where a label is unknown, e.g. uncertain, and left out of loss and metrics). The
-    network is ``timm.create_model(model_name, ...)``: any timm name (``resnet18``,
-    ``densenet121``, ``efficientnet_b0``, ...) or one of the seed studies' nets registered by
-    medvision (``cnn5``, ``vgg_leaky``). ``pretrained`` loads timm's hub weights (online);
-    ``pretrained_weights`` a local state dict or medvision checkpoint. Images are standardized
-    with the network's mean/std (timm's data config; ImageNet's by default).
+    where a label is unknown, e.g. uncertain, and left out of loss and metrics). Images are
+    standardized with the network's mean/std (timm's data config; ImageNet's by default) inside
+    ``forward``. Probabilities are ``softmax(logits / temperature)`` (sigmoid for multi-label);
+    the ``temperature`` buffer is 1 unless ``calibrate`` fitted it.
 
-    The loss is cross-entropy with optional ``label_smoothing`` and ``class_weights``: ``none``,
-    ``auto`` (inverse class frequency from the datamodule's ``class_counts``, set at ``setup``)
-    or one weight per class. Logged per stage: ``<stage>/loss``, ``accuracy``,
-    ``balanced_accuracy``, ``f1`` (macro), ``auroc``, and per class ``precision/<class>``,
-    ``recall/<class>``, ``f1_per_class/<class>``. At the end of ``test``, the per-class table
-    is logged and printed, and ``test_per_class.csv``, ``test_confusion_matrix.csv`` and ``.png``
-    are written to the run folder (and sent to W&B when attached); ``highlight_classes`` (e.g.
-    melanoma) get a summary line of their own.
+    Logged per stage: ``<stage>/loss``, ``accuracy``, ``balanced_accuracy``, ``f1`` (macro),
+    ``auroc``, and per class ``precision/<class>``, ``recall/<class>``,
+    ``f1_per_class/<class>``; multi-label: ``auroc``, ``f1`` at 0.5 and their
+    ``*_per_label/<label>``, and after each validation epoch ``val/f1_tuned`` with the
+    per-label thresholds that maximize validation F1 (kept in the checkpoint, used by
+    ``predict``). ``test`` also logs ``test/ece`` and writes the report of
+    :class:`~medvision.callbacks.ClassificationTestReport` to the run folder (per-class tables,
+    confusion matrix, reliability diagram, per-image CSV and bootstrap confidence intervals).
+    The training metrics are updated every ``log_every_n_steps`` steps with the batches since,
+    kept on the device until then (a torchmetrics update waits for a GPU).
 
-    Multi-label (``multilabel: true``): sigmoid outputs and binary cross-entropy averaged over
-    known labels; ``class_weights`` are then BCE positive weights (``auto``: negatives /
-    positives per label, from the datamodule's ``class_counts`` and ``known_counts``). Logged:
-    ``auroc`` (mean), ``auroc_per_label/<label>``, ``f1`` and ``f1_per_label/<label>`` at 0.5,
-    and after each validation epoch ``val/f1_tuned`` with the per-label thresholds that
-    maximize validation F1. Those thresholds are kept in the checkpoint and used by
-    ``predict``; ``test`` writes ``test_per_label.csv`` (AUROC, F1 at 0.5 and at the threshold).
-
-    The training metrics are updated every ``log_every_n_steps`` steps with the batches since
-    (their probabilities and labels are kept on the device until then): a torchmetrics update
-    reads values back from the device, which on a GPU waits for it, and at those steps
-    Lightning does so anyway to log. The epoch's ``train/*`` values are the same.
-
-    ``in_channels``, ``num_classes`` and ``class_names`` are normally linked from the
-    datamodule by the CLI.
+    Args:
+        model_name: The network: any timm model name (``resnet18``, ``densenet121``,
+            ``efficientnet_b0``, ...) or a seed study's net registered by medvision
+            (``cnn5``, ``vgg_leaky``); built by ``timm.create_model``.
+        pretrained: Load timm's pretrained weights from the hub (needs the internet).
+        pretrained_weights: A local state dict or medvision checkpoint whose network weights
+            are loaded instead (offline).
+        in_channels: Image channels, 1 (gray) or 3 (RGB); linked from the datamodule.
+        num_classes: Classes (or labels, multi-label); linked from the datamodule.
+        class_names: The classes in output order; linked from the datamodule (without them
+            they are reported as ``0``, ``1``, ...).
+        class_weights: Loss weights: ``none``, ``auto`` (inverse class frequency from the
+            datamodule's ``class_counts``, set at ``setup``) or one weight per class;
+            multi-label: BCE positive weights (``auto``: negatives / positives per label).
+        label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
+        multilabel: Independent labels: sigmoid outputs and binary cross-entropy averaged over
+            the known labels.
+        highlight_classes: Classes (e.g. melanoma) that get a summary line of their own at the
+            end of ``test``.
+        model_kwargs: More keyword arguments for ``timm.create_model`` (``drop_rate``, a seed
+            net's ``channels``, ...).
+        optimizer: The optimizer (a class path with ``init_args`` in YAML; Adam by default).
+        lr_scheduler: An optional learning-rate scheduler, likewise.
+        lr_scheduler_monitor: The metric a scheduler such as ``ReduceLROnPlateau`` watches.
+        channels_last: Weights and images in the channels-last memory layout; ``null``: on a
+            CUDA GPU only.
+        compile: ``true``, or a dict of ``torch.compile`` options, compiles the network.
+        calibrate: At the end of ``fit``, fit the temperature on the validation split for
+            every saved checkpoint (best and last) and store it in each (the callback
+            ``medvision.callbacks.TemperatureCalibration``); ``test``, ``predict``,
+            ``load_model`` and ``export`` then apply it. Needs a validation split.
     """
 
     def __init__(
@@ -111,10 +114,11 @@ class ClassificationModule(MedVisionModule):
         lr_scheduler_monitor: str = "val/loss",
         channels_last: bool | None = None,
         compile: bool | dict = False,
+        calibrate: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor, channels_last, compile)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.class_names = _check_class_names(class_names, num_classes)
+        self.class_names = check_class_names(class_names, num_classes)
         unknown = sorted(set(highlight_classes or []) - set(self.class_names))
         if unknown:
             raise ValueError(f"highlight_classes {unknown} are not among {self.class_names}")
@@ -125,7 +129,7 @@ class ClassificationModule(MedVisionModule):
         self._network_args = {"model_name": model_name, "model_kwargs": model_kwargs}
         if pretrained_weights is not None:
             load_pretrained_weights(self.net, pretrained_weights)
-        mean, std = _input_stats(self.net, in_channels)
+        mean, std = input_stats(self.net, in_channels)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
         self.class_weights = class_weights
@@ -151,6 +155,10 @@ class ClassificationModule(MedVisionModule):
             metrics = multilabel_metrics(num_classes)
         else:
             metrics = classification_metrics(num_classes)
+        add_temperature(self)
+        self.calibrate = calibrate
+        self._test_predictions = ClassifierTestCollector()
+        self.test_predictions: ClassifierTestResults | None = None
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -220,18 +228,23 @@ class ClassificationModule(MedVisionModule):
             known = batch["label_mask"]
             loss = self.loss(logits, labels, known)
             target = torch.where(known.bool(), labels, IGNORE_LABEL).long()
-            probs = logits.detach().sigmoid()
         else:
             loss = self.loss(logits, labels)
-            target, probs = labels, logits.detach().softmax(dim=1)
+            target = labels
+        probs = self.probabilities(logits.detach())
         if stage == "train":
             self._train_outputs.append((probs, target))
         else:
             getattr(self, f"{stage}_metrics").update(probs, target)
+        if stage == "test":
+            self._test_predictions.add(probs, target, batch.get("path"))
         self.log_loss(stage, loss, batch_size=len(labels))
         return loss
 
     def on_train_start(self) -> None:
+        if float(self.temperature) != 1.0:  # fitted for other weights: training changes them
+            log.info("Training: the temperature %.4g is reset to 1", float(self.temperature))
+            self.set_temperature(1.0)
         self._train_outputs = []
         every = read_interval(self.trainer.log_every_n_steps)
         self._train_updates = EveryNSteps(every, start=self.trainer.global_step)
@@ -259,8 +272,23 @@ class ClassificationModule(MedVisionModule):
         return output
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of logits ``N x K``: sigmoid (multi-label) or softmax."""
+        """Class probabilities of logits ``N x K``: sigmoid (multi-label) or softmax of
+        ``logits / temperature``."""
+        logits = logits / self.temperature
         return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the temperature; a multi-label model's thresholds move to keep its decisions.
+
+        Args:
+            temperature: ``T > 0`` (see :func:`medvision.calibration.fit_temperature`).
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if self.multilabel:
+            old = float(self.temperature)
+            self.thresholds = thresholds_at_temperature(self.thresholds, old, temperature)
+        self.temperature.fill_(float(temperature))
 
     def describe_output(self) -> dict:
         """Classification: classes, thresholds, mean/std and the network to rebuild (see
@@ -270,6 +298,7 @@ class ClassificationModule(MedVisionModule):
             "class_names": list(self.class_names),
             "multilabel": self.multilabel,
             "thresholds": self.thresholds.tolist() if self.multilabel else None,
+            "temperature": float(self.temperature),
             "mean": self.input_mean.flatten().tolist(),
             "std": self.input_std.flatten().tolist(),
             "network": {
@@ -310,14 +339,25 @@ class ClassificationModule(MedVisionModule):
         for name, threshold in zip(self.class_names, thresholds, strict=True):
             self.log(f"val/threshold/{name}", threshold, sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        self._test_predictions.reset()
+        self.test_predictions = None
+
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_epoch_metrics("test")
+        self.test_predictions = self._test_predictions.results(self.multilabel)
+        self._test_predictions.reset()
+        if self.test_predictions is not None:
+            for key, value in self.test_predictions.ece(self.class_names).items():
+                self.log(key, value, sync_dist=True)  # the same on every process
 
     def configure_callbacks(self):
-        """The per-class (per-label) test report: see :class:`ClassificationTestReport`."""
+        """The test report (:class:`ClassificationTestReport`) and, with ``calibrate``,
+        :class:`TemperatureCalibration`."""
+        from medvision.callbacks.calibration import TemperatureCalibration
         from medvision.callbacks.test_report import ClassificationTestReport
 
-        return [ClassificationTestReport()]
+        return [ClassificationTestReport(), *([TemperatureCalibration()] if self.calibrate else [])]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -336,6 +376,12 @@ def load_classifier(path: str | Path) -> ClassificationModule:
 
     The weights come from the checkpoint, so nothing is downloaded or read besides it
     (``pretrained`` and ``pretrained_weights`` of the original run are not applied again).
+
+    Args:
+        path: A ``ClassificationModule`` checkpoint (``best.ckpt``, ``last.ckpt``).
+
+    Returns:
+        The module, with the checkpoint's weights, thresholds and temperature.
     """
     path = _existing_checkpoint(path)
     with warnings.catch_warnings():
@@ -351,6 +397,9 @@ def read_classifier_checkpoint(path: str | Path) -> dict:
     Read the arguments a classifier was trained with from here: a module's own ``hparams``
     are not reliable for this when it is built inside LightningCLI, which hands the whole CLI
     configuration to every module created during instantiation.
+
+    Args:
+        path: The checkpoint file (read with ``weights_only`` loading).
     """
     return load_checkpoint(_existing_checkpoint(path), mmap=True)
 
@@ -360,29 +409,3 @@ def _existing_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint {path} does not exist.")
     return path
-
-
-def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
-    if class_names is None:
-        warnings.warn(
-            f"class_names not given: classes are reported as '0'..'{num_classes - 1}'. The CLI "
-            "links them from the datamodule; pass class_names= when building the module by hand.",
-            stacklevel=3,
-        )
-        return [str(i) for i in range(num_classes)]
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
-    return list(class_names)
-
-
-def _input_stats(net: nn.Module, in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's expected input mean/std (timm data config), as ``1 x C x 1 x 1`` tensors.
-
-    For one input channel, the mean of the RGB values.
-    """
-    config = timm.data.resolve_model_data_config(net)
-    mean = torch.tensor(config["mean"], dtype=torch.float32)
-    std = torch.tensor(config["std"], dtype=torch.float32)
-    if in_channels != len(mean):
-        mean, std = mean.mean().repeat(in_channels), std.mean().repeat(in_channels)
-    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
