@@ -289,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> None:
-    """``medvision export ...`` (``args`` without the word ``export``)."""
+    """``medvision export ...``.
+
+    Args:
+        args: The command line after the word ``export``; None reads ``sys.argv[1:]``.
+    """
     options = build_parser().parse_args(args)
     for name in ("onnxscript", "onnx_ir"):  # the exporter's pass-by-pass notes
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -23,7 +23,18 @@ def per_class_rows(
     f1: torch.Tensor,
     confusion: torch.Tensor,
 ) -> list[dict]:
-    """One dict per class with precision, recall, F1 and support (true count, a confusion row)."""
+    """One dict per class with precision, recall, F1 and support (true count, a confusion row).
+
+    Args:
+        class_names: The ``C`` class names, in class-index order.
+        precision: Per-class precision, shape ``C``.
+        recall: Per-class recall, shape ``C``.
+        f1: Per-class F1, shape ``C``.
+        confusion: Counts, ``C x C``: rows true, columns predicted.
+
+    Returns:
+        ``{"class", "precision", "recall", "f1", "support"}`` per class, in class order.
+    """
     support = confusion.sum(dim=1)
     return [
         {
@@ -38,7 +49,11 @@ def per_class_rows(
 
 
 def format_per_class_table(rows: list[dict]) -> str:
-    """The per-class rows as a fixed-width text table, as printed by ``medvision test``."""
+    """The per-class rows as a fixed-width text table, as printed by ``medvision test``.
+
+    Args:
+        rows: The rows of :func:`per_class_rows`.
+    """
     width = max(len("class"), *(len(r["class"]) for r in rows))
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     lines += [
@@ -50,7 +65,17 @@ def format_per_class_table(rows: list[dict]) -> str:
 
 
 def confusion_matrix_image(confusion: np.ndarray, class_names: list[str]) -> np.ndarray:
-    """Render counts (rows: true, columns: predicted) with row-normalized shading; uint8 RGB."""
+    """Render counts (rows: true, columns: predicted) with row-normalized shading; uint8 RGB.
+
+    Each cell shows its count and its share of the true class.
+
+    Args:
+        confusion: Counts, ``C x C``: rows true, columns predicted.
+        class_names: The ``C`` class names, in class-index order, for the axes.
+
+    Returns:
+        The rendered matrix, uint8 ``H x W x 3``.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # not pyplot: leave the process's backend alone
 
@@ -79,7 +104,18 @@ def confusion_matrix_image(confusion: np.ndarray, class_names: list[str]) -> np.
 def write_classification_report(
     folder: Path, stage: str, class_names: list[str], confusion: np.ndarray, rows: list[dict]
 ) -> dict[str, Path]:
-    """Write ``<stage>_per_class.csv``, ``<stage>_confusion_matrix.csv`` and ``.png`` atomically."""
+    """Write ``<stage>_per_class.csv``, ``<stage>_confusion_matrix.csv`` and ``.png`` atomically.
+
+    Args:
+        folder: Where to write them (the run folder).
+        stage: The stage the files are named after (``test``).
+        class_names: The ``C`` class names, in class-index order.
+        confusion: Counts, ``C x C``: rows true, columns predicted.
+        rows: The rows of :func:`per_class_rows`.
+
+    Returns:
+        The written files under ``per_class``, ``confusion_csv`` and ``confusion_png``.
+    """
     paths = {
         "per_class": folder / f"{stage}_per_class.csv",
         "confusion_csv": folder / f"{stage}_confusion_matrix.csv",
@@ -113,6 +149,17 @@ def per_label_rows(
     """One dict per label: AUROC, F1 at 0.5, and F1 at the label's tuned threshold.
 
     The F1 at a threshold is read off the binned PR curve at the nearest bin.
+
+    Args:
+        label_names: The ``L`` label names, in label-index order.
+        auroc: Per-label AUROC, shape ``L``.
+        f1_at_half: Per-label F1 at threshold 0.5, shape ``L``.
+        pr_curve: ``(precision, recall, thresholds)`` as ``MultilabelPrecisionRecallCurve``
+            computes them (``L x (T + 1)``, ``L x (T + 1)``, ``T``).
+        thresholds: Each label's tuned threshold in [0, 1], shape ``L``.
+
+    Returns:
+        ``{"label", "auroc", "f1_at_0.5", "threshold", "f1_at_threshold"}`` per label.
     """
     precision, recall, bins = (t.float().cpu() for t in pr_curve)
     rows = []
@@ -132,7 +179,11 @@ def per_label_rows(
 
 
 def format_per_label_table(rows: list[dict]) -> str:
-    """The per-label rows as a fixed-width text table."""
+    """The per-label rows as a fixed-width text table.
+
+    Args:
+        rows: The rows of :func:`per_label_rows`.
+    """
     width = max(len("label"), *(len(r["label"]) for r in rows))
     lines = [f"{'label':<{width}}  auroc  f1@0.5  threshold  f1@threshold"]
     lines += [
@@ -144,7 +195,13 @@ def format_per_label_table(rows: list[dict]) -> str:
 
 
 def write_per_label_report(folder: Path, stage: str, rows: list[dict]) -> Path:
-    """Write ``<stage>_per_label.csv`` atomically; returns its path."""
+    """Write ``<stage>_per_label.csv`` atomically; returns its path.
+
+    Args:
+        folder: Where to write it (the run folder).
+        stage: The stage the file is named after (``test``).
+        rows: The rows of :func:`per_label_rows`.
+    """
     path = folder / f"{stage}_per_label.csv"
     write_csv(path, rows, list(PER_LABEL_COLUMNS))
     return path

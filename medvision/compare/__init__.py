@@ -39,7 +39,17 @@ __all__ = ["HEADER_PX", "main", "resolve_run", "split_data_overrides", "write_re
 
 
 def split_data_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(other arguments, --data.* arguments with their values)`` of a command line."""
+    """``(other arguments, --data.* arguments with their values)`` of a command line.
+
+    A ``--data.*`` argument takes the next argument as its value unless it is written
+    ``--data.<key>=<value>``, comes last, or is followed by another ``--`` option.
+
+    Args:
+        args: The command line without the program name.
+
+    Returns:
+        The other arguments and the ``--data.*`` arguments, each in command-line order.
+    """
     rest: list[str] = []
     data: list[str] = []
     i = 0
@@ -57,7 +67,11 @@ def split_data_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of ``medvision-report RUN [RUN ...] --output DIR [options] [--data.* ...]``."""
+    """Entry point of ``medvision-report RUN [RUN ...] --output DIR [options] [--data.* ...]``.
+
+    Args:
+        args: The command line without the program name; None reads ``sys.argv[1:]``.
+    """
     parser = argparse.ArgumentParser(
         prog="medvision-report",
         allow_abbrev=False,

@@ -25,7 +25,19 @@ _CORRECT, _WRONG = (64, 200, 64), (230, 64, 64)
 # the figure
 # ---------------------------------------------------------------------------------------------
 def sample_batch(datamodule: LightningDataModule, num_images: int) -> dict:
-    """``num_images`` test samples, evenly spaced over the test split, collated as one batch."""
+    """``num_images`` test samples, evenly spaced over the test split, collated as one batch.
+
+    Args:
+        datamodule: A datamodule set up for ``test``.
+        num_images: How many samples to take; all of them when the test split has fewer.
+
+    Returns:
+        The collated batch: ``image`` (``N x C x H x W``) and the dataset's other keys
+        (``mask`` or ``label``, ``path``, ...).
+
+    Raises:
+        ValueError: when the test split is empty.
+    """
     dataset = datamodule.test_dataloader().dataset
     if len(dataset) == 0:
         raise ValueError(f"{type(datamodule).__name__} has no test images to show")
@@ -35,7 +47,21 @@ def sample_batch(datamodule: LightningDataModule, num_images: int) -> dict:
 
 
 def predict(module: LightningModule, batch: dict, name: str) -> dict:
-    """The module's ``predict_step`` output on ``batch`` (channel count checked first)."""
+    """The module's ``predict_step`` output on ``batch`` (channel count checked first).
+
+    Args:
+        module: A medvision segmentation or classification module, in eval mode.
+        batch: A batch from :func:`sample_batch`.
+        name: The run's name, for the error message.
+
+    Returns:
+        The batch's other keys and ``probs`` (``N x C x H x W``, in [0, 1]) for a segmenter,
+        ``class_probs`` (``N x classes``) for a classifier.
+
+    Raises:
+        ValueError: when the module takes another number of input channels than ``batch``
+            has.
+    """
     channels = module.hparams.get("in_channels")
     if channels is not None and channels != batch["image"].shape[1]:
         raise ValueError(
@@ -74,7 +100,20 @@ def _label(text: str, tile: np.ndarray) -> np.ndarray:
 
 
 def segmentation_rows(batch: dict, outputs: Sequence[dict], modules) -> list[list[np.ndarray]]:
-    """Per image: image | truth | each model's mask (red; truth outlined green; Dice shown)."""
+    """Per image: image | truth | each model's mask (red; truth outlined green; Dice shown).
+
+    Images lower than ``MIN_TILE_PX`` pixels are enlarged by a whole factor.
+
+    Args:
+        batch: The shown samples (:func:`sample_batch`): ``image`` (``N x C x H x W``) and
+            ``mask`` (``N x 1 x H x W``, 0/1).
+        outputs: Each model's :func:`predict` output on ``batch``, holding ``probs``.
+        modules: The models, in the order of ``outputs``; each one's ``threshold`` binarizes
+            its ``probs``.
+
+    Returns:
+        One row per image, each a list of uint8 RGB tiles (``H' x W' x 3``) of one size.
+    """
     factor = _scale(batch["image"].shape[-2])
     rows = []
     for i, image in enumerate(batch["image"]):
@@ -104,7 +143,19 @@ def _class_text(module: LightningModule, values: torch.Tensor, probs: bool) -> l
 
 
 def classification_rows(batch: dict, outputs: Sequence[dict], modules) -> list[list[np.ndarray]]:
-    """Per image: image | true label | each model's predicted label (green right, red wrong)."""
+    """Per image: image | true label | each model's predicted label (green right, red wrong).
+
+    Args:
+        batch: The shown samples (:func:`sample_batch`): ``image`` (``N x C x H x W``) and
+            ``label`` (``N`` class indices, or ``N x labels`` 0/1 for multi-label).
+        outputs: Each model's :func:`predict` output on ``batch``, holding ``class_probs``
+            (``N x classes``).
+        modules: The models, in the order of ``outputs``: their ``class_names`` (the first
+            model's name the truth) and, for multi-label, ``thresholds``.
+
+    Returns:
+        One row per image, each a list of uint8 RGB tiles (``H' x W' x 3``) of one size.
+    """
     factor = _scale(batch["image"].shape[-2])
     rows = []
     for i, image in enumerate(batch["image"]):
@@ -144,6 +195,11 @@ def compose_grid(rows: list[list[np.ndarray]], titles: Sequence[str]) -> np.ndar
     """Tiles of one size in a grid under a header row of column ``titles``; uint8 RGB.
 
     Size: ``HEADER_PX + rows * tile height`` by ``columns * tile width``.
+
+    Args:
+        rows: Rows of uint8 RGB tiles (``H x W x 3``), all of one size, as many in each row.
+        titles: One title per column, shortened from the left to fit the tile width
+            (:func:`fit_title`).
     """
     body = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
     tile_width = rows[0][0].shape[1]
@@ -156,7 +212,21 @@ def compose_grid(rows: list[list[np.ndarray]], titles: Sequence[str]) -> np.ndar
 
 
 def comparison_figure(runs: Sequence[Run], datamodule: LightningDataModule, num_images: int):
-    """The figure (uint8 RGB) and the shown images' paths, for a segmentation or classification."""
+    """The figure (uint8 RGB) and the shown images' paths, for a segmentation or classification.
+
+    Args:
+        runs: The rebuilt runs (``module`` and ``name`` set), one column each.
+        datamodule: The first run's datamodule, set up for ``test``; its images are shown.
+        num_images: How many test images (rows) to show.
+
+    Returns:
+        ``(figure, paths)``: the grid of :func:`compose_grid` (``H x W x 3`` uint8) and the
+        shown images' file paths (empty when the dataset gives none).
+
+    Raises:
+        ValueError: when the data has masks but a run is not a segmenter, or labels but a
+            run is not a classifier.
+    """
     batch = sample_batch(datamodule, num_images)
     modules = [run.module for run in runs]
     outputs = [predict(run.module, batch, run.name) for run in runs]

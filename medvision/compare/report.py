@@ -47,6 +47,9 @@ def metrics_table(runs: Sequence[Run]) -> list[list[str]]:
 
     A cell is ``value [ci_low, ci_high]`` where the run's ``test_summary.csv`` has the metric
     (its 95% bootstrap interval), ``mean ± std`` for a cross-validation, else the value.
+
+    Args:
+        runs: The tested or cross-validated runs, one column each.
     """
     keys = {k for run in runs for k in (*run.metrics, *run.summary) if k.count("/") == 1}
     return [[key, *(_run_cell(run, key) for run in runs)] for key in sorted(keys)]
@@ -110,6 +113,9 @@ def per_class_table(run: Run) -> list[list[str]]:
     """Rows ``[class, precision, recall, f1]`` (what the run logged per class); header first.
 
     Read from ``test/<metric>/<class>`` keys; empty for a segmenter.
+
+    Args:
+        run: A tested or cross-validated run; its module's ``class_names`` order the rows.
     """
     per_class: dict[str, dict[str, str]] = {}
     columns: list[str] = []
@@ -132,7 +138,11 @@ def per_class_table(run: Run) -> list[list[str]]:
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows (header first) as a Markdown table."""
+    """Rows (header first) as a Markdown table.
+
+    Args:
+        rows: The rows of cells, the header first; each cell is written with ``str``.
+    """
     lines = [rows[0], ["---"] * len(rows[0]), *rows[1:]]
     return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
 
@@ -144,7 +154,17 @@ def report_markdown(
     num_samples: int = BOOTSTRAP_SAMPLES,
 ) -> str:
     """The report: runs, test metrics (with intervals), the paired differences against the
-    first run, per-class tables (classifiers) and the figure."""
+    first run, per-class tables (classifiers) and the figure.
+
+    Args:
+        runs: The named, rebuilt runs with their metrics; the first is the reference.
+        figure: The figure's path, relative to the report (``comparison.png``).
+        image_paths: The files of the images shown in the figure, named under it.
+        num_samples: Bootstrap resamples of the paired differences.
+
+    Returns:
+        The Markdown text, ending in a newline.
+    """
     run_rows = [["name", "run", "model", "checkpoint shown", "metrics"]]
     run_rows += [
         [r.name, str(r.path), describe(r.module), str(r.checkpoint), r.source] for r in runs
@@ -184,7 +204,12 @@ def report_markdown(
 # W&B
 # ---------------------------------------------------------------------------------------------
 def wandb_project(runs: Sequence[Run]) -> str | None:
-    """The W&B project of the first run that logged to W&B; None if none did."""
+    """The W&B project of the first run that logged to W&B; None if none did.
+
+    Args:
+        runs: The runs; the ``trainer.logger`` of their saved configs is read (a W&B logger
+            without a project counts as ``medvision``).
+    """
     for run in runs:
         loggers = run.config.get("trainer", {}).get("logger")
         for spec in loggers if isinstance(loggers, list) else [loggers]:
@@ -196,7 +221,16 @@ def wandb_project(runs: Sequence[Run]) -> str | None:
 
 
 def log_to_wandb(runs: Sequence[Run], figure: Path, project: str, output: Path) -> None:
-    """The metrics and per-class tables (``wandb.Table``) and the figure, in one W&B run."""
+    """The metrics and per-class tables (``wandb.Table``) and the figure, in one W&B run.
+
+    The run is offline when ``WANDB_MODE=offline`` or no W&B API key is configured.
+
+    Args:
+        runs: The named runs with their metrics.
+        figure: The comparison figure's PNG file.
+        project: The W&B project to log to.
+        output: The report's folder; W&B keeps its own files under it.
+    """
     import wandb
 
     from medvision.loggers import wandb_api_key_configured
@@ -244,10 +278,23 @@ def write_report(
 ) -> Path:
     """Compare the runs at ``paths``: writes ``output/report.md`` and ``output/comparison.png``.
 
-    ``names`` label the runs (default: model descriptions); ``data_overrides`` are
-    ``--data.*`` arguments applied to every run's data config. ``wandb``: True logs to W&B,
-    False never, None when a run logged to W&B. ``bootstrap_samples``: resamples of the
-    paired differences. Returns the report's path.
+    A run folder or checkpoint is tested on its config's test split, writing its test files
+    under ``output/evaluation/run_<i>``.
+
+    Args:
+        paths: The RUN arguments: ``medvision-cv`` folders, run folders or checkpoint files.
+        output: The report's folder.
+        names: One label per run (default: model descriptions).
+        num_images: Test images (rows) in the figure.
+        data_overrides: ``--data.*`` arguments applied to every run's data config.
+        wandb: True logs to W&B, False never, None when a run logged to W&B.
+        bootstrap_samples: Resamples of the paired differences.
+
+    Returns:
+        The report's path, ``output/report.md``.
+
+    Raises:
+        ValueError: when ``names`` does not give one name per run.
     """
     if names and len(names) != len(paths):
         raise ValueError(f"--names gives {len(names)} names for {len(paths)} runs")

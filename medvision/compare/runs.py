@@ -31,10 +31,20 @@ _NO_DOWNLOAD = {"encoder_weights": None, "pretrained": False, "pretrained_weight
 class Run:
     """One RUN argument, resolved: its model's checkpoint, its saved config and its metrics.
 
-    ``metrics`` maps each ``test/*`` key to ``(mean, std)``; ``std`` is None for a single run.
-    A run the report tested also has ``summary`` (``test/<metric>`` -> its
-    ``test_summary.csv`` row: value and 95% bootstrap interval) and ``per_image`` (the rows of
-    its ``test_per_image.csv``), when its test wrote them.
+    Attributes:
+        path: The RUN argument: a ``medvision-cv`` folder, a run folder or a checkpoint file.
+        checkpoint: The checkpoint of the model shown (fold 0's best for a CV folder).
+        config_path: The ``config.yaml`` LightningCLI saved for that checkpoint's run.
+        num_folds: The folds of a cross-validation; 1 for a run folder or checkpoint.
+        metrics: Each ``test/*`` key -> ``(mean, std)``; ``std`` is None for a single run.
+        name: The run's label in the report (``--names``, else a model description).
+        module: The model with the checkpoint's weights, in eval mode on the CPU; set by
+            :func:`rebuild`.
+        datamodule: The datamodule of the saved config, not set up; set by :func:`rebuild`.
+        summary: For a run the report tested, when its test wrote it: ``test/<metric>`` ->
+            its ``test_summary.csv`` row (value and 95% bootstrap interval).
+        per_image: For a run the report tested, when its test wrote it: the rows of its
+            ``test_per_image.csv``; else None.
     """
 
     path: Path
@@ -62,7 +72,14 @@ class Run:
 
 
 def find_config(folder: Path) -> Path:
-    """``config.yaml`` in ``folder`` or up to two folders above it (W&B keeps it in save_dir)."""
+    """``config.yaml`` in ``folder`` or up to two folders above it (W&B keeps it in save_dir).
+
+    Args:
+        folder: A run folder (for a checkpoint, the folder above its ``checkpoints/``).
+
+    Raises:
+        FileNotFoundError: when none of the three folders holds a ``config.yaml``.
+    """
     for candidate in (folder, folder.parent, folder.parent.parent):
         if (candidate / "config.yaml").is_file():
             return candidate / "config.yaml"
@@ -74,7 +91,21 @@ def find_config(folder: Path) -> Path:
 
 
 def resolve_run(path: str | Path) -> Run:
-    """A RUN argument (CV folder, run folder or checkpoint file) as a :class:`Run`."""
+    """A RUN argument (CV folder, run folder or checkpoint file) as a :class:`Run`.
+
+    Args:
+        path: A ``medvision-cv`` folder (holding ``cv_summary.csv``), a run folder (holding
+            ``checkpoints/best.ckpt``) or a checkpoint file.
+
+    Returns:
+        The run with its checkpoint and config and, for a CV folder, its folds' metrics; not
+        rebuilt yet (see :func:`rebuild`).
+
+    Raises:
+        FileNotFoundError: when ``path``, a run folder's ``best.ckpt``, a CV folder's fold 0
+            result or the ``config.yaml`` is missing.
+        ValueError: when ``cv_summary.csv`` lists no metrics.
+    """
     path = Path(path)
     if path.is_file():
         return Run(path, path, find_config(path.parent.parent))
@@ -160,7 +191,17 @@ def test_data(run: Run) -> LightningDataModule:
 
 
 def test_metrics(run: Run, datamodule: LightningDataModule, root: Path) -> dict:
-    """``test/*`` metrics of the run's module on ``datamodule``'s test split (files under root)."""
+    """``test/*`` metrics of the run's module on ``datamodule``'s test split (files under root).
+
+    Args:
+        run: A run that :func:`rebuild` has built.
+        datamodule: Its datamodule, set up for ``test`` (see :func:`test_data`).
+        root: The trainer's ``default_root_dir``, where the test writes its files
+            (``test_per_image.csv``, ``test_summary.csv``, ...).
+
+    Returns:
+        Each ``test/*`` metric -> ``(value, None)``, as ``Run.metrics`` holds them.
+    """
     trainer = Trainer(
         accelerator="auto",
         devices=1,
@@ -175,7 +216,12 @@ def test_metrics(run: Run, datamodule: LightningDataModule, root: Path) -> dict:
 
 
 def describe(module: LightningModule) -> str:
-    """A short model name from its hyperparameters: ``Unet (resnet34)``, ``resnet18``."""
+    """A short model name from its hyperparameters: ``Unet (resnet34)``, ``resnet18``.
+
+    Args:
+        module: A segmentation module (``arch`` and ``encoder_name`` hyperparameters) or a
+            classifier (``model_name``); for any other, its class name is used.
+    """
     hparams = module.hparams
     if "arch" in hparams:
         return f"{hparams['arch']} ({hparams.get('encoder_name')})"
@@ -183,6 +229,13 @@ def describe(module: LightningModule) -> str:
 
 
 def default_names(runs: Sequence[Run]) -> list[str]:
-    """Model descriptions; the RUN paths instead when two descriptions are the same."""
+    """Model descriptions; the RUN paths instead when two descriptions are the same.
+
+    Args:
+        runs: The rebuilt runs (``module`` set).
+
+    Returns:
+        One name per run, in the order of ``runs``.
+    """
     names = [describe(run.module) for run in runs]
     return names if len(set(names)) == len(names) else [str(run.path) for run in runs]
