@@ -311,6 +311,20 @@ def build_parser():
     return parser
 
 
+def measure(args) -> list:
+    """The rounds of every arm, on synthetic data written to a temporary folder."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    from medvision.data.synthetic import write_chest_xray
+
+    with tempfile.TemporaryDirectory(prefix="medvision_step_overhead_") as tmp:
+        data_dir = Path(tmp) / "chest"  # the datamodule's classes; its images are not read
+        write_chest_xray(data_dir, scale=0.25, size=32, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PossibleUserWarning)
+            return run_rounds(args, data_dir, Path(tmp))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the rounds and print the machine, the tables and the ``step overhead:`` line."""
     args = build_parser().parse_args(argv)
@@ -319,19 +333,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU is visible; use --device cpu.")
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
-    torch.set_num_threads(args.threads)
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-
-    from medvision.data.synthetic import write_chest_xray
-
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("medvision").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="medvision_step_overhead_") as tmp:
-        data_dir = Path(tmp) / "chest"  # the datamodule's classes; its images are not read
-        write_chest_xray(data_dir, scale=0.25, size=32, seed=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PossibleUserWarning)
-            rounds = run_rounds(args, data_dir, Path(tmp))
+    loggers = {name: logging.getLogger(name) for name in ("lightning", "medvision")}
+    saved = (torch.get_num_threads(), {name: lg.level for name, lg in loggers.items()})
+    try:  # quiet and on args.threads threads, then as before (tests call main in-process)
+        torch.set_num_threads(args.threads)
+        loggers["lightning"].setLevel(logging.ERROR)
+        loggers["medvision"].setLevel(logging.WARNING)
+        rounds = measure(args)
+    finally:
+        torch.set_num_threads(saved[0])
+        for name, level in saved[1].items():
+            loggers[name].setLevel(level)
     print(f"Machine: {machine_line()}; device used: {args.device}")
     print(
         f"Settings: {MODEL}, {args.image_size}x{args.image_size}, batch {args.batch_size}, "

@@ -10,7 +10,7 @@ Example::
 
     import medvision
 
-    model = medvision.load_model("runs/unet_lung/logs/version_0/checkpoints/best.ckpt")
+    model = medvision.load_model("runs/unet_lung/version_0/checkpoints/best.ckpt")
     result = model.predict("slice.tif")  # SegmentationResult
     result.mask  # bool H x W at the image's own size
     result.labels  # uint8 H x W: 0/1, or class indices of a multi-class model

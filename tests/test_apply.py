@@ -188,7 +188,7 @@ def unet(tmp_path_factory) -> dict:
     return {
         "root": root,
         "args": args,
-        "checkpoint": root / "logs/version_0/checkpoints/last.ckpt",
+        "checkpoint": root / "version_0/checkpoints/last.ckpt",
         "incoming": incoming,
         "sizes": {"wide.png": (96, 80), "hu.png": (70, 96), "nested.png": (50, 90)},
     }
@@ -300,7 +300,7 @@ def test_every_predict_run_writes_a_folder_of_its_own(unet, tmp_path):
     ]
     main(arguments)
     main(arguments)
-    runs = sorted((unet["root"] / "logs/version_0/predictions").iterdir())  # the run folder
+    runs = sorted((unet["root"] / "version_0/predictions").iterdir())  # the run folder
     assert len(runs) == 2 and all(len(masks_in(run)) == 3 for run in runs)
     taken = tmp_path / "taken"
     taken.mkdir()
@@ -459,7 +459,7 @@ def test_load_model_on_a_gpu_predicts_as_on_the_cpu(unet, tmp_path):
 @pytest.mark.slow
 def test_a_classifier_predicts_a_loose_folder_without_config_or_training_data(tmp_path, chest_dir):
     main(["fit", *chest_run_args(tmp_path, chest_dir, *QUICK_FIT)])
-    checkpoint = tmp_path / "logs/version_0/checkpoints/last.ckpt"
+    checkpoint = tmp_path / "version_0/checkpoints/last.ckpt"
     loose = tmp_path / "loose"
     (loose / "ward_a").mkdir(parents=True)
     for index, path in enumerate(sorted((chest_dir / "test").rglob("*.*"))[:5]):
@@ -496,7 +496,7 @@ def test_a_multilabel_model_lists_the_labels_above_its_thresholds(tmp_path, nih_
         "resnet50_nih.yaml", tmp_path, nih_dir, "--model.init_args.model_name=resnet18", *QUICK_FIT
     )
     main(["fit", *args])
-    checkpoint = torch.load(tmp_path / "logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "version_0/checkpoints/last.ckpt", weights_only=True)
     names = checkpoint["medvision"]["preprocessing"]["class_names"]
     assert len(names) == 14 and checkpoint["medvision"]["preprocessing"]["multilabel"]
     # as if tuned: Edema always above its threshold, every other label never
@@ -544,7 +544,7 @@ def test_a_rebalanced_classifier_predicts_without_its_extractor(tmp_path, chest_
         image_size=32,
     )
     main(["fit", *args])
-    checkpoint = tmp_path / "gan/logs/version_0/checkpoints/last.ckpt"
+    checkpoint = tmp_path / "gan/version_0/checkpoints/last.ckpt"
     saved = torch.load(checkpoint, weights_only=True)
     assert any(key.startswith("generator.") for key in saved["state_dict"])
     predict_dir = tmp_path / "to_predict"
@@ -578,7 +578,7 @@ def test_real_lung_unet_predicts_alone_as_with_its_config(real_lung_dir, tmp_pat
         tmp_path, real_lung_dir, "--trainer.max_steps=3", "--trainer.limit_val_batches=0"
     )
     main(["fit", *args])
-    checkpoint = tmp_path / "logs/version_0/checkpoints/last.ckpt"
+    checkpoint = tmp_path / "version_0/checkpoints/last.ckpt"
     fullres = shared_dataset("lung_ct_fullres_sample", "2d_images") / "2d_images"
     slices = tmp_path / "slices"  # 512 x 512 RGB TIFFs, trained on 64 x 64 gray ones
     slices.mkdir()

@@ -82,8 +82,8 @@ def test_table_rows_pass_and_fail(table, tmp_path: Path, capsys):
     loader = "| off | 0 | off | - | 0.05 | 451 |\n| off | 8 | on | 2 | 0.30 | 1,850 |\n"
     write_step(tmp_path, "data_path", log=loader + "| on | 0 | off | - | 0.01 | 2,751 |\n")
     fit = tmp_path / "fit_lung"
-    (fit / "logs/version_0").mkdir(parents=True)
-    (fit / "logs/version_0/metrics.csv").write_text("epoch,val/dice\n0,0.50\n1,\n1,0.75\n")
+    (fit / "version_0").mkdir(parents=True)
+    (fit / "version_0/metrics.csv").write_text("epoch,val/dice\n0,0.50\n1,\n1,0.75\n")
     (fit / "epoch_times.json").write_text(json.dumps([{"wall_s": 9.0}, {"wall_s": 3.0}]))
     (fit / "util.csv").write_text("60\n80\n")
     write_step(tmp_path, "fit_lung")

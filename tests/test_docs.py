@@ -51,6 +51,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from jsonargparse import ArgumentError
 
 import medvision.cli
 from medvision.data.synthetic import (
@@ -230,6 +231,8 @@ DATA_KINDS = {
     "ChestXrayDataModule": "chest",
     "SyntheticChestXrayDataModule": None,
     "HAM10000DataModule": "ham",
+    "HAM10000LesionCropDataModule": "ham",
+    "ImageFolderPredictDataModule": None,
     "NIHChestXray14DataModule": "nih",
     "CheXpertDataModule": "chexpert",
 }
@@ -597,6 +600,8 @@ def exit_output(args: list[str], run: bool = True) -> str:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             CLI(args=args, run=run)
+        except ArgumentError as error:  # the CLI raises parse errors (main prints them)
+            raise AssertionError(f"medvision {shlex.join(args)}:\n{error}") from None
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 raise AssertionError(
@@ -914,7 +919,7 @@ def test_checks_reject_stale_commands(tmp_path):
         (check_benchmark, "python benchmarks/no_such_benchmark.py"),
         (check_bash, "bash benchmarks/gpu_check.sh --no-such-flag"),
         (check_bash, "bash benchmarks/no_such_check.sh"),
-        (check_ci_command, "pip install -e ."),  # CI installs .[dev]
+        (check_ci_command, "pip install -e ."),  # CI installs .[all,dev]
         (check_ci_command, "pytest -m no_such_marker"),
         (check_ci_command, "pytest tests/test_no_such_file.py"),
         (check_sbatch, "sbatch not_on_the_page.sbatch"),

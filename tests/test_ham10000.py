@@ -12,7 +12,7 @@ from medvision.cli import MedVisionCLI, main
 from medvision.data import HAM10000DataModule
 from medvision.data.splits import grouped_split_indices
 
-from .conftest import config_run_args, prediction_folder
+from .conftest import config_run_args
 
 SEED_STUDY_MAP = {
     "mel": "MEL",
@@ -202,5 +202,5 @@ def test_predict_scores_at_the_images_own_size_even_with_a_smaller_mask(ham_dir,
     )
     predicted = np.array(Image.open(tmp_path / "predictions/masks" / f"{row['image_id']}.png"))
     assert predicted.shape == (48, 64)  # the image's size, not the model's 32x64
-    with open(prediction_folder(tmp_path) / "metrics.csv", newline="") as handle:
+    with open((tmp_path / "predictions") / "metrics.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(metadata(ham_dir))

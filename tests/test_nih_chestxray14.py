@@ -12,7 +12,7 @@ from medvision.data import NIHChestXray14DataModule
 from medvision.metrics import best_f1_thresholds, multilabel_metrics
 from medvision.models import ClassificationModule
 
-from .conftest import config_run_args, prediction_folder
+from .conftest import config_run_args
 
 
 def make_dm(data_dir, **kwargs) -> NIHChestXray14DataModule:
@@ -155,7 +155,7 @@ def test_multilabel_fit_tunes_thresholds_that_test_and_predict_use(nih_dir, tmp_
             f"--prediction_writer.output_dir={tmp_path / 'predictions'}",
         ]
     )
-    rows = rows_of(prediction_folder(tmp_path) / "predictions.csv")
+    rows = rows_of((tmp_path / "predictions") / "predictions.csv")
     assert len(rows) == len(list((nih_dir / "images").glob("*.png")))
     names = NIHChestXray14DataModule.findings
     for row in rows[:5]:

@@ -19,7 +19,6 @@ from medvision.data.ham10000_metadata import read_metadata
 from .conftest import (
     chest_run_args,
     config_run_args,
-    prediction_folder,
     shared_dataset,
     unet_run_args,
 )
@@ -70,10 +69,10 @@ def test_a_few_training_steps_and_predict_at_original_size(real_lung_dir, fullre
             f"--prediction_writer.output_dir={tmp_path / 'predictions'}",
         ]
     )
-    masks = sorted((prediction_folder(tmp_path) / "masks").glob("*.png"))
+    masks = sorted(((tmp_path / "predictions") / "masks").glob("*.png"))
     assert len(masks) == 10
     assert np.array(Image.open(masks[0])).shape == (512, 512)
-    assert (prediction_folder(tmp_path) / "metrics.csv").read_text().count("\n") == 11
+    assert ((tmp_path / "predictions") / "metrics.csv").read_text().count("\n") == 11
 
 
 def test_real_chest_xrays_decode_and_split_with_val_as_test(real_chest_dir):

@@ -14,7 +14,7 @@ from medvision.models import FeatureGANRebalancer, FeatureHeadClassifier
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
 from medvision.pipelines import FeatureDataModule
 
-from .conftest import CONFIGS, prediction_folder, rebalance_run_args, train_extractor
+from .conftest import CONFIGS, rebalance_run_args, train_extractor
 
 IMAGE_SIZE = 32
 
@@ -202,8 +202,8 @@ def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, ches
             ]
         )
     assert exit_status.value.code == 1
-    assert "broken.png" in (prediction_folder(root) / "failed.csv").read_text()
-    rows = read_csv(prediction_folder(root) / "predictions.csv")
+    assert "broken.png" in ((root / "predictions") / "failed.csv").read_text()
+    rows = read_csv((root / "predictions") / "predictions.csv")
     assert len(rows) == good
     assert {"pred", "prob_COVID19", "prob_TUBERCULOSIS"} <= set(rows[0])
     classes = ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]

@@ -102,6 +102,8 @@ class VolumePredictionWriter(BasePredictionWriter):
                 )
             )
         self._pending = {}
+        if not self._expected:  # no volume came: the 2D writers report the run
+            return
         root = self._root(trainer)
         self.failures = report_failures(trainer, root, self._own_failures)
         if self.written:
