@@ -230,6 +230,14 @@ def test_model_logs_per_class_and_mean_dice_and_predicts_softmax():
     assert record["network"]["init_args"]["include_background"] is False
 
 
+def test_a_checkpoint_of_other_classes_is_refused():
+    module = SegmentationModule(encoder_name="resnet18", num_classes=3, class_names=NAMES)
+    swapped = {"hyper_parameters": {"class_names": ["background", "ring", "disc"]}}
+    with pytest.raises(ValueError, match=r"trained on classes \['background', 'ring', 'disc'\]"):
+        module.on_load_checkpoint(swapped)
+    module.on_load_checkpoint({"hyper_parameters": {"class_names": NAMES}})  # the same: fine
+
+
 def test_model_help_stays_short(capsys):
     from medvision.cli import main
 

@@ -257,6 +257,17 @@ class SegmentationModule(MedVisionModule):
 
         return [SegmentationTestReport()]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a multi-class checkpoint whose classes differ from this run's (by name)."""
+        super().on_load_checkpoint(checkpoint)
+        trained = checkpoint.get("hyper_parameters", {}).get("class_names")
+        if self.multiclass and trained is not None and list(trained) != self.class_names:
+            raise ValueError(
+                f"the checkpoint was trained on classes {list(trained)} but this run has "
+                f"{self.class_names}: label values would name the wrong structures. Use data "
+                f"with --data.init_args.class_names {list(trained)}, in that order."
+            )
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
         output["probs"] = tta_probabilities(
