@@ -144,3 +144,34 @@ def test_without_monai_the_boundary_scores_are_left_out_with_one_warning(tmp_pat
         )
     assert list(rows[0]) == ["image", "mask", "dice", "iou"]
     assert [r["metric"] for r in summary] == ["dice", "iou"] and "test/hd95" not in logged
+
+
+@pytest.mark.slow  # a one-batch CPU fit, then test on two gloo processes: about 20 s
+def test_ddp_test_gathers_every_image_once(lung_dir, tmp_path):
+    import os
+    import subprocess
+
+    from .conftest import REPO, unet_run_args
+
+    args = unet_run_args(tmp_path, lung_dir, "--data.init_args.test_fraction=0.25")
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+    def medvision(*extra: str) -> None:
+        command = [sys.executable, "-m", "medvision.cli", *extra]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+    one_batch = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    medvision("fit", *args, *one_batch, "--trainer.num_sanity_val_steps=0")
+    checkpoint = tmp_path / "version_0/checkpoints/best.ckpt"
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", f"--ckpt_path={checkpoint}"]
+    medvision("test", *args, *ddp)
+    rows = read_csv(tmp_path / "version_0/test/test_per_image.csv")
+    assert len(rows) == len({r["image"] for r in rows}) == 5  # 25% of 20, each once
+    summary = {r["metric"]: r for r in read_csv(tmp_path / "version_0/test/test_summary.csv")}
+    assert summary["dice"]["n"] == "5"
+    logged = read_csv(tmp_path / "version_0/test/metrics.csv")[-1]
+    mean_dice = sum(float(r["dice"]) for r in rows) / 5
+    assert float(logged["test/dice"]) == pytest.approx(mean_dice, abs=1e-6)  # torchmetrics
+    assert float(logged["test/hd95"]) == pytest.approx(float(summary["hd95"]["value"]), rel=1e-6)

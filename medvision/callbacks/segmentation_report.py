@@ -99,9 +99,9 @@ class SegmentationTestReport(Callback):
             return
         columns = score_columns(pl_module.class_names, pl_module.include_background, self._surface)
         self.summary = summarize(rows, columns, self.num_samples, self.level, self.seed)
-        for row in self.summary:  # the same values on every process
+        for row in self.summary:  # the same values on every process: sync_dist averages them
             if row["metric"].startswith(("hd95", "surface_dice")):
-                pl_module.log(f"test/{row['metric']}", row["value"], sync_dist=False)
+                pl_module.log(f"test/{row['metric']}", row["value"], sync_dist=True)
         if not trainer.is_global_zero:
             return
         folder = run_folder(trainer)
