@@ -10,9 +10,10 @@ extra file ``medvision_preprocessing.json``), so anyone can reproduce the input 
 Python (``docs/apply.md``). ONNX and TorchScript files take ``image``: float32
 ``N x in_channels x height x width`` in [0, 1] at the record's ``image_size`` (any ``N``),
 prepared by steps 1-4 of :mod:`medvision.preprocessing`; they output ``probabilities``
-(sigmoid ``N x 1 x height x width`` for segmentation; softmax, or sigmoid for multi-label,
-``N x K`` for classification). A classifier's standardization (``mean``/``std``) and its
-temperature (``temperature``, when calibrated) are inside.
+(segmentation: sigmoid ``N x 1 x height x width``, or softmax ``N x K x height x width``
+for label maps of K classes; classification: softmax, or sigmoid for multi-label, ``N x K``).
+A classifier's standardization (``mean``/``std``) and its temperature (``temperature``,
+when calibrated) are inside.
 After writing, the file is run on random images and compared with PyTorch (ONNX: with
 onnxruntime when installed); a difference above ``1e-4`` is an error.
 
@@ -133,9 +134,9 @@ def describe(record: Preprocessing, format: str, output: Path) -> dict[str, obje
         output: The exported file.
     """
     height, width = record.image_size
-    shape = (
-        ["N", 1, height, width] if record.task == "segmentation" else ["N", len(record.class_names)]
-    )
+    shape = ["N", record.num_classes]  # segmentation: 1 (binary) or K (label maps) channels
+    if record.task == "segmentation":
+        shape += [height, width]
     return {
         "format": format,
         "file": output.name,

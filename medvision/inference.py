@@ -13,6 +13,7 @@ Example::
     model = medvision.load_model("runs/unet_lung/version_0/checkpoints/best.ckpt")
     result = model.predict("slice.tif")  # SegmentationResult
     result.mask  # bool H x W at the image's own size
+    result.labels  # uint8 H x W: 0/1, or class indices of a multi-class model
 
 A classifier also explains itself: ``model.explain("xray.png").overlay`` is a Grad-CAM heat
 map over the image (:meth:`Predictor.explain`).
@@ -36,7 +37,7 @@ from medvision.checkpointing import load_checkpoint
 from medvision.data.io import read_image
 from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
 from medvision.imports import import_object
-from medvision.metrics import binarize
+from medvision.label_maps import labels_from_probabilities
 from medvision.preprocessing import Preprocessing, require_record
 from medvision.tta import check_tta
 
@@ -48,19 +49,26 @@ ImageInput = str | Path | np.ndarray | torch.Tensor
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    """One image's segmentation.
+    """One image's segmentation, binary or multi-class.
 
     Args:
         mask: bool ``H x W`` at the input's own size: foreground where ``probabilities`` is
-            above the threshold.
-        probabilities: float32 ``H x W`` foreground probabilities, resized (bilinear) from the
-            network's size to the input's.
+            above the threshold (binary), or where the class is not the background (label
+            maps).
+        probabilities: float32, resized (bilinear) from the network's size to the input's:
+            ``H x W`` foreground probabilities (binary), or ``K x H x W`` softmax
+            probabilities in the order of ``class_names`` (multi-class).
         source: The file, or ``<array N>`` for the N-th array given.
+        labels: uint8 ``H x W``: 0/1 (binary), or each pixel's most probable class index
+            (multi-class; 0 = background), as ``medvision predict`` writes to ``masks/``.
+        class_names: The classes of ``labels`` (one name for a binary model).
     """
 
     mask: np.ndarray
     probabilities: np.ndarray
     source: str
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,9 +258,13 @@ class Predictor:
             results = []
             for i, source in enumerate(output["path"]):
                 size = tuple(int(v) for v in output["original_size"][i])
-                probs = probabilities_at_size(output["probs"][i], size)
-                mask = binarize(probs, threshold)[0, 0].cpu().numpy()
-                results.append(SegmentationResult(mask, probs[0, 0].cpu().numpy(), source))
+                probs = probabilities_at_size(output["probs"][i], size)[0].cpu()
+                labels = labels_from_probabilities(probs[None], threshold)[0].numpy()
+                labels = labels.astype(np.uint8)
+                maps = probs[0] if len(probs) == 1 else probs
+                results.append(
+                    SegmentationResult(labels > 0, maps.numpy(), source, labels, self.class_names)
+                )
             return results
         probs = output["class_probs"].float().cpu()
         names = self.class_names

@@ -1,12 +1,15 @@
 """Every loss of medvision, by short name or class path, behind one :func:`build_loss`.
 
-Segmentation losses take raw logits and a 0/1 float target of the same shape,
-``N x 1 x H x W``; Dice and focal are segmentation-models-pytorch's, and the U-Net paper's
-border-weighted cross-entropy is here because no library ships it. Classification losses take
-logits ``N x K``: cross-entropy with class weights and label smoothing (single-label), and
-binary cross-entropy over the known labels only (multi-label, with a ``known`` mask). The
-weights that counter class imbalance (:func:`balanced_class_weights`,
-:func:`positive_weights`) and the feature GAN's :func:`adversarial_loss` live here too.
+Segmentation losses take raw logits. Binary (``num_classes == 1``): logits and a 0/1 float
+target of the same shape, ``N x 1 x H x W``. Multi-class (``num_classes >= 2``): logits
+``N x K x H x W`` and an int64 label map ``N x H x W`` (values ``0..K-1``, 0 = background).
+Dice and focal are segmentation-models-pytorch's in its ``binary`` or ``multiclass`` mode, and
+the U-Net paper's border-weighted cross-entropy is here because no library ships it.
+Classification losses take logits ``N x K``: cross-entropy with class weights and label
+smoothing (single-label), and binary cross-entropy over the known labels only (multi-label,
+with a ``known`` mask). The weights that counter class imbalance
+(:func:`balanced_class_weights`, :func:`positive_weights`) and the feature GAN's
+:func:`adversarial_loss` live here too.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from torch import nn
 
 from medvision.imports import import_object
 
-#: Short names of the segmentation losses (``SegmentationModule``'s ``loss``).
+#: Short names of the binary segmentation losses (``SegmentationModule``'s ``loss``).
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice", "focal", "unet_weighted_bce")
+#: Short names of the multi-class segmentation losses (``num_classes >= 2``).
+MULTICLASS_SEGMENTATION_LOSSES = ("cross_entropy", "dice", "dice_ce", "focal")
+#: The binary losses that have no multi-class form, and the multi-class loss to use instead.
+_BINARY_ONLY = {"bce": "cross_entropy", "bce_dice": "dice_ce", "unet_weighted_bce": "dice_ce"}
 #: Short names of the classification losses (``ClassificationModule`` picks one).
 CLASSIFICATION_LOSSES = ("cross_entropy", "masked_bce")
 LOSS_NAMES = SEGMENTATION_LOSSES
@@ -101,8 +108,35 @@ class BCEDiceLoss(nn.Module):
         )
 
 
+class DiceCELoss(nn.Module):
+    """``dice_weight * soft Dice loss + ce_weight * cross-entropy`` for label maps.
+
+    The multi-class counterpart of :class:`BCEDiceLoss`: smp's ``DiceLoss(mode="multiclass")``
+    (``1 - Dice`` of the softmax per class, averaged over classes; a class absent from the
+    batch's target adds 0) plus ``torch.nn.functional.cross_entropy``.
+
+    Args:
+        dice_weight: Weight of the Dice term.
+        ce_weight: Weight of the cross-entropy term.
+
+    Shape: logits ``N x K x H x W``; target int64 ``N x H x W`` with values ``0..K-1``.
+    """
+
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.dice = DiceLoss(mode="multiclass", from_logits=True)
+        self.dice_weight, self.ce_weight = dice_weight, ce_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice_weight * self.dice(logits, target) + self.ce_weight * F.cross_entropy(
+            logits, target
+        )
+
+
 class WeightedCrossEntropy(nn.Module):
     """Cross-entropy of logits ``N x K`` against class indices ``N``, with class weights.
+
+    Also per pixel: logits ``N x K x H x W`` against a label map ``N x H x W``.
 
     Args:
         num_classes: ``K``.
@@ -194,21 +228,38 @@ def build_loss(
     """A loss from its short name or class path, or ``loss`` itself if it is a module.
 
     Args:
-        loss: A name from :data:`SEGMENTATION_LOSSES` or :data:`CLASSIFICATION_LOSSES`, the
+        loss: A name from :data:`SEGMENTATION_LOSSES` (binary),
+            :data:`MULTICLASS_SEGMENTATION_LOSSES` or :data:`CLASSIFICATION_LOSSES`, the
             import path of an ``nn.Module`` class built without arguments
-            (``torch.nn.BCEWithLogitsLoss``), or a module. ``dice`` is smp's binary soft Dice
-            (``1 - 2|P*T| / (|P| + |T|)`` over the batch, on sigmoid probabilities); ``focal``
-            smp's binary focal loss (gamma 2).
-        num_classes: Classes (or labels) of a classification loss.
+            (``torch.nn.BCEWithLogitsLoss``), or a module. ``dice`` is smp's soft Dice
+            (``1 - 2|P*T| / (|P| + |T|)`` over the batch; sigmoid probabilities when binary,
+            softmax per class averaged over classes when multi-class); ``focal`` smp's focal
+            loss (gamma 2); ``cross_entropy`` softmax cross-entropy; ``dice_ce`` their sum
+            (:class:`DiceCELoss`).
+        num_classes: Classes (or labels) of a classification loss; for ``dice`` and
+            ``focal`` it picks smp's mode: ``binary`` for 1, ``multiclass`` for 2 or more.
         label_smoothing: Of ``cross_entropy``.
+
+    Raises:
+        ValueError: an unknown name (the names listed), or a binary-only loss (``bce``,
+            ``bce_dice``, ``unet_weighted_bce``) with ``num_classes >= 2`` (the multi-class
+            loss to use instead named).
     """
     if isinstance(loss, nn.Module):
         return loss
+    mode = "multiclass" if num_classes >= 2 else "binary"
+    if mode == "multiclass" and loss in _BINARY_ONLY:
+        raise ValueError(
+            f"loss {loss!r} is for binary masks (num_classes 1), but num_classes={num_classes}: "
+            f"use {_BINARY_ONLY[loss]!r} (multi-class losses: "
+            f"{', '.join(MULTICLASS_SEGMENTATION_LOSSES)})."
+        )
     named = {
         "bce": nn.BCEWithLogitsLoss,
-        "dice": lambda: DiceLoss(mode="binary", from_logits=True),
+        "dice": lambda: DiceLoss(mode=mode, from_logits=True),
         "bce_dice": BCEDiceLoss,
-        "focal": lambda: FocalLoss(mode="binary"),
+        "dice_ce": DiceCELoss,
+        "focal": lambda: FocalLoss(mode=mode),
         "unet_weighted_bce": UNetWeightedBCELoss,
         "cross_entropy": lambda: WeightedCrossEntropy(num_classes, label_smoothing),
         "masked_bce": lambda: MaskedBCEWithLogits(num_classes),
@@ -217,8 +268,9 @@ def build_loss(
         return named[loss]()
     if "." in loss:
         return _loss_from_class_path(loss)
+    names = SEGMENTATION_LOSSES if mode == "binary" else MULTICLASS_SEGMENTATION_LOSSES
     raise ValueError(
-        f"unknown loss {loss!r}: use one of {', '.join(SEGMENTATION_LOSSES)} or give the class "
+        f"unknown loss {loss!r}: use one of {', '.join(names)} or give the class "
         "path of an nn.Module (e.g. torch.nn.BCEWithLogitsLoss)"
     )
 

@@ -2,11 +2,15 @@
 
 For segmentation, Dice and IoU are computed per image and averaged over images (the usual
 convention in medical image segmentation); an image where both prediction and truth are empty
-scores 1. Pixel accuracy is pooled over all pixels.
+scores 1. Pixel accuracy is pooled over all pixels. Multi-class label maps
+(:func:`multiclass_segmentation_metrics`) are scored per class the same way (a class absent
+from both an image's prediction and its truth scores 1 there), and ``dice``/``iou`` are the
+mean over the foreground classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -113,6 +117,112 @@ def segmentation_metrics(
     if jaccard_floor is not None:
         metrics["thresholded_iou"] = PerImageOverlap("iou", threshold, floor=jaccard_floor)
     return MetricCollection(metrics, compute_groups=False)
+
+
+class LabelOverlap(Metric):
+    """Mean over images of the Dice or IoU of label maps, averaged over ``classes``.
+
+    ``update(preds, target)``: int label maps ``N x H x W`` (the argmax of the network's
+    output, and the truth). Per image and per class ``c`` of ``classes``, the score of the
+    masks ``preds == c`` and ``target == c`` (:func:`overlap_scores`: both empty scores 1);
+    the image's score is their mean over ``classes``, and :meth:`compute` the mean over
+    images. With one class it is that class's per-image Dice (IoU).
+
+    torchmetrics' ``DiceScore``/``MeanIoU`` give NaN or -1 for a class absent from both, so
+    this keeps the binary metric's convention instead.
+
+    Args:
+        kind: ``dice`` or ``iou``.
+        classes: The class indices averaged over (e.g. ``range(1, K)``: the foreground).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, kind: Literal["dice", "iou"], classes: Sequence[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        if kind not in ("dice", "iou"):
+            raise ValueError(f"kind must be 'dice' or 'iou', got {kind!r}")
+        if not len(classes):
+            raise ValueError("classes must name at least one class index")
+        self.kind = kind
+        self.register_buffer("classes", torch.as_tensor(list(classes)), persistent=False)
+        self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        scores = class_overlap_scores(preds, target, self.classes)[0 if self.kind == "dice" else 1]
+        self.score_sum += scores.mean(1).double().sum()
+        self.num_images += scores.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return (self.score_sum / self.num_images.clamp(min=1)).float()
+
+
+def class_overlap_scores(
+    preds: torch.Tensor, target: torch.Tensor, classes: Sequence[int] | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class Dice and IoU of label maps (see :func:`overlap_scores`).
+
+    Args:
+        preds: Int label maps ``N x H x W``.
+        target: Int label maps ``N x H x W``.
+        classes: The ``C`` class indices to score.
+
+    Returns:
+        ``(dice, iou)``, each float ``N x C``.
+    """
+    classes = torch.as_tensor(classes, device=preds.device).view(1, -1, 1, 1)
+    pred_masks = preds.unsqueeze(1) == classes  # N x C x H x W
+    true_masks = target.unsqueeze(1) == classes
+    dice, iou = overlap_scores(pred_masks.flatten(0, 1), true_masks.flatten(0, 1))
+    return dice.view(len(preds), -1), iou.view(len(preds), -1)
+
+
+def multiclass_segmentation_metrics(
+    class_names: Sequence[str], include_background: bool = False, validate_args: bool = True
+) -> tuple[MetricCollection, MetricCollection]:
+    """Metrics of multi-class label maps: headline scores and per-class scores.
+
+    ``update(preds, target)`` takes int label maps ``N x H x W`` (argmax predictions, truth)
+    with values ``0..K-1``, class 0 the background.
+
+    Args:
+        class_names: One name per class, background first (``K >= 2``).
+        include_background: Score the background class too (MONAI's ``include_background``):
+            in the means and with its own per-class entries. Default: foreground only.
+        validate_args: Let torchmetrics check the labels' range at every update (a read
+            from the device; the training metrics turn it off).
+
+    Returns:
+        ``(headline, per_class)``: ``dice`` and ``iou`` (means over the scored classes of
+        the per-image scores) and ``pixel_accuracy`` (pooled over all pixels, all classes);
+        and ``dice/<class>``, ``iou/<class>`` for each scored class. Clone each with a stage
+        ``prefix``.
+    """
+    num_classes = len(class_names)
+    if num_classes < 2:
+        raise ValueError(f"multi-class metrics need 2 or more class_names, got {class_names}")
+    scored = list(range(0 if include_background else 1, num_classes))
+    headline = {
+        "dice": LabelOverlap("dice", scored),
+        "iou": LabelOverlap("iou", scored),
+        "pixel_accuracy": MulticlassAccuracy(
+            num_classes,
+            average="micro",
+            multidim_average="global",
+            validate_args=validate_args,
+        ),
+    }
+    per_class = {}
+    for index in scored:
+        for kind in ("dice", "iou"):
+            per_class[f"{kind}/{class_names[index]}"] = LabelOverlap(kind, [index])
+    return (
+        MetricCollection(headline, compute_groups=False),
+        MetricCollection(per_class, compute_groups=False),
+    )
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

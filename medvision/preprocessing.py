@@ -19,8 +19,11 @@ The steps it describes, for one 2D image (``docs/apply.md`` has them for non-Pyt
    ``std`` inside it: never apply them yourself), its logits divided by ``temperature`` (1
    unless the classifier was calibrated), then ``activation`` (sigmoid or softmax).
 6. Segmentation: probabilities resized back to the original ``H x W`` (bilinear,
-   ``align_corners=False``), foreground where above ``mask_threshold``. Classification:
-   ``class_names[argmax]``, or for multi-label every label above its entry of ``thresholds``.
+   ``align_corners=False``); binary (``num_classes`` 1, one sigmoid channel): foreground
+   where above ``mask_threshold``; multi-class (``num_classes >= 2`` softmax channels): each
+   pixel the index of its highest probability, 0 the background, ``class_names`` naming them.
+   Classification: ``class_names[argmax]``, or for multi-label every label above its entry of
+   ``thresholds``.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ class Preprocessing:
     """Everything needed to turn an image file into the network's input, and the output back.
 
     Args:
-        task: ``segmentation`` (binary masks) or ``classification``.
+        task: ``segmentation`` (binary masks, or label maps with two or more
+            ``class_names``) or ``classification``.
         image_size: ``(height, width)`` the network sees.
         in_channels: 1 (gray) or 3 (RGB).
         intensity_window: ``(low, high)`` clipped and scaled to [0, 1], the same for every
             image (a CT window in HU); ``None``: min-max scaled per image.
-        class_names: The classes in the network's output order (``("lung",)`` for a
-            segmenter).
+        class_names: The classes in the network's output order (``("lung",)`` for a binary
+            segmenter, ``("background", "liver", "tumour")`` for label maps).
         network: ``{"class_path": ..., "init_args": {...}}`` of the LightningModule that
             rebuilds the network for prediction (``in_channels``, ``num_classes`` and
             ``class_names`` come from the fields above).
@@ -105,9 +109,16 @@ class Preprocessing:
         return INTERPOLATIONS[self.task]
 
     @property
+    def num_classes(self) -> int:
+        """Output channels: ``len(class_names)`` (1 for a binary segmenter)."""
+        return len(self.class_names)
+
+    @property
     def activation(self) -> str:
         """What turns logits into probabilities: ``sigmoid`` or ``softmax``."""
         if self.task == "classification" and not self.multilabel:
+            return "softmax"
+        if self.task == "segmentation" and self.num_classes > 1:
             return "softmax"
         return "sigmoid"
 
@@ -135,10 +146,12 @@ class Preprocessing:
         return {"class_path": self.network["class_path"], "init_args": init}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (lists, no tuples), with ``interpolation`` and ``activation``."""
+        """A JSON-ready dict (lists, no tuples), with ``interpolation``, ``activation`` and
+        ``num_classes``."""
         record = _plain(dataclasses.asdict(self))
         record["interpolation"] = self.interpolation
         record["activation"] = self.activation
+        record["num_classes"] = self.num_classes
         return record
 
     @classmethod

@@ -42,3 +42,59 @@ def overlay(
     if truth is not None:
         out[truth & ~ndimage.binary_erosion(truth)] = _TRUTH_COLOR
     return out
+
+
+#: Colours of classes 1, 2, ... in label-map overlays (class 0, the background, is not drawn);
+#: after the tenth they repeat. Tableau's ten, which stay apart on gray images.
+PALETTE = np.array(
+    [
+        [214, 39, 40],
+        [44, 160, 44],
+        [31, 119, 180],
+        [255, 127, 14],
+        [148, 103, 189],
+        [23, 190, 207],
+        [227, 119, 194],
+        [188, 189, 34],
+        [140, 86, 75],
+        [127, 127, 127],
+    ],
+    dtype=np.uint8,
+)
+
+
+def class_color(label: int) -> np.ndarray:
+    """The :data:`PALETTE` colour of class ``label`` (>= 1), uint8 RGB."""
+    return PALETTE[(label - 1) % len(PALETTE)]
+
+
+def label_overlay(
+    image_rgb: np.ndarray, labels: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.45
+) -> np.ndarray:
+    """Tint each predicted class in its :data:`PALETTE` colour; outline the true classes.
+
+    Args:
+        image_rgb: uint8 ``H x W x 3`` (see :func:`to_display`).
+        labels: Predicted class indices ``H x W`` (0 = background, left untinted).
+        truth: True class indices ``H x W``, drawn as one-pixel outlines in the class's
+            colour (brightened), or None.
+        alpha: Tint strength in [0, 1].
+
+    Returns:
+        uint8 ``H x W x 3``.
+    """
+    out = image_rgb.astype(np.float32)
+    for label in np.unique(labels):
+        if label == 0:
+            continue
+        where = labels == label
+        out[where] = (1 - alpha) * out[where] + alpha * class_color(int(label))
+    out = out.round().astype(np.uint8)
+    if truth is not None:
+        for label in np.unique(truth):
+            region = truth == label
+            if label == 0:
+                continue
+            edge = region & ~ndimage.binary_erosion(region)
+            out[edge] = np.minimum(class_color(int(label)).astype(np.int32) + 60, 255)
+    return out

@@ -228,6 +228,7 @@ DATA_KINDS = {
     "SyntheticDicomChestXrayDataModule": None,
     "LungCTDataModule": "lung",
     "SyntheticLungCTDataModule": None,
+    "SyntheticMultiClassDataModule": None,
     "ChestXrayDataModule": "chest",
     "SyntheticChestXrayDataModule": None,
     "HAM10000DataModule": "ham",

@@ -11,12 +11,24 @@ from medvision.models.nets import FCN
 ARCHS = ["Unet", "FCN", "FPN", "UnetPlusPlus", "DeepLabV3Plus"]
 
 
+@pytest.mark.parametrize("num_classes", [1, 3])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_forward_backward_every_parameter_gets_a_gradient(arch):
-    module = SegmentationModule(arch=arch, encoder_name="resnet18", in_channels=1)
-    image, mask = torch.rand(2, 1, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
+def test_forward_backward_every_parameter_gets_a_gradient(arch, num_classes):
+    names = ["fg"] if num_classes == 1 else ["background", "a", "b"]
+    module = SegmentationModule(
+        arch=arch,
+        encoder_name="resnet18",
+        in_channels=1,
+        num_classes=num_classes,
+        class_names=names,
+    )
+    image = torch.rand(2, 1, 64, 64)
+    if num_classes == 1:
+        mask = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    else:
+        mask = torch.randint(0, num_classes, (2, 64, 64))
     logits = module(image)
-    assert logits.shape == (2, 1, 64, 64)
+    assert logits.shape == (2, num_classes, 64, 64)
     loss = module.loss(logits, mask)
     loss.backward()
     assert torch.isfinite(loss)
@@ -56,9 +68,9 @@ def test_optimizer_and_scheduler_are_injected():
     assert config["lr_scheduler"]["monitor"] == "val/loss"
 
 
-def test_multiclass_is_refused_clearly():
-    with pytest.raises(ValueError, match="num_classes=3.*binary"):
-        SegmentationModule(num_classes=3)
+def test_class_names_must_match_num_classes():
+    with pytest.raises(ValueError, match=r"2 class_names \['a', 'b'\] for num_classes=3"):
+        SegmentationModule(encoder_name="resnet18", num_classes=3, class_names=["a", "b"])
 
 
 def test_offline_pretrained_weights_give_a_clear_error(monkeypatch):

@@ -6,6 +6,8 @@
 - :mod:`~medvision.callbacks.overlays`: validation overlays of a segmenter.
 - :mod:`~medvision.callbacks.test_report`: a classifier's per-class report at the end of ``test``.
 - :mod:`~medvision.callbacks.calibration`: temperature scaling of a classifier after ``fit``.
+- :mod:`~medvision.callbacks.segmentation_report`: a segmenter's per-image scores (Dice, IoU,
+  HD95, surface Dice) and bootstrap intervals at the end of ``test``.
 - :mod:`~medvision.callbacks.guards`: stop at a NaN/inf loss or gradient.
 - :mod:`~medvision.callbacks.progress`: a progress bar that does not wait for the GPU each step.
 - :mod:`~medvision.callbacks.timing`: epoch wall and CPU times.
@@ -26,6 +28,7 @@ _WHERE = {
     "PredictionWriter": "prediction",
     "SegmentationPredictionWriter": "prediction",
     "TemperatureCalibration": "calibration",
+    "SegmentationTestReport": "segmentation_report",
     "ValidationOverlays": "overlays",
     "VolumePredictionWriter": "volumes",
     "MedVisionProgressBar": "progress",

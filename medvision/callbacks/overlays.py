@@ -9,9 +9,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from medvision.files import save_png
-from medvision.metrics import binarize
+from medvision.label_maps import labels_from_probabilities
 from medvision.runs import run_folder
-from medvision.visualize import overlay, to_display
+from medvision.visualize import label_overlay, overlay, to_display
 
 
 class ValidationOverlays(Callback):
@@ -19,7 +19,8 @@ class ValidationOverlays(Callback):
 
     Saved as ``overlays/val_epoch<NNN>.png`` in the run folder (see :func:`run_folder`), and
     logged to W&B as ``val/overlays`` when a ``WandbLogger`` is attached. Uses the first
-    validation batch.
+    validation batch. Multi-class models draw label maps in the classes' palette colours
+    (:func:`~medvision.visualize.label_overlay`).
 
     Args:
         num_images: How many images of the first validation batch to draw, one row each
@@ -41,11 +42,12 @@ class ValidationOverlays(Callback):
         if self._batch is None or trainer.sanity_checking:
             return
         with torch.no_grad():
-            probs = pl_module(self._batch["image"]).sigmoid()
+            logits = pl_module(self._batch["image"])
+        probs = logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
         grid = self._grid(
             self._batch["image"],
             self._batch["mask"],
-            binarize(probs, pl_module.threshold),
+            labels_from_probabilities(probs, pl_module.threshold),
         )
         folder = run_folder(trainer) / "overlays"
         save_png(folder / f"val_epoch{trainer.current_epoch:03d}.png", grid)
@@ -64,9 +66,12 @@ class ValidationOverlays(Callback):
         rows = []
         for image, mask, pred in zip(images, masks, preds, strict=True):
             rgb = to_display(image.float().cpu().numpy().transpose(1, 2, 0))
-            truth = mask[0].cpu().numpy() > 0.5
-            predicted = pred[0].cpu().numpy()
+            predicted = pred.cpu().numpy()
+            if mask.ndim == 3:  # binary 1 x H x W
+                truth, draw = mask[0].cpu().numpy() > 0.5, overlay
+            else:  # label map H x W
+                truth, draw = mask.cpu().numpy(), label_overlay
             rows.append(
-                np.concatenate([rgb, overlay(rgb, truth), overlay(rgb, predicted, truth)], axis=1)
+                np.concatenate([rgb, draw(rgb, truth), draw(rgb, predicted, truth)], axis=1)
             )
         return np.concatenate(rows, axis=0)

@@ -16,12 +16,18 @@ from medvision.callbacks.explanations import CLI_OPTIONS, CamExplainer, check_ca
 from medvision.callbacks.prediction_output import prediction_folder, report_failures
 from medvision.callbacks.volumes import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
-from medvision.data.io import binarize_mask, read_image
-from medvision.data.screening import BadFile
+from medvision.data.io import read_image
+from medvision.data.screening import BadFile, read_mask
 from medvision.files import save_png, write_csv, write_text
-from medvision.metrics import binarize, overlap_scores
+from medvision.label_maps import (
+    SURFACE_MISSING,
+    image_scores,
+    labels_at_size,
+    surface_metrics_available,
+)
+from medvision.metrics import binarize
 from medvision.tta import check_tta
-from medvision.visualize import overlay, to_display
+from medvision.visualize import label_overlay, overlay, to_display
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +35,20 @@ log = logging.getLogger(__name__)
 class SegmentationPredictionWriter(BasePredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
-    For every input ``<stem>.*``: ``masks/<stem>.png`` (0/255) and ``overlays/<stem>.png``
-    (prediction tinted red, true outline green when a mask is known), under ``output_dir``
-    (default: a new ``predictions/<timestamp>`` folder, see :func:`prediction_folder`). When
-    the inputs have masks,
-    ``metrics.csv`` lists per-image Dice and IoU and the mean is logged. Probabilities are
-    resized to the original size before thresholding at ``threshold`` (default: the
-    model's). Files are written atomically.
+    For every input ``<stem>.*``, under ``output_dir`` (default: a new
+    ``predictions/<timestamp>`` folder, see :func:`prediction_folder`): ``masks/<stem>.png``
+    and ``overlays/<stem>.png``. Binary models (one probability channel): the mask is 0/255,
+    the overlay the prediction tinted red with the true outline in green. Multi-class models
+    (softmax over K channels): the mask is a label map, uint8 pixel value = class index
+    (0 = background), and the overlay tints each class in its colour of the fixed
+    :data:`medvision.visualize.PALETTE` (true outlines in the same colours). Probabilities are
+    resized to the original size (bilinear) before thresholding at ``threshold`` (default:
+    the model's) or taking the most probable class. When the inputs have masks,
+    ``metrics.csv`` lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and
+    ``<metric>/<class>`` for label maps; see :func:`medvision.label_maps.image_scores`), at the
+    original size, distances in pixels, surface Dice at the model's ``surface_tolerance``;
+    without MONAI the last two are left out with a warning. The mean is logged. Files are
+    written atomically.
 
     Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
     and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
@@ -53,6 +66,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self._num_written = 0
         self._own_failures: list[BadFile] = []
         self._active = False
+        self._surface: bool | None = None
         self.failures: list[BadFile] = []
         #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
         self.root: Path | None = None
@@ -69,6 +83,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self._rows = []
         self._num_written = 0
         self._own_failures, self._active, self.failures = [], False, []
+        self._surface = None
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -80,35 +95,59 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, path in enumerate(prediction["path"]):
             try:
-                self._write_one(root, prediction, i, threshold)
+                self._write_one(root, prediction, i, threshold, pl_module)
             except (ValueError, OSError) as exc:  # this image's outputs go; the others stay
                 for folder in ("masks", "overlays"):
                     (root / folder / f"{Path(path).stem}.png").unlink(missing_ok=True)
                 self._own_failures.append(BadFile(path, f"not predicted: {exc}"))
                 log.warning("Not predicted: %s", self._own_failures[-1])
 
-    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float) -> None:
-        """The mask, overlay and metrics row of the ``i``-th image of a batch."""
+    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float, pl_module) -> None:
+        """The mask (label map), overlay and metrics row of the ``i``-th image of a batch."""
         path = prediction["path"][i]
         height, width = (int(v) for v in prediction["original_size"][i])
-        pred = mask_at_size(prediction["probs"][i], (height, width), threshold)
+        probs = prediction["probs"][i]
+        multiclass = probs.shape[0] > 1
+        pred = labels_at_size(probs, (height, width), threshold)
         stem = Path(path).stem
-        save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * 255)
+        save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * (1 if multiclass else 255))
         truth, row = None, None
         if "mask_path" in prediction:
             mask_path = prediction["mask_path"][i]
-            mask = binarize_mask(read_image(mask_path), mask_path)
-            truth = resize_mask(mask, (height, width)).astype(bool)
-            dice, iou = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
-            row = {"image": path, "mask": mask_path, "dice": float(dice), "iou": float(iou)}
+            truth = resize_mask(read_mask(mask_path, probs.shape[0]), (height, width))
+            truth = truth if multiclass else truth.astype(bool)
+            row = {
+                "image": path,
+                "mask": mask_path,
+                **self._scores(pred, truth, probs.shape[0], pl_module),
+            }
         if self.overlays:
+            draw = label_overlay if multiclass else overlay
             save_png(
-                root / "overlays" / f"{stem}.png",
-                overlay(to_display(read_image(path)), pred, truth),
+                root / "overlays" / f"{stem}.png", draw(to_display(read_image(path)), pred, truth)
             )
         if row is not None:
             self._rows.append(row)
         self._num_written += 1
+
+    def _scores(self, pred: np.ndarray, truth: np.ndarray, num_classes: int, pl_module) -> dict:
+        """:func:`~medvision.label_maps.image_scores` with the model's classes and tolerance."""
+        if self._surface is None:
+            self._surface = surface_metrics_available()
+            if not self._surface:
+                log.warning(SURFACE_MISSING)
+        names = list(getattr(pl_module, "class_names", None) or [])
+        if len(names) != num_classes:  # a model without names: classes by index
+            names = ["foreground"] if num_classes == 1 else [str(k) for k in range(num_classes)]
+        return image_scores(
+            pred,
+            truth,
+            names,
+            getattr(pl_module, "include_background", False),
+            getattr(pl_module, "surface_tolerance", 1.0),
+            None,
+            self._surface,
+        )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         root = self._root(trainer)
@@ -120,16 +159,13 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                 if trainer.world_size == 1
                 else f"metrics.rank{trainer.global_rank}.csv"
             )
-            write_csv(root / name, self._rows, ["image", "mask", "dice", "iou"])
-            dice = np.mean([r["dice"] for r in self._rows])
-            iou = np.mean([r["iou"] for r in self._rows])
-            log.info(
-                "Predicted %d images with masks: mean Dice %.4f, mean IoU %.4f (%s)",
-                len(self._rows),
-                dice,
-                iou,
-                root / name,
+            write_csv(root / name, self._rows, list(self._rows[0]))
+            means = ", ".join(
+                f"mean {metric} {np.mean([r[metric] for r in self._rows]):.4f}"
+                for metric in ("dice", "iou", "hd95", "surface_dice")
+                if metric in self._rows[0]
             )
+            log.info("Predicted %d images with masks: %s (%s)", len(self._rows), means, root / name)
         if self._num_written:
             log.info("%d prediction masks written to %s", self._num_written, root / "masks")
 

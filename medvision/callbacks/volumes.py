@@ -6,14 +6,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medvision.callbacks.prediction_output import prediction_folder, report_failures
 from medvision.data.nifti import nifti_stem, write_predicted_volume
 from medvision.data.screening import BadFile
-from medvision.metrics import binarize
+from medvision.label_maps import labels_at_size
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +22,13 @@ class VolumePredictionWriter(BasePredictionWriter):
 
     For predict batches of volume slices (see
     :class:`~medvision.data.volumes.VolumeSliceDataModule`): the model's ``predict_step``
-    returns ``probs`` (``N x 1 x h x w`` sigmoid probabilities) with the batch's
-    ``volume_path``, ``slice_index``, ``num_slices``, ``slice_axis`` and ``original_size``.
-    Each slice's probabilities are resized (bilinear) to the slice's size in the volume and
-    thresholded at ``threshold`` (default: the model's); when a volume's last slice is in, the
-    mask volume (uint8 0/1) is written with the INPUT file's affine and shape (see
+    returns ``probs`` (``N x 1 x h x w`` sigmoid probabilities, or ``N x K x h x w`` softmax
+    ones of a multi-class model) with the batch's ``volume_path``, ``slice_index``,
+    ``num_slices``, ``slice_axis`` and ``original_size``. Each slice's probabilities are
+    resized (bilinear) to the slice's size in the volume and thresholded at ``threshold``
+    (default: the model's), or for K channels each voxel given its most probable class; when a
+    volume's last slice is in, the mask volume (uint8: 0/1, or class indices 0..K-1) is
+    written with the INPUT file's affine and shape (see
     :func:`~medvision.data.nifti.write_predicted_volume`), atomically, and its slices are freed.
     ``output_dir`` as :func:`~medvision.callbacks.prediction_output.prediction_folder` says
     (:class:`~medvision.callbacks.PredictionWriter` hands its folder over as :attr:`root`).
@@ -72,13 +73,8 @@ class VolumePredictionWriter(BasePredictionWriter):
         threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, volume in enumerate(prediction["volume_path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
-            probs = F.interpolate(
-                prediction["probs"][i : i + 1].float(),
-                size=(height, width),
-                mode="bilinear",
-                align_corners=False,
-            )
-            mask = binarize(probs, threshold)[0, 0].cpu().numpy().astype(np.uint8)
+            probs = prediction["probs"][i]
+            mask = labels_at_size(probs, (height, width), threshold).astype(np.uint8)
             slices = self._pending.setdefault(volume, {})
             slices[int(prediction["slice_index"][i])] = mask
             self._expected[volume] = int(prediction["num_slices"][i])

@@ -12,8 +12,10 @@ _WHERE = {
     "ImageFolderPredictDataModule": "predict_folder",
     "LungCTDataModule": "lung_ct",
     "NIHChestXray14DataModule": "nih_chestxray14",
+    "SegmentationFolderDataModule": "segmentation_folder",
     "SyntheticChestXrayDataModule": "chest_xray",
     "SyntheticLungCTDataModule": "lung_ct",
+    "SyntheticMultiClassDataModule": "synthetic_label_maps",
 }
 
 __all__ = sorted(_WHERE)

@@ -65,6 +65,30 @@ def batch_augmentation_for(
     return BatchSegmentationAugmentation(augmentation, seed=seed)
 
 
+def check_class_names(class_names: Sequence[str]) -> list[str]:
+    """A segmentation datamodule's ``class_names``, checked: distinct, non-empty names.
+
+    One name means binary masks (the name is the foreground's); two or more mean label maps,
+    one name per label value, background (label 0) first.
+
+    Args:
+        class_names: The names, as given.
+
+    Raises:
+        ValueError: naming the option, for no names, an empty name or a repeated one.
+    """
+    if isinstance(class_names, str):
+        class_names = [class_names]
+    names = [str(name) for name in class_names]
+    if not names or not all(name.strip() for name in names) or len(set(names)) < len(names):
+        raise ValueError(
+            f"class_names {names}: give distinct, non-empty names; one name for binary "
+            "masks, or one per label value of a label map with the background (label 0) first, "
+            "e.g. [background, liver, tumour]."
+        )
+    return names
+
+
 class MedVisionDataModule(L.LightningDataModule):
     """Loader plumbing and input checks shared by medvision's datamodules.
 

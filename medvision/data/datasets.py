@@ -12,22 +12,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medvision.data.io import binarize_mask, normalize_intensity, read_image, to_channels
-from medvision.data.screening import check_same_size, default_num_workers
+from medvision.data.io import normalize_intensity, read_image, to_channels
+from medvision.data.screening import check_same_size, default_num_workers, read_mask
 from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
 
 log = logging.getLogger(__name__)
 
 
 class SegmentationDataset(Dataset):
-    """Image files with optional binary masks, as dict samples at a fixed size.
+    """Image files with optional masks (binary, or label maps), as dict samples at a fixed size.
 
     Each sample holds ``image``: float32 ``C x H x W`` in [0, 1] (see
     :func:`~medvision.data.io.normalize_intensity`), ``path``: the image file, and
     ``original_size``: int64 ``[height, width]`` as stored. With masks it also holds
-    ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``. ``transform`` is applied to
-    image and mask in one call (resize plus augmentation). A mask of another size than its
-    image is an error, or, with ``resize_masks``, resized to it by nearest neighbour.
+    ``mask_path`` and ``mask``: with ``num_classes`` 1 float32 ``1 x H x W`` of 0/1 (binary
+    masks); with ``num_classes >= 2`` int64 ``H x W`` class indices ``0..num_classes-1``
+    (label maps, 0 = background; see :func:`~medvision.data.io.read_label_mask`).
+    ``transform`` is applied to image and mask in one call (resize plus augmentation; masks
+    by nearest neighbour). A mask of another size than its image is an error, or, with
+    ``resize_masks``, resized to it by nearest neighbour.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class SegmentationDataset(Dataset):
         in_channels: int = 1,
         intensity_window: tuple[float, float] | None = None,
         resize_masks: bool = False,
+        num_classes: int = 1,
     ) -> None:
         if mask_paths is not None and len(mask_paths) != len(image_paths):
             raise ValueError("image_paths and mask_paths differ in length")
@@ -47,6 +51,7 @@ class SegmentationDataset(Dataset):
         self.in_channels = in_channels
         self.intensity_window = intensity_window
         self.resize_masks = resize_masks
+        self.num_classes = num_classes
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:
@@ -55,10 +60,10 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         self._worker_seed = reseed_for_worker(self.transform, self._worker_seed)
         sample, image, mask = self._decode(index)
-        return self._finish(sample, self.transform, image, mask)
+        return self._finish(sample, self.transform, image, mask, self.num_classes > 1)
 
     def _decode(self, index: int) -> tuple[dict, np.ndarray, np.ndarray | None]:
-        """``(sample without image/mask, H x W x C float32 image, H x W 0/1 mask or None)``."""
+        """``(sample without image/mask, H x W x C float32 image, H x W uint8 mask or None)``."""
         path = self.image_paths[index]
         raw = read_image(path)
         image = normalize_intensity(to_channels(raw, self.in_channels), self.intensity_window)
@@ -66,7 +71,7 @@ class SegmentationDataset(Dataset):
         if self.mask_paths is None:
             return sample, image, None
         mask_path = self.mask_paths[index]
-        mask = binarize_mask(read_image(mask_path), mask_path)
+        mask = read_mask(mask_path, self.num_classes)
         if self.resize_masks:
             mask = resize_mask(mask, raw.shape[:2])
         check_same_size(path, raw, mask_path, mask)
@@ -74,14 +79,19 @@ class SegmentationDataset(Dataset):
         return sample, image, mask
 
     @staticmethod
-    def _finish(sample: dict, transform, image: np.ndarray, mask: np.ndarray | None) -> dict:
-        """Run ``transform`` on image (and mask) and put them into ``sample`` as tensors."""
+    def _finish(
+        sample: dict, transform, image: np.ndarray, mask: np.ndarray | None, labels: bool = False
+    ) -> dict:
+        """Run ``transform`` on image (and mask) and put them into ``sample`` as tensors.
+
+        The mask becomes float ``1 x H x W`` (binary), or int64 ``H x W`` with ``labels``.
+        """
         if mask is None:
             image = transform(image=image)["image"]
         else:
             out = transform(image=image, mask=mask)
             image = out["image"]
-            sample["mask"] = torch.from_numpy(out["mask"]).float().unsqueeze(0)
+            sample["mask"] = mask_tensor(out["mask"], labels)
         sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return sample
 
@@ -111,9 +121,16 @@ class CachedSegmentationDataset(SegmentationDataset):
         intensity_window: tuple[float, float] | None = None,
         max_bytes: float = 4e9,
         resize_masks: bool = False,
+        num_classes: int = 1,
     ) -> None:
         super().__init__(
-            image_paths, mask_paths, resize, in_channels, intensity_window, resize_masks
+            image_paths,
+            mask_paths,
+            resize,
+            in_channels,
+            intensity_window,
+            resize_masks,
+            num_classes,
         )
         self.augment = augment
         self.image_size = image_size
@@ -162,7 +179,7 @@ class CachedSegmentationDataset(SegmentationDataset):
         sample = dict(self.samples[index])
         image = self.images[index].astype(np.float32)
         mask = None if self.masks is None else self.masks[index]
-        return self._finish(sample, self.augment, image, mask)
+        return self._finish(sample, self.augment, image, mask, self.num_classes > 1)
 
 
 def segmentation_dataset(
@@ -178,7 +195,7 @@ def segmentation_dataset(
 
     With ``cache`` it is a :class:`CachedSegmentationDataset` (resize once, augment on each
     access; call :func:`fill_caches` before reading). ``kwargs``: ``in_channels``,
-    ``intensity_window``, ``resize_masks``.
+    ``intensity_window``, ``resize_masks``, ``num_classes``.
     """
     if not cache:
         return SegmentationDataset(
@@ -283,8 +300,20 @@ class ClassificationDataset(Dataset):
         return sample
 
 
+def mask_tensor(mask: np.ndarray, labels: bool) -> torch.Tensor:
+    """A ``H x W`` mask as a sample's tensor: int64 ``H x W`` labels, or float ``1 x H x W``.
+
+    Args:
+        mask: uint8 0/1 mask or class indices.
+        labels: Whether it is a label map (multi-class).
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(mask))
+    return tensor.long() if labels else tensor.float().unsqueeze(0)
+
+
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A 0/1 mask at ``size`` (height, width), by nearest neighbour; unchanged if already there."""
+    """A mask (0/1 or labels) at ``size`` (height, width), by nearest neighbour; unchanged if
+    already there."""
     if mask.shape[:2] == tuple(size):
         return mask
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)

@@ -157,8 +157,9 @@ def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
         shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
         raise ImageReadError(
             f"{path}: mask values go up to {peak:g} ({shown}); expected a binary mask, 0/1 or "
-            "0/255. A label mask with several classes is not supported: set the foreground "
-            "to 255 (or 1) and everything else to 0.",
+            "0/255. For a label map of several classes, name them all (class_names with one "
+            "name per label value, background first: multi-class segmentation); to segment "
+            "one structure, set it to 255 (or 1) and everything else to 0.",
             path,
         )
     return (mask > peak / 2).astype(np.uint8)
@@ -169,3 +170,74 @@ def _binary_peak(peak: float, dtype: np.dtype) -> bool:
     if peak <= 1 or 128 <= peak <= 255:
         return True
     return np.issubdtype(dtype, np.integer) and peak == np.iinfo(dtype).max
+
+
+def read_label_image(path: str | Path) -> np.ndarray:
+    """Decode a label-map file: as :func:`read_image`, but a palette PNG gives its indices.
+
+    A palette ("P" mode) PNG stores class indices and shows them in colour; :func:`read_image`
+    would turn it into those colours, so here its indices are kept. Any other file is
+    decoded by :func:`read_image`.
+
+    Args:
+        path: The mask file.
+
+    Returns:
+        ``H x W`` (or ``H x W x C``) array as stored.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".png" and path.is_file() and path.stat().st_size:
+        try:
+            with Image.open(path) as image:
+                if image.mode == "P":
+                    return np.array(image)
+        except Exception:  # noqa: BLE001 - read_image decodes again and says what is wrong
+            pass
+    return read_image(path)
+
+
+def read_label_mask(mask: np.ndarray, path: str | Path, num_classes: int) -> np.ndarray:
+    """Check a stored label map and return it as uint8 class indices ``H x W``.
+
+    Accepted: one channel (or three equal ones: a gray map saved as RGB) of an integer (or
+    bool) dtype, with values ``0..num_classes-1``; 0 is the background. Refused with an
+    :class:`ImageReadError` naming ``path``, the values found and the fix: float values, an
+    alpha channel, colour masks, and labels outside ``0..num_classes-1`` (e.g. a 0/255 binary
+    mask in a multi-class setup).
+
+    Args:
+        mask: The decoded mask (see :func:`read_label_image`).
+        path: Its file, named in errors.
+        num_classes: Number of classes, background included (2 to 256).
+
+    Returns:
+        uint8 ``H x W`` labels.
+    """
+    if not 2 <= num_classes <= 256:
+        raise ValueError(f"num_classes must lie in 2..256 for label maps, got {num_classes}")
+    if mask.ndim == 3 and mask.shape[-1] == 3 and (mask == mask[..., :1]).all():
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ImageReadError(
+            f"{path}: label map has {mask.shape[-1]} channels; expected one channel of class "
+            "indices. Save it as a single-channel (grayscale, or palette) PNG whose pixel "
+            f"values are the classes 0..{num_classes - 1}, not as colours.",
+            path,
+        )
+    if mask.dtype.kind not in "biu":
+        raise ImageReadError(
+            f"{path}: label map is stored as {mask.dtype} (not integers). Save the class "
+            f"indices 0..{num_classes - 1} as an integer image (e.g. a uint8 PNG).",
+            path,
+        )
+    values = np.unique(mask)
+    if values.size and (values[0] < 0 or values[-1] >= num_classes):
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise ImageReadError(
+            f"{path}: label map holds values {shown}, but num_classes={num_classes} allows "
+            f"0..{num_classes - 1} (one per class name, background 0). Give class_names one "
+            "name per label value, or relabel the mask"
+            + (" (a 0/255 mask is binary: use one class name)." if values[-1] == 255 else "."),
+            path,
+        )
+    return mask.astype(np.uint8)

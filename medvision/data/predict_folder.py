@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,7 @@ def predict_dataset(
     intensity_window: Sequence[float] | None = None,
     masks: Sequence[Path] | None = None,
     labels: Sequence[int] | None = None,
+    num_classes: int = 1,
 ) -> Dataset:
     """The dataset a training datamodule would predict ``paths`` with (see module docstring).
 
@@ -69,6 +71,7 @@ def predict_dataset(
         intensity_window: ``(low, high)`` for segmentation, or None (min-max per image).
         masks: Segmentation: a mask per image, to score against.
         labels: Classification: a class index per image (its class folder).
+        num_classes: Segmentation: 1 for binary masks, K >= 2 for label maps.
 
     Returns:
         A :class:`SegmentationDataset` or :class:`ClassificationDataset` of dict samples.
@@ -76,7 +79,9 @@ def predict_dataset(
     transform = predict_transform(task, image_size)
     if task == "segmentation":
         window = None if intensity_window is None else tuple(intensity_window)
-        return SegmentationDataset(paths, masks, transform, in_channels, window)
+        return SegmentationDataset(
+            paths, masks, transform, in_channels, window, num_classes=num_classes
+        )
     return ClassificationDataset(paths, labels, transform, in_channels)
 
 
@@ -176,10 +181,12 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
     ``failed.csv`` by the prediction writer, and the others are predicted.
 
     Segmentation: ``predict_mask_dir`` (optional) holds a mask ``<stem>.*`` per image, to
-    score the predictions against (``metrics.csv``); subfolders named ``masks`` or
-    ``2d_masks`` (the Kaggle lung layout) are never taken for images. Classification: when
-    ``predict_dir`` holds only class folders named after classes (single-label), their names
-    are reported as the true ``label``; otherwise every image is loose.
+    score the predictions against (``metrics.csv``): binary masks for a model of one class,
+    label maps (class indices) for a model of two or more ``class_names``; subfolders named
+    ``masks`` or ``2d_masks`` (the Kaggle lung layout) are never taken for images.
+    Classification: when ``predict_dir`` holds only class folders named after classes
+    (single-label), their names are reported as the true ``label``; otherwise every image is
+    loose.
 
     Args:
         task: ``segmentation`` or ``classification``.
@@ -269,7 +276,8 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
             pairs = [(p, m) for p, m in pairs if m is not None]
         pairs, clashes = distinct_stems(pairs)
         self._nothing_found(pairs or failures)
-        pairs = self._scan_predict(pairs, check_pair, _first, earlier=failures + clashes)
+        check = partial(check_pair, num_classes=self.num_classes)
+        pairs = self._scan_predict(pairs, check, _first, earlier=failures + clashes)
         log.info(
             "Predicting on %d images from %s%s",
             len(pairs),
@@ -284,6 +292,7 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
             self.in_channels,
             self.intensity_window,
             masks=masks,
+            num_classes=self.num_classes,
         )
 
     def _classification_dataset(self, folder: Path) -> Dataset:

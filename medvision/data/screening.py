@@ -16,7 +16,13 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from medvision.data.io import ImageReadError, binarize_mask, read_image
+from medvision.data.io import (
+    ImageReadError,
+    binarize_mask,
+    read_image,
+    read_label_image,
+    read_label_mask,
+)
 
 T = TypeVar("T")
 #: What a datamodule does with bad input files: stop with one error, or leave them out.
@@ -68,13 +74,39 @@ def check_image(path: Path) -> None:
     read_image(path)
 
 
-def check_pair(pair: tuple[Path, Path | None], same_size: bool = True) -> None:
-    """Decode an image and its mask (when not ``None``): mask binary, and of the same size."""
+def check_pair(
+    pair: tuple[Path, Path | None], same_size: bool = True, num_classes: int = 1
+) -> None:
+    """Decode an image and its mask (when not ``None``): mask valid, and of the same size.
+
+    Args:
+        pair: ``(image, mask or None)``.
+        same_size: Refuse a mask of another height/width than its image.
+        num_classes: 1: the mask must be binary (:func:`~medvision.data.io.binarize_mask`);
+            2 or more: a label map of that many classes
+            (:func:`~medvision.data.io.read_label_mask`).
+    """
     image = read_image(pair[0])
     if pair[1] is not None:
-        mask = binarize_mask(read_image(pair[1]), pair[1])
+        mask = read_mask(pair[1], num_classes)
         if same_size:
             check_same_size(pair[0], image, pair[1], mask)
+
+
+def read_mask(path: Path, num_classes: int = 1) -> np.ndarray:
+    """A mask file as uint8 ``H x W``: 0/1 when ``num_classes`` is 1, else class indices.
+
+    Args:
+        path: The mask file.
+        num_classes: 1 (binary) or the number of classes of a label map, background included.
+
+    Raises:
+        ImageReadError: naming ``path``, for a mask that is not binary (not a label map of
+            ``num_classes`` classes), or unreadable.
+    """
+    if num_classes == 1:
+        return binarize_mask(read_image(path), path)
+    return read_label_mask(read_label_image(path), path, num_classes)
 
 
 def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:

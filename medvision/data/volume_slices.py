@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medvision.data.datasets import mask_tensor
 from medvision.data.io import ImageReadError, normalize_intensity
 from medvision.data.nifti import check_same_geometry, load_volume, slices_along
 from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
@@ -20,10 +21,13 @@ class VolumeSlices:
 
     Attributes:
         images: float16 ``N x H x W`` in [0, 1].
-        masks: uint8 ``N x H x W`` labels (0/1 for now), or None without masks.
+        masks: uint8 ``N x H x W`` labels (0/1 for binary masks, class indices for label
+            maps), or None without masks.
         records: per slice ``path`` and ``volume_path`` (the image volume), ``slice_index``,
             ``num_slices`` (of its volume), ``slice_axis``, ``original_size`` (``(h, w)``
-            before resizing) and, with masks, ``mask_path``.
+            before resizing), ``spacing`` (``(row, col)`` pixel size in mm of the RESIZED
+            slice: the volume's voxel size times ``original / resized``) and, with masks,
+            ``mask_path``.
     """
 
     images: np.ndarray
@@ -43,33 +47,48 @@ class VolumeSlices:
         )
 
 
-def mask_labels(mask: np.ndarray, path: str | Path) -> np.ndarray:
-    """A stored mask volume as uint8 labels; refuses fractions, negatives and labels over 1.
+def mask_labels(mask: np.ndarray, path: str | Path, num_classes: int = 1) -> np.ndarray:
+    """A stored mask volume as uint8 labels; refuses fractions, negatives and unknown labels.
 
-    Labels above 1 (a multi-class label map) are refused for now, with the fix; everything
-    before that check keeps label values, so multi-class masks need only that check dropped.
+    Args:
+        mask: The mask volume as stored (any numeric dtype; a float one must hold integers).
+        path: Its file, named in errors.
+        num_classes: 1: binary, labels 0 and 1; 2 or more: a label map with labels
+            ``0..num_classes-1`` (0 = background).
+
+    Returns:
+        uint8 labels of the same shape.
 
     Raises:
-        ImageReadError: naming ``path`` and the values found.
+        ImageReadError: naming ``path``, the values found and the fix.
     """
     if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
         raise ImageReadError(
             f"{path}: mask holds non-integer values (a probability map?). Save integer labels, "
-            "0 for background and 1 for the foreground.",
+            "0 for background and 1, 2, ... for the structures.",
             path,
         )
+    top = max(num_classes - 1, 1)
     low, high = (float(mask.min()), float(mask.max())) if mask.size else (0.0, 0.0)
     if low < 0 or high > 255:
         raise ImageReadError(
-            f"{path}: mask values go from {low:g} to {high:g}; expected labels 0 and 1.", path
+            f"{path}: mask values go from {low:g} to {high:g}; expected labels 0 to {top}.", path
         )
     labels = mask.astype(np.uint8)
-    if high > 1:
+    if high > top:
         shown = ", ".join(str(v) for v in np.unique(labels)[:8])
+        if num_classes == 1:
+            raise ImageReadError(
+                f"{path}: mask holds labels {shown}; only binary masks (0/1) with one class "
+                "name. For a label map, give class_names one name per label (background "
+                "first); to segment one structure, merge its labels into 1 (e.g. (mask > 0)) "
+                "and save the mask again.",
+                path,
+            )
         raise ImageReadError(
-            f"{path}: mask holds labels {shown}; only binary masks (0/1) are supported for now. "
-            "Merge the foreground labels into 1 (e.g. (mask > 0)) or keep the one class to "
-            "segment, and save the mask again.",
+            f"{path}: mask holds labels {shown}, but num_classes={num_classes} allows 0 to "
+            f"{top} (one per class name, background 0). Give class_names one name per label "
+            "value, or relabel the mask.",
             path,
         )
     return labels
@@ -83,16 +102,20 @@ def decode_volume(
     window: tuple[float, float] | None = None,
     empty_slice_fraction: float | None = None,
     rng: np.random.Generator | None = None,
+    num_classes: int = 1,
 ) -> VolumeSlices:
     """Read a volume (and mask) once and keep its slices along ``axis``, resized.
 
     Intensities are clipped to ``window`` (e.g. HU ``[-1000, 400]``) and scaled to [0, 1], or
     min-max scaled over the whole volume without it. With ``empty_slice_fraction`` all slices
     with foreground are kept and that fraction of the empty ones, drawn with ``rng``.
+    ``num_classes``: 1 for binary masks, the number of classes (background included) for
+    label maps (see :func:`mask_labels`).
 
     Raises:
         ImageReadError: an unreadable or non-3D file, a mask off the image's grid, a mask that
-            is not binary, or non-finite intensities; the message names the file.
+            is not binary (or holds labels beyond ``num_classes``), or non-finite intensities;
+            the message names the file.
     """
     image, info = load_volume(image_path)
     image = image.astype(np.float32, copy=False)
@@ -106,7 +129,7 @@ def decode_volume(
     if mask_path is not None:
         mask, mask_info = load_volume(mask_path)
         check_same_geometry(info, mask_info)
-        labels = slices_along(mask_labels(mask, mask_path), axis)
+        labels = slices_along(mask_labels(mask, mask_path, num_classes), axis)
     keep = np.arange(len(image))
     if labels is not None and empty_slice_fraction is not None:
         filled = labels.reshape(len(labels), -1).any(axis=1)
@@ -117,6 +140,8 @@ def decode_volume(
         keep = np.sort(np.concatenate([np.flatnonzero(filled), drawn]))
     resize = segmentation_transform(image_size, "none")
     size = as_hw(image_size)
+    in_plane = [info.spacing[a] for a in range(3) if a != axis]
+    spacing = tuple(mm * n / m for mm, n, m in zip(in_plane, image.shape[1:], size, strict=True))
     images = np.zeros((len(keep), *size), np.float16)
     masks = None if labels is None else np.zeros((len(keep), *size), np.uint8)
     records = []
@@ -129,6 +154,7 @@ def decode_volume(
         record = {"path": str(image_path), "volume_path": str(image_path)}
         record.update(slice_index=int(k), num_slices=len(image), slice_axis=axis)
         record["original_size"] = tuple(image.shape[1:])
+        record["spacing"] = spacing
         if mask_path is not None:
             record["mask_path"] = str(mask_path)
         records.append(record)
@@ -139,15 +165,20 @@ class VolumeSliceDataset(Dataset):
     """Slices kept in memory (:class:`VolumeSlices`) as dict samples, augmented on access.
 
     Each sample holds ``image``: float32 ``in_channels x H x W`` in [0, 1]; with masks
-    ``mask``: float32 ``1 x H x W`` of 0/1 and ``mask_path``; and ``path`` / ``volume_path``
-    (the image volume), ``slice_index``, ``num_slices``, ``slice_axis`` and ``original_size``
-    (int64 ``[h, w]`` of the slice in the volume). ``augment`` runs on image and mask alike.
+    ``mask_path`` and ``mask``: float32 ``1 x H x W`` of 0/1 (``num_classes`` 1), or int64
+    ``H x W`` class indices (``num_classes >= 2``); and ``path`` / ``volume_path`` (the image
+    volume), ``slice_index``, ``num_slices``, ``slice_axis``, ``original_size`` (int64
+    ``[h, w]`` of the slice in the volume) and ``spacing`` (float64 ``[row, col]`` mm per
+    pixel at ``H x W``). ``augment`` runs on image and mask alike.
     """
 
-    def __init__(self, slices: VolumeSlices, augment, in_channels: int = 1) -> None:
+    def __init__(
+        self, slices: VolumeSlices, augment, in_channels: int = 1, num_classes: int = 1
+    ) -> None:
         self.slices = slices
         self.augment = augment
         self.in_channels = in_channels
+        self.num_classes = num_classes
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:
@@ -157,6 +188,7 @@ class VolumeSliceDataset(Dataset):
         self._worker_seed = reseed_for_worker(self.augment, self._worker_seed)
         sample = dict(self.slices.records[index])
         sample["original_size"] = torch.tensor(sample["original_size"])
+        sample["spacing"] = torch.tensor(sample["spacing"], dtype=torch.float64)
         image = np.repeat(
             self.slices.images[index].astype(np.float32)[..., None], self.in_channels, -1
         )
@@ -165,7 +197,7 @@ class VolumeSliceDataset(Dataset):
         else:
             out = self.augment(image=image, mask=self.slices.masks[index])
             image = out["image"]
-            sample["mask"] = torch.from_numpy(out["mask"].astype(np.float32)).unsqueeze(0)
+            sample["mask"] = mask_tensor(out["mask"], self.num_classes > 1)
         sample["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return sample
 

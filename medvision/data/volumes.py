@@ -10,11 +10,16 @@ Layouts (image and mask pair by name; the folder names and name prefixes are set
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
+from medvision.data.datamodule import (
+    MedVisionDataModule,
+    batch_augmentation_for,
+    check_class_names,
+)
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
 from medvision.data.screening import BadFile, BadFiles, scan_files
 from medvision.data.splits import split_indices
@@ -33,11 +38,17 @@ _LAYOUT_HINT = (
 
 
 class VolumeSliceDataModule(MedVisionDataModule):
-    """Binary segmentation of 2D slices taken along ``axis`` of 3D NIfTI volumes.
+    """Segmentation of 2D slices taken along ``axis`` of 3D NIfTI volumes: binary, or label maps.
+
+    ``class_names``: the default ``["foreground"]`` (one name) means binary masks, labels 0
+    and 1; two or more names, background first (``[background, liver, tumour]``), mean label
+    maps with labels ``0..len(class_names)-1``, kept as they are (multi-class segmentation;
+    ``gpu_augmentation`` is for binary masks only). The CLI passes ``num_classes`` (the
+    number of names) and ``class_names`` to the model.
 
     Volumes are read with nibabel in the closest canonical orientation (RAS+; see
     :mod:`medvision.data.nifti`), each mask checked to share its image's shape and affine and
-    to be binary (0/1; label maps with more classes are refused for now). Each volume is
+    to hold only the known labels (the file, the labels found and the fix named). Each volume is
     decoded once in ``setup`` and its slices kept in memory, resized to ``image_size`` (float16
     images, uint8 masks; setup refuses more than ``cache_limit_gb``); an epoch only augments.
 
@@ -56,8 +67,6 @@ class VolumeSliceDataModule(MedVisionDataModule):
     :class:`medvision.callbacks.VolumePredictionWriter` writes each volume's mask as
     NIfTI on the input's grid.
     """
-
-    class_names = ("foreground",)
 
     def __init__(
         self,
@@ -83,6 +92,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
         bad_files: BadFiles = "error",
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
+        class_names: Sequence[str] = ("foreground",),
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -117,8 +127,15 @@ class VolumeSliceDataModule(MedVisionDataModule):
             fold=fold,
         )
         self.cache_limit_gb = cache_limit_gb
+        self.class_names = check_class_names(class_names)
+        if gpu_augmentation and self.num_classes > 1:
+            raise ValueError(
+                "gpu_augmentation: true warps binary masks only; with label maps "
+                f"({len(self.class_names)} class_names) set gpu_augmentation: false."
+            )
         self.batch_augmentation = batch_augmentation_for(augmentation, True, gpu_augmentation, seed)
-        self.save_hyperparameters()
+        # the model records class_names; loggers merge both hparams and need equal values
+        self.save_hyperparameters(ignore=["class_names"])
 
     def _setup_splits(self) -> None:
         pairs, unpaired = find_volume_pairs(
@@ -185,13 +202,20 @@ class VolumeSliceDataModule(MedVisionDataModule):
 
     def _decode(self, image: Path, mask: Path | None, fraction=None, rng=None) -> VolumeSlices:
         return decode_volume(
-            image, mask, self.axis, self.image_size, self.intensity_window, fraction, rng
+            image,
+            mask,
+            self.axis,
+            self.image_size,
+            self.intensity_window,
+            fraction,
+            rng,
+            self.num_classes,
         )
 
     def _dataset(self, parts, augmentation: str, masks: bool = True) -> VolumeSliceDataset:
         slices = VolumeSlices.concat(parts, as_hw(self.image_size), masks)
         augment = segmentation_transform(self.image_size, augmentation, resize=False)
-        return VolumeSliceDataset(slices, augment, self.in_channels)
+        return VolumeSliceDataset(slices, augment, self.in_channels, self.num_classes)
 
     def _check_memory(self, images: list[Path], source: Path) -> None:
         """Refuse before decoding when all slices would exceed ``cache_limit_gb``."""

@@ -1,7 +1,13 @@
-"""Binary segmentation as a LightningModule: any smp architecture, or FCN-8s on an smp encoder."""
+"""Segmentation as a LightningModule, binary or multi-class: any smp architecture, or FCN-8s.
+
+Binary (``num_classes == 1``): sigmoid, 0/1 masks ``N x 1 x H x W``. Multi-class
+(``num_classes >= 2``): softmax, int64 label maps ``N x H x W`` with 0 the background. See
+:class:`SegmentationModule` and ``docs/models.md``.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
@@ -10,8 +16,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from medvision.label_maps import labels_from_probabilities
 from medvision.losses import build_loss
-from medvision.metrics import segmentation_metrics
+from medvision.metrics import multiclass_segmentation_metrics, segmentation_metrics
 from medvision.models.base import MedVisionModule
 from medvision.models.nets.fcn import FCN
 from medvision.models.weights import explain_download_failure
@@ -79,19 +86,52 @@ def check_net_names(arch: str, encoder_name: str) -> None:
 
 
 class SegmentationModule(MedVisionModule):
-    """Binary segmentation: logits ``N x 1 x H x W`` for images ``N x in_channels x H x W``.
+    """Segmentation of 2D images: binary masks, or multi-class label maps.
 
-    Batches are dicts with ``image`` (float) and ``mask`` (0/1 float ``N x 1 x H x W``).
-    ``arch`` is any name ``smp.create_model`` knows (``Unet``, ``UnetPlusPlus``, ``FPN``,
-    ``DeepLabV3Plus``, ...) or ``FCN``; ``encoder_name`` any smp encoder. ``loss`` is a name from
-    :data:`medvision.losses.LOSS_NAMES` or an ``nn.Module``. Dice, IoU and pixel accuracy at
-    ``threshold`` are logged per stage as ``train/dice``, ``val/iou``, ... (and
-    ``thresholded_iou`` with ``jaccard_floor``, see
-    :func:`~medvision.metrics.segmentation_metrics`). ``in_channels`` and ``num_classes`` (and
-    ``class_names``, kept for the record) are normally linked from the datamodule by the CLI.
+    ``num_classes`` (linked from the datamodule by the CLI) sets the mode:
 
-    ``predict_step`` returns sigmoid probabilities with the batch's paths and original sizes,
-    which :class:`medvision.callbacks.SegmentationPredictionWriter` turns into mask files.
+    - ``1``, binary: logits ``N x 1 x H x W``, masks 0/1 float ``N x 1 x H x W``; sigmoid,
+      foreground above ``threshold``.
+    - ``K >= 2``, multi-class: logits ``N x K x H x W``, masks int64 label maps ``N x H x W``
+      (0 = background); softmax, each pixel its most probable class (argmax). Dice and IoU
+      are logged per class (``val/dice/<class>``) and as their mean over the foreground
+      classes (``val/dice``, so monitors work as in binary mode).
+
+    Batches are dicts with ``image`` (float ``N x in_channels x H x W``) and ``mask``. Logged
+    per stage (``train/``, ``val/``, ``test/``): ``loss``, ``dice`` and ``iou`` (means of
+    per-image scores), ``pixel_accuracy``. ``test`` also writes per-image scores with HD95
+    and surface Dice and bootstrap intervals
+    (:class:`~medvision.callbacks.SegmentationTestReport`). ``predict_step`` returns
+    ``probs`` (sigmoid ``N x 1 x H x W`` or softmax ``N x K x H x W``) with the batch's
+    paths and sizes, which :class:`~medvision.callbacks.PredictionWriter` turns into files.
+
+    Args:
+        arch: An smp architecture (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, ...)
+            or ``FCN`` (FCN-8s on the same encoder).
+        encoder_name: An smp encoder (``resnet34``, ``efficientnet-b0``, ...) or
+            ``tu-<timm name>``.
+        encoder_weights: Pretrained encoder weights (``imagenet``: downloaded), or null.
+        in_channels: Image channels, 1 or 3 (linked from the datamodule).
+        num_classes: 1 for binary masks; K >= 2 for label maps of K classes with the
+            background (linked from the datamodule).
+        class_names: One name per class, background first for label maps (linked; kept in
+            the checkpoint and used for per-class metrics).
+        loss: A name (binary: bce, dice, bce_dice, focal, unet_weighted_bce; multi-class:
+            cross_entropy, dice, dice_ce, focal), an nn.Module class path, or null for
+            bce_dice (binary) or dice_ce (multi-class).
+        threshold: Binary: probability above which a pixel is foreground.
+        jaccard_floor: Also log thresholded_iou, per-image IoU below this counting 0
+            (ISIC 2018: 0.65); binary only.
+        include_background: Multi-class: score the background class too (MONAI's name), in
+            the means and per class.
+        surface_tolerance: Surface Dice tolerance of the test report and predict's
+            metrics.csv: pixels, or mm where the datamodule gives pixel spacing.
+        arch_kwargs: More keyword arguments of the architecture.
+        optimizer: The optimizer (class path and init_args in YAML).
+        lr_scheduler: An LR scheduler, or null.
+        lr_scheduler_monitor: Metric a ReduceLROnPlateau watches.
+        channels_last: NHWC memory layout; null: on for CUDA GPUs only.
+        compile: torch.compile the network (true, or a dict of its options).
     """
 
     def __init__(
@@ -102,9 +142,11 @@ class SegmentationModule(MedVisionModule):
         in_channels: int = 1,
         num_classes: int = 1,
         class_names: Sequence[str] | None = None,
-        loss: str = "bce_dice",
+        loss: str | None = None,
         threshold: float = 0.5,
         jaccard_floor: float | None = None,
+        include_background: bool = False,
+        surface_tolerance: float = 1.0,
         arch_kwargs: dict | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -113,57 +155,164 @@ class SegmentationModule(MedVisionModule):
         compile: bool | dict = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor, channels_last, compile)
-        if num_classes != 1:
+        self.class_names = _check_class_names(class_names, num_classes)
+        if not (surface_tolerance >= 0):
             raise ValueError(
-                f"num_classes={num_classes}, but SegmentationModule segments 1 foreground class "
-                "(binary masks). Multi-class masks are not supported yet."
+                f"surface_tolerance must be >= 0 (pixels or mm), got {surface_tolerance}"
+            )
+        if jaccard_floor is not None and num_classes > 1:
+            raise ValueError(
+                "jaccard_floor (ISIC's thresholded Jaccard) scores binary masks; leave it out "
+                f"with num_classes={num_classes}."
             )
         # callables and modules are not hyperparameters; a loss given by name is
-        not_saved = ["optimizer", "lr_scheduler"] + ([] if isinstance(loss, str) else ["loss"])
+        not_saved = ["optimizer", "lr_scheduler"] + (
+            [] if isinstance(loss, str | None) else ["loss"]
+        )
         self.save_hyperparameters(ignore=not_saved)
         self.net = create_segmentation_net(
             arch, encoder_name, encoder_weights, in_channels, num_classes, **(arch_kwargs or {})
         )
         self._network_args = dict(arch=arch, encoder_name=encoder_name, arch_kwargs=arch_kwargs)
-        self.loss = build_loss(loss)
+        self.num_classes = num_classes
+        self.multiclass = num_classes > 1
+        if loss is None:
+            loss = "dice_ce" if self.multiclass else "bce_dice"
+        self.loss = build_loss(loss, num_classes)
         self.threshold = threshold
-        metrics = segmentation_metrics(threshold, jaccard_floor)
-        # the masks' 0/1 check waits for the GPU; val and test still check the same pipeline's
-        self.train_metrics = segmentation_metrics(
-            threshold, jaccard_floor, validate_args=False
-        ).clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.include_background = include_background
+        self.surface_tolerance = surface_tolerance
+        for stage in ("train", "val", "test"):
+            # the masks' range check waits for the GPU; val and test still check the pipeline
+            metrics, per_class = self._metrics(jaccard_floor, validate_args=stage != "train")
+            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
+            if per_class is not None:
+                setattr(self, f"{stage}_class_metrics", per_class.clone(prefix=f"{stage}/"))
+
+    def _metrics(self, jaccard_floor, validate_args: bool):
+        if not self.multiclass:
+            return segmentation_metrics(self.threshold, jaccard_floor, validate_args), None
+        return multiclass_segmentation_metrics(
+            self.class_names, self.include_background, validate_args
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_memory_format(image))
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
+        return self._step(batch, stage)[0]
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The loss, and the predicted masks or label maps ``N x H x W`` (see
+        :func:`~medvision.label_maps.labels_from_probabilities`; binary: in ``test`` only)."""
         logits = self(batch["image"])
         mask = batch["mask"]
+        self._check_mask(mask, logits)
         loss = self.loss(logits, mask)
+        size = len(mask)
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach().sigmoid(), mask)
-        self.log_loss(stage, loss, batch_size=len(mask))
+        probs = logits.detach().softmax(1) if self.multiclass else logits.detach().sigmoid()
+        preds = None
+        if self.multiclass or stage == "test":
+            preds = labels_from_probabilities(probs, self.threshold)
+        self.log_loss(stage, loss, batch_size=size)
+        if self.multiclass:
+            metrics.update(preds, mask)
+            per_class = getattr(self, f"{stage}_class_metrics")
+            per_class.update(preds, mask)
+            self.log_dict(per_class, on_step=False, on_epoch=True, batch_size=size)
+        else:
+            metrics.update(probs, mask)
         self.log_dict(
-            metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(mask)
+            metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=size
         )
-        return loss
+        return loss, preds
+
+    def _check_mask(self, mask: torch.Tensor, logits: torch.Tensor) -> None:
+        """Refuse masks of the other mode (shapes and dtype only: nothing waits for a GPU)."""
+        if self.multiclass:
+            good = mask.ndim == 3 and not mask.is_floating_point()
+            expected = "int64 label maps N x H x W"
+        else:
+            good = mask.ndim == 4 and mask.shape[1] == 1
+            expected = "0/1 masks N x 1 x H x W"
+        if not good or mask.shape[-2:] != logits.shape[-2:]:
+            raise ValueError(
+                f"SegmentationModule(num_classes={self.num_classes}) needs {expected} at the "
+                f"logits' size {tuple(logits.shape[-2:])}, but the batch has masks of shape "
+                f"{tuple(mask.shape)} ({mask.dtype}). The datamodule's class_names decide: one "
+                "name for binary masks, one per label (background first) for label maps; the "
+                "CLI links them to the model."
+            )
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        """The loss, and the predictions ``preds`` (``N x H x W``) for the test report."""
+        loss, preds = self._step(batch, "test")
+        return {"loss": loss, "preds": preds}
+
+    def configure_callbacks(self):
+        """The per-image test report with HD95, surface Dice and intervals: see
+        :class:`~medvision.callbacks.SegmentationTestReport`."""
+        from medvision.callbacks.segmentation_report import SegmentationTestReport
+
+        return [SegmentationTestReport()]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a multi-class checkpoint whose classes differ from this run's (by name)."""
+        super().on_load_checkpoint(checkpoint)
+        trained = checkpoint.get("hyper_parameters", {}).get("class_names")
+        if self.multiclass and trained is not None and list(trained) != self.class_names:
+            raise ValueError(
+                f"the checkpoint was trained on classes {list(trained)} but this run has "
+                f"{self.class_names}: label values would name the wrong structures. Use data "
+                f"with --data.init_args.class_names {list(trained)}, in that order."
+            )
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         output = {key: value for key, value in batch.items() if key != "image"}
         output["probs"] = tta_probabilities(
-            lambda image: self(image).sigmoid(), batch["image"], self.predict_tta, spatial=True
+            self.probabilities, batch["image"], self.predict_tta, spatial=True
         )
         return output
 
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Sigmoid ``N x 1 x H x W`` (binary) or softmax ``N x K x H x W`` of ``image``."""
+        logits = self(image)
+        return logits.softmax(1) if self.multiclass else logits.sigmoid()
+
     def describe_output(self) -> dict:
-        """Segmentation, the threshold, and the network (see :mod:`medvision.preprocessing`)."""
+        """Segmentation, the threshold, the classes and the network (see
+        :mod:`medvision.preprocessing`)."""
+        init_args = dict(self._network_args)
+        init_args.update(
+            include_background=self.include_background, surface_tolerance=self.surface_tolerance
+        )
         return {
             "task": "segmentation",
             "mask_threshold": float(self.threshold),
             "network": {
                 "class_path": "medvision.models.SegmentationModule",
-                "init_args": dict(self._network_args),
+                "init_args": init_args,
             },
         }
+
+
+def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """The module's class names: as given, or for label maps ``'0'..`` with a warning."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be 1 (binary) or more (label maps), got {num_classes}")
+    if class_names is None:
+        if num_classes == 1:
+            return ["foreground"]
+        warnings.warn(
+            f"class_names not given: classes are reported as '0'..'{num_classes - 1}'. The CLI "
+            "links them from the datamodule; pass class_names= when building the module by hand.",
+            stacklevel=3,
+        )
+        return [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"{len(class_names)} class_names {list(class_names)} for num_classes={num_classes}: "
+            "give one name per class (label maps: the background first)."
+        )
+    return [str(name) for name in class_names]

@@ -1,0 +1,247 @@
+"""Images and their masks in two folders, paired by file name: binary masks or label maps.
+
+Layout (the folder names are settings)::
+
+    <data_dir>/images/case_001.png     <data_dir>/masks/case_001.png
+    <data_dir>/images/case_002.jpg     <data_dir>/masks/case_002.png
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from medvision.data.datamodule import MedVisionDataModule, check_class_names
+from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
+from medvision.data.io import IMAGE_SUFFIXES, list_images
+from medvision.data.screening import BadFile, BadFiles, check_pair, distinct_stems, scan_files
+from medvision.data.splits import split_indices
+from medvision.data.transforms import SegmentationAugmentation
+
+log = logging.getLogger(__name__)
+
+_LAYOUT_HINT = (
+    "Expected <data_dir>/<image_dirname>/ with the images and <data_dir>/<mask_dirname>/ with "
+    "one mask of the same file name (any image suffix, e.g. case_01.jpg and case_01.png) per "
+    "image. To try multi-class segmentation without data, run: "
+    "medvision fit --config configs/quickstart_multiclass.yaml"
+)
+
+
+class SegmentationFolderDataModule(MedVisionDataModule):
+    """Segmentation of images whose masks sit in a folder beside them, paired by file stem.
+
+    Images: any 2D file :func:`~medvision.data.io.read_image` reads (png, jpg, tif, bmp,
+    dcm), any size, 1 or 3 channels. Masks, by ``class_names``:
+
+    - one name (``[lesion]``): binary masks, 0/1 or 0/255 (see
+      :func:`~medvision.data.io.binarize_mask`); samples' ``mask`` float ``1 x H x W``.
+    - two or more, background first (``[background, liver, tumour]``): label maps whose
+      pixel values are the class indices ``0..K-1`` (a grayscale or palette PNG, or an integer
+      TIFF; see :func:`~medvision.data.io.read_label_mask`); samples' ``mask`` int64
+      ``H x W``. The CLI gives the model ``num_classes`` (the number of names) and the names.
+
+    Every pair is decoded once in ``setup``; a mask without its image (or the reverse), of
+    another size, unreadable, or with labels outside ``0..K-1`` is reported with the others
+    in one error (or left out with ``bad_files: exclude``). Splits: seeded
+    ``val_fraction``/``test_fraction``, or fold ``fold`` of ``num_folds``. ``cache``,
+    ``cache_limit_gb``, ``intensity_window`` and ``augmentation`` as in
+    :class:`~medvision.data.lung_ct.LungCTDataModule` (masks are warped by nearest neighbour,
+    so labels stay labels). ``predict_dir`` holds images (or this layout: then its masks score
+    the predictions), ``predict_mask_dir`` masks of the same names to score against.
+
+    Args:
+        data_dir: The folder holding ``image_dirname`` and ``mask_dirname``.
+        class_names: One name (binary masks) or one per label value, background first.
+        image_dirname: The images' folder.
+        mask_dirname: The masks' folder.
+        image_size: Size the network sees (``[height, width]`` or one side).
+        in_channels: 1 or 3.
+        augmentation: ``none``, ``basic`` or ``elastic`` (training only).
+        intensity_window: ``[low, high]`` clipped and scaled to [0, 1]; None: per image.
+        val_fraction: Share of the images for validation.
+        test_fraction: Share for testing.
+        seed: Seed of the split.
+        num_folds: k-fold cross-validation instead of ``val_fraction``.
+        fold: The validation fold (0-based).
+        predict_dir: Images to predict on.
+        predict_mask_dir: Their masks, to score the predictions.
+        batch_size: Images per batch.
+        num_workers: Loader processes (default: one per usable core, at most 8).
+        bad_files: ``error`` (one error listing them) or ``exclude``.
+        cache: Decode and resize every sample once, into memory.
+        cache_limit_gb: Refuse a cache above this size.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data/segmentation",
+        class_names: Sequence[str] = ("foreground",),
+        image_dirname: str = "images",
+        mask_dirname: str = "masks",
+        image_size: int | tuple[int, int] = 256,
+        in_channels: int = 1,
+        augmentation: SegmentationAugmentation = "basic",
+        intensity_window: tuple[float, float] | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
+        predict_dir: str | Path | None = None,
+        predict_mask_dir: str | Path | None = None,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        bad_files: BadFiles = "error",
+        cache: bool = False,
+        cache_limit_gb: float = 4.0,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            image_size=image_size,
+            in_channels=in_channels,
+            augmentation=augmentation,
+            seed=seed,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            bad_files=bad_files,
+        )
+        if image_dirname == mask_dirname:
+            raise ValueError(
+                f"images and masks share the folder {image_dirname!r}: give the masks their own "
+                "folder (mask_dirname), paired with the images by file name."
+            )
+        self.class_names = check_class_names(class_names)
+        self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
+        self.intensity_window = intensity_window
+        self.split = dict(
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            num_folds=num_folds,
+            fold=fold,
+        )
+        self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
+        self.cache = cache
+        self.cache_limit_gb = cache_limit_gb
+        # the model records class_names; loggers merge both hparams and need equal values
+        self.save_hyperparameters(ignore=["class_names"])
+
+    def _check(self):
+        """:func:`~medvision.data.screening.check_pair` for this datamodule's masks."""
+        return partial(check_pair, num_classes=self.num_classes)
+
+    def _setup_splits(self) -> None:
+        data_dir = self.data_dir
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"data_dir {data_dir} does not exist. {_LAYOUT_HINT}")
+        for name in (self.image_dirname, self.mask_dirname):
+            if not (data_dir / name).is_dir():
+                raise FileNotFoundError(f"{data_dir / name} is missing. {_LAYOUT_HINT}")
+        pairs, unpaired = pair_by_stem(data_dir / self.image_dirname, data_dir / self.mask_dirname)
+        if not pairs and not unpaired:
+            raise FileNotFoundError(
+                f"{data_dir / self.image_dirname} holds no images. {_LAYOUT_HINT}"
+            )
+        pairs, clashes = distinct_stems(pairs)
+        pairs, bad = scan_files(pairs, self._check(), _first)
+        self._screen(unpaired + clashes + bad, "bad image/mask pairs", "Fix or remove these files.")
+        indices = split_indices(len(pairs), **self.split)
+        for stage, idx in indices.items():
+            self.datasets[stage] = self._dataset(
+                [pairs[i][0] for i in idx],
+                [pairs[i][1] for i in idx],
+                self.augmentation if stage == "train" else "none",
+                self.cache,
+            )
+        if self.cache:
+            fill_caches(self.datasets, self.cache_limit_gb, data_dir)
+        log.info(
+            "Segmentation folder %s (%s): %s",
+            data_dir,
+            "binary masks"
+            if self.num_classes == 1
+            else f"label maps of {self.num_classes} classes",
+            ", ".join(f"{k} {len(v)}" for k, v in indices.items()),
+        )
+
+    def _predict_dataset(self) -> SegmentationDataset:
+        folder, mask_dir = self._predict_folder(), self.predict_mask_dir
+        if (folder / self.image_dirname).is_dir():  # the training layout
+            if mask_dir is None and (folder / self.mask_dirname).is_dir():
+                mask_dir = folder / self.mask_dirname
+            folder = folder / self.image_dirname
+        if mask_dir is not None and not mask_dir.is_dir():
+            raise FileNotFoundError(f"predict_mask_dir {mask_dir} does not exist.")
+        if mask_dir is None:
+            pairs, unpaired = [(p, None) for p in list_images(folder)], []
+        else:
+            pairs, unpaired = pair_by_stem(folder, mask_dir, masks_without_images=False)
+        if not pairs and not unpaired:
+            raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}).")
+        pairs, clashes = distinct_stems(pairs)
+        pairs = self._scan_predict(pairs, self._check(), _first, earlier=unpaired + clashes)
+        log.info(
+            "Predicting on %d images from %s%s",
+            len(pairs),
+            folder,
+            f" with masks from {mask_dir}" if mask_dir is not None else "",
+        )
+        masks = None if mask_dir is None else [mask for _, mask in pairs]
+        return self._dataset([image for image, _ in pairs], masks, "none")
+
+    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
+        return segmentation_dataset(
+            images,
+            masks,
+            self.image_size,
+            augmentation,
+            cache=cache,
+            cache_limit_gb=self.cache_limit_gb,
+            in_channels=self.in_channels,
+            intensity_window=self.intensity_window,
+            num_classes=self.num_classes,
+        )
+
+
+def pair_by_stem(
+    image_dir: Path, mask_dir: Path, masks_without_images: bool = True
+) -> tuple[list[tuple[Path, Path]], list[BadFile]]:
+    """Images and the mask of the same file stem, and each file without its partner.
+
+    A mask ``<stem>.png`` is preferred where several suffixes share a stem. Returns
+    ``(pairs sorted by image name, unpaired)``; with ``masks_without_images`` off, a mask
+    without an image is not reported (predict scores only the images it is given).
+
+    Args:
+        image_dir: The images' folder.
+        mask_dir: The masks' folder.
+        masks_without_images: Report masks that have no image.
+    """
+    masks: dict[str, Path] = {}
+    for path in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() != ".png"):
+        masks.setdefault(path.stem, path)
+    images = list_images(image_dir)
+    stems = {p.stem for p in images}
+    unpaired = [
+        BadFile(str(p), f"no mask {p.stem}.* in {mask_dir}. Add the mask or remove the image.")
+        for p in images
+        if p.stem not in masks
+    ]
+    if masks_without_images:
+        unpaired += [
+            BadFile(str(m), f"no image {s}.* in {image_dir}. Add the image or remove the mask.")
+            for s, m in masks.items()
+            if s not in stems
+        ]
+    return [(p, masks[p.stem]) for p in images if p.stem in masks], unpaired
+
+
+def _first(pair: tuple) -> Path:
+    return pair[0]
+
+
+__all__ = ["SegmentationFolderDataModule", "pair_by_stem"]
