@@ -65,6 +65,11 @@ TASK_MODULES = (
     "medvision.data.ham10000",
     "medvision.data.nih_chestxray14",
     "medvision.data.chexpert",
+    "medvision.data.volumes",
+    "medvision.data.segmentation_folder",
+    "medvision.data.synthetic_label_maps",
+    "medvision.data.synthetic_volumes",
+    "medvision.data.predict_folder",
     "medvision.pipelines",
 )
 
