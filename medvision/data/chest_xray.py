@@ -297,6 +297,10 @@ class SyntheticChestXrayDataModule(ChestXrayDataModule):
         if (self.data_dir / "train").is_dir():
             return
         log.info("Writing synthetic chest X-rays to %s (not real data)", self.data_dir)
+        self.write_synthetic()
+
+    def write_synthetic(self) -> None:
+        """Write the synthetic class folders into ``data_dir``."""
         write_chest_xray(self.data_dir, scale=self.scale, size=self.image_px, seed=self.seed)
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.chest_xray import ChestXrayDataModule
+from medvision.data.chest_xray import SyntheticChestXrayDataModule
 from medvision.data.dicom import require_pydicom
 from medvision.data.nifti import require_nibabel
 from medvision.data.synthetic import CHEST_XRAY_CLASSES, CHEST_XRAY_COUNTS, chest_xray_phantom
@@ -298,9 +298,11 @@ class SyntheticVolumeSliceDataModule(VolumeSliceDataModule):
         )
 
 
-class SyntheticDicomChestXrayDataModule(ChestXrayDataModule):
-    """:class:`~medvision.data.chest_xray.ChestXrayDataModule` on DICOM X-rays that it writes to
-    ``data_dir`` if absent (:func:`write_dicom_chest_xray`; not real data).
+class SyntheticDicomChestXrayDataModule(SyntheticChestXrayDataModule):
+    """Synthetic chest X-ray class folders written as DICOM files (not real data).
+
+    As :class:`~medvision.data.chest_xray.SyntheticChestXrayDataModule`, with the images
+    written by :func:`write_dicom_chest_xray`.
 
     An existing ``data_dir/train`` is used as it is, never overwritten. The other arguments
     are :class:`~medvision.data.chest_xray.ChestXrayDataModule`'s.
@@ -311,21 +313,10 @@ class SyntheticDicomChestXrayDataModule(ChestXrayDataModule):
     """
 
     def __init__(self, *args, scale: float = 0.5, image_px: int = 64, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.scale = scale
-        self.image_px = image_px
+        super().__init__(*args, scale=scale, image_px=image_px, **kwargs)
 
-    def prepare_data(self) -> None:
-        self._write_if_absent()
-
-    def _split_dirs(self) -> dict[str, Path]:
-        self._write_if_absent()  # class names are read before prepare_data runs
-        return super()._split_dirs()
-
-    def _write_if_absent(self) -> None:
-        if (self.data_dir / "train").is_dir():
-            return
-        log.info("Writing synthetic DICOM chest X-rays to %s (not real data)", self.data_dir)
+    def write_synthetic(self) -> None:
+        """Write the synthetic DICOM class folders into ``data_dir``."""
         write_dicom_chest_xray(self.data_dir, self.scale, self.image_px, self.seed)
 
 
