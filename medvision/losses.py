@@ -41,13 +41,21 @@ def unet_weight_map(
 ) -> np.ndarray:
     """The U-Net paper's pixel weights ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / 2 sigma^2)``.
 
-    ``mask`` is ``H x W`` with 0 background and non-zero foreground. Objects are the connected
-    foreground components; ``d1``/``d2`` are the distances to the nearest and second-nearest
-    object. The border term is applied to background pixels, where it marks the thin gaps
-    between touching objects (e.g. the two lungs); with fewer than two objects it is zero.
-    ``w_c`` balances the classes: ``0.5 / frequency`` of the pixel's class, so it averages 1
-    over the image (all ones when ``class_balance`` is off or a class is absent).
-    Returns float32 ``H x W``.
+    Objects are the connected foreground components; ``d1``/``d2`` are the distances to the
+    nearest and second-nearest object. The border term is applied to background pixels, where
+    it marks the thin gaps between touching objects (e.g. the two lungs); with fewer than two
+    objects it is zero. ``w_c`` balances the classes: ``0.5 / frequency`` of the pixel's
+    class, so it averages 1 over the image (all ones when ``class_balance`` is off or a class
+    is absent).
+
+    Args:
+        mask: ``H x W`` with 0 background and non-zero foreground.
+        w0: Weight of the border term.
+        sigma: Width of the border term, in pixels.
+        class_balance: Add the class-balancing ``w_c``; off: ``w_c`` is 1.
+
+    Returns:
+        float32 ``H x W`` weights.
     """
     foreground = mask > 0
     weights = np.ones(mask.shape, dtype=np.float32)
@@ -75,6 +83,11 @@ class UNetWeightedBCELoss(nn.Module):
     distance transforms) and the loss is ``mean(w * bce)`` over all pixels.
 
     Shape: logits and target ``N x 1 x H x W``; target 0/1.
+
+    Args:
+        w0: Weight of the border term (see :func:`unet_weight_map`).
+        sigma: Width of the border term, in pixels.
+        class_balance: Balance foreground and background pixels in the weight map.
     """
 
     def __init__(self, w0: float = 10.0, sigma: float = 5.0, class_balance: bool = True) -> None:
@@ -94,7 +107,14 @@ class UNetWeightedBCELoss(nn.Module):
 
 
 class BCEDiceLoss(nn.Module):
-    """``bce_weight * BCE + dice_weight * soft Dice loss`` on logits; shapes ``N x 1 x H x W``."""
+    """``bce_weight * BCE + dice_weight * soft Dice loss`` on logits; shapes ``N x 1 x H x W``.
+
+    The soft Dice loss is smp's ``DiceLoss(mode="binary")``; the target is 0/1 float.
+
+    Args:
+        bce_weight: Weight of the binary cross-entropy term.
+        dice_weight: Weight of the Dice term.
+    """
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
         super().__init__()

@@ -30,7 +30,15 @@ from torchmetrics.classification import (
 
 
 def binarize(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Foreground where the probability exceeds ``threshold`` (the rule used everywhere here)."""
+    """Foreground where the probability exceeds ``threshold`` (the rule used everywhere here).
+
+    Args:
+        probs: Probabilities in [0, 1], any shape.
+        threshold: A pixel is foreground where its probability is strictly above it.
+
+    Returns:
+        Boolean tensor of ``probs``' shape.
+    """
     return probs > threshold
 
 
@@ -38,6 +46,13 @@ def overlap_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     """Per-image Dice and IoU of boolean masks ``N x ... `` (all dims after the first reduced).
 
     Both empty counts as a perfect match (1.0).
+
+    Args:
+        pred: Predicted masks ``N x ...`` (anything non-zero is foreground).
+        target: True masks of the same shape.
+
+    Returns:
+        ``(dice, iou)``: float32 ``N`` each, in [0, 1].
     """
     pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
     intersection = (pred & target).sum(1).float()
@@ -53,8 +68,12 @@ class PerImageOverlap(Metric):
     """Mean over images of the Dice or IoU score at ``threshold``.
 
     ``update(probs, target)``: probabilities in [0, 1] and 0/1 targets, both ``N x 1 x H x W``.
-    With ``floor``, an image scoring below it counts as 0: the ISIC 2018 challenge's
-    "thresholded Jaccard" is ``kind="iou", floor=0.65``.
+    The ISIC 2018 challenge's "thresholded Jaccard" is ``kind="iou", floor=0.65``.
+
+    Args:
+        kind: ``dice`` or ``iou``.
+        threshold: Probability above which a pixel is foreground.
+        floor: An image scoring below it counts as 0; None: scores as they are.
     """
 
     is_differentiable = False
@@ -231,6 +250,12 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     Scalars: ``accuracy``, ``balanced_accuracy`` (mean per-class recall), ``f1`` (macro) and
     ``auroc`` (one-vs-rest, macro). Vectors of length ``num_classes``: ``precision``, ``recall``
     and ``f1_per_class``. And the ``confusion_matrix`` (rows: true class, columns: predicted).
+
+    Args:
+        num_classes: Number of classes (2 or more).
+
+    Returns:
+        The metrics, to ``clone(prefix=...)`` per stage.
     """
     kwargs = {"num_classes": num_classes}
     return MetricCollection(
@@ -251,6 +276,14 @@ def loggable_scalars(values: dict[str, torch.Tensor], class_names: list[str]) ->
     """Flatten computed metrics for ``log_dict``: per-class vectors become ``<key>/<class>``.
 
     The confusion matrix and PR curve are left out (written as files, or used for thresholds).
+
+    Args:
+        values: What a ``MetricCollection`` computed: name -> scalar, or vector with one
+            value per class.
+        class_names: The names of the vectors' entries, in order.
+
+    Returns:
+        Name -> scalar tensor.
     """
     scalars = {}
     for key, value in values.items():
@@ -271,8 +304,16 @@ def multilabel_metrics(num_labels: int, threshold_bins: int = 101) -> MetricColl
     """Multi-label metrics for probabilities ``N x num_labels`` and 0/1 targets (-1 = unknown).
 
     ``auroc`` (mean over labels) and ``auroc_per_label``; ``f1`` (macro) and ``f1_per_label``
-    at 0.5; and ``pr_curve`` (binned at ``threshold_bins`` thresholds), from which
-    :func:`best_f1_thresholds` picks each label's F1-maximizing threshold.
+    at 0.5; and ``pr_curve``, from which :func:`best_f1_thresholds` picks each label's
+    F1-maximizing threshold.
+
+    Args:
+        num_labels: Number of labels ``K``.
+        threshold_bins: Number of evenly spaced thresholds in [0, 1] the PR curve is binned
+            at.
+
+    Returns:
+        The metrics, to ``clone(prefix=...)`` per stage.
     """
     kwargs = {"num_labels": num_labels, "ignore_index": IGNORE_LABEL}
     return MetricCollection(
@@ -291,8 +332,14 @@ def best_f1_thresholds(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per label, the threshold with the highest F1 on a binned PR curve, and that F1.
 
-    ``pr_curve`` is ``(precision, recall, thresholds)`` as ``MultilabelPrecisionRecallCurve``
-    computes them (``K x (T + 1)``, ``K x (T + 1)``, ``T``). Ties go to the lowest threshold.
+    Ties go to the lowest threshold.
+
+    Args:
+        pr_curve: ``(precision, recall, thresholds)`` as ``MultilabelPrecisionRecallCurve``
+            computes them (``K x (T + 1)``, ``K x (T + 1)``, ``T``).
+
+    Returns:
+        ``(thresholds, f1)``: float32 ``K`` each.
     """
     precision, recall, thresholds = (t.float() for t in pr_curve)
     precision, recall = precision[:, :-1], recall[:, :-1]  # drop the appended (1, 0) point

@@ -64,7 +64,14 @@ PALETTE = np.array(
 
 
 def class_color(label: int) -> np.ndarray:
-    """The :data:`PALETTE` colour of class ``label`` (>= 1), uint8 RGB."""
+    """The :data:`PALETTE` colour of a class; the palette repeats beyond its length.
+
+    Args:
+        label: Class index, 1 or more (0, the background, is not tinted).
+
+    Returns:
+        uint8 RGB, shape ``3``.
+    """
     return PALETTE[(label - 1) % len(PALETTE)]
 
 

@@ -53,6 +53,13 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
     and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
     ``problem``) and kept in :attr:`failures`; such an image leaves no mask or overlay behind.
+
+    Args:
+        output_dir: The folder to write into (missing or empty); None: a new
+            ``predictions/<timestamp>`` folder of the checkpoint's run.
+        overlays: Also write ``overlays/<stem>.png`` for each image.
+        threshold: Probability in [0, 1] above which a pixel of a binary model is
+            foreground; None: the model's ``threshold``. Unused by multi-class models.
     """
 
     def __init__(

@@ -165,7 +165,15 @@ def summarize(
 
 
 def format_summary(summary: list[dict]) -> str:
-    """``summary`` as a fixed-width text table: metric, mean, interval, images."""
+    """``summary`` as a fixed-width text table: metric, mean, interval, images.
+
+    Args:
+        summary: The rows of :func:`summarize` (``metric``, ``value``, ``ci_low``,
+            ``ci_high``, ``n``).
+
+    Returns:
+        The table, one line per metric under a header line.
+    """
     width = max(len("metric"), *(len(row["metric"]) for row in summary))
     lines = [f"{'metric':<{width}}  {'mean':>9}  {'interval':>21}  {'n':>5}"]
     for row in summary:

@@ -20,23 +20,29 @@ log = logging.getLogger(__name__)
 class VolumePredictionWriter(BasePredictionWriter):
     """Writes ``<output_dir>/<volume stem>.nii.gz`` once all slices of a volume are predicted.
 
-    For predict batches of volume slices (see
+    For predict batches of volume slices (see the datamodule
     :class:`~medvision.data.volumes.VolumeSliceDataModule`): the model's ``predict_step``
     returns ``probs`` (``N x 1 x h x w`` sigmoid probabilities, or ``N x K x h x w`` softmax
     ones of a multi-class model) with the batch's ``volume_path``, ``slice_index``,
     ``num_slices``, ``slice_axis`` and ``original_size``. Each slice's probabilities are
-    resized (bilinear) to the slice's size in the volume and thresholded at ``threshold``
-    (default: the model's), or for K channels each voxel given its most probable class; when a
-    volume's last slice is in, the mask volume (uint8: 0/1, or class indices 0..K-1) is
-    written with the INPUT file's affine and shape (see
-    :func:`~medvision.data.nifti.write_predicted_volume`), atomically, and its slices are freed.
-    ``output_dir`` as :func:`~medvision.callbacks.prediction_output.prediction_folder` says
-    (:class:`~medvision.callbacks.PredictionWriter` hands its folder over as :attr:`root`).
+    resized (bilinear) to the slice's size in the volume and thresholded at ``threshold``, or
+    for K channels each voxel given its most probable class; when a volume's last slice is in,
+    the mask volume (uint8: 0/1, or class indices 0..K-1) is written with the INPUT file's
+    affine and shape (see :func:`~medvision.data.nifti.write_predicted_volume`), atomically,
+    and its slices are freed. The prediction writer
+    (:class:`~medvision.callbacks.PredictionWriter`) hands its folder over as :attr:`root`.
 
     Batches without ``volume_path`` are ignored. Volumes that could not be written, or that
     did not get all their slices, are listed in ``failed.csv`` with the datamodule's
     ``predict_failures`` and kept in :attr:`failures`. A volume's slices must all reach one
     process: under DDP (``world_size > 1``) predict is refused.
+
+    Args:
+        output_dir: The folder to write into (missing or empty); None: a new
+            ``predictions/<timestamp>`` folder of the checkpoint's run (see
+            :func:`~medvision.callbacks.prediction_output.prediction_folder`).
+        threshold: Probability in [0, 1] above which a voxel of a binary model is foreground;
+            None: the model's ``threshold``. Unused by multi-class models.
     """
 
     def __init__(self, output_dir: str | None = None, threshold: float | None = None) -> None:

@@ -28,9 +28,22 @@ class SegmentationDataset(Dataset):
     ``mask_path`` and ``mask``: with ``num_classes`` 1 float32 ``1 x H x W`` of 0/1 (binary
     masks); with ``num_classes >= 2`` int64 ``H x W`` class indices ``0..num_classes-1``
     (label maps, 0 = background; see :func:`~medvision.data.io.read_label_mask`).
-    ``transform`` is applied to image and mask in one call (resize plus augmentation; masks
-    by nearest neighbour). A mask of another size than its image is an error, or, with
-    ``resize_masks``, resized to it by nearest neighbour.
+    A mask of another size than its image is an error, or, with ``resize_masks``, resized to
+    it by nearest neighbour.
+
+    Args:
+        image_paths: The image files, in sample order.
+        mask_paths: One mask file per image, in the same order; None: no masks (predict).
+        transform: albumentations call applied to image and mask together (resize plus
+            augmentation; masks by nearest neighbour), on the ``H x W x C`` float32 image.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (see
+            :func:`~medvision.data.io.to_channels`).
+        intensity_window: ``[low, high]`` to clip intensities to before scaling them to
+            [0, 1]; None: min-max scaling per image.
+        resize_masks: Resize a mask of another size than its image to the image's size
+            (nearest neighbour) instead of refusing it.
+        num_classes: 1 for binary masks, or the number of classes of label-map masks,
+            background included.
     """
 
     def __init__(
@@ -106,8 +119,22 @@ class CachedSegmentationDataset(SegmentationDataset):
     2.5e-4 from the float32 of the uncached path in [0, 1]), masks as uint8, each split in one
     array: filled in the main process before loader workers fork, they are shared
     copy-on-write by the workers (with the ``spawn`` start method each worker gets a copy).
-    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``. ``image_size`` is
-    ``(height, width)``; ``resize_masks`` as in :class:`SegmentationDataset`.
+    :meth:`fill_cache` refuses when the arrays would exceed ``max_bytes``.
+
+    Args:
+        image_paths: The image files, in sample order.
+        mask_paths: One mask file per image, in the same order; None: no masks.
+        resize: Deterministic albumentations call (resize only) run once per sample when the
+            cache is filled.
+        augment: albumentations call (the augmentation without the resize) run on every
+            access.
+        image_size: ``(height, width)`` that ``resize`` gives, in pixels.
+        in_channels: Channels of the image tensor: 1 or 3.
+        intensity_window: ``[low, high]`` to clip intensities to before scaling them to
+            [0, 1]; None: min-max scaling per image.
+        max_bytes: Largest cache in bytes; :meth:`fill_cache` refuses a larger one.
+        resize_masks: As in :class:`SegmentationDataset`.
+        num_classes: 1 for binary masks, or the number of classes of label maps.
     """
 
     def __init__(
@@ -193,9 +220,21 @@ def segmentation_dataset(
 ) -> SegmentationDataset:
     """A :class:`SegmentationDataset` at ``image_size`` augmented with ``augmentation``.
 
-    With ``cache`` it is a :class:`CachedSegmentationDataset` (resize once, augment on each
-    access; call :func:`fill_caches` before reading). ``kwargs``: ``in_channels``,
-    ``intensity_window``, ``resize_masks``, ``num_classes``.
+    Args:
+        images: The image files.
+        masks: One mask file per image; None: no masks.
+        image_size: Size samples are resized to: one side of a square, or
+            ``(height, width)``, in pixels.
+        augmentation: Augmentation name (``none``, ``basic``, ``elastic``; see
+            :func:`~medvision.data.transforms.segmentation_transform`).
+        cache: Return a :class:`CachedSegmentationDataset` (resize once, augment on each
+            access; call :func:`fill_caches` before reading).
+        cache_limit_gb: Largest cache in GB (with ``cache``).
+        **kwargs: ``in_channels``, ``intensity_window``, ``resize_masks``, ``num_classes``
+            of :class:`SegmentationDataset`.
+
+    Returns:
+        The dataset, cached or not.
     """
     if not cache:
         return SegmentationDataset(
@@ -217,7 +256,14 @@ def fill_caches(
 ) -> None:
     """Check the caches of all splits together against ``cache_limit_gb``, then fill and log.
 
-    ``source`` (the data folder) is named in the error when the caches would not fit.
+    Args:
+        datasets: Split name (``train``, ``val``, ...) -> its cached dataset, all at one
+            ``image_size``.
+        cache_limit_gb: Largest total of all caches, in GB.
+        source: The data folder, named in the error when the caches would not fit.
+
+    Raises:
+        ValueError: when the caches together would exceed ``cache_limit_gb``.
     """
     sizes = {stage: data.nbytes() for stage, data in datasets.items()}
     total, count = sum(sizes.values()), sum(len(d) for d in datasets.values())
@@ -248,10 +294,18 @@ class ClassificationDataset(Dataset):
     image, so 8- and 16-bit files agree), ``path``: the file, and, when ``labels`` are given,
     ``label``: int64 class index; or, for ``labels`` given as an ``N x K`` float array of 0/1
     with NaN for unknown (multi-label), ``label``: float32 ``K`` (unknown as 0) and
-    ``label_mask``: float32 ``K``, 1 where the label is known. ``transform`` is an
-    albumentations call (resize plus augmentation) on the ``H x W x C`` float image;
-    ``preprocess(image, path)``, when given, runs before it (e.g.
-    :class:`~medvision.data.lesion_focus.LesionFocus` cropping to a lesion).
+    ``label_mask``: float32 ``K``, 1 where the label is known.
+
+    Args:
+        image_paths: The image files, in sample order.
+        labels: One class index per image, or an ``N x K`` float array of 0/1 with NaN for
+            unknown (multi-label); None: no labels (predict).
+        transform: albumentations call (resize plus augmentation) on the ``H x W x C``
+            float32 image.
+        in_channels: Channels of the image tensor: 1 (grayscale) or 3.
+        preprocess: ``preprocess(image, path)`` run on the float image before ``transform``
+            (e.g. :class:`~medvision.data.lesion_focus.LesionFocus` cropping to a lesion);
+            None: none.
     """
 
     def __init__(
@@ -312,8 +366,15 @@ def mask_tensor(mask: np.ndarray, labels: bool) -> torch.Tensor:
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A mask (0/1 or labels) at ``size`` (height, width), by nearest neighbour; unchanged if
-    already there."""
+    """A mask (0/1 or labels) at ``size``, by nearest neighbour; unchanged if already there.
+
+    Args:
+        mask: ``H x W`` mask (uint8 0/1 or class indices).
+        size: ``(height, width)`` to resize it to, in pixels.
+
+    Returns:
+        The mask at ``size``, of the same dtype.
+    """
     if mask.shape[:2] == tuple(size):
         return mask
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)

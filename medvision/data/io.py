@@ -23,7 +23,16 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    """All files in ``folder`` (not recursive) whose suffix is in ``suffixes``, sorted by name."""
+    """All files in ``folder`` (not recursive) whose suffix is in ``suffixes``, sorted by name.
+
+    Args:
+        folder: The folder to list.
+        suffixes: Lower-case suffixes with the dot (``.png``); a file's suffix is compared in
+            lower case.
+
+    Returns:
+        The files' paths.
+    """
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
@@ -34,6 +43,16 @@ def read_image(path: str | Path) -> np.ndarray:
     (``C x H x W``) are moved to channel-last. Stacks of several slices are refused. A ``.dcm``
     file gives float32 rescaled values (HU for CT; MONOCHROME1 inverted), see
     :func:`medvision.data.dicom.read_dicom_slice`; it needs pydicom (an optional extra).
+
+    Args:
+        path: The image file; its suffix picks the decoder.
+
+    Returns:
+        ``H x W`` or ``H x W x C`` (C from 2 to 4) array, finite.
+
+    Raises:
+        ImageReadError: naming ``path``, for a missing, empty, undecodable or multi-slice
+            file, or one with NaN or infinite values.
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
@@ -92,7 +111,15 @@ def _to_hwc_or_hw(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """``image`` as ``H x W x channels`` (1 or 3): alpha dropped, RGB to luma, gray repeated."""
+    """``image`` as ``H x W x channels`` (1 or 3): alpha dropped, RGB to luma, gray repeated.
+
+    Args:
+        image: ``H x W`` or ``H x W x C`` (C from 1 to 4, the last of 2 or 4 being alpha).
+        channels: 1 or 3.
+
+    Returns:
+        ``H x W x channels``: the input's dtype, or float32 where RGB became luma.
+    """
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[-1] in (2, 4):  # gray+alpha or RGBA: the last channel is alpha
@@ -109,10 +136,16 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 def normalize_intensity(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
     """Map intensities of any dtype to float32 in [0, 1].
 
-    With ``window=(low, high)`` (e.g. a CT window in Hounsfield units) values are clipped to the
-    window and scaled linearly, the same for every image. Without it each image is min-max
-    scaled, so the same picture stored as uint8, uint16, int16 or float32 gives the same result.
-    A constant image maps to zeros.
+    Without a window each image is min-max scaled, so the same picture stored as uint8,
+    uint16, int16 or float32 gives the same result. A constant image maps to zeros.
+
+    Args:
+        image: Array of any shape and dtype.
+        window: ``(low, high)`` (e.g. a CT window in Hounsfield units): values are clipped to
+            it and scaled linearly, the same for every image; None: min-max scaling.
+
+    Returns:
+        float32 array of ``image``'s shape, in [0, 1].
     """
     image = image.astype(np.float32, copy=False)
     if window is not None:
@@ -134,6 +167,13 @@ def binarize_mask(mask: np.ndarray, path: str | Path) -> np.ndarray:
     lossy resaving (JPEG) leaves on edges. Refused with an :class:`ImageReadError` naming
     ``path``: negative values, an alpha channel (2 or 4 channels: which one is the mask?), and
     a maximum such as 2 or 7 (a label mask with several classes, not a binary one).
+
+    Args:
+        mask: The decoded mask, ``H x W`` or ``H x W x C``.
+        path: Its file, named in errors.
+
+    Returns:
+        uint8 ``H x W`` of 0/1.
     """
     if mask.ndim == 3 and mask.shape[-1] in (2, 4):
         raise ImageReadError(

@@ -31,7 +31,12 @@ BadFiles = Literal["error", "exclude"]
 
 @dataclass(frozen=True)
 class BadFile:
-    """One input file that cannot be used, and why (``problem`` says what to do about it)."""
+    """One input file that cannot be used, and why.
+
+    Attributes:
+        path: The file.
+        problem: What is wrong with it and what to do about it (without the path).
+    """
 
     path: str
     problem: str
@@ -41,7 +46,12 @@ class BadFile:
 
 
 def bad_file(path: str | Path, message: str) -> BadFile:
-    """A :class:`BadFile` from an error message that may start with ``"<path>: "``."""
+    """A :class:`BadFile` from an error message that may start with ``"<path>: "``.
+
+    Args:
+        path: The file.
+        message: The error message; a leading ``"<path>: "`` is dropped.
+    """
     return BadFile(str(path), message.removeprefix(f"{path}: "))
 
 
@@ -50,10 +60,17 @@ def scan_files(
 ) -> tuple[list[T], list[BadFile]]:
     """Run ``check`` on every item once, in a thread pool: ``(good items, bad files)``.
 
-    A ``ValueError`` raised by ``check`` (:class:`~medvision.data.io.ImageReadError`
-    included) marks its item bad: the file is the error's ``path`` when it has one (the mask
-    of an image/mask pair, say), else ``path_of(item)``. For decoding a whole dataset once up
-    front, so that every bad file is reported together.
+    For decoding a whole dataset once up front, so that every bad file is reported together.
+
+    Args:
+        items: What to check (image files, image/mask pairs, ...).
+        check: Called on each item; a ``ValueError`` it raises
+            (:class:`~medvision.data.io.ImageReadError` included) marks the item bad.
+        path_of: The file to report for a bad item whose error has no ``path`` (an
+            ``ImageReadError``'s ``path``, e.g. the mask of a pair, wins).
+
+    Returns:
+        The good items in their order, and a :class:`BadFile` per bad one.
     """
 
     def problem(item: T) -> BadFile | None:
@@ -70,7 +87,11 @@ def scan_files(
 
 
 def check_image(path: Path) -> None:
-    """Decode one image (see :func:`~medvision.data.io.read_image`); raise if it cannot be."""
+    """Decode one image (see :func:`~medvision.data.io.read_image`); raise if it cannot be.
+
+    Args:
+        path: The image file.
+    """
     read_image(path)
 
 
@@ -114,6 +135,12 @@ def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
 
     Segmentation writes ``<stem>.png`` per image, so ``a.png`` after ``a.jpg`` would overwrite
     its outputs: the later one is refused, naming the first.
+
+    Args:
+        pairs: Tuples whose first element is the image file, in order.
+
+    Returns:
+        The kept items, and a :class:`BadFile` for each refused one.
     """
     first: dict[str, Path] = {}
     kept, clashes = [], []
@@ -133,7 +160,17 @@ def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
 
 
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
-    """One error message for many bad files: a count, the first ``max_listed``, and the fix."""
+    """One error message for many bad files: a count, the first ``max_listed``, and the fix.
+
+    Args:
+        problems: One line per bad file (``str(BadFile)``).
+        what: What they are, after the count (e.g. ``"bad image/mask pairs"``).
+        fix: The last line: what to do about them.
+        max_listed: Most problems listed; the rest are counted.
+
+    Returns:
+        The message.
+    """
     listed = "\n  ".join(problems[:max_listed])
     more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
     return f"{len(problems)} {what}:\n  {listed}{more}\n{fix}"
@@ -149,7 +186,14 @@ def default_num_workers() -> int:
 
 
 def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: np.ndarray):
-    """Raise an ``ImageReadError`` naming both files when image and mask differ in height/width."""
+    """Raise an ``ImageReadError`` naming both files when image and mask differ in height/width.
+
+    Args:
+        image_path: The image file, named in the error.
+        image: Its decoded array, ``H x W`` or ``H x W x C``.
+        mask_path: The mask file, named in the error (and the error's ``path``).
+        mask: Its decoded array.
+    """
     if image.shape[:2] != mask.shape[:2]:
         raise ImageReadError(
             f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} is "

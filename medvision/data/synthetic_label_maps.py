@@ -28,10 +28,16 @@ _INTENSITY = (0.15, 0.8, 0.5)
 def disc_and_ring_phantom(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One image with a bright disc and a ring of middle brightness, and its label map.
 
-    Returns ``(image, labels)``: ``image`` float32 ``size x size`` in [0, 1] (background about
-    0.15, disc 0.8, ring 0.5; blurred edges, a smooth shading and Gaussian noise), ``labels``
-    uint8 ``size x size`` with 0 background, 1 disc, 2 ring (:data:`PHANTOM_CLASSES`). Radii,
-    ring thickness and places (never overlapping) vary with ``rng``.
+    Args:
+        size: Side of the square image, in pixels.
+        rng: Draws the radii, the ring's thickness, the places (never overlapping), the
+            shading and the noise.
+
+    Returns:
+        ``(image, labels)``: ``image`` float32 ``size x size`` in [0, 1] (background about
+        0.15, disc 0.8, ring 0.5; blurred edges, a smooth shading and Gaussian noise),
+        ``labels`` uint8 ``size x size`` with 0 background, 1 disc, 2 ring
+        (:data:`PHANTOM_CLASSES`).
     """
     rows, cols = np.mgrid[:size, :size].astype(np.float32)
     disc_radius = rng.uniform(0.1, 0.17) * size

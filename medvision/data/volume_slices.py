@@ -106,11 +106,23 @@ def decode_volume(
 ) -> VolumeSlices:
     """Read a volume (and mask) once and keep its slices along ``axis``, resized.
 
-    Intensities are clipped to ``window`` (e.g. HU ``[-1000, 400]``) and scaled to [0, 1], or
-    min-max scaled over the whole volume without it. With ``empty_slice_fraction`` all slices
-    with foreground are kept and that fraction of the empty ones, drawn with ``rng``.
-    ``num_classes``: 1 for binary masks, the number of classes (background included) for
-    label maps (see :func:`mask_labels`).
+    Args:
+        image_path: The image volume (``.nii``/``.nii.gz``), read in canonical (RAS+)
+            orientation.
+        mask_path: Its mask volume on the same grid; None: no mask.
+        axis: The axis to slice along: 0, 1 or 2 (2: axial slices).
+        image_size: Size slices are resized to: one side of a square, or
+            ``(height, width)``, in pixels.
+        window: ``[low, high]`` (e.g. HU ``[-1000, 400]``) to clip intensities to before
+            scaling them to [0, 1]; None: min-max scaling over the whole volume.
+        empty_slice_fraction: Keep all slices with foreground and this fraction, in [0, 1],
+            of the empty ones; None: keep every slice. Needs a mask.
+        rng: Draws the empty slices kept; None: a fresh unseeded generator.
+        num_classes: 1 for binary masks, the number of classes (background included) for
+            label maps (see :func:`mask_labels`).
+
+    Returns:
+        The kept slices, resized, with a record each.
 
     Raises:
         ImageReadError: an unreadable or non-3D file, a mask off the image's grid, a mask that
@@ -169,7 +181,14 @@ class VolumeSliceDataset(Dataset):
     ``H x W`` class indices (``num_classes >= 2``); and ``path`` / ``volume_path`` (the image
     volume), ``slice_index``, ``num_slices``, ``slice_axis``, ``original_size`` (int64
     ``[h, w]`` of the slice in the volume) and ``spacing`` (float64 ``[row, col]`` mm per
-    pixel at ``H x W``). ``augment`` runs on image and mask alike.
+    pixel at ``H x W``).
+
+    Args:
+        slices: The slices to serve (see :func:`decode_volume`).
+        augment: albumentations call run on image and mask alike at each access (the slices
+            are resized already).
+        in_channels: Channels of the image tensor: 1, or 3 (the slice repeated).
+        num_classes: 1 for binary masks, or the number of classes of label maps.
     """
 
     def __init__(

@@ -40,11 +40,8 @@ _LAYOUT_HINT = (
 class VolumeSliceDataModule(MedVisionDataModule):
     """Segmentation of 2D slices taken along ``axis`` of 3D NIfTI volumes: binary, or label maps.
 
-    ``class_names``: the default ``["foreground"]`` (one name) means binary masks, labels 0
-    and 1; two or more names, background first (``[background, liver, tumour]``), mean label
-    maps with labels ``0..len(class_names)-1``, kept as they are (multi-class segmentation;
-    ``gpu_augmentation`` is for binary masks only). The CLI passes ``num_classes`` (the
-    number of names) and ``class_names`` to the model.
+    The CLI passes ``num_classes`` (the number of ``class_names``) and ``class_names`` to the
+    model.
 
     Volumes are read with nibabel in the closest canonical orientation (RAS+; see
     :mod:`medvision.data.nifti`), each mask checked to share its image's shape and affine and
@@ -54,18 +51,51 @@ class VolumeSliceDataModule(MedVisionDataModule):
 
     Splits are drawn over VOLUMES (:func:`~medvision.data.splits.split_indices` with the seed, or
     fold ``fold`` of ``num_folds``), so the slices of one volume are never on both sides.
-    ``empty_slice_fraction`` (train only): keep every slice with foreground and this seeded
-    fraction of the empty ones (``None``: all). ``intensity_window``: HU range clipped and
-    scaled to [0, 1] (e.g. ``[-1000, 400]`` for lungs); without it each volume is min-max
-    scaled. ``augmentation`` and ``gpu_augmentation`` as in
-    :class:`~medvision.data.lung_ct.LungCTDataModule`. Samples: see
-    :class:`VolumeSliceDataset`. Bad files are reported together, or left out with
-    ``bad_files: exclude``.
+    Samples: see :class:`VolumeSliceDataset`. Bad files are reported together, or left out
+    with ``bad_files: exclude``.
 
-    ``predict_dir`` holds volumes (or has the training layout: then ``<image_dirname>`` is
-    read and masks are not used); every slice of every volume is predicted, and
+    In ``medvision predict`` every slice of every volume is predicted, and
     :class:`medvision.callbacks.VolumePredictionWriter` writes each volume's mask as
-    NIfTI on the input's grid.
+    NIfTI on the input's grid. ``batch_size``, ``num_workers``, ``seed`` and ``bad_files``
+    are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+
+    Args:
+        data_dir: The folder holding ``<image_dirname>/`` and ``<mask_dirname>/``.
+        image_dirname: The image volumes' folder in ``data_dir`` (Decathlon: ``imagesTr``).
+        mask_dirname: The mask volumes' folder in ``data_dir`` (Decathlon: ``labelsTr``); may
+            be ``image_dirname`` when the prefixes differ.
+        image_prefix: Prefix of image file names before the key they pair by (Kaggle lungs:
+            ``IMG_``).
+        mask_prefix: Prefix of mask file names before the key (Kaggle lungs: ``MASK_``).
+        axis: Canonical (RAS+) axis to take slices along: 0, 1 or 2 (2: axial).
+        image_size: Size slices and masks are resized to: one side of a square, or
+            ``[height, width]``, in pixels.
+        in_channels: Channels of the image tensor: 1, or 3 (the slice repeated, for
+            ImageNet encoders).
+        augmentation: Training augmentation: ``none``, ``basic`` (flip, shift-scale-rotate)
+            or ``elastic`` (``basic`` plus elastic deformation).
+        intensity_window: ``[low, high]`` HU range clipped and scaled to [0, 1] (e.g.
+            ``[-1000, 400]`` for lungs); null: each volume min-max scaled.
+        empty_slice_fraction: Training split only: keep every slice with foreground and
+            this seeded fraction, in [0, 1], of the empty ones; null: all slices.
+        val_fraction: Fraction of the volumes drawn for validation, in [0, 1) (unused with
+            ``num_folds``).
+        test_fraction: Fraction of the volumes held out for testing, in [0, 1); the same for
+            every fold.
+        num_folds: Split the non-test volumes into this many folds for cross-validation;
+            null: a single split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
+        predict_dir: Folder of volumes for ``medvision predict``, or one with the training
+            layout (then ``<image_dirname>`` is read and masks are not used).
+        cache_limit_gb: Largest memory for the decoded slices of all splits, in GB;
+            ``setup`` refuses more.
+        gpu_augmentation: Augment training batches on the device instead of in the loader
+            (as LungCTDataModule does); needs ``augmentation`` ``none`` or ``basic``, and
+            binary masks.
+        class_names: The default ``["foreground"]`` (one name) means binary masks, labels 0
+            and 1; two or more names, background first (``[background, liver, tumour]``),
+            mean label maps with labels ``0..len(class_names)-1``, kept as they are
+            (multi-class segmentation).
     """
 
     def __init__(
@@ -247,7 +277,21 @@ def find_volume_pairs(
 
     ``<image_dirname>/<image_prefix><key>.nii[.gz]`` pairs with
     ``<mask_dirname>/<mask_prefix><key>.nii[.gz]``. Hidden files (e.g. the ``._*`` files of
-    the Decathlon archives) are ignored. Returns ``(pairs sorted by image name, unpaired)``.
+    the Decathlon archives) are ignored.
+
+    Args:
+        data_dir: The dataset's root folder.
+        image_dirname: The image volumes' folder in ``data_dir``.
+        mask_dirname: The mask volumes' folder in ``data_dir``.
+        image_prefix: Prefix of image file names before the key.
+        mask_prefix: Prefix of mask file names before the key.
+
+    Returns:
+        ``(pairs, unpaired)``: ``(image, mask)`` pairs sorted by image name, and a
+        :class:`~medvision.data.screening.BadFile` for every file without its partner.
+
+    Raises:
+        FileNotFoundError: when ``data_dir`` or one of the two folders is missing.
     """
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist. {_LAYOUT_HINT}")

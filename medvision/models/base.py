@@ -22,17 +22,24 @@ class MedVisionModule(LightningModule):
     """Base for the task modules: subclasses implement ``step(batch, stage) -> loss``.
 
     ``training_step``, ``validation_step`` and ``test_step`` call ``step`` with the stage name
-    (``train``, ``val``, ``test``). The optimizer and an optional LR scheduler are callables
-    injected from YAML (``OptimizerCallable``); a scheduler that needs a metric (such as
-    ``ReduceLROnPlateau``) watches ``lr_scheduler_monitor``.
+    (``train``, ``val``, ``test``).
 
-    ``channels_last`` stores the weights and passes the images in the channels-last memory
-    layout (NHWC), which tensor cores run faster, above all under mixed precision. ``None``
-    (the default) turns it on when the trainer runs on a CUDA GPU and leaves it off elsewhere;
-    ``true``/``false`` force it. ``compile: true`` wraps the network in ``torch.compile``
-    (in place, so checkpoints keep their keys); a dict is passed to it as keyword arguments
-    (``{mode: max-autotune}``, ``{backend: eager}``). Where the platform cannot compile, fit
-    stops at the start with an error saying what is missing.
+    The channels-last memory layout (NHWC) is one that tensor cores run faster, above all
+    under mixed precision. Where the platform cannot compile, fit stops at the start with an
+    error saying what is missing.
+
+    Args:
+        optimizer: The optimizer, a callable injected from YAML (``OptimizerCallable``: a
+            class path with ``init_args``); Adam by default.
+        lr_scheduler: An optional LR scheduler, likewise (``LRSchedulerCallable``); None:
+            none.
+        lr_scheduler_monitor: The metric a scheduler that needs one (such as
+            ``ReduceLROnPlateau``) watches.
+        channels_last: Store the weights and pass the images in the channels-last layout;
+            None: on when the trainer runs on a CUDA GPU, off elsewhere; True/False force it.
+        compile: True wraps the networks in ``torch.compile`` (in place, so checkpoints keep
+            their keys); a dict is passed to it as keyword arguments
+            (``{mode: max-autotune}``, ``{backend: eager}``); False: not compiled.
     """
 
     def __init__(
@@ -202,6 +209,13 @@ def check_compile_supported(options: dict, on_cuda: bool) -> None:
 
     Checked before training starts: TorchDynamo's support for this Python, and for the default
     ``inductor`` backend, Triton on a CUDA GPU or a C++ compiler on a CPU.
+
+    Args:
+        options: The ``torch.compile`` keyword arguments (its ``backend`` is checked).
+        on_cuda: Whether the trainer runs on a CUDA GPU.
+
+    Raises:
+        RuntimeError: naming what is missing and how to train without compiling.
     """
     fix = "Set model.init_args.compile: false to train without compiling."
     if not torch._dynamo.is_dynamo_supported():

@@ -38,6 +38,18 @@ def create_segmentation_net(
     Pretrained encoder weights come from the internet; offline, this raises an error that says
     how to go on (``encoder_weights: null``, or a pre-filled cache). An unknown ``arch`` or
     ``encoder_name`` is a one-line ``ValueError`` naming the option and where to find the names.
+
+    Args:
+        arch: An smp architecture (``Unet``, ``FPN``, ...) or ``FCN``; case-insensitive.
+        encoder_name: An smp encoder (``resnet34``, ...) or ``tu-<timm name>``.
+        encoder_weights: Pretrained encoder weights (``imagenet``: downloaded), or None.
+        in_channels: Image channels.
+        classes: Output channels: 1 (binary) or K (classes of a label map).
+        **kwargs: More keyword arguments of the architecture.
+
+    Returns:
+        The network, mapping ``N x in_channels x H x W`` images to ``N x classes x H x W``
+        logits.
     """
     check_net_names(arch, encoder_name)
     with explain_download_failure(
@@ -65,8 +77,11 @@ def create_segmentation_net(
 def check_net_names(arch: str, encoder_name: str) -> None:
     """Raise a one-line ``ValueError`` for an ``arch`` or ``encoder_name`` smp does not know.
 
-    ``encoder_name`` is an smp encoder (``smp.encoders.get_encoder_names()``) or a timm model
-    as ``tu-<name>``.
+    Args:
+        arch: An smp architecture name (``smp.MODEL_ARCHITECTURES_MAPPING``) or ``FCN``;
+            case-insensitive.
+        encoder_name: An smp encoder (``smp.encoders.get_encoder_names()``) or a timm model
+            as ``tu-<name>``.
     """
     if arch.lower() != "fcn" and arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
         known = [cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()]
