@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -219,9 +220,13 @@ def load_benchmark(script: Path):
 
 
 @pytest.fixture(autouse=True)
-def whole_tracebacks(monkeypatch):
-    """``medvision`` commands raise their errors in tests (as with ``--debug``), so a test can
-    match the exception; tests/test_workflow.py checks the one-line form users see."""
+def hermetic_env(monkeypatch):
+    """Each test starts without what an earlier in-process run left in the environment
+    (distributed settings, the run folder of a DDP fit), and ``medvision`` commands raise their
+    errors (as with ``--debug``), so a test can match the exception; tests/test_workflow.py
+    checks the one-line form users see."""
+    for variable in DISTRIBUTED_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("MEDVISION_DEBUG", "1")
 
 
@@ -231,3 +236,26 @@ def prediction_folder(root: Path) -> Path:
         p for p in root.rglob("predictions/*") if p.is_dir() and p.parent.name == "predictions"
     ]
     return max(folders, key=lambda p: p.stat().st_mtime)
+
+
+#: What an earlier in-process run may leave in the environment that would join a subprocess's
+#: DDP processes to the wrong group (or make it wait for ranks that never come).
+DISTRIBUTED_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MEDVISION_RUN_DIR",
+)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a ``python -m medvision.cli`` subprocess: this checkout first on the
+    path, one thread per process, and no distributed settings inherited from earlier runs."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from medvision.data import LungCTDataModule
-from tests.conftest import REPO, unet_run_args
-
-DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+from tests.conftest import REPO, subprocess_env, unet_run_args
 
 # 20 slices: test 2, val 5 (odd, so a padding sampler would repeat one), train 13
 SPLIT = ["--data.init_args.val_fraction=0.25", "--data.init_args.test_fraction=0.1"]
@@ -76,8 +73,7 @@ def _ddp_fit(root: Path, data_dir: Path) -> Path:
         "--trainer.num_sanity_val_steps=0",
     )
     # an earlier in-process run in this pytest process may leave its (still bound) port here
-    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, "-m", "medvision.cli", "fit", *args],
         cwd=REPO,

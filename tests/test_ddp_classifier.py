@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -15,15 +14,13 @@ from medvision.calibration import fit_temperature
 from medvision.data.predict_folder import predict_dataset
 from medvision.evaluation import classification_arrays
 from medvision.models.classification import load_classifier
-from tests.conftest import REPO, chest_run_args
+from tests.conftest import REPO, chest_run_args, subprocess_env
 
-DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2"]
 
 
 def run_cli(*args: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, "-m", "medvision.cli", *args],
         cwd=REPO,

@@ -246,8 +246,6 @@ def help_text(capsys, monkeypatch, group: str, class_name: str) -> str:
     return capsys.readouterr().out
 
 
-
-
 @pytest.mark.parametrize(
     ("group", "class_name"),
     [

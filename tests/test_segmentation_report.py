@@ -148,14 +148,12 @@ def test_without_monai_the_boundary_scores_are_left_out_with_one_warning(tmp_pat
 
 @pytest.mark.slow  # a one-batch CPU fit, then test on two gloo processes: about 20 s
 def test_ddp_test_gathers_every_image_once(lung_dir, tmp_path):
-    import os
     import subprocess
 
-    from .conftest import REPO, unet_run_args
+    from .conftest import REPO, subprocess_env, unet_run_args
 
     args = unet_run_args(tmp_path, lung_dir, "--data.init_args.test_fraction=0.25")
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = subprocess_env()
 
     def medvision(*extra: str) -> None:
         command = [sys.executable, "-m", "medvision.cli", *extra]
