@@ -190,17 +190,20 @@ class MedVisionCLI(LightningCLI):
             checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        self.runs = runs_for(self.subcommand, config, self.config_paths())
+        self.runs = runs_for(self.subcommand, self.command_config, self.config_paths())
         if self.runs.resumed or self.subcommand in ("test", "validate"):
             self.save_config_kwargs["overwrite"] = True  # a resumed run, or a re-test
         if self.subcommand == "predict":
             self.save_config_callback = None  # predictions record their own inputs
 
+    @property
+    def command_config(self):
+        """The parsed config of this command (of its subcommand, when there is one)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def config_paths(self) -> list[str]:
         """The ``--config`` files given, in order (for naming runs)."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        return [str(path) for path in config.get("config") or []]
+        return [str(path) for path in self.command_config.get("config") or []]
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -208,8 +211,7 @@ class MedVisionCLI(LightningCLI):
         checkpoint_config.check_datamodule(self.datamodule, self._predict_plan)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        kwargs = {**one_batch_limits(config.trainer), **kwargs}
+        kwargs = {**one_batch_limits(self.command_config.trainer), **kwargs}
         if self.runs.folder is not None:
             kwargs.setdefault("default_root_dir", str(self.runs.folder))
         # the configured callbacks, before Lightning adds its defaults to the same list
