@@ -11,7 +11,6 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -24,6 +23,7 @@ from medvision.imports import import_object
 from medvision.runs import (
     checkpoint_run_folder,
     find_last_checkpoint,
+    new_folder,
     next_run_folder,
     run_number,
 )
@@ -84,22 +84,6 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
     runs = _fit_folder(config, root, launched_by_rank_zero=subcommand == "fit")
     point_loggers(trainer, runs.folder)
     return runs
-
-
-def new_folder(parent: Path, prefix: str = "") -> Path:
-    """``parent/<prefix>-<date-time>`` (``-2``, ``-3``, ... when taken): a folder of its own.
-
-    Args:
-        parent: Where the folder goes.
-        prefix: Its name's beginning (none: the date and time alone).
-    """
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{prefix}-{stamp}" if prefix else stamp
-    folder, count = parent / name, 1
-    while folder.exists():
-        count += 1
-        folder = parent / f"{name}-{count}"
-    return folder
 
 
 def _fit_folder(config: Namespace, root: Path, launched_by_rank_zero: bool) -> Runs:

@@ -18,6 +18,7 @@ one DDP rank can use it.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -63,6 +64,22 @@ def run_number(folder: Path) -> int | None:
     """
     match = _VERSION_FOLDER.match(Path(folder).name)
     return int(match.group(1)) if match else None
+
+
+def new_folder(parent: Path, prefix: str = "") -> Path:
+    """``parent/<prefix>-<date-time>`` (``-2``, ``-3``, ... when taken): a folder of its own.
+
+    Args:
+        parent: Where the folder goes.
+        prefix: Its name's beginning (none: the date and time alone).
+    """
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{prefix}-{stamp}" if prefix else stamp
+    folder, count = parent / name, 1
+    while folder.exists():
+        count += 1
+        folder = parent / f"{name}-{count}"
+    return folder
 
 
 def checkpoint_run_folder(checkpoint: str | Path) -> Path | None:

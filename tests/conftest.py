@@ -259,3 +259,15 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return env
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: on a shared 2-core machine small networks run many
+    times faster than on two (the second thread mostly waits); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

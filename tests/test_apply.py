@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -18,6 +17,7 @@ from PIL import Image
 import medvision
 from medvision.cli import main
 from medvision.data.synthetic import lung_phantom, write_lung_ct
+from medvision.files import read_csv
 from medvision.models import SegmentationModule
 from medvision.preprocessing import FORMAT_VERSION, Preprocessing
 from medvision.tta import check_tta, tta_probabilities
@@ -32,19 +32,7 @@ QUICK_FIT = [
 QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Torch on one thread: on a shared 2-core machine these small networks run many times
-    faster than on two (the second thread mostly waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def masks_in(folder: Path) -> dict[str, np.ndarray]:

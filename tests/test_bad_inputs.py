@@ -32,13 +32,9 @@ from medvision.data import (
     NIHChestXray14DataModule,
 )
 from medvision.data.synthetic import lung_phantom, write_chest_xray, write_lung_ct
+from medvision.files import read_csv
 
 from .conftest import chest_run_args, unet_run_args
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def write_rows(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:

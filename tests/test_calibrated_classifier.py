@@ -4,7 +4,6 @@ bootstrap files (issue 21)."""
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import math
@@ -20,6 +19,7 @@ from medvision.calibration import expected_calibration_error
 from medvision.cli import main
 from medvision.data.predict_folder import predict_dataset
 from medvision.export import ExportedNetwork
+from medvision.files import read_csv
 from medvision.models import ClassificationModule
 from medvision.models.classifier_outputs import thresholds_at_temperature
 
@@ -33,17 +33,7 @@ ONE_STEP = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def overconfident_weights(path):

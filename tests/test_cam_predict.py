@@ -26,12 +26,7 @@ SIDE = 14
 CLASSES = ["bottom_right", "top_left"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def corner_square(label: str, rng: np.random.Generator) -> np.ndarray:

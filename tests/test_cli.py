@@ -1,6 +1,5 @@
 """The CLI driven in-process: fit, test and predict on synthetic data."""
 
-import csv
 import logging
 import shutil
 
@@ -12,14 +11,10 @@ from PIL import Image
 
 from medvision.cli import MedVisionCLI, main
 from medvision.data.synthetic import lung_phantom
+from medvision.files import read_csv
 from medvision.models import SegmentationModule
 
 from .conftest import CONFIGS, chest_run_args, unet_run_args
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_help_and_print_config(capsys):

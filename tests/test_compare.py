@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import statistics
@@ -14,6 +13,7 @@ from PIL import Image
 from medvision.cli import main as medvision
 from medvision.compare import HEADER_PX, main, resolve_run, split_data_overrides, write_report
 from medvision.data import LungCTDataModule
+from medvision.files import read_csv
 
 from .conftest import chest_run_args
 
@@ -23,11 +23,6 @@ QUICK = [
     "--trainer.limit_val_batches=1",
     "--trainer.num_sanity_val_steps=0",
 ]
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def table_row(report: str, first_cell: str) -> list[str]:

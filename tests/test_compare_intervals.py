@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
-import torch
 
 from medvision.cli import main as medvision
 from medvision.compare import main
@@ -14,6 +12,7 @@ from medvision.compare.paired import format_difference, matched_rows, paired_dif
 from medvision.compare.report import paired_section
 from medvision.compare.runs import Run
 from medvision.evaluation import format_interval
+from medvision.files import read_csv
 
 from .conftest import chest_run_args
 
@@ -26,17 +25,7 @@ QUICK = [
 HEADLINE = ["test/auroc", "test/balanced_accuracy", "test/ece", "test/f1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def table_row(report: str, first_cell: str, after: str = "") -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import statistics
@@ -16,13 +15,9 @@ from medvision.crossval import (
     main,
     parse_fit_config,
 )
+from medvision.files import read_csv
 
 from .conftest import CONFIGS, chest_run_args, unet_cv_args
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def logged_test_metrics(log_dir) -> dict[str, float]:

@@ -16,15 +16,6 @@ from medvision.models.classification import ClassificationModule
 pytest.importorskip("pytorch_grad_cam")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets train much faster on one thread on a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

@@ -1,6 +1,5 @@
 """Feature caching, head retraining and the feature-space GAN, on synthetic chest X-rays."""
 
-import csv
 import os
 import shutil
 
@@ -10,6 +9,7 @@ from lightning.pytorch import Trainer
 
 from medvision.cli import main
 from medvision.data import ChestXrayDataModule
+from medvision.files import read_csv
 from medvision.models import FeatureGANRebalancer, FeatureHeadClassifier
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
 from medvision.pipelines import FeatureDataModule
@@ -158,11 +158,6 @@ def test_generated_features_follow_the_requested_counts(
     expected = (target - counts).clamp(min=0)
     assert torch.equal(model.generated_per_class, expected)
     assert (expected > 0).any()
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_rebalanced_checkpoint_tests_and_predicts_through_the_cli(tmp_path, chest_dir, extractor):

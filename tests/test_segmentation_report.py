@@ -1,6 +1,5 @@
 """The segmentation test report: per-image scores worked out by hand, the CSVs, the intervals."""
 
-import csv
 import math
 import sys
 
@@ -10,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medvision.callbacks import SegmentationTestReport
+from medvision.files import read_csv
 
 pytest.importorskip("monai")
 
@@ -68,11 +68,6 @@ def run_test(tmp_path, preds, masks, class_names, tolerance=1.0, **extra):
         read_csv(tmp_path / "test_per_image.csv"),
         read_csv(tmp_path / "test_summary.csv"),
     )
-
-
-def read_csv(path) -> list[dict]:
-    with open(path) as file:
-        return list(csv.DictReader(file))
 
 
 def test_binary_scores_by_hand_and_summary_with_intervals(tmp_path):

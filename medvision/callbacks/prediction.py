@@ -10,10 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medvision.callbacks.explanations import CLI_OPTIONS, CamExplainer, check_cam
-from medvision.callbacks.prediction_output import prediction_folder, report_failures
+from medvision.callbacks.prediction_output import (
+    FolderPredictionWriter,
+    report_failures,
+)
 from medvision.callbacks.volumes import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
 from medvision.data.io import read_image
@@ -32,23 +34,22 @@ from medvision.visualize import label_overlay, overlay, to_display
 log = logging.getLogger(__name__)
 
 
-class SegmentationPredictionWriter(BasePredictionWriter):
+class SegmentationPredictionWriter(FolderPredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
     For every input ``<stem>.*``, under ``output_dir`` (default: a new
-    ``predictions/<timestamp>`` folder, see :func:`prediction_folder`): ``masks/<stem>.png``
-    and ``overlays/<stem>.png``. Binary models (one probability channel): the mask is 0/255,
-    the overlay the prediction tinted red with the true outline in green. Multi-class models
-    (softmax over K channels): the mask is a label map, uint8 pixel value = class index
-    (0 = background), and the overlay tints each class in its colour of the fixed
+    ``predictions/<timestamp>`` folder, see :mod:`~medvision.callbacks.prediction_output`):
+    ``masks/<stem>.png`` and ``overlays/<stem>.png``. Binary models (one probability channel):
+    the mask is 0/255, the overlay the prediction tinted red with the true outline in green.
+    Multi-class models (softmax over K channels): the mask is a label map, uint8 pixel value =
+    class index (0 = background), and the overlay tints each class in its colour of the fixed
     :data:`medvision.visualize.PALETTE` (true outlines in the same colours). Probabilities are
-    resized to the original size (bilinear) before thresholding at ``threshold`` (default:
-    the model's) or taking the most probable class. When the inputs have masks,
-    ``metrics.csv`` lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and
-    ``<metric>/<class>`` for label maps; see :func:`medvision.label_maps.image_scores`), at the
-    original size, distances in pixels, surface Dice at the model's ``surface_tolerance``;
-    without MONAI the last two are left out with a warning. The mean is logged. Files are
-    written atomically.
+    resized to the original size (bilinear) before thresholding at ``threshold`` (default: the
+    model's) or taking the most probable class. When the inputs have masks, ``metrics.csv``
+    lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and ``<metric>/<class>``
+    for label maps; see :func:`medvision.label_maps.image_scores`), at the original size,
+    distances in pixels, surface Dice at the model's ``surface_tolerance``; without MONAI the
+    last two are left out with a warning. The mean is logged. Files are written atomically.
 
     Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
     and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
@@ -65,8 +66,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
     def __init__(
         self, output_dir: str | None = None, overlays: bool = True, threshold: float | None = None
     ) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = None if output_dir is None else Path(output_dir)
+        super().__init__(output_dir)
         self.overlays = overlays
         self.threshold = threshold
         self._rows: list[dict] = []
@@ -75,16 +75,6 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         self._active = False
         self._surface: bool | None = None
         self.failures: list[BadFile] = []
-        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
-        self.root: Path | None = None
-
-    def _root(self, trainer: Trainer) -> Path:
-        if self.root is None:
-            self.root = prediction_folder(self.output_dir, trainer)
-        return self.root
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -98,7 +88,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         if "probs" not in prediction or "volume_path" in prediction:  # volumes: see below
             return
         self._active = True
-        root = self._root(trainer)
+        root = self.folder(trainer)
         threshold = pl_module.threshold if self.threshold is None else self.threshold
         for i, path in enumerate(prediction["path"]):
             try:
@@ -157,7 +147,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
         )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        root = self._root(trainer)
+        root = self.folder(trainer)
         if self._active:
             self.failures = report_failures(trainer, root, self._own_failures)
         if self._rows:
@@ -177,15 +167,15 @@ class SegmentationPredictionWriter(BasePredictionWriter):
             log.info("%d prediction masks written to %s", self._num_written, root / "masks")
 
 
-class ClassificationPredictionWriter(BasePredictionWriter):
+class ClassificationPredictionWriter(FolderPredictionWriter):
     """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
 
     Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
     class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
     (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
     Written atomically under ``output_dir`` (default: a new ``predictions/<timestamp>``
-    folder, see :func:`prediction_folder`) at the end of predict; under DDP each process
-    writes ``predictions.rank<N>.csv``.
+    folder, see :mod:`~medvision.callbacks.prediction_output`) at the end of predict; under
+    DDP each process writes ``predictions.rank<N>.csv``.
     Input files that failed (the datamodule's ``predict_failures``) have no row: they are
     listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
 
@@ -195,15 +185,9 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = None if output_dir is None else Path(output_dir)
+        super().__init__(output_dir)
         self._rows: list[dict] = []
         self.failures: list[BadFile] = []
-        #: this predict run's folder, chosen at its start (see :func:`prediction_folder`)
-        self.root: Path | None = None
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.root = prediction_folder(self.output_dir, trainer)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
@@ -238,9 +222,7 @@ class ClassificationPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
-        if self.root is None:
-            self.root = prediction_folder(self.output_dir, trainer)
-        root = self.root
+        root = self.folder(trainer)
         self.failures = report_failures(trainer, root, [])
         name = (
             "predictions.csv"
@@ -291,13 +273,13 @@ def _joined(names: list[str], chosen: torch.Tensor) -> str:
     return "|".join(name for name, keep in zip(names, chosen.tolist(), strict=True) if keep)
 
 
-class PredictionWriter(BasePredictionWriter):
+class PredictionWriter(FolderPredictionWriter):
     """What ``medvision predict`` writes, for whichever task the model does.
 
     Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
     metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
     under ``output_dir`` (``--output DIR``; default: a new ``predictions/<timestamp>`` folder
-    in the checkpoint's run folder, see :func:`prediction_folder`), with
+    in the checkpoint's run folder, see :mod:`~medvision.callbacks.prediction_output`), with
     ``prediction_info.json`` (the checkpoint, ``tta``, threshold and the preprocessing used).
     ``threshold`` overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the
     model's settings come from its checkpoint in ``predict``, so
@@ -337,7 +319,7 @@ class PredictionWriter(BasePredictionWriter):
         cam_target_layer: str | None = None,
         cam_class: int | str | None = None,
     ) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__(output_dir)
         self.tta = check_tta(tta)
         self.cam = check_cam(cam)
         if cam is None and (cam_target_layer is not None or cam_class is not None):
@@ -348,13 +330,11 @@ class PredictionWriter(BasePredictionWriter):
         self.cam_target_layer, self.cam_class = cam_target_layer, cam_class
         self.explainer: CamExplainer | None = None
         self.threshold = threshold
-        self.output_dir = None if output_dir is None else Path(output_dir)
         self.writers = (
             SegmentationPredictionWriter(output_dir, overlays, threshold),
             ClassificationPredictionWriter(output_dir),
             VolumePredictionWriter(output_dir, threshold),
         )
-        self.root: Path | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.predict_tta = self.tta
@@ -362,7 +342,7 @@ class PredictionWriter(BasePredictionWriter):
             self.explainer = CamExplainer(
                 pl_module, self.cam, self.cam_target_layer, self.cam_class, CLI_OPTIONS
             )
-        self.root = prediction_folder(self.output_dir, trainer)
+        super().on_predict_start(trainer, pl_module)  # one folder, handed to every task writer
         for writer in self.writers:
             writer.root = self.root
 

@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medvision.data.screening import BadFile
 from medvision.files import write_csv
+from medvision.runs import checkpoint_run_folder, new_folder
 
 log = logging.getLogger(__name__)
+
+
+class FolderPredictionWriter(BasePredictionWriter):
+    """A batch-wise prediction writer that writes each predict run into a folder of its own.
+
+    The folder (:attr:`root`) is chosen at the start of predict by :func:`prediction_folder`
+    (on every DDP process, which share rank 0's choice); a writer driven by another one
+    (:class:`~medvision.callbacks.PredictionWriter` hands its folder to its task writers) gets
+    it set from outside.
+
+    Args:
+        output_dir: The folder to write into (missing or empty); None: a new
+            ``predictions/<date-time>`` folder of the checkpoint's run.
+    """
+
+    def __init__(self, output_dir: str | Path | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.root: Path | None = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.root = prediction_folder(self.output_dir, trainer)
+
+    def folder(self, trainer: Trainer) -> Path:
+        """This predict run's folder (chosen now if the run did not start through Lightning)."""
+        if self.root is None:
+            self.root = prediction_folder(self.output_dir, trainer)
+        return self.root
 
 
 def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
@@ -52,16 +81,9 @@ def _new_prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
                 "for a new predictions/<timestamp> folder in the checkpoint's run folder."
             )
         return output_dir
-    base = Path(trainer.default_root_dir)
-    checkpoint = trainer.ckpt_path
-    if checkpoint and Path(checkpoint).parent.name == "checkpoints":
-        base = Path(checkpoint).parent.parent
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder, count = base / "predictions" / stamp, 1
-    while folder.exists():  # two runs in the same second
-        count += 1
-        folder = base / "predictions" / f"{stamp}-{count}"
-    return folder
+    checkpoint_run = checkpoint_run_folder(trainer.ckpt_path) if trainer.ckpt_path else None
+    base = checkpoint_run or Path(trainer.default_root_dir)
+    return new_folder(base / "predictions")
 
 
 def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medvision.callbacks.prediction_output import prediction_folder, report_failures
+from medvision.callbacks.prediction_output import FolderPredictionWriter, report_failures
 from medvision.data.nifti import nifti_stem, write_predicted_volume
 from medvision.data.screening import BadFile
 from medvision.label_maps import labels_at_size
@@ -17,7 +16,7 @@ from medvision.label_maps import labels_at_size
 log = logging.getLogger(__name__)
 
 
-class VolumePredictionWriter(BasePredictionWriter):
+class VolumePredictionWriter(FolderPredictionWriter):
     """Writes ``<output_dir>/<volume stem>.nii.gz`` once all slices of a volume are predicted.
 
     For predict batches of volume slices (see the datamodule
@@ -46,20 +45,13 @@ class VolumePredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None, threshold: float | None = None) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = None if output_dir is None else Path(output_dir)
+        super().__init__(output_dir)
         self.threshold = threshold
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         self._expected: dict[str, int] = {}
         self._own_failures: list[BadFile] = []
         self.written: list[Path] = []
         self.failures: list[BadFile] = []
-        self.root: Path | None = None
-
-    def _root(self, trainer: Trainer) -> Path:
-        if self.root is None:
-            self.root = prediction_folder(self.output_dir, trainer)
-        return self.root
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._pending, self._expected = {}, {}
@@ -89,7 +81,7 @@ class VolumePredictionWriter(BasePredictionWriter):
 
     def _write(self, trainer: Trainer, volume: str, axis: int) -> None:
         slices = self._pending.pop(volume)
-        path = self._root(trainer) / f"{nifti_stem(volume)}.nii.gz"
+        path = self.folder(trainer) / f"{nifti_stem(volume)}.nii.gz"
         try:
             write_predicted_volume(path, [slices[k] for k in sorted(slices)], axis, volume)
         except (ValueError, OSError) as exc:  # this volume fails; the others go on
@@ -110,7 +102,7 @@ class VolumePredictionWriter(BasePredictionWriter):
         self._pending = {}
         if not self._expected:  # no volume came: the 2D writers report the run
             return
-        root = self._root(trainer)
+        root = self.folder(trainer)
         self.failures = report_failures(trainer, root, self._own_failures)
         if self.written:
             log.info("%d predicted mask volumes written to %s", len(self.written), root)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
-from medvision.data.io import IMAGE_SUFFIXES
+from medvision.data.io import IMAGE_SUFFIXES, files_under
 from medvision.data.screening import BadFile, BadFiles, check_image, problem_report, scan_files
 from medvision.data.splits import grouped_split_indices, stratified_split
 from medvision.data.synthetic import write_chest_xray
@@ -235,7 +235,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         if subfolders and {p.name for p in subfolders} <= set(self.class_names):
             paths, labels = list_labelled_images(self.predict_dir, self.class_names, partial=True)
         else:
-            (paths, strangers), labels = _files_under(self.predict_dir), None
+            (paths, strangers), labels = files_under(self.predict_dir), None
         if not paths and not strangers:
             raise FileNotFoundError(
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
@@ -349,17 +349,6 @@ def find_class_names(split_dirs: dict[str, Path]) -> list[str]:
     return classes
 
 
-def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Visible files under ``folder`` at any depth, sorted: ``(images, other files)``."""
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-
-
 def list_images_recursive(folder: Path) -> list[Path]:
     """Image files under ``folder`` at any depth, sorted; an error names any non-image file.
 
@@ -368,7 +357,7 @@ def list_images_recursive(folder: Path) -> list[Path]:
     Args:
         folder: The folder to search.
     """
-    files, strangers = _files_under(folder)
+    files, strangers = files_under(folder)
     if strangers:
         raise ValueError(
             problem_report(

@@ -7,6 +7,7 @@ with what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,24 @@ def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) 
         The files' paths.
     """
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def files_under(folder: Path, skip: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """Visible files under ``folder`` at any depth, sorted: ``(images, other files)``.
+
+    Args:
+        folder: The folder to search.
+        skip: Folders inside it to leave out (mask folders).
+    """
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not any(p.is_relative_to(left_out) for left_out in skip)
+    )
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset, SegmentationDataset
-from medvision.data.io import IMAGE_SUFFIXES, normalize_intensity, to_channels
+from medvision.data.io import IMAGE_SUFFIXES, files_under, normalize_intensity, to_channels
 from medvision.data.screening import BadFile, check_image, check_pair, distinct_stems
 from medvision.data.transforms import (
     as_hw,
@@ -153,24 +153,6 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-def files_under(folder: Path, skip: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
-    """Visible files under ``folder`` at any depth, sorted: ``(images, other files)``.
-
-    Args:
-        folder: The folder to search.
-        skip: Folders inside it to leave out (mask folders).
-    """
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and not any(p.is_relative_to(left_out) for left_out in skip)
-    )
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-
-
 class ImageFolderPredictDataModule(MedVisionDataModule):
     """Images of ``predict_dir`` prepared as a checkpoint's preprocessing record says; predict only.
 
@@ -214,22 +196,23 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
         batch_size: int = 16,
         num_workers: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(
+            in_channels=in_channels,
+            predict_dir=predict_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
         if task not in ("segmentation", "classification"):
             raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
         if not class_names:
             raise ValueError("class_names must name the model's classes (the checkpoint has them)")
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if predict_mask_dir is not None and task != "segmentation":
             raise ValueError("predict_mask_dir scores masks: it needs task: segmentation")
         self.task = task
         self._class_names = [str(name) for name in class_names]
         self.image_size = as_hw(image_size)
-        self.in_channels = in_channels
         self.intensity_window = intensity_window
         self.multilabel = multilabel
-        self.predict_dir = None if predict_dir is None else Path(predict_dir)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
 
     @property
