@@ -33,7 +33,7 @@ RESULT = "RESULT "
 def machine_line() -> str:
     """The machine in one line: CPU model, usable cores, GPUs, torch, Python and OS.
 
-    Built from :func:`medvision.provenance.hardware` (what ``run_info.json`` records), plus
+    Built from :func:`medvision.utils.provenance.hardware` (what ``run_info.json`` records), plus
     the CPU's model name and torch's version and thread count. Example: ``Intel(R) Xeon(R)
     ..., 2 usable cores, no GPU, torch 2.6.0 (2 threads), Python 3.11.9,
     Linux-6.8-x86_64``.
@@ -43,7 +43,7 @@ def machine_line() -> str:
     """
     import torch
 
-    from medvision.provenance import hardware
+    from medvision.utils.provenance import hardware
 
     info = hardware()
     gpus = info["gpus"]

@@ -21,7 +21,7 @@ import torch
 from _common import machine_line, script_parser
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from medvision.checkpointing import AtomicCheckpointIO
+from medvision.training.checkpointing import AtomicCheckpointIO
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@
 For ``cache: false`` and ``cache: true`` at the same augmentation, in alternating rounds:
 1. ``fit``: ``configs/unet_lung.yaml`` (encoder ``--encoder``) for ``--epochs`` epochs; the
    mean epoch wall time after the first (training, validation and checkpointing, as
-   :class:`medvision.callbacks.EpochTimer` measures it).
+   :class:`medvision.training.EpochTimer` measures it).
 2. ``loader``: the same datamodule's train loader iterated ``--epochs`` times without a model;
    the mean epoch time after the first (decoding, resizing, augmentation and collation only).
 
@@ -58,8 +58,8 @@ def cli_args(data_dir: Path, run_dir: Path, cache: bool, args) -> list[str]:
 
 def fit_epoch_s(data_dir: Path, run_dir: Path, cache: bool, args) -> float:
     """Mean fit epoch wall time after the first."""
-    from medvision.callbacks import EpochTimer
     from medvision.cli import MedVisionCLI
+    from medvision.training import EpochTimer
 
     cli = MedVisionCLI(args=cli_args(data_dir, run_dir, cache, args), run=False)
     timer = EpochTimer(output=run_dir / "epoch_times.json")

@@ -112,7 +112,7 @@ fit_step() {
         --model.init_args.lr_scheduler.init_args.T_max="$epochs" \
         --trainer.default_root_dir="$out" --trainer.logger.init_args.save_dir="$out" \
         --trainer.enable_progress_bar=false \
-        --trainer.callbacks+=medvision.callbacks.EpochTimer \
+        --trainer.callbacks+=medvision.training.EpochTimer \
         --trainer.callbacks.output="$out/epoch_times.json" "$@"
     [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 }

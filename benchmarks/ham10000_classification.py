@@ -143,7 +143,7 @@ def run_arm(args, arm: str, out: Path) -> dict:
         f"--trainer.default_root_dir={fit_dir}",
         f"--trainer.logger.init_args.save_dir={fit_dir}",
         *limit_args(args.limit_train_batches),
-        "--trainer.callbacks+=medvision.callbacks.EpochTimer",
+        "--trainer.callbacks+=medvision.training.EpochTimer",
         f"--trainer.callbacks.output={fit_dir / 'epoch_times.json'}",
         log=fit_dir / "fit.log",
     )

@@ -127,7 +127,7 @@ def fit(args, out: Path) -> dict:
         f"--trainer.default_root_dir={run_dir}",
         f"--trainer.logger.init_args.save_dir={run_dir}",
         *limit_args(args.limit_train_batches),
-        "--trainer.callbacks+=medvision.callbacks.EpochTimer",
+        "--trainer.callbacks+=medvision.training.EpochTimer",
         f"--trainer.callbacks.output={timer_file}",
         log=run_dir / "fit.log",
     )

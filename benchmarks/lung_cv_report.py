@@ -68,8 +68,8 @@ def fit_overrides(args: argparse.Namespace, root: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from medvision.compare import main as report_main
-    from medvision.crossval import main as cv_main
+    from medvision.cli.compare import main as report_main
+    from medvision.cli.crossval import main as cv_main
 
     print(f"Machine: {machine_line()}")
     encoder = (

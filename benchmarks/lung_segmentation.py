@@ -89,8 +89,8 @@ def epoch_times(deltas: list[np.ndarray]) -> dict:
 # medvision arm
 # ---------------------------------------------------------------------------------------------
 def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> dict:
-    from medvision.callbacks import EpochTimer
     from medvision.cli import MedVisionCLI
+    from medvision.training import EpochTimer
 
     common = [
         "--config",

@@ -158,8 +158,8 @@ def run_medvision(arm: str, spec: dict, batches: list[dict], root: Path) -> dict
     """ms/step of a Lightning arm: the CLI's trainer, model and datamodule, in-memory batches."""
     from lightning.pytorch import Callback
 
-    from medvision.callbacks import NonFiniteGuard
     from medvision.cli import MedVisionCLI
+    from medvision.training import NonFiniteGuard
 
     window = Window(spec["warmup"], spec["steps"], spec["device"])
 

@@ -13,7 +13,7 @@ Every arm is one combination of
 - ``--precisions``: ``32``, ``bf16-mixed`` or ``16-mixed`` (autocast; a gradient scaler with fp16);
 - ``--layouts``: ``nchw`` or ``channels_last`` (the module option ``channels_last``);
 - ``--loops``: ``medvision`` (a Lightning ``Trainer`` with the callback the CLI adds to every
-  fit, :class:`medvision.callbacks.NonFiniteGuard`, plus the configs' CSV logger and
+  fit, :class:`medvision.training.NonFiniteGuard`, plus the configs' CSV logger and
   ``LearningRateMonitor``; no progress bar: ``benchmarks/step_overhead.py`` measures that),
   ``noguard`` (the same without ``NonFiniteGuard``) or ``plain`` (a hand-written loop: the same
   network, loss, optimizer, autocast, layout and data, no Lightning, no host sync);
@@ -198,8 +198,8 @@ def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batch
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    from medvision.callbacks import NonFiniteGuard
-    from medvision.loggers import CSVLogger
+    from medvision.training import NonFiniteGuard
+    from medvision.training.loggers import CSVLogger
 
     module = medvision_module(arm.model, arm.layout)
     train_timer = step_timer(spec, spec["steps"])

@@ -191,7 +191,7 @@ def unet_cv(tmp_path_factory) -> dict:
 
     Keys: ``output`` (the CV folder), ``data_dir`` (20 synthetic 64x64 slices), ``args``.
     """
-    from medvision.crossval import main as cv_main
+    from medvision.cli.crossval import main as cv_main
 
     base = tmp_path_factory.mktemp("unet_cv")
     data_dir = base / "lung_ct"

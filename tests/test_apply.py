@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 import medvision
+from medvision.apply.tta import check_tta, tta_probabilities
 from medvision.cli import main
 from medvision.data.synthetic import lung_phantom, write_lung_ct
-from medvision.files import read_csv
 from medvision.models import SegmentationModule
-from medvision.preprocessing import FORMAT_VERSION, Preprocessing
-from medvision.tta import check_tta, tta_probabilities
+from medvision.models.record import FORMAT_VERSION, Preprocessing
+from medvision.utils.files import read_csv
 
 from .conftest import CONFIGS, chest_run_args, config_run_args, shared_dataset, unet_run_args
 

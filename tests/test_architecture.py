@@ -18,14 +18,33 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "medvision"
 MAX_LINES = 450
 
-#: (importer package, imported packages it must not import)
-FORBIDDEN = [
-    (
-        "medvision.data",
-        ("models", "callbacks", "pipelines", "compare", "crossval", "cli"),
-    ),
-    ("medvision.models", ("data", "pipelines", "compare", "crossval", "cli")),
-]
+#: The layers, bottom first. An import may point to a lower layer, or within its own package;
+#: never up a layer, nor across to the other package of the same layer (data <-> models,
+#: apply <-> training). ``medvision/__init__.py`` sits above them all.
+LAYERS = (
+    ("medvision.utils",),
+    ("medvision.evaluation",),
+    ("medvision.data", "medvision.models"),
+    ("medvision.apply", "medvision.training"),
+    ("medvision.pipelines",),
+    ("medvision.cli",),
+)
+#: Arrows the restructuring has not removed yet (each one is a bug to fix).
+KNOWN_WRONG: set[str] = {
+    "medvision.models.classification -> medvision.apply.tta",
+    "medvision.models.segmentation -> medvision.apply.tta",
+}
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """(layer index, package) of a medvision module; the root package is above every layer."""
+    for index, packages in enumerate(LAYERS):
+        for package in packages:
+            if within(module, package):
+                return index, package
+    if module == "medvision":
+        return len(LAYERS), module
+    raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
 
 
 def module_names() -> dict[str, Path]:
@@ -119,16 +138,38 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_no_forbidden_arrow():
-    graph = import_graph()
-    wrong = [
-        f"{source} -> {target}"
-        for source, targets in graph.items()
-        for target in targets
-        for importer, banned in FORBIDDEN
-        if within(source, importer) and any(within(target, f"medvision.{name}") for name in banned)
-    ]
-    assert wrong == []
+def wrong_arrows(graph: dict[str, set[str]]) -> set[str]:
+    """Arrows up a layer, or across to the other package of the same layer."""
+    wrong = set()
+    for source, targets in graph.items():
+        source_layer, source_package = layer_of(source)
+        for target in targets:
+            target_layer, target_package = layer_of(target)
+            upward = target_layer > source_layer
+            across = target_layer == source_layer and target_package != source_package
+            if upward or across:
+                wrong.add(f"{source} -> {target}")
+    return wrong
+
+
+def test_the_layer_rule_finds_upward_and_sideways_arrows():
+    graph = {
+        "medvision.models.segmentation": {"medvision.data.io", "medvision.evaluation.metrics"},
+        "medvision.utils.files": {"medvision.cli.runs"},
+    }
+    assert wrong_arrows(graph) == {
+        "medvision.models.segmentation -> medvision.data.io",
+        "medvision.utils.files -> medvision.cli.runs",
+    }
+
+
+def test_no_arrow_runs_up_a_layer():
+    assert wrong_arrows(import_graph()) - KNOWN_WRONG == set()
+
+
+def test_every_module_has_a_layer():
+    for module in module_names():
+        layer_of(module)
 
 
 def test_nets_are_plain_torch():
@@ -157,10 +198,10 @@ def test_no_module_over_the_size_limit():
 @pytest.mark.parametrize(
     ("module", "not_loaded"),
     [
-        ("medvision.models.nets", ("lightning", "medvision.data", "medvision.callbacks")),
-        ("medvision.callbacks.guards", ("medvision.data", "medvision.models")),
+        ("medvision.models.nets", ("lightning", "medvision.data", "medvision.training")),
+        ("medvision.training.guards", ("medvision.data", "medvision.models")),
         ("medvision.data.io", ("lightning", "medvision.models", "torch")),
-        ("medvision.losses", ("lightning", "medvision.data")),
+        ("medvision.models.losses", ("lightning", "medvision.data")),
     ],
 )
 def test_light_modules_load_light(module, not_loaded):

@@ -32,7 +32,7 @@ from medvision.data import (
     NIHChestXray14DataModule,
 )
 from medvision.data.synthetic import lung_phantom, write_chest_xray, write_lung_ct
-from medvision.files import read_csv
+from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args, unet_run_args
 

@@ -9,7 +9,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from medvision.bootstrap import (
+from medvision.evaluation.bootstrap import (
     CLASSIFICATION_STATISTICS,
     BootstrapResult,
     balanced_accuracy_statistic,

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 import medvision
-from medvision.calibration import expected_calibration_error
+from medvision.apply.export import ExportedNetwork
 from medvision.cli import main
 from medvision.data.predict_folder import predict_dataset
-from medvision.export import ExportedNetwork
-from medvision.files import read_csv
+from medvision.evaluation.calibration import expected_calibration_error
 from medvision.models import ClassificationModule
 from medvision.models.classifier_outputs import thresholds_at_temperature
+from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args, config_run_args
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medvision.calibration import (
+from medvision.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
@@ -193,7 +193,7 @@ def test_fit_temperature_bad_inputs(caplog):
         apply_temperature(torch.zeros(2), 0.0)
     # all confidently wrong: the NLL falls as T grows without bound; clamped with a warning
     logits = torch.tensor([[5.0, -5.0], [-5.0, 5.0]])
-    with caplog.at_level(logging.WARNING, logger="medvision.calibration"):
+    with caplog.at_level(logging.WARNING, logger="medvision.evaluation.calibration"):
         assert fit_temperature(logits, torch.tensor([1, 0])) == pytest.approx(100.0)
     assert "clamped" in caplog.text
     # all correct: sharpening only helps (T < 1); the NLL is flat there, no bound is hit

@@ -5,8 +5,8 @@ import time
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from medvision.callbacks import EpochTimer
 from medvision.cli import MedVisionCLI
+from medvision.training import EpochTimer
 
 from .conftest import unet_run_args
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import medvision
-from medvision.callbacks.explanations import CLI_OPTIONS, CamExplainer
+from medvision.apply.explanations import CLI_OPTIONS, CamExplainer
 from medvision.cli import main
 from medvision.models import SegmentationModule
-from medvision.preprocessing import Preprocessing
+from medvision.models.record import Preprocessing
 
 from .conftest import config_run_args
 

@@ -5,8 +5,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from medvision.checkpointing import AtomicCheckpointIO, use_atomic_checkpoints
 from medvision.cli import MedVisionCLI
+from medvision.training.checkpointing import AtomicCheckpointIO, use_atomic_checkpoints
 
 from .conftest import unet_run_args
 

@@ -4,8 +4,8 @@ import pytest
 import timm
 import torch
 
-from medvision.losses import balanced_class_weights
 from medvision.models import ClassificationModule
+from medvision.models.losses import balanced_class_weights
 from medvision.models.nets import CNN5, VGGLeaky
 
 NAMES = ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from medvision.cli import MedVisionCLI, main
 from medvision.data.synthetic import lung_phantom
-from medvision.files import read_csv
 from medvision.models import SegmentationModule
+from medvision.utils.files import read_csv
 
 from .conftest import CONFIGS, chest_run_args, unet_run_args
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from medvision.cli import main as medvision
-from medvision.compare import HEADER_PX, main, resolve_run, split_data_overrides, write_report
+from medvision.cli.compare import HEADER_PX, main, resolve_run, split_data_overrides, write_report
 from medvision.data import LungCTDataModule
-from medvision.files import read_csv
+from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from medvision.cli import main as medvision
-from medvision.compare import main
-from medvision.compare.paired import format_difference, matched_rows, paired_differences
-from medvision.compare.report import paired_section
-from medvision.compare.runs import Run
-from medvision.evaluation import format_interval
-from medvision.files import read_csv
+from medvision.cli.compare import main
+from medvision.cli.compare.paired import format_difference, matched_rows, paired_differences
+from medvision.cli.compare.report import paired_section
+from medvision.cli.compare.runs import Run
+from medvision.evaluation.summary import format_interval
+from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args
 

@@ -9,13 +9,13 @@ import statistics
 import pytest
 import yaml
 
-from medvision.crossval import (
+from medvision.cli.crossval import (
     cross_validate,
     logger_args,
     main,
     parse_fit_config,
 )
-from medvision.files import read_csv
+from medvision.utils.files import read_csv
 
 from .conftest import CONFIGS, chest_run_args, unet_cv_args
 
@@ -60,7 +60,7 @@ def test_each_fold_is_a_run_and_the_summary_matches_them(unet_cv):
 def test_finished_folds_are_skipped_on_a_rerun(unet_cv, capsys, caplog):
     output = unet_cv["output"]
     before = sorted(p for p in output.rglob("*") if p.is_file())
-    with caplog.at_level(logging.INFO, logger="medvision.crossval"):
+    with caplog.at_level(logging.INFO, logger="medvision.cli.crossval"):
         main(["--folds", "2", "--output", str(output), *unet_cv["args"]])
     assert "Fold 0/2 already done" in caplog.text and "Fold 1/2 already done" in caplog.text
     assert not (output / "fold_0" / "version_1").exists()
@@ -84,7 +84,7 @@ def test_wandb_runs_are_grouped_by_experiment(tmp_path, lung_dir):
     config = parse_fit_config(fit_args)
     overrides = logger_args(config, 1, "unet_lung")
     logger = parse_fit_config([*fit_args, *overrides]).trainer.logger
-    assert logger.class_path == "medvision.loggers.WandbLogger"
+    assert logger.class_path == "medvision.training.loggers.WandbLogger"
     assert logger.init_args.group == "unet_lung"
     assert logger.init_args.name == "fold_1"
     # save_dir: the CLI points every logger at the fold's run folder (tests/test_walkthrough.py)

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from medvision.calibration import fit_temperature
 from medvision.data.predict_folder import predict_dataset
-from medvision.evaluation import classification_arrays
+from medvision.evaluation.calibration import fit_temperature
+from medvision.evaluation.summary import classification_arrays
 from medvision.models.classification import load_classifier
 from tests.conftest import REPO, chest_run_args, subprocess_env
 

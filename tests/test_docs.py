@@ -14,8 +14,8 @@ as code. Each command is handled by what it starts:
   the same model, made once; ``runs/<config>/version_0`` and ``runs/<config>/cv`` are made
   from ``configs/<config>.yaml`` where the path points. ``--print_config`` / ``--help`` must
   print and exit.
-- ``medvision-cv`` (2 folds), ``medvision-report``: likewise, once ``medvision.crossval`` /
-  ``medvision.compare`` exist (skipped, naming the missing module, until then). A report's runs
+- ``medvision-cv`` (2 folds), ``medvision-report``: likewise, once ``medvision.cli.crossval`` /
+  ``medvision.cli.compare`` exist (skipped, naming the missing module, until then). A report's runs
   are made by the documented command whose ``--output`` they are, if not yet there.
 - ``python benchmarks/X.py ...``: the documented flags must parse with the script's
   ``build_parser()`` (the benchmarks take minutes to hours on real data). ``bash
@@ -78,7 +78,10 @@ MEDVISION_SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
 #: (``predict`` from the checkpoint alone, ``export``), unless it names a run's checkpoint
 CHECKPOINT_ONLY_CONFIG = "unet_lung"
 #: console scripts built by other modules: command -> the module that implements it
-MODULE_COMMANDS = {"medvision-cv": "medvision.crossval", "medvision-report": "medvision.compare"}
+MODULE_COMMANDS = {
+    "medvision-cv": "medvision.cli.crossval",
+    "medvision-report": "medvision.cli.compare",
+}
 #: a command line in an unlabelled block (the benchmarks print theirs there, beside their output)
 COMMAND_LINE = re.compile(r"\s*(python \S+\.py\b|python -m \S|medvision(-[a-z]+)? [a-z]+\b)")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)\s*$")

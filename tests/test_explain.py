@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
-from medvision.explain import cam_overlay, find_target_layer, get_layer, grad_cam
+from medvision.apply.explain import cam_overlay, find_target_layer, get_layer, grad_cam
 from medvision.models.classification import ClassificationModule
 
 pytest.importorskip("pytorch_grad_cam")

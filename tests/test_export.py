@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import medvision
+from medvision.apply.export import run_exported
+from medvision.apply.inference import build_module
 from medvision.cli import main
 from medvision.data.predict_folder import ArrayImageDataset, predict_transform
 from medvision.data.synthetic import lung_phantom
-from medvision.export import run_exported
-from medvision.inference import build_module
-from medvision.preprocessing import Preprocessing
+from medvision.models.record import Preprocessing
 
 SEGMENTATION = "medvision.models.SegmentationModule"
 CLASSIFICATION = "medvision.models.ClassificationModule"

@@ -24,10 +24,10 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from medvision.callbacks import EpochTimer, MedVisionProgressBar, NonFiniteGuard
-from medvision.checkpointing import LastCheckpoint
 from medvision.cli import MedVisionCLI
-from medvision.steps import EveryNSteps
+from medvision.training import EpochTimer, MedVisionProgressBar, NonFiniteGuard
+from medvision.training.checkpointing import LastCheckpoint
+from medvision.utils.steps import EveryNSteps
 
 from .conftest import CONFIGS
 

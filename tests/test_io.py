@@ -10,7 +10,7 @@ from medvision.data.io import (
     read_image,
     to_channels,
 )
-from medvision.files import write_atomically
+from medvision.utils.files import write_atomically
 
 RAMP = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medvision.losses import LOSS_NAMES, UNetWeightedBCELoss, build_loss, unet_weight_map
+from medvision.models.losses import LOSS_NAMES, UNetWeightedBCELoss, build_loss, unet_weight_map
 
 
 def as_nchw(values):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medvision.metrics import (
+from medvision.evaluation.metrics import (
     PerImageOverlap,
     classification_metrics,
     loggable_scalars,

@@ -20,10 +20,10 @@ from medvision.data.synthetic_label_maps import (
     write_label_maps,
 )
 from medvision.data.transforms import segmentation_transform
-from medvision.label_maps import image_scores, labels_at_size, score_columns
-from medvision.losses import MULTICLASS_SEGMENTATION_LOSSES, build_loss
-from medvision.metrics import LabelOverlap, multiclass_segmentation_metrics
+from medvision.evaluation.label_maps import image_scores, labels_at_size, score_columns
+from medvision.evaluation.metrics import LabelOverlap, multiclass_segmentation_metrics
 from medvision.models import SegmentationModule
+from medvision.models.losses import MULTICLASS_SEGMENTATION_LOSSES, build_loss
 
 NAMES = ["background", "disc", "ring"]
 
@@ -268,7 +268,7 @@ class FixedProbabilities(L.LightningModule):
 
 def test_prediction_writer_writes_label_maps_overlays_and_per_class_metrics(tmp_path):
     pytest.importorskip("monai")
-    from medvision.callbacks import SegmentationPredictionWriter
+    from medvision.apply import SegmentationPredictionWriter
 
     labels = np.zeros((12, 16), np.uint8)
     labels[2:6, 2:6], labels[7:11, 8:14] = 1, 2
@@ -442,7 +442,7 @@ def test_volume_labels_beyond_the_class_names_are_refused(tmp_path):
 
 def test_volume_writer_writes_the_most_probable_class(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from medvision.callbacks import VolumePredictionWriter
+    from medvision.apply import VolumePredictionWriter
     from medvision.data.volumes import VolumeSliceDataModule
 
     pairs = write_label_volumes(tmp_path / "vol", num_volumes=1)

@@ -10,7 +10,7 @@ import torch
 
 nib = pytest.importorskip("nibabel")
 
-from medvision.callbacks import VolumePredictionWriter  # noqa: E402
+from medvision.apply import VolumePredictionWriter  # noqa: E402
 from medvision.data.io import ImageReadError  # noqa: E402
 from medvision.data.nifti import (  # noqa: E402
     canonical_shape,

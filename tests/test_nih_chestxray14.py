@@ -9,7 +9,7 @@ import torch
 
 from medvision.cli import main
 from medvision.data import NIHChestXray14DataModule
-from medvision.metrics import best_f1_thresholds, multilabel_metrics
+from medvision.evaluation.metrics import best_f1_thresholds, multilabel_metrics
 from medvision.models import ClassificationModule
 
 from .conftest import config_run_args

@@ -13,9 +13,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medvision.callbacks import NonFiniteError, NonFiniteGuard
-from medvision.checkpointing import LastCheckpoint
 from medvision.cli import MedVisionCLI
+from medvision.training import NonFiniteError, NonFiniteGuard
+from medvision.training.checkpointing import LastCheckpoint
 
 from .conftest import unet_run_args
 

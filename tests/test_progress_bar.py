@@ -8,8 +8,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medvision.callbacks import MedVisionProgressBar
 from medvision.cli import MedVisionCLI
+from medvision.training import MedVisionProgressBar
 
 from .conftest import unet_run_args
 

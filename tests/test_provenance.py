@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from medvision.cli import main
-from medvision.provenance import git_revision, package_versions
+from medvision.utils.provenance import git_revision, package_versions
 
 from .conftest import REPO, unet_run_args
 

@@ -9,10 +9,10 @@ from lightning.pytorch import Trainer
 
 from medvision.cli import main
 from medvision.data import ChestXrayDataModule
-from medvision.files import read_csv
 from medvision.models import FeatureGANRebalancer, FeatureHeadClassifier
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
 from medvision.pipelines import FeatureDataModule
+from medvision.utils.files import read_csv
 
 from .conftest import CONFIGS, rebalance_run_args, train_extractor
 

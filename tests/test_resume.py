@@ -13,9 +13,10 @@ import time
 import pytest
 import torch
 
-from medvision.checkpointing import LastCheckpoint, load_checkpoint
 from medvision.cli import main
-from medvision.runs import find_last_checkpoint
+from medvision.training.checkpointing import LastCheckpoint
+from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.runs import find_last_checkpoint
 
 from .conftest import REPO, unet_run_args
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from medvision.checkpointing import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint
 from medvision.cli import main
 from medvision.models.classification import read_classifier_checkpoint
 from medvision.models.weights import load_pretrained_weights
+from medvision.training.checkpointing import AtomicCheckpointIO
+from medvision.utils.checkpoints import UnsafeCheckpointError, load_checkpoint
 
 from .conftest import unet_run_args
 

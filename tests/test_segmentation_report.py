@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from medvision.callbacks import SegmentationTestReport
-from medvision.files import read_csv
+from medvision.evaluation.summary import SegmentationTestReport
+from medvision.utils.files import read_csv
 
 pytest.importorskip("monai")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from medvision.surface_metrics import (
+from medvision.evaluation.surface_metrics import (
     hd95,
     hd95_batch,
     image_diagonal,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from medvision.cli import main
-from medvision.compare import main as report_main
+from medvision.cli.compare import main as report_main
 
 from .conftest import CONFIGS, unet_run_args
 

@@ -19,8 +19,8 @@ from PIL import ImageFont
 from tqdm import tqdm
 
 from medvision.cli import MedVisionCLI, main
-from medvision.compare.figure import fit_title
-from medvision.console import quiet_lightning, setup_logging
+from medvision.cli.compare.figure import fit_title
+from medvision.cli.console import quiet_lightning, setup_logging
 
 from .conftest import CONFIGS, chest_run_args, unet_run_args
 

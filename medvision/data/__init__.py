@@ -3,7 +3,7 @@
 Names load on first use, so ``import medvision.data.io`` stays light.
 """
 
-from medvision.imports import lazy_attributes
+from medvision.utils.imports import lazy_attributes
 
 _WHERE = {
     "CheXpertDataModule": "chexpert",
@@ -15,7 +15,10 @@ _WHERE = {
     "SegmentationFolderDataModule": "segmentation_folder",
     "SyntheticChestXrayDataModule": "chest_xray",
     "SyntheticLungCTDataModule": "lung_ct",
+    "SyntheticDicomChestXrayDataModule": "synthetic_volumes",
     "SyntheticMultiClassDataModule": "synthetic_label_maps",
+    "SyntheticVolumeSliceDataModule": "synthetic_volumes",
+    "VolumeSliceDataModule": "volumes",
 }
 
 __all__ = sorted(_WHERE)

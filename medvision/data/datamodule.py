@@ -21,8 +21,8 @@ from medvision.data.screening import (
     scan_files,
 )
 from medvision.data.transforms import BatchSegmentationAugmentation, as_hw
-from medvision.files import write_csv
-from medvision.runs import run_folder
+from medvision.utils.files import write_csv
+from medvision.utils.runs import run_folder
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class MedVisionDataModule(L.LightningDataModule):
     def describe_input(self) -> dict:
         """How this datamodule turns a file into a sample: what a checkpoint must record.
 
-        Read by the model when it saves a checkpoint (see :mod:`medvision.preprocessing`).
+        Read by the model when it saves a checkpoint (see :mod:`medvision.models.record`).
         Returns ``image_size`` (``[height, width]``), ``in_channels``, ``intensity_window``
         (``[low, high]``, or None for per-image min-max scaling), ``class_names`` and
         ``lesion_focus`` (None unless images are cropped to a lesion first).

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medvision.data.errors import ImageReadError
-from medvision.files import write_atomically
+from medvision.utils.files import write_atomically
 
 NIFTI_EXTRA = 'pip install "medvision-lightning[nifti]"'
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -2,7 +2,7 @@
 
 :class:`ImageFolderPredictDataModule` is what ``medvision predict --ckpt_path CKPT
 --data.predict_dir DIR`` runs without ``--config``: its arguments come from the checkpoint's
-preprocessing record (:mod:`medvision.preprocessing`). It builds the same datasets and
+preprocessing record (:mod:`medvision.models.record`). It builds the same datasets and
 transforms as the training datamodules' predict (:class:`SegmentationDataset` /
 :class:`ClassificationDataset` with the ``none`` preset), so its inputs are the ones the
 matching config would give. :func:`predict_dataset` and :class:`ArrayImageDataset` serve

@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from medvision.files import write_csv
+from medvision.utils.files import write_csv
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
     with ``bad_files: exclude``.
 
     In ``medvision predict`` every slice of every volume is predicted, and
-    :class:`medvision.callbacks.VolumePredictionWriter` writes each volume's mask as
+    :class:`medvision.apply.VolumePredictionWriter` writes each volume's mask as
     NIfTI on the input's grid. ``batch_size``, ``num_workers``, ``seed`` and ``bad_files``
     are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
 

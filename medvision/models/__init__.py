@@ -4,7 +4,7 @@ Names load on first use, so ``import medvision.models.nets`` loads neither Light
 task module. ``class_path: medvision.models.SegmentationModule`` in YAML works as usual.
 """
 
-from medvision.imports import lazy_attributes
+from medvision.utils.imports import lazy_attributes
 
 _WHERE = {
     "ClassificationModule": "classification",

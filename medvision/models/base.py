@@ -13,7 +13,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medvision.preprocessing import FORMAT_VERSION, RECORD_KEY, Preprocessing
+from medvision.models.record import FORMAT_VERSION, RECORD_KEY, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,18 @@ class MedVisionModule(LightningModule):
         self.compile_options = _compile_options(compile)
         self._memory_format = torch.contiguous_format
 
+    #: The task (``segmentation`` or ``classification``): the record's ``task``, and what
+    #: decides the callbacks the CLI adds (the test report, calibration).
+    task: str = ""
     #: State-dict key prefixes used in training only (a GAN's networks): a checkpoint records
     #: them, and a module without those keys (the plain predictor) loads it without them.
     training_only_state: tuple[str, ...] = ()
-    #: Test-time augmentation of ``predict_step`` (:data:`medvision.tta.TTA_NAMES`, or None);
+    #: Test-time augmentation of ``predict_step`` (:data:`medvision.apply.tta.TTA_NAMES`, or None);
     #: ``medvision predict --tta NAME`` sets it through the prediction writer.
     predict_tta: str | None = None
 
     def describe_output(self) -> dict:
-        """The model's side of the preprocessing record (:mod:`medvision.preprocessing`).
+        """The model's side of the preprocessing record (:mod:`medvision.models.record`).
 
         Returns:
             ``task``, the network to rebuild (``network``) and what turns outputs into results
@@ -75,7 +78,7 @@ class MedVisionModule(LightningModule):
         raise NotImplementedError
 
     def preprocessing(self) -> Preprocessing | None:
-        """This model's :class:`~medvision.preprocessing.Preprocessing` with its trainer's data.
+        """This model's :class:`~medvision.models.record.Preprocessing` with its trainer's data.
 
         The datamodule describes the input side (its ``describe_input()``), the model the rest.
         None when the model has no trainer or its datamodule cannot describe its input.
@@ -165,7 +168,7 @@ class MedVisionModule(LightningModule):
 
         The training loss is not a progress-bar metric: Lightning turns those into numbers at
         every step, which on a GPU waits for it. medvision's progress bar
-        (:class:`~medvision.callbacks.MedVisionProgressBar`) shows it every
+        (:class:`~medvision.training.MedVisionProgressBar`) shows it every
         ``log_every_n_steps`` steps instead.
         """
         on_step = stage == "train"

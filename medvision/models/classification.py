@@ -12,9 +12,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
-from medvision.checkpointing import load_checkpoint
-from medvision.losses import balanced_class_weights, build_loss, positive_weights
-from medvision.metrics import (
+from medvision.apply.tta import tta_probabilities
+from medvision.evaluation.metrics import (
     IGNORE_LABEL,
     best_f1_thresholds,
     classification_metrics,
@@ -33,9 +32,10 @@ from medvision.models.classifier_outputs import (
     add_temperature,
     thresholds_at_temperature,
 )
+from medvision.models.losses import balanced_class_weights, build_loss, positive_weights
 from medvision.models.weights import load_pretrained_weights
-from medvision.steps import EveryNSteps, read_interval
-from medvision.tta import tta_probabilities
+from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.steps import EveryNSteps, read_interval
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ClassificationModule(MedVisionModule):
     ``*_per_label/<label>``, and after each validation epoch ``val/f1_tuned`` with the
     per-label thresholds that maximize validation F1 (kept in the checkpoint, used by
     ``predict``). ``test`` also logs ``test/ece`` and writes the report of
-    :class:`~medvision.callbacks.ClassificationTestReport` to the run folder (per-class tables,
+    :class:`~medvision.evaluation.ClassificationTestReport` to the run folder (per-class tables,
     confusion matrix, reliability diagram, per-image CSV and bootstrap confidence intervals).
     The training metrics are updated every ``log_every_n_steps`` steps with the batches since,
     kept on the device until then (a torchmetrics update waits for a GPU).
@@ -92,9 +92,11 @@ class ClassificationModule(MedVisionModule):
         compile: ``true``, or a dict of ``torch.compile`` options, compiles the network.
         calibrate: At the end of ``fit``, fit the temperature on the validation split for
             every saved checkpoint (best and last) and store it in each (the callback
-            ``medvision.callbacks.TemperatureCalibration``); ``test``, ``predict``,
+            ``medvision.training.TemperatureCalibration``); ``test``, ``predict``,
             ``load_model`` and ``export`` then apply it. Needs a validation split.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -281,7 +283,7 @@ class ClassificationModule(MedVisionModule):
         """Set the temperature; a multi-label model's thresholds move to keep its decisions.
 
         Args:
-            temperature: ``T > 0`` (see :func:`medvision.calibration.fit_temperature`).
+            temperature: ``T > 0`` (see :func:`medvision.evaluation.calibration.fit_temperature`).
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -292,7 +294,7 @@ class ClassificationModule(MedVisionModule):
 
     def describe_output(self) -> dict:
         """Classification: classes, thresholds, mean/std and the network to rebuild (see
-        :mod:`medvision.preprocessing`); the thresholds as tuned so far."""
+        :mod:`medvision.models.record`); the thresholds as tuned so far."""
         return {
             "task": "classification",
             "class_names": list(self.class_names),
@@ -350,14 +352,6 @@ class ClassificationModule(MedVisionModule):
         if self.test_predictions is not None:
             for key, value in self.test_predictions.ece(self.class_names).items():
                 self.log(key, value, sync_dist=True)  # the same on every process
-
-    def configure_callbacks(self):
-        """The test report (:class:`ClassificationTestReport`) and, with ``calibrate``,
-        :class:`TemperatureCalibration`."""
-        from medvision.callbacks.calibration import TemperatureCalibration
-        from medvision.callbacks.test_report import ClassificationTestReport
-
-        return [ClassificationTestReport(), *([TemperatureCalibration()] if self.calibrate else [])]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -1,6 +1,7 @@
 """What a classifier keeps besides its network: its temperature and its test predictions.
 
-- The temperature (temperature scaling, :mod:`medvision.calibration`) is a scalar buffer of
+- The temperature (temperature scaling, :mod:`medvision.evaluation.calibration`) is a scalar
+  buffer of
   :class:`~medvision.models.ClassificationModule`, 1 unless calibrated. Checkpoints written
   before it existed lack the entry: :func:`add_temperature` registers a load hook that reads
   them as 1. A multi-label model's decision thresholds are probabilities, so they move with the
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from medvision.calibration import expected_calibration_error, per_label_ece
+from medvision.evaluation.calibration import expected_calibration_error, per_label_ece
 
 log = logging.getLogger(__name__)
 

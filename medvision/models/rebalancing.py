@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from medvision.losses import adversarial_loss
 from medvision.models.classification import ClassificationModule, read_classifier_checkpoint
+from medvision.models.losses import adversarial_loss
 from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGenerator
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medvision.label_maps import labels_from_probabilities
-from medvision.losses import build_loss
-from medvision.metrics import multiclass_segmentation_metrics, segmentation_metrics
+from medvision.apply.tta import tta_probabilities
+from medvision.evaluation.label_maps import labels_from_probabilities
+from medvision.evaluation.metrics import multiclass_segmentation_metrics, segmentation_metrics
 from medvision.models.base import MedVisionModule
+from medvision.models.losses import build_loss
 from medvision.models.nets.fcn import FCN
 from medvision.models.weights import explain_download_failure
-from medvision.tta import tta_probabilities
 
 
 def create_segmentation_net(
@@ -116,9 +116,9 @@ class SegmentationModule(MedVisionModule):
     per stage (``train/``, ``val/``, ``test/``): ``loss``, ``dice`` and ``iou`` (means of
     per-image scores), ``pixel_accuracy``. ``test`` also writes per-image scores with HD95
     and surface Dice and bootstrap intervals
-    (:class:`~medvision.callbacks.SegmentationTestReport`). ``predict_step`` returns
+    (:class:`~medvision.evaluation.SegmentationTestReport`). ``predict_step`` returns
     ``probs`` (sigmoid ``N x 1 x H x W`` or softmax ``N x K x H x W``) with the batch's
-    paths and sizes, which :class:`~medvision.callbacks.PredictionWriter` turns into files.
+    paths and sizes, which :class:`~medvision.apply.PredictionWriter` turns into files.
 
     Args:
         arch: An smp architecture (``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``, ...)
@@ -148,6 +148,8 @@ class SegmentationModule(MedVisionModule):
         channels_last: NHWC memory layout; null: on for CUDA GPUs only.
         compile: torch.compile the network (true, or a dict of its options).
     """
+
+    task = "segmentation"
 
     def __init__(
         self,
@@ -219,7 +221,8 @@ class SegmentationModule(MedVisionModule):
 
     def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The loss, and the predicted masks or label maps ``N x H x W`` (see
-        :func:`~medvision.label_maps.labels_from_probabilities`; binary: in ``test`` only)."""
+        :func:`~medvision.evaluation.label_maps.labels_from_probabilities`; binary: in ``test``
+        only)."""
         logits = self(batch["image"])
         mask = batch["mask"]
         self._check_mask(mask, logits)
@@ -265,13 +268,6 @@ class SegmentationModule(MedVisionModule):
         loss, preds = self._step(batch, "test")
         return {"loss": loss, "preds": preds}
 
-    def configure_callbacks(self):
-        """The per-image test report with HD95, surface Dice and intervals: see
-        :class:`~medvision.callbacks.SegmentationTestReport`."""
-        from medvision.callbacks.segmentation_report import SegmentationTestReport
-
-        return [SegmentationTestReport()]
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a multi-class checkpoint whose classes differ from this run's (by name)."""
         super().on_load_checkpoint(checkpoint)
@@ -297,7 +293,7 @@ class SegmentationModule(MedVisionModule):
 
     def describe_output(self) -> dict:
         """Segmentation, the threshold, the classes and the network (see
-        :mod:`medvision.preprocessing`)."""
+        :mod:`medvision.models.record`)."""
         init_args = dict(self._network_args)
         init_args.update(
             include_background=self.include_background, surface_tolerance=self.surface_tolerance

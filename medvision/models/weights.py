@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from medvision.checkpointing import load_checkpoint
+from medvision.utils.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.transforms import as_hw
-from medvision.files import write_atomically
 from medvision.models.classification import load_classifier
+from medvision.utils.files import write_atomically
 
 log = logging.getLogger(__name__)
 

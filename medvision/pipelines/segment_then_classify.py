@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medvision.checkpointing import load_checkpoint
 from medvision.data.datasets import SegmentationDataset
 from medvision.data.ham10000 import HAM10000DataModule
 from medvision.data.ham10000_metadata import read_metadata_rows
 from medvision.data.transforms import segmentation_transform
-from medvision.files import save_png
-from medvision.metrics import binarize
+from medvision.evaluation.metrics import binarize
 from medvision.models import SegmentationModule
+from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.files import save_png
 
 log = logging.getLogger(__name__)
 

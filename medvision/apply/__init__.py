@@ -1,0 +1,25 @@
+"""Applying a trained model: load it, predict, explain, export, write the predictions.
+
+- :mod:`~medvision.apply.inference`: ``medvision.load_model(path).predict(x)``.
+- :mod:`~medvision.apply.tta`: test-time augmentation.
+- :mod:`~medvision.apply.explain`, :mod:`~medvision.apply.explanations`: Grad-CAM heat maps.
+- :mod:`~medvision.apply.export`: ONNX, TorchScript and weight files with their record.
+- :mod:`~medvision.apply.prediction`, :mod:`~medvision.apply.prediction_output`,
+  :mod:`~medvision.apply.volume_writer`: what ``medvision predict`` writes.
+
+The preprocessing record these read is :mod:`medvision.models.record`. Names load on first use.
+"""
+
+from medvision.utils.imports import lazy_attributes
+
+_WHERE = {
+    "ClassificationPredictionWriter": "prediction",
+    "PredictionWriter": "prediction",
+    "Predictor": "inference",
+    "SegmentationPredictionWriter": "prediction",
+    "VolumePredictionWriter": "volume_writer",
+    "load_model": "inference",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

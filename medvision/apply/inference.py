@@ -1,0 +1,372 @@
+"""A trained model that applies itself in Python: ``medvision.load_model(path).predict(x)``.
+
+The checkpoint's preprocessing record (:mod:`medvision.models.record`) says how to read,
+scale and resize each image and how to turn the network's output into a result, so one call
+does what ``medvision predict --ckpt_path CKPT`` does, with the same datasets, transforms,
+``predict_step`` and resizing back: a mask is identical to the one the CLI writes, and
+probabilities agree to float precision.
+
+Example::
+
+    import medvision
+
+    model = medvision.load_model("runs/unet_lung/version_0/checkpoints/best.ckpt")
+    result = model.predict("slice.tif")  # SegmentationResult
+    result.mask  # bool H x W at the image's own size
+    result.labels  # uint8 H x W: 0/1, or class indices of a multi-class model
+
+A classifier also explains itself: ``model.explain("xray.png").overlay`` is a Grad-CAM heat
+map over the image (:meth:`Predictor.explain`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from medvision.apply.explanations import CamExplainer, Explanation
+from medvision.apply.prediction import probabilities_at_size
+from medvision.apply.tta import check_tta
+from medvision.data.io import read_image
+from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
+from medvision.evaluation.label_maps import labels_from_probabilities
+from medvision.models.record import Preprocessing, require_record
+from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.imports import import_object
+
+log = logging.getLogger(__name__)
+
+#: What :meth:`Predictor.predict` takes: a file, an array, or a list of either.
+ImageInput = str | Path | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """One image's segmentation, binary or multi-class.
+
+    Args:
+        mask: bool ``H x W`` at the input's own size: foreground where ``probabilities`` is
+            above the threshold (binary), or where the class is not the background (label
+            maps).
+        probabilities: float32, resized (bilinear) from the network's size to the input's:
+            ``H x W`` foreground probabilities (binary), or ``K x H x W`` softmax
+            probabilities in the order of ``class_names`` (multi-class).
+        source: The file, or ``<array N>`` for the N-th array given.
+        labels: uint8 ``H x W``: 0/1 (binary), or each pixel's most probable class index
+            (multi-class; 0 = background), as ``medvision predict`` writes to ``masks/``.
+        class_names: The classes of ``labels`` (one name for a binary model).
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    source: str
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """One image's classification.
+
+    Args:
+        probabilities: float32 ``K``, in the order of ``class_names`` (softmax, or for
+            multi-label an independent sigmoid per label).
+        class_names: The classes.
+        label: Single-label: the most probable class. Multi-label: the labels above their
+            thresholds, joined by ``|`` (``""`` for none), as ``predictions.csv`` writes them.
+        labels: The predicted classes as a list (one for single-label, any number otherwise).
+        source: The file, or ``<array N>`` for the N-th array given.
+    """
+
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    label: str
+    labels: tuple[str, ...]
+    source: str
+
+    def as_dict(self) -> dict[str, float]:
+        """Class name -> probability."""
+        return dict(zip(self.class_names, self.probabilities.tolist(), strict=True))
+
+
+class Predictor:
+    """A trained medvision model in eval mode with its preprocessing (see :func:`load_model`).
+
+    Args:
+        module: The LightningModule (``SegmentationModule`` or ``ClassificationModule``).
+        preprocessing: Its record.
+        device: Where it runs.
+        source: The file it came from.
+
+    Attributes:
+        module: The LightningModule, in eval mode, on ``device``.
+        preprocessing: The :class:`~medvision.models.record.Preprocessing` record.
+    """
+
+    def __init__(
+        self, module, preprocessing: Preprocessing, device: torch.device, source: Path
+    ) -> None:
+        self.module = module
+        self.preprocessing = preprocessing
+        self.device = device
+        self.source = source
+
+    @property
+    def task(self) -> str:
+        """``segmentation`` or ``classification``."""
+        return self.preprocessing.task
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes, in the output's order."""
+        return self.preprocessing.class_names
+
+    def __repr__(self) -> str:
+        record = self.preprocessing
+        return (
+            f"Predictor({self.source}: {record.task}, {record.network['class_path']}, "
+            f"image_size={list(record.image_size)}, in_channels={record.in_channels}, "
+            f"classes={list(record.class_names)}, device={self.device})"
+        )
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        x: ImageInput | Sequence[ImageInput],
+        tta: str | None = None,
+        batch_size: int = 16,
+        threshold: float | None = None,
+    ) -> SegmentationResult | ClassificationResult | list:
+        """Predict one image or many, prepared as the checkpoint's record says.
+
+        Args:
+            x: An image file (png, jpg, tif, bmp; any size and dtype), a numpy array or tensor
+                holding one decoded image (raw intensities ``H x W`` or ``H x W x C``,
+                channels last, as reading the file gives: the record's channel conversion,
+                intensity scaling and resize are applied), or a list of files or arrays.
+            tta: Test-time augmentation (:data:`medvision.apply.tta.TTA_NAMES`), or None.
+            batch_size: Images per forward pass.
+            threshold: Segmentation: the mask threshold (default: the record's
+                ``mask_threshold``).
+
+        Returns:
+            For one image a :class:`SegmentationResult` or :class:`ClassificationResult`, for
+            a list one per image in the same order.
+
+        Raises:
+            ValueError: naming the file or array that cannot be read, or the unknown ``tta``.
+        """
+        check_tta(tta)
+        single = not isinstance(x, list | tuple)
+        items = [x] if single else list(x)
+        if not items:
+            return []
+        dataset = self._dataset(items)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
+        threshold = self.preprocessing.mask_threshold if threshold is None else threshold
+        self.module.predict_tta = tta
+        results: list = []
+        try:
+            for index, batch in enumerate(loader):
+                batch["image"] = batch["image"].to(self.device)
+                output = self.module.predict_step(batch, index)
+                results += self._results(output, threshold)
+        finally:
+            self.module.predict_tta = None
+        return results[0] if single else results
+
+    def explain(
+        self,
+        x: ImageInput | Sequence[ImageInput],
+        target_layer: str | None = None,
+        class_index: int | str | None = None,
+        method: str = "hirescam",
+        batch_size: int = 16,
+    ) -> Explanation | list[Explanation]:
+        """Heat maps of where a classifier found the evidence for a class (Grad-CAM family).
+
+        Each image is prepared as in :meth:`predict`; the heat map is computed at the
+        network's input size with pytorch-grad-cam and resized to the image's own size.
+
+        Args:
+            x: An image file, an array or tensor holding one decoded image, or a list of
+                either (as :meth:`predict` takes them).
+            target_layer: The layer to explain, a name in ``module.net.named_modules()``
+                (``layer4`` of a ResNet); None: the last spatial feature map.
+            class_index: The class to explain (index or name); None: each image's predicted
+                class (multi-label: its most probable label).
+            method: ``hirescam`` (default; identical to Grad-CAM for timm's classifiers,
+                faithful for ``cnn5``/``vgg_leaky``) or ``gradcam``.
+            batch_size: Images per forward and backward pass.
+
+        Returns:
+            For one image an :class:`~medvision.apply.explanations.Explanation`
+            (``heat_map`` float32 ``H x W`` in [0, 1], ``overlay`` uint8 ``H x W x 3``, the
+            class, layer and method), for a list one per image.
+
+        Raises:
+            ValueError: for a segmentation model, an unknown method, layer or class (naming
+                the argument and the fix), or an unreadable input.
+            ImportError: naming the ``trust`` extra when pytorch-grad-cam is missing.
+        """
+        explainer = CamExplainer(self.module, method, target_layer, class_index)
+        single = not isinstance(x, list | tuple)
+        items = [x] if single else list(x)
+        if not items:
+            return []
+        loader = DataLoader(self._dataset(items), batch_size=batch_size, num_workers=0)
+        results: list[Explanation] = []
+        for batch in loader:
+            start = len(results)
+            originals = [
+                read_image(item) if isinstance(item, str | Path) else _as_array(item)
+                for item in items[start : start + len(batch["image"])]
+            ]
+            images = batch["image"].to(self.device)
+            results += explainer.explain(images, originals, [str(p) for p in batch["path"]])
+        return results[0] if single else results
+
+    def _dataset(self, items: list):
+        record = self.preprocessing
+        if all(isinstance(item, str | Path) for item in items):
+            window = record.intensity_window if record.task == "segmentation" else None
+            return predict_dataset(
+                record.task, [Path(p) for p in items], record.image_size, record.in_channels, window
+            )
+        if all(isinstance(item, np.ndarray | torch.Tensor) for item in items):
+            arrays = [_as_array(item) for item in items]
+            return ArrayImageDataset(
+                arrays,
+                predict_transform(record.task, record.image_size),
+                record.in_channels,
+                record.intensity_window if record.task == "segmentation" else None,
+            )
+        kinds = sorted({type(item).__name__ for item in items})
+        raise ValueError(
+            f"predict takes file paths or arrays (numpy or torch), one kind per call; got {kinds}."
+        )
+
+    def _results(self, output: dict, threshold: float) -> list:
+        if self.task == "segmentation":
+            results = []
+            for i, source in enumerate(output["path"]):
+                size = tuple(int(v) for v in output["original_size"][i])
+                probs = probabilities_at_size(output["probs"][i], size)[0].cpu()
+                labels = labels_from_probabilities(probs[None], threshold)[0].numpy()
+                labels = labels.astype(np.uint8)
+                maps = probs[0] if len(probs) == 1 else probs
+                results.append(
+                    SegmentationResult(labels > 0, maps.numpy(), source, labels, self.class_names)
+                )
+            return results
+        probs = output["class_probs"].float().cpu()
+        names = self.class_names
+        results = []
+        for i, source in enumerate(output["path"]):
+            if self.preprocessing.multilabel:
+                chosen = probs[i] > self.module.thresholds.cpu()
+                labels = tuple(n for n, keep in zip(names, chosen.tolist(), strict=True) if keep)
+            else:
+                labels = (names[int(probs[i].argmax())],)
+            results.append(
+                ClassificationResult(probs[i].numpy(), names, "|".join(labels), labels, source)
+            )
+        return results
+
+
+def _as_array(item: np.ndarray | torch.Tensor) -> np.ndarray:
+    return item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """A trained model from a medvision checkpoint or weights file, ready to predict.
+
+    Reads the file with ``weights_only`` loading (no code in it can run), rebuilds the
+    network its preprocessing record names and loads the weights; nothing is downloaded and
+    no training data or config is needed. Training-only parts (optimizer state, a
+    rebalancer's GAN) are left out.
+
+    Args:
+        path: A ``best.ckpt``/``last.ckpt`` of ``medvision fit``, or a weights file of
+            ``medvision export --format weights``.
+        device: ``cpu``, ``cuda``, ``cuda:1``, ...; never changed silently.
+
+    Returns:
+        A :class:`Predictor` in eval mode.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: naming the file, for one that is truncated, from another tool, without a
+            preprocessing record (older medvision: predict with its config instead), or
+            whose weights do not fit the network.
+        RuntimeError: for a CUDA device on a machine without one.
+    """
+    path = Path(path)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"load_model({str(path)!r}, device={str(device)!r}): no CUDA GPU is available "
+            "here; use device='cpu'."
+        )
+    checkpoint = load_checkpoint(path, mmap=True)
+    record = require_record(checkpoint, path)
+    if record.lesion_focus is not None:
+        raise ValueError(
+            f"{path}: was trained on images cropped to lesion masks (lesion_focus "
+            f"{dict(record.lesion_focus)}); predict it with its config and the masks: "
+            f"medvision predict --config CONFIG --ckpt_path {path} --data.predict_dir DIR."
+        )
+    module = build_module(record)
+    load_weights(module, checkpoint, path)
+    module.eval().to(device)
+    log.info("Loaded %s (%s) on %s", path, record.task, device)
+    return Predictor(module, record, device, path)
+
+
+def build_module(record: Preprocessing):
+    """The LightningModule a record's ``network`` names, with fresh weights.
+
+    Args:
+        record: The preprocessing record.
+
+    Returns:
+        The module (in training mode; load weights with :func:`load_weights`).
+    """
+    config = record.module_config(linked=True)
+    module_class = import_object(config["class_path"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*class_names not given.*")
+        return module_class(**config["init_args"])
+
+
+def load_weights(module, checkpoint: dict, path: Path) -> None:
+    """Load a checkpoint's ``state_dict`` into ``module``, without its training-only parts.
+
+    Args:
+        module: A module of :func:`build_module`.
+        checkpoint: The loaded file (``state_dict`` and the ``medvision`` entry).
+        path: The file, named in errors.
+
+    Raises:
+        ValueError: naming ``path`` when keys are missing or shapes differ.
+    """
+    loaded = {"state_dict": dict(checkpoint["state_dict"])}
+    if "medvision" in checkpoint:
+        loaded["medvision"] = checkpoint["medvision"]
+    module.on_load_checkpoint(loaded)
+    try:
+        module.load_state_dict(loaded["state_dict"], strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[:3]
+        raise ValueError(
+            f"{path}: its weights do not fit the network its record names "
+            f"({' '.join(line.strip() for line in first)}). The file may be damaged or edited; "
+            "use the checkpoint medvision fit wrote."
+        ) from None

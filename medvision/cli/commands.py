@@ -1,0 +1,294 @@
+"""``medvision fit|validate|test|predict|export``: LightningCLI with medvision's runs and links.
+
+Any LightningModule and LightningDataModule can be picked in YAML by ``class_path`` (or by
+short name: ``--model SegmentationModule``). The datamodule's ``in_channels``,
+``num_classes`` and ``class_names`` are passed to the model when both are built, so configs
+never repeat them. Every ``fit`` gets a run folder of its own (see :mod:`medvision.utils.runs`), a
+best and a last checkpoint (``--checkpoint.*``, ``--last_checkpoint.*``), a CSV logger unless
+the config names another, and a NaN/inf guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pickle
+import sys
+
+from jsonargparse import ArgumentError, DefaultHelpFormatter
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from medvision.apply.prediction import PredictionWriter
+from medvision.cli import checkpoint_config
+from medvision.cli.console import (
+    debugging,
+    parse_error_summary,
+    quiet_lightning,
+    setup_logging,
+    user_error,
+)
+from medvision.cli.runs import (
+    add_missing_callbacks,
+    check_linked_values,
+    one_batch_limits,
+    point_checkpoints,
+    requested_links,
+    run_summary,
+    runs_for,
+    task_callbacks,
+)
+from medvision.training.checkpointing import LastCheckpoint, use_atomic_checkpoints
+from medvision.training.guards import NonFiniteGuard
+from medvision.training.progress import use_medvision_progress_bar
+from medvision.training.run_config import LoggedSaveConfigCallback
+from medvision.utils.checkpoints import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+#: Datamodule properties passed to the model's argument of the same name. A model without that
+#: argument, or a datamodule without that property, simply skips the link.
+LINKED_DATA_PROPERTIES = (
+    "in_channels",
+    "num_classes",
+    "class_names",
+    "feature_shape",
+    "classifier_checkpoint",
+)
+
+#: Packages whose exported classes ``--model X`` / ``--data X`` may name by short class name:
+#: their lazy name tables (``__all__``) are the one registry of medvision's classes.
+CLASS_PACKAGES = ("medvision.models", "medvision.data", "medvision.pipelines")
+
+#: The logger of a config that names none (the CLI points it at the run folder).
+DEFAULT_LOGGER = {
+    "class_path": "medvision.training.loggers.CSVLogger",
+    "init_args": {"save_dir": "runs"},
+}
+
+DESCRIPTION = """\
+medvision: train, test and apply 2D medical image models (segmentation and classification)
+from YAML configs, on a CPU or GPUs, logging to CSV or Weights & Biases.
+
+examples:
+  medvision fit --config configs/quickstart.yaml
+  medvision fit --config configs/unet_lung.yaml --data.data_dir DATA --trainer.default_root_dir RUNS
+  medvision test --config configs/unet_lung.yaml --ckpt_path RUNS/version_0/checkpoints/best.ckpt
+  medvision predict --ckpt_path RUNS/version_0/checkpoints/best.ckpt --data.predict_dir IMAGES
+
+help on one class: medvision fit --model.help SegmentationModule, --data.help LungCTDataModule
+companion commands: medvision-cv (k-fold cross-validation of any fit), medvision-report
+(several runs side by side). --debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
+
+
+def import_exported_classes() -> None:
+    """Import every class the packages of :data:`CLASS_PACKAGES` export (their ``__all__``)."""
+    for name in CLASS_PACKAGES:
+        package = importlib.import_module(name)
+        for exported in package.__all__:
+            getattr(package, exported)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines and examples kept as written."""
+
+
+def parser_kwargs() -> dict:
+    """The main parser's description and examples; errors raised, not printed (see :func:`main`)."""
+    subcommands = ("fit", "validate", "test", "predict")
+    return {
+        "description": DESCRIPTION,
+        "formatter_class": HelpFormatter,
+        "exit_on_error": False,
+        **{name: {"exit_on_error": False} for name in subcommands},
+    }
+
+
+class MedVisionCLI(LightningCLI):
+    """LightningCLI in subclass mode for models and data, with medvision's runs and links.
+
+    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
+    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
+    ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
+    ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
+    gives the model and the data (:mod:`medvision.cli.checkpoint_config`), and a config that
+    disagrees with it is refused. Checkpoints are written and read by
+    :class:`~medvision.training.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
+    another checkpoint IO. Every trainer gets a :class:`~medvision.training.NonFiniteGuard`
+    unless the config lists one, and a :class:`~medvision.training.MedVisionProgressBar`
+    (which never waits for the GPU between logging steps) unless it names another bar. Each ``fit``
+    writes into a run folder of its own, ``<default_root_dir>/version_<N>``; ``test`` and
+    ``validate`` on a checkpoint write into its run's ``test/`` (``validate/``) folder; see
+    :mod:`medvision.utils.runs`. ``fit --ckpt_path last`` resumes the newest run's ``last.ckpt`` in
+    its own folder. ``limit_*_batches: 1`` means one batch.
+
+    Args:
+        args: Command-line arguments (``["fit", "--config", ...]``); ``sys.argv`` when None.
+        run: Run the subcommand (``False``: only build model, data and trainer, for notebooks).
+        **kwargs: LightningCLI's other arguments.
+    """
+
+    def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
+        self._predict_plan = None  # predict from the checkpoint's record (issue 16)
+        import_exported_classes()  # short class names resolve among imported classes
+        quiet_lightning()
+        kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("trainer_defaults", {})
+        kwargs["trainer_defaults"].setdefault("logger", DEFAULT_LOGGER)
+        kwargs.setdefault("parser_kwargs", parser_kwargs())
+        self._subcommand_being_built: str | None = None
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        self._subcommand_being_built = subcommand
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for name in LINKED_DATA_PROPERTIES:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.monitor": "val/loss"})
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
+        if self._subcommand_being_built in ("predict", None):
+            parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+
+    def parse_arguments(self, parser, args: ArgsType) -> None:
+        if args is None or isinstance(args, list | tuple):  # see checkpoint_config
+            args, self._predict_plan = checkpoint_config.plan_predict(
+                list(sys.argv[1:] if args is None else args)
+            )
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # before the --ckpt_path checkpoint's hyperparameters enter the config: a checkpoint
+        # for other classes is refused by the module itself, naming them
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        self._requested = requested_links(config.get("model"))
+        plan = self._predict_plan
+        if plan is not None and plan.from_record:  # the model is the record's, not the hparams'
+            return
+        try:
+            super()._parse_ckpt_path()
+        except (pickle.UnpicklingError, RuntimeError, EOFError):
+            load_checkpoint(self.config[self.config.subcommand].ckpt_path)  # says what is wrong
+            raise
+        if plan is not None:  # parsing made a new config: fill that one
+            checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
+
+    def before_instantiate_classes(self) -> None:
+        self.runs = runs_for(self.subcommand, self.command_config, self.config_paths())
+        if self.runs.resumed or self.subcommand in ("test", "validate"):
+            self.save_config_kwargs["overwrite"] = True  # a resumed run, or a re-test
+        if self.subcommand == "predict":
+            self.save_config_callback = None  # predictions record their own inputs
+
+    @property
+    def command_config(self):
+        """The parsed config of this command (of its subcommand, when there is one)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def config_paths(self) -> list[str]:
+        """The ``--config`` files given, in order (for naming runs)."""
+        return [str(path) for path in self.command_config.get("config") or []]
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        check_linked_values(self._requested, self.datamodule)
+        checkpoint_config.check_datamodule(self.datamodule, self._predict_plan)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        kwargs = {**one_batch_limits(self.command_config.trainer), **kwargs}
+        if self.runs.folder is not None:
+            kwargs.setdefault("default_root_dir", str(self.runs.folder))
+        # the configured callbacks, before Lightning adds its defaults to the same list
+        given = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
+        if not any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks):
+            trainer.callbacks.append(NonFiniteGuard())
+        use_medvision_progress_bar(trainer, given)  # no read of the loss every step
+        add_missing_callbacks(trainer, task_callbacks(self.model))
+        if self.subcommand == "fit" or self.subcommand is None:
+            point_checkpoints(trainer, self.runs.folder)
+        return trainer
+
+    def after_fit(self) -> None:
+        self.end_logger_runs()
+        if self.trainer.is_global_zero:
+            log.info("%s", run_summary(self.trainer, self.runs.folder))
+
+    def after_test(self) -> None:
+        self.end_logger_runs()
+        if self.trainer.is_global_zero:
+            log.info("Test results and reports are in %s", self.runs.folder)
+
+    def after_validate(self) -> None:
+        self.end_logger_runs()
+
+    def end_logger_runs(self) -> None:
+        """One command, one logger run: W&B runs are finished here (see WandbLogger.end_run)."""
+        for logger in self.trainer.loggers:
+            end_run = getattr(logger, "end_run", None)
+            if callable(end_run):
+                end_run()
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of the ``medvision`` command; ``main(["fit", "--config", ...])`` in Python.
+
+    A configuration or input error ends with its one useful line on stderr and exit status 2
+    (``--debug`` or ``MEDVISION_DEBUG=1``: the whole traceback). To keep the trained objects
+    (in a notebook), use ``cli = MedVisionCLI(args=[...])`` and read ``cli.model``,
+    ``cli.datamodule`` and ``cli.trainer``.
+
+    Args:
+        args: The command's arguments; ``sys.argv[1:]`` when None.
+    """
+    debug = debugging(args)
+    args = [a for a in (sys.argv[1:] if args is None else list(args)) if a != "--debug"]
+    setup_logging()
+    if args[:1] == ["export"]:
+        from medvision.apply.export import main as export_main
+
+        export_main(args[1:])
+        return
+    try:
+        cli = MedVisionCLI(args=args)
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM; exiting with status 143.")
+        raise SystemExit(143) from None
+    except ArgumentError as error:
+        if debug:
+            raise
+        log.error("%s", parse_error_summary(str(error), args[0] if args else "fit"))
+        log.error("(medvision %s --help lists every option)", " ".join(args[:1]))
+        raise SystemExit(2) from None
+    except (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError) as error:
+        if debug:
+            raise
+        log.error("%s", user_error(error))
+        log.error("(medvision %s --debug shows the whole traceback)", " ".join(args[:1]))
+        raise SystemExit(2) from None
+    # predict goes on past unreadable inputs; the exit status still says that some failed
+    failed = [f for c in cli.trainer.callbacks for f in getattr(c, "failures", ())]
+    if failed:
+        log.error("%d input files failed (first: %s); see failed.csv", len(failed), failed[0])
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""How the CLI lays out a run: its folder, its loggers and checkpoints, and what it says at the end.
+
+Functions on the parsed LightningCLI config (a jsonargparse ``Namespace``) and the built
+trainer, called by :class:`~medvision.cli.MedVisionCLI`; the layout is described in
+:mod:`medvision.utils.runs`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+from medvision.evaluation import ClassificationTestReport, SegmentationTestReport
+from medvision.training.calibration import TemperatureCalibration
+from medvision.training.checkpointing import LastCheckpoint
+from medvision.utils.imports import import_object
+from medvision.utils.runs import (
+    checkpoint_run_folder,
+    find_last_checkpoint,
+    new_folder,
+    next_run_folder,
+    run_number,
+)
+
+log = logging.getLogger(__name__)
+
+#: Set by rank 0 for the DDP processes it launches, so that all ranks share one run folder.
+RUN_DIR_VARIABLE = "MEDVISION_RUN_DIR"
+LIMIT_KEYS = (
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+)
+
+
+@dataclass
+class Runs:
+    """Where this command writes, and whether a stopped ``fit`` is resumed in its own folder.
+
+    Attributes:
+        folder: The run folder; None: the command decides, as predict does.
+        resumed: True when ``fit --ckpt_path last`` continues in the folder of ``last.ckpt``.
+    """
+
+    folder: Path | None
+    resumed: bool = False
+
+
+def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str]) -> Runs:
+    """Choose this command's folder and point the loggers there (``config`` is changed).
+
+    ``fit`` (and ``run=False``): a new ``<default_root_dir>/version_<N>``, or with
+    ``--ckpt_path last`` the folder of the newest ``last.ckpt``. ``test``/``validate``: the
+    ``test/`` (``validate/``) folder of the checkpoint's run, else a time-stamped folder under
+    ``default_root_dir``. ``predict``: no logger; the prediction writer writes into a new
+    ``predictions/<date-time>/`` folder of the checkpoint's run (see
+    :func:`medvision.apply.prediction_output.prediction_folder`).
+
+    Args:
+        subcommand: ``fit``, ``validate``, ``test``, ``predict``, or None (``run=False``).
+        config: The subcommand's parsed config.
+        config_paths: The ``--config`` files, the first naming the default root.
+    """
+    trainer = config.trainer
+    if trainer.get("default_root_dir") is None:
+        stem = Path(config_paths[0]).stem if config_paths else "medvision"
+        trainer.default_root_dir = str(Path("runs") / stem)
+    root = Path(trainer.default_root_dir)
+    checkpoint_run = checkpoint_run_folder(config.ckpt_path) if config.get("ckpt_path") else None
+    if subcommand == "predict":  # the writer picks a new folder: see prediction_output
+        trainer.logger = False
+        return Runs(None)
+    if subcommand in ("test", "validate"):
+        folder = checkpoint_run / subcommand if checkpoint_run else new_folder(root, subcommand)
+        point_loggers(trainer, folder)
+        return Runs(folder)
+    runs = _fit_folder(config, root, launched_by_rank_zero=subcommand == "fit")
+    point_loggers(trainer, runs.folder)
+    return runs
+
+
+def _fit_folder(config: Namespace, root: Path, launched_by_rank_zero: bool) -> Runs:
+    inherited = os.environ.get(RUN_DIR_VARIABLE)
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+        return Runs(Path(inherited), resumed=config.get("ckpt_path") == "last")
+    runs = Runs(next_run_folder(root))
+    if config.get("ckpt_path") == "last":
+        checkpoint = find_last_checkpoint(root)
+        if checkpoint is None:
+            log.warning(
+                "--ckpt_path last: no checkpoints/last*.ckpt under %s; starting anew.", root
+            )
+            config.ckpt_path = None
+        else:
+            config.ckpt_path = str(checkpoint)
+            runs = Runs(checkpoint_run_folder(checkpoint) or runs.folder, resumed=True)
+            log.info("Resuming from %s in %s", checkpoint, runs.folder)
+    if launched_by_rank_zero:
+        os.environ[RUN_DIR_VARIABLE] = str(runs.folder)
+    return runs
+
+
+def point_loggers(trainer: Namespace, folder: Path) -> None:
+    """Make every configured logger write into ``folder`` (``trainer.logger`` is changed).
+
+    CSV and TensorBoard loggers get ``save_dir``/``name``/``version`` that make their
+    ``log_dir`` the folder; other loggers (W&B) get ``save_dir: folder``, and W&B a run name
+    from the folder (``unet_lung/version_3``) unless the config names one.
+
+    Args:
+        trainer: The parsed ``trainer`` config.
+        folder: The run's folder.
+    """
+    loggers = trainer.get("logger")
+    if loggers in (None, False):
+        return
+    if loggers is True:
+        loggers = trainer.logger = Namespace(class_path="medvision.training.loggers.CSVLogger")
+    for entry in loggers if isinstance(loggers, list) else [loggers]:
+        logger_class = import_object(entry.class_path)
+        init = entry.get("init_args") or Namespace()
+        entry.init_args = init
+        if issubclass(logger_class, CSVLogger | TensorBoardLogger):
+            number = run_number(folder)  # version_3 -> 3, so the bar shows v_num=3
+            init.save_dir, init.name = str(folder.parent), ""
+            init.version = folder.name if number is None else number
+        elif "save_dir" in inspect.signature(logger_class).parameters:
+            init.save_dir = str(folder)
+        if issubclass(logger_class, WandbLogger) and init.get("name") is None:
+            init.name = f"{folder.parent.name}/{folder.name}"
+
+
+def point_checkpoints(trainer: Trainer, folder: Path | None) -> None:
+    """Checkpoint callbacks without a ``dirpath`` save into ``<folder>/checkpoints``.
+
+    Args:
+        trainer: The built trainer.
+        folder: The run's folder (None: leave Lightning's choice).
+    """
+    if folder is None:
+        return
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(folder / "checkpoints")
+
+
+def one_batch_limits(trainer: Namespace) -> dict[str, int]:
+    """``limit_*_batches: 1`` means one batch (Lightning reads a float 1.0 as 100%).
+
+    jsonargparse turns ``--trainer.limit_val_batches 1`` into ``1.0``; on the medvision CLI a
+    limit of 1 is one batch (leave a limit unset to use every batch).
+
+    Args:
+        trainer: The parsed ``trainer`` config.
+
+    Returns:
+        The trainer arguments to pass instead: ``{key: 1}`` for each limit equal to 1.
+    """
+    return {key: 1 for key in LIMIT_KEYS if trainer.get(key) == 1}
+
+
+def requested_links(model_config) -> dict[str, object]:
+    """Linked model arguments (``num_classes``, ``in_channels``) set to other than their default
+    in the config or on the command line: the data decides them, so they must agree with it.
+
+    Args:
+        model_config: The parsed ``model`` config (``class_path`` and ``init_args``).
+    """
+    init = getattr(model_config, "init_args", None)
+    class_path = getattr(model_config, "class_path", None)
+    if init is None or class_path is None:
+        return {}
+    parameters = inspect.signature(import_object(class_path)).parameters
+    return {
+        name: init[name]
+        for name in ("num_classes", "in_channels")
+        if name in parameters
+        and init.get(name) is not None
+        and init[name] != parameters[name].default
+    }
+
+
+def check_linked_values(requested: dict[str, object], datamodule) -> None:
+    """Refuse a linked value set in the config that disagrees with the datamodule's.
+
+    Args:
+        requested: What :func:`requested_links` found.
+        datamodule: The built datamodule.
+    """
+    for name, value in requested.items():
+        found = getattr(datamodule, name, value)
+        if found != value:
+            raise ValueError(
+                f"model.init_args.{name}={value} disagrees with the data: "
+                f"{type(datamodule).__name__} has {name}={found}. Drop the setting: the "
+                f"CLI passes {name} from the datamodule to the model."
+            )
+
+
+def task_callbacks(model) -> list[Callback]:
+    """The callbacks a model's task needs, which the CLI adds unless the config lists them.
+
+    Segmenters get the per-image test report
+    (:class:`~medvision.evaluation.SegmentationTestReport`), classifiers theirs
+    (:class:`~medvision.evaluation.ClassificationTestReport`) and, with ``calibrate``,
+    temperature scaling after fit (:class:`~medvision.training.TemperatureCalibration`).
+
+    Args:
+        model: The LightningModule (its ``task`` and ``calibrate``).
+    """
+    task = getattr(model, "task", "")
+    if task == "segmentation":
+        return [SegmentationTestReport()]
+    if task == "classification":
+        calibration = [TemperatureCalibration()] if getattr(model, "calibrate", False) else []
+        return [ClassificationTestReport(), *calibration]
+    return []
+
+
+def add_missing_callbacks(trainer: Trainer, callbacks: list[Callback]) -> None:
+    """Append each callback whose type the trainer does not have yet.
+
+    Args:
+        trainer: The built trainer (its ``callbacks`` list is changed).
+        callbacks: The callbacks to add.
+    """
+    for callback in callbacks:
+        if not any(isinstance(c, type(callback)) for c in trainer.callbacks):
+            trainer.callbacks.append(callback)
+
+
+def run_summary(trainer: Trainer, folder: Path) -> str:
+    """The block ``fit`` ends with: best and last checkpoints, the run folder, what next.
+
+    Args:
+        trainer: The trainer that has just fitted.
+        folder: The run's folder.
+    """
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+    lines = [f"fit finished. Run folder: {folder}"]
+    best_path = best.best_model_path if best is not None else ""
+    if best_path:
+        score = best.best_model_score
+        shown = "not measured" if score is None else f"{float(score):.4f}"
+        lines.append(f"  best checkpoint: {best_path} ({best.monitor} = {shown})")
+    else:
+        lines.append("  best checkpoint: none saved (is its monitor logged? see --checkpoint.*)")
+    last_path = "" if last is None else last.best_model_path or last.last_model_path
+    if last_path:
+        lines.append(f"  last checkpoint: {last_path} (resume: medvision fit ... --ckpt_path last)")
+    checkpoint = best_path or last_path or "CKPT"
+    lines += [
+        "  next:",
+        f"    medvision test --config {folder / 'config.yaml'} --ckpt_path {checkpoint}",
+        f"    medvision predict --ckpt_path {checkpoint} --data.predict_dir DIR",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+"""How good a model is: metrics, surface distances, calibration, bootstrap intervals, test reports.
+
+- :mod:`~medvision.evaluation.metrics`: torchmetrics collections per task and per-image overlap.
+- :mod:`~medvision.evaluation.surface_metrics`: HD95 and surface Dice (MONAI).
+- :mod:`~medvision.evaluation.label_maps`: label maps from probabilities and per-image scores.
+- :mod:`~medvision.evaluation.calibration`: ECE, reliability diagrams, temperature fitting.
+- :mod:`~medvision.evaluation.bootstrap`: confidence intervals by resampling test images.
+- :mod:`~medvision.evaluation.summary`, :mod:`~medvision.evaluation.reports`,
+  :mod:`~medvision.evaluation.classification_report`,
+  :mod:`~medvision.evaluation.segmentation_report`: the test report of each task.
+
+Imports nothing of ``data``, ``models`` or any layer above; names load on first use.
+"""
+
+from medvision.utils.imports import lazy_attributes
+
+_WHERE = {
+    "ClassificationTestReport": "classification_report",
+    "SegmentationTestReport": "segmentation_report",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)

@@ -1,0 +1,32 @@
+"""The callbacks and loggers of a fit: checkpoints, guards, progress, overlays, calibration.
+
+- :mod:`~medvision.training.checkpointing`: atomic checkpoints and ``last.ckpt`` for resuming.
+- :mod:`~medvision.training.guards`: stop at a NaN/inf loss or gradient.
+- :mod:`~medvision.training.progress`: a progress bar that does not wait for the GPU each step.
+- :mod:`~medvision.training.timing`: epoch wall and CPU times.
+- :mod:`~medvision.training.overlays`: validation overlays of a segmenter.
+- :mod:`~medvision.training.calibration`: temperature scaling of a classifier after ``fit``.
+- :mod:`~medvision.training.run_config`: the run's config and run info, saved and logged.
+- :mod:`~medvision.training.loggers`: W&B that never prompts, a CSV logger that resumes.
+
+Names load on first use, so ``import medvision.training.guards`` stays light.
+"""
+
+from medvision.utils.imports import lazy_attributes
+
+_WHERE = {
+    "AtomicCheckpointIO": "checkpointing",
+    "CSVLogger": "loggers",
+    "EpochTimer": "timing",
+    "LastCheckpoint": "checkpointing",
+    "LoggedSaveConfigCallback": "run_config",
+    "MedVisionProgressBar": "progress",
+    "NonFiniteError": "guards",
+    "NonFiniteGuard": "guards",
+    "TemperatureCalibration": "calibration",
+    "ValidationOverlays": "overlays",
+    "WandbLogger": "loggers",
+}
+
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
