@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from medvision.evaluation.summary import SegmentationTestReport
+from medvision.evaluation import SegmentationTestReport
 from medvision.utils.files import read_csv
 
 pytest.importorskip("monai")
