@@ -795,6 +795,8 @@ def check_ci_command(tokens: list[str], command: DocCommand, workspace: Workspac
     ci = readme_ci_commands()
     text = shlex.join(tokens)
     if tokens[0] == "pip":
+        if is_cpu_torch_install(tokens):
+            return
         if tokens[1:2] == ["install"] and len(tokens) == 3 and tokens[2] in OPTIONAL_TOOLS:
             assert OPTIONAL_TOOLS[tokens[2]].exists(), OPTIONAL_TOOLS[tokens[2]]
             return
@@ -811,6 +813,23 @@ def check_ci_command(tokens: list[str], command: DocCommand, workspace: Workspac
             assert (REPO / arg.split("::")[0]).exists(), f"no test file {arg}"
         else:
             assert arg in ("-q", "-x", "-v", "-ra"), f"pytest {arg}: not a variant CI covers"
+
+
+#: Where PyTorch publishes its CPU-only wheels (the README's install note for CPU machines).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def is_cpu_torch_install(tokens: list[str]) -> bool:
+    """``pip install torch torchvision --index-url <PyTorch's CPU index>``: the packages must be
+    dependencies of medvision, installed before it (CI's own install takes them from PyPI)."""
+    if tokens[:2] != ["pip", "install"] or "--index-url" not in tokens:
+        return False
+    index = tokens.index("--index-url")
+    assert tokens[index + 1 : index + 2] == [CPU_TORCH_INDEX], tokens
+    packages = [t for t in tokens[2:] if not t.startswith("-") and t != CPU_TORCH_INDEX]
+    required = {re.split(r"[<>=\[ ]", d)[0] for d in pyproject()["project"]["dependencies"]}
+    assert packages and set(packages) <= required, f"{packages} are not all in {required}"
+    return True
 
 
 def pyproject() -> dict:

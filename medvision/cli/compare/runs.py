@@ -19,6 +19,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from medvision.cli.crossval import FOLD_RESULT, SUMMARY_CSV
+from medvision.cli.runs import task_callbacks
 from medvision.utils.files import read_csv
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def test_metrics(run: Run, datamodule: LightningDataModule, root: Path) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=root,
+        callbacks=task_callbacks(run.module),
     )
     tested = trainer.test(run.module, datamodule=datamodule, verbose=False)[0]
     return {k: (float(v), None) for k, v in tested.items() if k.startswith("test/")}
