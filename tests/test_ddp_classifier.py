@@ -12,7 +12,7 @@ import torch
 
 from medvision.data.predict_folder import predict_dataset
 from medvision.evaluation.calibration import fit_temperature
-from medvision.evaluation.summary import classification_arrays
+from medvision.evaluation.classification_report import classification_arrays
 from medvision.models.classification import load_classifier
 from tests.conftest import REPO, chest_run_args, subprocess_env
 

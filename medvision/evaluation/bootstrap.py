@@ -3,19 +3,26 @@
 A *statistic* is any function ``statistic(indices) -> float`` that computes a metric on the
 items at ``indices`` (a 1-D int array, drawn with replacement). Per-image metrics (Dice, IoU,
 HD95) and set-level ones (macro-F1, balanced accuracy, AUROC) fit the same shape; the
-``*_statistic`` factories below build them from per-item arrays.
+``*_statistic`` factories below build them from per-item arrays. One marked ``vectorized``
+(:func:`mean_statistic`) also takes ``R x N`` indices and ``axis=-1`` and returns ``R`` values.
 
-Each of ``num_samples`` resamples draws ``num_items`` indices with replacement from a local
+The resamples are ``scipy.stats.bootstrap``'s (``method="percentile"``): each of
+``num_samples`` resamples draws ``num_items`` indices with replacement from a local
 ``np.random.default_rng(seed)`` (the global RNGs are left alone), so results are reproducible
 for a seed. The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the
-resampled values (linear interpolation); the estimate is the statistic on all items.
+resampled values (linear interpolation); the estimate is the statistic on all items. A paired
+comparison bootstraps ``A(indices) - B(indices)``: both models on the same resamples.
 
-Undefined resamples: a statistic returns NaN where it is undefined on a resample (e.g. macro
-AUROC when a class is missing from it). Such resamples are skipped and counted in
-:attr:`BootstrapResult.num_skipped`; the interval comes from the rest (conditional on the
-statistic being defined), and more than :data:`SKIP_WARNING_SHARE` of resamples skipped draws
-a warning, as the interval is then less trustworthy. A statistic undefined on the full set, or
-on every resample, is an error.
+Where this differs from a bare ``scipy.stats.bootstrap`` call, and why:
+
+- Undefined resamples: a statistic returns NaN where it is undefined on a resample (e.g. macro
+  AUROC when a class is missing from it); scipy's interval is then NaN. Here such resamples are
+  skipped and counted in :attr:`BootstrapResult.num_skipped`; the interval comes from the rest
+  (conditional on the statistic being defined), and more than :data:`SKIP_WARNING_SHARE` of
+  resamples skipped draws a warning, as the interval is then less trustworthy. A statistic
+  undefined on the full set, or on every resample, is an error.
+- One item: scipy needs two; every resample of one item is that item, so the interval is the
+  value itself.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
+from scipy.stats import DegenerateDataWarning, bootstrap
 from torchmetrics.functional.classification import (
-    binary_calibration_error,
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_calibration_error,
@@ -38,12 +46,18 @@ from torchmetrics.functional.classification import (
     multilabel_f1_score,
 )
 
+from medvision.evaluation.calibration import per_label_ece
+
 log = logging.getLogger(__name__)
 
 Statistic = Callable[[np.ndarray], float]
 
 #: Share of skipped (undefined) resamples above which a warning is issued.
 SKIP_WARNING_SHARE = 0.05
+#: Resamples evaluated at once (bounds the memory of a vectorized statistic: BATCH x items).
+BATCH = 100
+#: Equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
 
 
 @dataclass(frozen=True)
@@ -91,39 +105,46 @@ def _full_set_value(statistic: Statistic, num_items: int, name: str) -> float:
     return value
 
 
-def _resample(
-    statistics: list[Statistic], num_items: int, num_samples: int, seed: int
-) -> tuple[np.ndarray, int]:
-    """Values of each statistic on the same resamples: ``defined x len(statistics)``."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(num_samples):
-        indices = rng.integers(0, num_items, size=num_items)
-        row = [float(statistic(indices)) for statistic in statistics]
-        if all(math.isfinite(v) for v in row):
-            values.append(row)
-    skipped = num_samples - len(values)
-    if not values:
+def _resampled(statistic: Statistic, num_items: int, num_samples: int, seed: int) -> np.ndarray:
+    """The statistic on each of scipy's resamples, NaN where undefined."""
+    if num_items == 1:
+        return np.full(num_samples, float(statistic(np.zeros(1, dtype=np.int64))))
+    vectorized = getattr(statistic, "vectorized", False)
+    with warnings.catch_warnings():  # scipy's interval is NaN when one resample is: not used
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap(
+            (np.arange(num_items),),
+            statistic if vectorized else lambda indices: float(statistic(indices)),
+            n_resamples=num_samples,
+            batch=BATCH,
+            vectorized=vectorized,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    return np.asarray(result.bootstrap_distribution, dtype=np.float64)
+
+
+def _result(estimate: float, values: np.ndarray, level: float) -> BootstrapResult:
+    """The interval: percentiles of the defined (finite) resampled ``values``."""
+    defined = values[np.isfinite(values)]
+    skipped = len(values) - len(defined)
+    if not len(defined):
         raise ValueError(
-            f"the statistic is undefined (NaN) on all {num_samples} resamples of {num_items} "
-            "items; the test set is too small or too unbalanced for a bootstrap interval"
+            f"the statistic is undefined (NaN) on all {len(values)} resamples; the test set "
+            "is too small or too unbalanced for a bootstrap interval"
         )
     if skipped:
-        share = skipped / num_samples
+        share = skipped / len(values)
         message = (
-            f"bootstrap: {skipped} of {num_samples} resamples ({share:.0%}) skipped, the "
+            f"bootstrap: {skipped} of {len(values)} resamples ({share:.0%}) skipped, the "
             "statistic being undefined on them (e.g. a class missing from the resample)"
         )
         if share > SKIP_WARNING_SHARE:
             warnings.warn(message + "; the interval is less trustworthy", stacklevel=3)
         else:
             log.info(message)
-    return np.asarray(values, dtype=np.float64), skipped
-
-
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
+    low, high = np.percentile(defined, [50 * (1 - level), 50 * (1 + level)])
+    return BootstrapResult(estimate, float(low), float(high), level, len(values), skipped)
 
 
 def bootstrap_ci(
@@ -152,8 +173,7 @@ def bootstrap_ci(
     """
     _check_args(num_items, num_samples, level)
     estimate = _full_set_value(statistic, num_items, "statistic")
-    values, skipped = _resample([statistic], num_items, num_samples, seed)
-    return BootstrapResult(estimate, *_interval(values[:, 0], level), level, num_samples, skipped)
+    return _result(estimate, _resampled(statistic, num_items, num_samples, seed), level)
 
 
 def paired_bootstrap(
@@ -186,19 +206,31 @@ def paired_bootstrap(
     estimate = _full_set_value(statistic_a, num_items, "statistic of model A") - _full_set_value(
         statistic_b, num_items, "statistic of model B"
     )
-    values, skipped = _resample([statistic_a, statistic_b], num_items, num_samples, seed)
-    differences = values[:, 0] - values[:, 1]
-    return BootstrapResult(estimate, *_interval(differences, level), level, num_samples, skipped)
+    values = _resampled(_difference(statistic_a, statistic_b), num_items, num_samples, seed)
+    return _result(estimate, values, level)
+
+
+def _vectorized(statistic: Callable) -> Statistic:
+    """Mark ``statistic`` as taking ``R x N`` indices and ``axis=-1`` (scipy's ``vectorized``)."""
+    statistic.vectorized = True
+    return statistic
+
+
+def _difference(statistic_a: Statistic, statistic_b: Statistic) -> Statistic:
+    if getattr(statistic_a, "vectorized", False) and getattr(statistic_b, "vectorized", False):
+        return _vectorized(lambda i, axis=-1: statistic_a(i, axis=axis) - statistic_b(i, axis=axis))
+    return lambda indices: float(statistic_a(indices)) - float(statistic_b(indices))
 
 
 def mean_statistic(values) -> Statistic:
-    """The mean of per-item values (e.g. per-image Dice or IoU) as a statistic.
+    """The mean of per-item values (e.g. per-image Dice or IoU) as a vectorized statistic.
 
     Args:
         values: ``N`` finite per-item values (numpy or torch).
 
     Returns:
-        ``statistic(indices) = mean(values[indices])``.
+        ``statistic(indices) = mean(values[indices])`` (over the last axis of ``R x N``
+        indices too).
     """
     values = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float64)
     if values.ndim != 1 or not np.isfinite(values).all():
@@ -206,7 +238,20 @@ def mean_statistic(values) -> Statistic:
             f"values must be a 1-D array of finite per-item scores, got shape {values.shape} "
             f"with {int((~np.isfinite(values)).sum())} non-finite values"
         )
-    return lambda indices: float(values[indices].mean())
+    return _vectorized(lambda indices, axis=-1: values[indices].mean(axis=axis))
+
+
+def _metric_statistic(metric: Callable, probs, target, defined=None) -> Statistic:
+    """``metric(probs[i], target[i])`` as a statistic; NaN where ``defined(target[i])`` is not."""
+
+    def statistic(indices: np.ndarray) -> float:
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        sample = target[index]
+        if defined is not None and not defined(sample):
+            return math.nan
+        return float(metric(probs[index], sample))
+
+    return statistic
 
 
 def _classification_inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -222,20 +267,19 @@ def _classification_inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor, i
     return probs, labels, probs.shape[1]
 
 
-def _needs_all_classes(metric: Callable, probs, labels) -> Statistic:
-    """Statistic of ``metric(probs, labels, K)``, NaN on a resample missing one of the classes
-    present among all ``labels`` (the macro average would be over other classes)."""
+def _single_label(metric: Callable, probs, labels, classes: str = "any") -> Statistic:
+    """``metric(probs, labels, num_classes=K)`` as a statistic, NaN on a resample that lacks
+    ``classes``: ``present`` (a class of the full set: a macro average would be over other
+    classes), ``all`` (any of the K: AUROC is undefined for a class without positives) or
+    ``any`` (always defined)."""
     probs, labels, num_classes = _classification_inputs(probs, labels)
-    present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
 
-    def statistic(indices: np.ndarray) -> float:
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        sample = labels[index]
-        if int((torch.bincount(sample, minlength=num_classes) > 0).sum()) < present:
-            return float("nan")
-        return float(metric(probs[index], sample, num_classes))
+    def count(sample: torch.Tensor) -> int:
+        return int((torch.bincount(sample, minlength=num_classes) > 0).sum())
 
-    return statistic
+    needed = {"any": 0, "present": count(labels), "all": num_classes}[classes]
+    metric = partial(metric, num_classes=num_classes, validate_args=False)
+    return _metric_statistic(metric, probs, labels, lambda sample: count(sample) >= needed)
 
 
 def macro_f1_statistic(probs, labels) -> Statistic:
@@ -249,11 +293,7 @@ def macro_f1_statistic(probs, labels) -> Statistic:
         The statistic; NaN on a resample missing a class that the full set has. Like
         torchmetrics, classes neither present nor predicted are left out of the average.
     """
-    return _needs_all_classes(
-        lambda p, y, k: multiclass_f1_score(p, y, k, average="macro", validate_args=False),
-        probs,
-        labels,
-    )
+    return _single_label(partial(multiclass_f1_score, average="macro"), probs, labels, "present")
 
 
 def balanced_accuracy_statistic(probs, labels) -> Statistic:
@@ -266,11 +306,7 @@ def balanced_accuracy_statistic(probs, labels) -> Statistic:
     Returns:
         The statistic; NaN on a resample missing a class that the full set has.
     """
-    return _needs_all_classes(
-        lambda p, y, k: multiclass_accuracy(p, y, k, average="macro", validate_args=False),
-        probs,
-        labels,
-    )
+    return _single_label(partial(multiclass_accuracy, average="macro"), probs, labels, "present")
 
 
 def macro_auroc_statistic(probs, labels) -> Statistic:
@@ -284,15 +320,7 @@ def macro_auroc_statistic(probs, labels) -> Statistic:
     Returns:
         The statistic; NaN on a resample (or full set) missing any of the ``K`` classes.
     """
-    probs, labels, num_classes = _classification_inputs(probs, labels)
-    every = _needs_all_classes(
-        lambda p, y, k: multiclass_auroc(p, y, k, average="macro", validate_args=False),
-        probs,
-        labels,
-    )
-    if int((torch.bincount(labels, minlength=num_classes) > 0).sum()) < num_classes:
-        return lambda indices: float("nan")
-    return every
+    return _single_label(partial(multiclass_auroc, average="macro"), probs, labels, "all")
 
 
 #: The classification statistics by their key in
@@ -304,29 +332,44 @@ CLASSIFICATION_STATISTICS: dict[str, Callable[..., Statistic]] = {
 }
 
 
-def ece_statistic(probs, labels, num_bins: int = 15) -> Statistic:
-    """Top-label expected calibration error as a statistic (``ece``, see
-    medvision.evaluation.calibration).
+def classification_statistics(probs, target, multilabel: bool) -> dict[str, Statistic]:
+    """A classifier's headline metrics on its test images, as statistics by name.
+
+    Single-label: ``f1``, ``balanced_accuracy``, ``auroc`` (:data:`CLASSIFICATION_STATISTICS`)
+    and ``ece``, the top-label expected calibration error (15 bins; torchmetrics'
+    ``multiclass_calibration_error``). Multi-label, leaving unknown entries (-1) out: ``f1``
+    (macro, at 0.5), ``auroc`` (the mean over the labels with a known positive and a known
+    negative in the full set; NaN on a resample where one of them lacks either) and ``ece``
+    (the mean over labels with a known entry of
+    :func:`medvision.evaluation.calibration.per_label_ece`).
 
     Args:
-        probs: ``N x K`` softmax probabilities.
-        labels: ``N`` true classes.
-        num_bins: Equal-width confidence bins.
-
-    Returns:
-        The statistic (defined on every resample).
+        probs: ``N x K`` probabilities (softmax, or sigmoid per label).
+        target: ``N`` classes, or ``N x K`` multi-label targets: 1, 0, or -1 where unknown.
+        multilabel: Which of the two.
     """
-    probs, labels, num_classes = _classification_inputs(probs, labels)
+    if not multilabel:
+        statistics = {name: make(probs, target) for name, make in CLASSIFICATION_STATISTICS.items()}
+        ece = partial(multiclass_calibration_error, n_bins=ECE_BINS)
+        return {**statistics, "ece": _single_label(ece, probs, target)}
+    probs, target = _multilabel_inputs(probs, target)
+    num_labels, scored = probs.shape[1], _both_classes(target)
 
-    def statistic(indices: np.ndarray) -> float:
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        return float(
-            multiclass_calibration_error(
-                probs[index], labels[index], num_classes, n_bins=num_bins, validate_args=False
-            )
-        )
+    def auroc(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # a label never known: left out
+        p, t, k = p[:, scored], t[:, scored], int(scored.sum())
+        return multilabel_auroc(p, t, k, average=None, ignore_index=-1, validate_args=False).mean()
 
-    return statistic
+    def ece(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.nanmean(per_label_ece(p, t.clamp(min=0), t >= 0, ECE_BINS).double())
+
+    f1 = partial(multilabel_f1_score, num_labels=num_labels, average="macro", ignore_index=-1)
+    return {
+        "f1": _metric_statistic(partial(f1, validate_args=False), probs, target),
+        "auroc": _metric_statistic(
+            auroc, probs, target, lambda t: bool(_both_classes(t)[scored].all() & scored.any())
+        ),
+        "ece": _metric_statistic(ece, probs, target),
+    }
 
 
 def _multilabel_inputs(probs, target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,99 +388,3 @@ def _multilabel_inputs(probs, target) -> tuple[torch.Tensor, torch.Tensor]:
 def _both_classes(target: torch.Tensor) -> torch.Tensor:
     """``K`` bool: labels with a known positive and a known negative."""
     return ((target == 1).any(0)) & ((target == 0).any(0))
-
-
-def multilabel_auroc_statistic(probs, target) -> Statistic:
-    """Mean per-label AUROC of a multi-label model as a statistic (``auroc``).
-
-    Args:
-        probs: ``N x K`` sigmoid probabilities.
-        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
-
-    Returns:
-        The mean over the labels that have known positives and negatives in the full set;
-        NaN on a resample where one of them lacks either.
-    """
-    probs, target = _multilabel_inputs(probs, target)
-    labels = _both_classes(target)
-
-    def statistic(indices: np.ndarray) -> float:
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        sample = target[index]
-        if not labels.any() or not _both_classes(sample)[labels].all():
-            return float("nan")
-        values = multilabel_auroc(
-            probs[index],
-            sample,
-            probs.shape[1],
-            average=None,
-            ignore_index=-1,
-            validate_args=False,
-        )
-        return float(values[labels].mean())
-
-    return statistic
-
-
-def multilabel_f1_statistic(probs, target, threshold: float = 0.5) -> Statistic:
-    """Macro F1 of a multi-label model at ``threshold`` as a statistic (``f1``).
-
-    Args:
-        probs: ``N x K`` sigmoid probabilities.
-        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
-        threshold: Positive above it (0.5, as the logged ``f1``).
-
-    Returns:
-        The statistic (torchmetrics' ``multilabel_f1_score``, macro).
-    """
-    probs, target = _multilabel_inputs(probs, target)
-
-    def statistic(indices: np.ndarray) -> float:
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        return float(
-            multilabel_f1_score(
-                probs[index],
-                target[index],
-                probs.shape[1],
-                threshold,
-                average="macro",
-                ignore_index=-1,
-                validate_args=False,
-            )
-        )
-
-    return statistic
-
-
-def multilabel_ece_statistic(probs, target, num_bins: int = 15) -> Statistic:
-    """Mean per-label expected calibration error as a statistic (``ece`` of a multi-label model).
-
-    Args:
-        probs: ``N x K`` sigmoid probabilities.
-        target: ``N x K`` targets: 1, 0, or -1 where unknown (left out).
-        num_bins: Equal-width probability bins.
-
-    Returns:
-        The mean over labels with a known entry in the resample.
-    """
-    probs, target = _multilabel_inputs(probs, target)
-
-    def statistic(indices: np.ndarray) -> float:
-        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        p, t = probs[index], target[index]
-        values = [
-            float(binary_calibration_error(p[t[:, k] >= 0, k], t[t[:, k] >= 0, k], num_bins))
-            for k in range(p.shape[1])
-            if (t[:, k] >= 0).any()
-        ]
-        return sum(values) / len(values) if values else float("nan")
-
-    return statistic
-
-
-#: The multi-label statistics by their logged key (``test/<key>``).
-MULTILABEL_STATISTICS: dict[str, Callable[..., Statistic]] = {
-    "f1": multilabel_f1_statistic,
-    "auroc": multilabel_auroc_statistic,
-    "ece": multilabel_ece_statistic,
-}

@@ -26,12 +26,7 @@ from medvision.models.classification_net import (
     create_classification_net,
     input_stats,
 )
-from medvision.models.classifier_outputs import (
-    ClassifierTestCollector,
-    ClassifierTestResults,
-    add_temperature,
-    thresholds_at_temperature,
-)
+from medvision.models.classifier_outputs import add_temperature, thresholds_at_temperature
 from medvision.models.losses import balanced_class_weights, build_loss, positive_weights
 from medvision.models.weights import load_pretrained_weights
 from medvision.utils.checkpoints import load_checkpoint
@@ -57,9 +52,10 @@ class ClassificationModule(MedVisionModule):
     ``f1_per_class/<class>``; multi-label: ``auroc``, ``f1`` at 0.5 and their
     ``*_per_label/<label>``, and after each validation epoch ``val/f1_tuned`` with the
     per-label thresholds that maximize validation F1 (kept in the checkpoint, used by
-    ``predict``). ``test`` also logs ``test/ece`` and writes the report of
-    :class:`~medvision.evaluation.ClassificationTestReport` to the run folder (per-class tables,
-    confusion matrix, reliability diagram, per-image CSV and bootstrap confidence intervals).
+    ``predict``). ``test_step`` returns each batch's probabilities and targets, from which
+    :class:`~medvision.evaluation.ClassificationTestReport` (a callback the CLI adds) logs
+    ``test/ece`` and writes its report to the run folder (per-class tables, confusion matrix,
+    reliability diagram, per-image CSV and bootstrap confidence intervals).
     The training metrics are updated every ``log_every_n_steps`` steps with the batches since,
     kept on the device until then (a torchmetrics update waits for a GPU).
 
@@ -159,8 +155,8 @@ class ClassificationModule(MedVisionModule):
             metrics = classification_metrics(num_classes)
         add_temperature(self)
         self.calibrate = calibrate
-        self._test_predictions = ClassifierTestCollector()
-        self.test_predictions: ClassifierTestResults | None = None
+        #: The test metrics' values at the end of ``test`` (read by the report's tables).
+        self.test_results: dict[str, torch.Tensor] = {}
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -224,6 +220,16 @@ class ClassificationModule(MedVisionModule):
         return self(batch["image"]).float()
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
+        return self._step(batch, stage)[0]
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        """The loss, and what the test report keeps: ``probs`` (``N x K``, calibrated) and
+        ``target`` (``N`` classes, or ``N x K`` 0/1 with -1 where unknown)."""
+        loss, probs, target = self._step(batch, "test")
+        return {"loss": loss, "probs": probs, "target": target}
+
+    def _step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, probs, target)`` of a batch; the stage's metrics updated, the loss logged."""
         logits = self.logits(batch)
         labels = batch["label"]
         if self.multilabel:
@@ -238,10 +244,8 @@ class ClassificationModule(MedVisionModule):
             self._train_outputs.append((probs, target))
         else:
             getattr(self, f"{stage}_metrics").update(probs, target)
-        if stage == "test":
-            self._test_predictions.add(probs, target, batch.get("path"))
         self.log_loss(stage, loss, batch_size=len(labels))
-        return loss
+        return loss, probs, target
 
     def on_train_start(self) -> None:
         if float(self.temperature) != 1.0:  # fitted for other weights: training changes them
@@ -342,16 +346,10 @@ class ClassificationModule(MedVisionModule):
             self.log(f"val/threshold/{name}", threshold, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
-        self._test_predictions.reset()
-        self.test_predictions = None
+        self.test_results = {}
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_epoch_metrics("test")
-        self.test_predictions = self._test_predictions.results(self.multilabel)
-        self._test_predictions.reset()
-        if self.test_predictions is not None:
-            for key, value in self.test_predictions.ece(self.class_names).items():
-                self.log(key, value, sync_dist=True)  # the same on every process
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)

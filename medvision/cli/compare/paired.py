@@ -14,7 +14,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from medvision.evaluation.bootstrap import Statistic, mean_statistic, paired_bootstrap
+from medvision.evaluation.bootstrap import (
+    Statistic,
+    classification_statistics,
+    mean_statistic,
+    paired_bootstrap,
+)
+from medvision.evaluation.classification_report import classification_arrays
 from medvision.evaluation.summary import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
@@ -22,8 +28,6 @@ from medvision.evaluation.summary import (
     SEED,
     SUMMARY_CSV,
     as_array,
-    classification_arrays,
-    classification_statistics,
 )
 from medvision.utils.files import read_csv
 
@@ -87,7 +91,8 @@ def paired_statistics(
 ) -> dict[str, tuple[Statistic, Statistic]]:
     """``metric -> (statistic of other, statistic of base)`` on matched per-image rows.
 
-    Classifiers: their headline metrics (:func:`medvision.evaluation.classification_statistics`)
+    Classifiers: their headline metrics
+    (:func:`medvision.evaluation.bootstrap.classification_statistics`)
     from each run's probabilities, on the shared labels. Segmenters: the mean of every
     per-image metric column (``dice``, ``iou``, ``hd95``, ...) that is finite for every image.
 
@@ -108,10 +113,9 @@ def paired_statistics(
             raise ValueError("the two classifiers have different classes or label types")
         if not bool((target_a == target_b).all()):
             raise ValueError("the two runs give some test images different labels")
-        return {
-            name: (make(probs_b, target_a), make(probs_a, target_a))
-            for name, make in classification_statistics(multilabel).items()
-        }
+        statistics_b = classification_statistics(probs_b, target_a, multilabel)
+        statistics_a = classification_statistics(probs_a, target_a, multilabel)
+        return {name: (statistics_b[name], statistics_a[name]) for name in statistics_a}
     found = {}
     for column in base[0]:
         if column in NOT_METRICS or column not in other[0]:
