@@ -1,12 +1,18 @@
-"""ClassificationModule and the seed networks: shapes, gradients, weights, class weighting."""
+"""ClassificationModule and the seed networks: shapes, gradients, weights, class weighting;
+the test report of a classifier against scikit-learn and hand-computed calibration error."""
 
+import lightning as L
+import numpy as np
 import pytest
 import timm
 import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
+from medvision.evaluation import ClassificationTestReport
 from medvision.models import ClassificationModule
 from medvision.models.losses import balanced_class_weights
 from medvision.models.nets import CNN5, VGGLeaky
+from medvision.utils.files import read_csv
 
 NAMES = ["COVID19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]
 
@@ -135,3 +141,116 @@ def test_highlighted_classes_must_exist():
         ClassificationModule(
             "cnn5", num_classes=2, class_names=["mel", "nv"], highlight_classes=["melanoma"]
         )
+
+
+def logits_loader(logits, labels, known=None, batch_size=5):
+    """Batches whose images are the logits themselves (``N x K x 1 x 1``), named img<i>.png."""
+    samples = [
+        {"image": row.view(-1, 1, 1), "label": label, "path": f"img{i}.png"}
+        | ({} if known is None else {"label_mask": known[i]})
+        for i, (row, label) in enumerate(zip(logits, labels, strict=True))
+    ]
+    return torch.utils.data.DataLoader(samples, batch_size=batch_size)
+
+
+def logits_classifier(num_classes, **kwargs):
+    """A classifier whose logits are its input (standardization and network are identities)."""
+    names = [f"c{k}" for k in range(num_classes)]
+    module = ClassificationModule("cnn5", num_classes=num_classes, class_names=names, **kwargs)
+    module.net = torch.nn.Flatten()
+    module.input_mean, module.input_std = torch.tensor(0.0), torch.tensor(1.0)
+    return module
+
+
+def run_test(tmp_path, module, loader, callbacks):
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    return trainer.test(module, loader, verbose=False)[0]
+
+
+def numpy_ece(confidence, correct, bins=15):
+    """Top-label (or one label's) ECE by hand: bin b holds confidences in [b/15, (b+1)/15)."""
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    gaps = [
+        (index == b).sum() * abs(correct[index == b].mean() - confidence[index == b].mean())
+        for b in range(bins)
+        if (index == b).any()
+    ]
+    return sum(gaps) / len(confidence)
+
+
+def test_test_report_of_a_classifier_against_scikit_learn(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(23) % 3
+    logits = torch.randn(23, 3, generator=generator)
+    logits[torch.arange(23), labels] += 1.0
+    probs = logits.softmax(1).numpy()
+    module = logits_classifier(3)
+
+    # the module alone logs its torchmetrics, and no calibration error: that is the report's
+    alone = run_test(tmp_path / "alone", module, logits_loader(logits, labels), [])
+    assert "test/f1" in alone and "test/ece" not in alone
+    assert not (tmp_path / "alone" / "test_per_image.csv").exists()
+
+    logged = run_test(tmp_path, module, logits_loader(logits, labels), [ClassificationTestReport()])
+    rows = read_csv(tmp_path / "test_per_image.csv")
+    assert list(rows[0]) == ["image", "label", "pred", "prob_c0", "prob_c1", "prob_c2"]
+    assert [r["image"] for r in rows] == [f"img{i}.png" for i in range(23)]
+    assert [r["label"] for r in rows] == [f"c{k}" for k in labels.tolist()]
+    written = np.array([[float(r[f"prob_c{k}"]) for k in range(3)] for r in rows])
+    np.testing.assert_allclose(written, probs, atol=5e-7)
+
+    predicted, truth = probs.argmax(1), labels.numpy()
+    ece = numpy_ece(probs.max(1), (predicted == truth).astype(float))
+    expected = {
+        "f1": f1_score(truth, predicted, average="macro"),
+        "balanced_accuracy": balanced_accuracy_score(truth, predicted),
+        "auroc": roc_auc_score(truth, probs, multi_class="ovr", average="macro"),
+        "ece": ece,
+    }
+    summary = read_csv(tmp_path / "test_summary.csv")
+    assert [r["metric"] for r in summary] == list(expected)
+    for row in summary:
+        value, low, high = (float(row[k]) for k in ("value", "ci_low", "ci_high"))
+        assert value == pytest.approx(expected[row["metric"]], abs=1e-6), row["metric"]
+        assert low <= value <= high and row["n"] == "23"
+    assert logged["test/ece"] == pytest.approx(ece, abs=1e-6)
+    assert logged["test/f1"] == pytest.approx(expected["f1"], abs=1e-6)  # the module's own
+    assert (tmp_path / "test_reliability.png").is_file()
+    assert (tmp_path / "test_per_class.csv").is_file()
+
+
+def test_test_report_of_a_multilabel_classifier_leaves_unknown_labels_out(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    labels = (torch.rand(20, 3, generator=generator) > 0.5).float()
+    known = (torch.rand(20, 3, generator=generator) > 0.2).float()
+    known[:, 2], known[3, 2], labels[3, 2] = 0.0, 1.0, 1.0  # c2 known once: no AUROC
+    logits = torch.randn(20, 3, generator=generator) + 2 * labels - 1
+    module = logits_classifier(3, multilabel=True)
+    loader = logits_loader(logits, labels, known)
+    logged = run_test(tmp_path, module, loader, [ClassificationTestReport()])
+    rows = read_csv(tmp_path / "test_per_image.csv")
+    names = [f"c{k}" for k in range(3)]
+    assert list(rows[0]) == ["image", *[f"label/{n}" for n in names], *[f"prob/{n}" for n in names]]
+    for row, label, mask in zip(rows, labels.tolist(), known.tolist(), strict=True):
+        cells = [str(int(t)) if m else "" for t, m in zip(label, mask, strict=True)]
+        assert [row[f"label/{n}"] for n in names] == cells
+    probs, known = logits.sigmoid().numpy(), known.numpy() > 0
+    per_label = [numpy_ece(probs[known[:, k], k], labels[known[:, k], k].numpy()) for k in range(3)]
+    for name, ece in zip(names, per_label, strict=True):
+        assert logged[f"test/ece_per_label/{name}"] == pytest.approx(ece, abs=1e-6)
+    assert logged["test/ece"] == pytest.approx(np.mean(per_label), abs=1e-6)
+    summary = {r["metric"]: r for r in read_csv(tmp_path / "test_summary.csv")}
+    assert list(summary) == ["f1", "auroc", "ece"]
+    assert float(summary["ece"]["value"]) == pytest.approx(np.mean(per_label), abs=1e-6)
+    # AUROC: the mean over the labels with known positives and negatives (c0, c1)
+    aurocs = [roc_auc_score(labels[known[:, k], k], probs[known[:, k], k]) for k in range(2)]
+    assert float(summary["auroc"]["value"]) == pytest.approx(np.mean(aurocs), abs=1e-6)
+    low, high = float(summary["auroc"]["ci_low"]), float(summary["auroc"]["ci_high"])
+    assert low <= np.mean(aurocs) <= high

@@ -4,10 +4,12 @@
 - :mod:`~medvision.evaluation.surface_metrics`: HD95 and surface Dice (MONAI).
 - :mod:`~medvision.evaluation.label_maps`: label maps from probabilities and per-image scores.
 - :mod:`~medvision.evaluation.calibration`: ECE, reliability diagrams, temperature fitting.
-- :mod:`~medvision.evaluation.bootstrap`: confidence intervals by resampling test images.
-- :mod:`~medvision.evaluation.summary`, :mod:`~medvision.evaluation.reports`,
-  :mod:`~medvision.evaluation.classification_report`,
-  :mod:`~medvision.evaluation.segmentation_report`: the test report of each task.
+- :mod:`~medvision.evaluation.bootstrap`: confidence intervals by resampling test images
+  (``scipy.stats.bootstrap``) and the classifiers' headline statistics.
+- :mod:`~medvision.evaluation.summary`: the one test-report path of both tasks (per-image
+  rows -> summary with intervals -> CSV, log, W&B); each task gives its per-image scorer in
+  :mod:`~medvision.evaluation.classification_report` (with the per-class tables of
+  :mod:`~medvision.evaluation.reports`) or :mod:`~medvision.evaluation.segmentation_report`.
 
 Imports nothing of ``data``, ``models`` or any layer above; names load on first use.
 """

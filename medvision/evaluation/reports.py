@@ -54,13 +54,27 @@ def format_per_class_table(rows: list[dict]) -> str:
     Args:
         rows: The rows of :func:`per_class_rows`.
     """
-    width = max(len("class"), *(len(r["class"]) for r in rows))
-    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
-    lines += [
-        f"{r['class']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  "
-        f"{r['support']:7d}"
-        for r in rows
-    ]
+    specs = ("9.3f", "6.3f", "5.3f", "7d")
+    columns = [(c, c, spec) for c, spec in zip(PER_CLASS_COLUMNS[1:], specs, strict=True)]
+    return text_table(rows, "class", columns)
+
+
+def text_table(rows: list[dict], first: str, columns: list[tuple[str, str, str]]) -> str:
+    """Rows as a fixed-width text table: the ``first`` column left-aligned, then one column per
+    ``(key, header, format spec)``, right-aligned at the spec's width (``9.3f``: 9).
+
+    Args:
+        rows: One dict per line.
+        first: The key (and header) of the left column: class or label names.
+        columns: The other columns, in order.
+    """
+    width = max(len(first), *(len(r[first]) for r in rows))
+    widths = [int(spec.split(".")[0].rstrip("d")) for _, _, spec in columns]
+    header = (f"{title:>{w}}" for (_, title, _), w in zip(columns, widths, strict=True))
+    lines = ["  ".join([f"{first:<{width}}", *header])]
+    for row in rows:
+        cells = (f"{row[key]:{spec}}" for key, _, spec in columns)
+        lines.append("  ".join([f"{row[first]:<{width}}", *cells]))
     return "\n".join(lines)
 
 
@@ -184,14 +198,9 @@ def format_per_label_table(rows: list[dict]) -> str:
     Args:
         rows: The rows of :func:`per_label_rows`.
     """
-    width = max(len("label"), *(len(r["label"]) for r in rows))
-    lines = [f"{'label':<{width}}  auroc  f1@0.5  threshold  f1@threshold"]
-    lines += [
-        f"{r['label']:<{width}}  {r['auroc']:5.3f}  {r['f1_at_0.5']:6.3f}  {r['threshold']:9.2f}  "
-        f"{r['f1_at_threshold']:12.3f}"
-        for r in rows
-    ]
-    return "\n".join(lines)
+    headers = ("auroc", "f1@0.5", "threshold", "f1@threshold")
+    specs = ("5.3f", "6.3f", "9.2f", "12.3f")
+    return text_table(rows, "label", list(zip(PER_LABEL_COLUMNS[1:], headers, specs, strict=True)))
 
 
 def write_per_label_report(folder: Path, stage: str, rows: list[dict]) -> Path:

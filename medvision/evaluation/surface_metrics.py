@@ -113,16 +113,25 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None)
     return math.hypot(shape[0] * row, shape[1] * col)
 
 
-def _monai_call(function, pred: torch.Tensor, truth: torch.Tensor, **kwargs) -> np.ndarray:
-    """Run a MONAI metric on non-empty ``N x H x W`` mask pairs; returns ``N`` float64 values."""
-    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal call
-        warnings.filterwarnings(
-            "ignore", message=".*always_return_as_numpy", category=FutureWarning
-        )
-        values = function(
-            pred[:, None].float(), truth[:, None].float(), include_background=True, **kwargs
-        )
-    return values[:, 0].double().numpy()
+def _where_both(preds, truths, both_empty: float, one_empty: float, metric: str, **kwargs):
+    """MONAI's ``metric`` on the ``N x H x W`` pairs where both masks have foreground, the given
+    values where both or one is empty; ``N`` float64 values."""
+    has_pred, has_truth = preds.flatten(1).any(1), truths.flatten(1).any(1)
+    values = np.where(has_pred | has_truth, one_empty, both_empty).astype(np.float64)
+    both = (has_pred & has_truth).numpy()
+    if both.any():
+        with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal call
+            warnings.filterwarnings(
+                "ignore", message=".*always_return_as_numpy", category=FutureWarning
+            )
+            scored = getattr(_monai_metrics(), metric)(
+                preds[both][:, None].float(),
+                truths[both][:, None].float(),
+                include_background=True,
+                **kwargs,
+            )
+        values[both] = scored[:, 0].double().numpy()
+    return values
 
 
 def hd95_batch(preds, truths, spacing: Sequence[float] | None = None) -> np.ndarray:
@@ -139,19 +148,10 @@ def hd95_batch(preds, truths, spacing: Sequence[float] | None = None) -> np.ndar
     """
     preds, truths = _check_pair(preds, truths)
     spacing = _check_spacing(spacing)
-    has_pred, has_truth = preds.flatten(1).any(1), truths.flatten(1).any(1)
-    values = np.where(has_pred | has_truth, image_diagonal(preds.shape[1:], spacing), 0.0)
-    both = (has_pred & has_truth).numpy()
-    if both.any():
-        metrics = _monai_metrics()
-        values[both] = _monai_call(
-            metrics.compute_hausdorff_distance,
-            preds[both],
-            truths[both],
-            percentile=95,
-            spacing=spacing,
-        )
-    return values
+    diagonal = image_diagonal(preds.shape[1:], spacing)
+    return _where_both(
+        preds, truths, 0.0, diagonal, "compute_hausdorff_distance", percentile=95, spacing=spacing
+    )
 
 
 def surface_dice_batch(
@@ -174,19 +174,15 @@ def surface_dice_batch(
     spacing = _check_spacing(spacing)
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    has_pred, has_truth = preds.flatten(1).any(1), truths.flatten(1).any(1)
-    values = np.where(has_pred | has_truth, 0.0, 1.0)
-    both = (has_pred & has_truth).numpy()
-    if both.any():
-        metrics = _monai_metrics()
-        values[both] = _monai_call(
-            metrics.compute_surface_dice,
-            preds[both],
-            truths[both],
-            class_thresholds=[float(tolerance)],
-            spacing=spacing,
-        )
-    return values
+    return _where_both(
+        preds,
+        truths,
+        1.0,
+        0.0,
+        "compute_surface_dice",
+        class_thresholds=[float(tolerance)],
+        spacing=spacing,
+    )
 
 
 def hd95(pred, truth, spacing: Sequence[float] | None = None) -> float:

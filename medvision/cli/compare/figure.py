@@ -99,6 +99,19 @@ def _label(text: str, tile: np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
+def _image_rows(batch: dict, outputs: Sequence[dict], modules, truth_tile, model_tile) -> list:
+    """Per image: the image (``rgb``, enlarged by ``factor``), ``truth_tile(rgb, i, factor)`` and
+    ``model_tile(rgb, i, factor, output, module)`` for each model; tiles of one size."""
+    factor = _scale(batch["image"].shape[-2])
+    rows = []
+    for i, image in enumerate(batch["image"]):
+        rgb = _enlarge(to_display(image.float().numpy().transpose(1, 2, 0)), factor)
+        models = zip(outputs, modules, strict=True)
+        tiles = [model_tile(rgb, i, factor, output, module) for output, module in models]
+        rows.append([rgb, truth_tile(rgb, i, factor), *tiles])
+    return rows
+
+
 def segmentation_rows(batch: dict, outputs: Sequence[dict], modules) -> list[list[np.ndarray]]:
     """Per image: image | truth | each model's mask (red; truth outlined green; Dice shown).
 
@@ -114,20 +127,20 @@ def segmentation_rows(batch: dict, outputs: Sequence[dict], modules) -> list[lis
     Returns:
         One row per image, each a list of uint8 RGB tiles (``H' x W' x 3``) of one size.
     """
-    factor = _scale(batch["image"].shape[-2])
-    rows = []
-    for i, image in enumerate(batch["image"]):
-        rgb = _enlarge(to_display(image.float().numpy().transpose(1, 2, 0)), factor)
-        truth = _enlarge(batch["mask"][i, 0].numpy() > 0.5, factor)
-        row = [rgb, overlay(rgb, truth)]
-        for output, module in zip(outputs, modules, strict=True):
-            pred = binarize(output["probs"][i, 0], module.threshold).numpy()
-            dice, _ = overlap_scores(torch.from_numpy(pred)[None], batch["mask"][i, :1] > 0.5)
-            row.append(
-                _label(f"Dice {float(dice):.3f}", overlay(rgb, _enlarge(pred, factor), truth))
-            )
-        rows.append(row)
-    return rows
+
+    def truth(i: int, factor: int) -> np.ndarray:
+        return _enlarge(batch["mask"][i, 0].numpy() > 0.5, factor)
+
+    def truth_tile(rgb: np.ndarray, i: int, factor: int) -> np.ndarray:
+        return overlay(rgb, truth(i, factor))
+
+    def model_tile(rgb: np.ndarray, i: int, factor: int, output: dict, module) -> np.ndarray:
+        pred = binarize(output["probs"][i, 0], module.threshold).numpy()
+        dice, _ = overlap_scores(torch.from_numpy(pred)[None], batch["mask"][i, :1] > 0.5)
+        masks = overlay(rgb, _enlarge(pred, factor), truth(i, factor))
+        return _label(f"Dice {float(dice):.3f}", masks)
+
+    return _image_rows(batch, outputs, modules, truth_tile, model_tile)
 
 
 def _class_text(module: LightningModule, values: torch.Tensor, probs: bool) -> list[str]:
@@ -156,19 +169,20 @@ def classification_rows(batch: dict, outputs: Sequence[dict], modules) -> list[l
     Returns:
         One row per image, each a list of uint8 RGB tiles (``H' x W' x 3``) of one size.
     """
-    factor = _scale(batch["image"].shape[-2])
-    rows = []
-    for i, image in enumerate(batch["image"]):
-        rgb = _enlarge(to_display(image.float().numpy().transpose(1, 2, 0)), factor)
-        truth = _class_text(modules[0], batch["label"][i], probs=False)
-        row = [rgb, _text_tile(rgb.shape[:2], truth)]
-        for output, module in zip(outputs, modules, strict=True):
-            predicted = _class_text(module, output["class_probs"][i], probs=True)
-            multilabel = getattr(module, "multilabel", False)
-            right = predicted == truth if multilabel else predicted[0] == truth[0]
-            row.append(_text_tile(rgb.shape[:2], predicted, _CORRECT if right else _WRONG))
-        rows.append(row)
-    return rows
+
+    def truth(i: int) -> list[str]:
+        return _class_text(modules[0], batch["label"][i], probs=False)
+
+    def truth_tile(rgb: np.ndarray, i: int, factor: int) -> np.ndarray:
+        return _text_tile(rgb.shape[:2], truth(i))
+
+    def model_tile(rgb: np.ndarray, i: int, factor: int, output: dict, module) -> np.ndarray:
+        predicted = _class_text(module, output["class_probs"][i], probs=True)
+        multilabel = getattr(module, "multilabel", False)
+        right = predicted == truth(i) if multilabel else predicted[0] == truth(i)[0]
+        return _text_tile(rgb.shape[:2], predicted, _CORRECT if right else _WRONG)
+
+    return _image_rows(batch, outputs, modules, truth_tile, model_tile)
 
 
 def fit_title(title: str, width: int, font: ImageFont.ImageFont) -> str:
