@@ -2,22 +2,23 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
+from sklearn.metrics import roc_auc_score
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_f1_score,
 )
 
-from medvision.evaluation.bootstrap import (
+from medvision.evaluation.bootstrap import BootstrapResult, bootstrap_ci, paired_bootstrap
+from medvision.evaluation.statistics import (
     CLASSIFICATION_STATISTICS,
-    BootstrapResult,
     balanced_accuracy_statistic,
-    bootstrap_ci,
+    classification_statistics,
     macro_auroc_statistic,
     macro_f1_statistic,
     mean_statistic,
-    paired_bootstrap,
 )
 
 
@@ -169,3 +170,43 @@ def test_bad_arguments():
         macro_f1_statistic(torch.rand(5, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels must lie"):
         macro_f1_statistic(torch.rand(2, 3), torch.tensor([0, 3]))
+
+
+def test_the_interval_is_the_percentile_bootstrap_by_hand():
+    # 300 resamples of 25 indices from default_rng(4), the statistic on each, and the 2.5th and
+    # 97.5th percentiles (linear interpolation) of those where it is defined: class 2 occurs
+    # once, so macro AUROC is undefined on the ~36% of resamples that miss it
+    probs, labels = classifier_outputs(num_items=25, num_classes=3, skill=1.0)
+    labels = torch.where(labels == 2, 1, labels)
+    labels[0] = 2
+    statistic = macro_auroc_statistic(probs, labels)
+    values = np.array([statistic(i) for i in np.random.default_rng(4).integers(0, 25, (300, 25))])
+    defined = values[np.isfinite(values)]
+    with pytest.warns(UserWarning, match="skipped"):
+        result = bootstrap_ci(statistic, 25, num_samples=300, seed=4)
+    assert result.num_skipped == 300 - len(defined) > 50
+    assert (result.low, result.high) == tuple(np.percentile(defined, [2.5, 97.5]))
+    # a mean (vectorized): scipy's own percentile interval on the same resamples
+    scores = dice_scores(25, 0.7)
+    expected = scipy.stats.bootstrap(
+        (scores,), np.mean, n_resamples=300, method="percentile", rng=np.random.default_rng(4)
+    ).confidence_interval
+    _, low, high = bootstrap_ci(mean_statistic(scores), 25, num_samples=300, seed=4)
+    assert (low, high) == pytest.approx(tuple(expected), abs=1e-12)
+    # one item (scipy needs two): every resample is that item
+    assert tuple(bootstrap_ci(mean_statistic([0.4]), 1, num_samples=50)) == (0.4, 0.4, 0.4)
+
+
+def test_multilabel_auroc_leaves_out_a_label_known_once():
+    # label 2 is known on image 0 only: it has no AUROC, and a resample without image 0 has no
+    # known entry of it at all (which torchmetrics' multilabel AUROC cannot take)
+    generator = torch.Generator().manual_seed(3)
+    target = (torch.rand(30, 3, generator=generator) > 0.5).long()
+    target[:, 2] = -1
+    target[0, 2] = 1
+    probs = torch.rand(30, 3, generator=generator)
+    auroc = classification_statistics(probs, target, multilabel=True)["auroc"]
+    expected = np.mean([roc_auc_score(target[:, k], probs[:, k]) for k in range(2)])
+    assert auroc(np.arange(30)) == pytest.approx(expected, abs=1e-6)
+    result = bootstrap_ci(auroc, 30, num_samples=100)
+    assert result.num_skipped == 0 and result.low <= expected <= result.high

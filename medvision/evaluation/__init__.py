@@ -5,7 +5,8 @@
 - :mod:`~medvision.evaluation.label_maps`: label maps from probabilities and per-image scores.
 - :mod:`~medvision.evaluation.calibration`: ECE, reliability diagrams, temperature fitting.
 - :mod:`~medvision.evaluation.bootstrap`: confidence intervals by resampling test images
-  (``scipy.stats.bootstrap``) and the classifiers' headline statistics.
+  (``scipy.stats.bootstrap``) of the statistics of :mod:`~medvision.evaluation.statistics`
+  (means of per-image scores, a classifier's headline metrics).
 - :mod:`~medvision.evaluation.summary`: the one test-report path of both tasks (per-image
   rows -> summary with intervals -> CSV, log, W&B); each task gives its per-image scorer in
   :mod:`~medvision.evaluation.classification_report` (with the per-class tables of

@@ -14,7 +14,6 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
-from medvision.evaluation.bootstrap import Statistic, classification_statistics
 from medvision.evaluation.calibration import (
     expected_calibration_error,
     per_label_ece,
@@ -28,6 +27,7 @@ from medvision.evaluation.reports import (
     write_classification_report,
     write_per_label_report,
 )
+from medvision.evaluation.statistics import Statistic, classification_statistics
 from medvision.evaluation.summary import PER_IMAGE_CSV, TestReport
 from medvision.utils.files import save_png
 from medvision.utils.runs import run_folder

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 
-from medvision.evaluation.bootstrap import Statistic, mean_statistic
 from medvision.evaluation.label_maps import (
     SURFACE_MISSING,
     image_scores,
     score_columns,
     surface_metrics_available,
 )
+from medvision.evaluation.statistics import Statistic, mean_statistic
 from medvision.evaluation.summary import TestReport
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
-from medvision.evaluation.bootstrap import Statistic, bootstrap_ci
+from medvision.evaluation.bootstrap import bootstrap_ci
+from medvision.evaluation.statistics import Statistic
 from medvision.utils.files import write_csv
 from medvision.utils.runs import run_folder
 

@@ -18,7 +18,7 @@ import types
 
 #: Old module path -> where its names live now (looked up in this order).
 MOVED: dict[str, tuple[str, ...]] = {
-    "medvision.bootstrap": ("medvision.evaluation.bootstrap",),
+    "medvision.bootstrap": ("medvision.evaluation.bootstrap", "medvision.evaluation.statistics"),
     "medvision.calibration": ("medvision.evaluation.calibration",),
     "medvision.callbacks": ("medvision.training", "medvision.apply", "medvision.evaluation"),
     "medvision.callbacks.calibration": ("medvision.training.calibration",),

@@ -14,13 +14,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from medvision.evaluation.bootstrap import (
-    Statistic,
-    classification_statistics,
-    mean_statistic,
-    paired_bootstrap,
-)
+from medvision.evaluation.bootstrap import paired_bootstrap
 from medvision.evaluation.classification_report import classification_arrays
+from medvision.evaluation.statistics import Statistic, classification_statistics, mean_statistic
 from medvision.evaluation.summary import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
@@ -92,7 +88,7 @@ def paired_statistics(
     """``metric -> (statistic of other, statistic of base)`` on matched per-image rows.
 
     Classifiers: their headline metrics
-    (:func:`medvision.evaluation.bootstrap.classification_statistics`)
+    (:func:`medvision.evaluation.statistics.classification_statistics`)
     from each run's probabilities, on the shared labels. Segmenters: the mean of every
     per-image metric column (``dice``, ``iou``, ``hd95``, ...) that is finite for every image.
 
