@@ -198,3 +198,14 @@ def test_fit_temperature_bad_inputs(caplog):
     assert "clamped" in caplog.text
     # all correct: sharpening only helps (T < 1); the NLL is flat there, no bound is hit
     assert fit_temperature(logits, torch.tensor([0, 1])) < 1
+
+
+def test_the_reliability_bins_give_torchmetrics_ece():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.randn(500, 4, generator=generator).mul(2).softmax(1)
+    labels = torch.randint(0, 4, (500,), generator=generator)
+    confidences, predicted = probs.max(dim=1)
+    accuracy, confidence, count = reliability_bins(confidences, (predicted == labels).float())
+    filled = count > 0
+    ece = np.sum(count[filled] * np.abs(accuracy[filled] - confidence[filled])) / 500
+    assert ece == pytest.approx(expected_calibration_error(probs, labels), abs=1e-6)

@@ -105,7 +105,9 @@ def per_label_ece(probs, targets, known=None, num_bins: int = 15) -> torch.Tenso
 
     Returns:
         Float tensor ``K``: each label's ECE (torchmetrics' ``binary_calibration_error``,
-        ``norm="l1"``) over its known entries; NaN for a label with no known entry.
+        ``norm="l1"``) over its known entries; NaN for a label with no known entry. A loop
+        over labels because torchmetrics has no multi-label calibration error, nor a mask of
+        unknown entries.
     """
     probs = _as_tensor(probs).float()
     targets = _as_tensor(targets).float()
@@ -133,6 +135,9 @@ def reliability_bins(
     confidences: torch.Tensor, correct: torch.Tensor, num_bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin accuracy, mean confidence and count, binned as torchmetrics does for the ECE.
+
+    Our own binning because torchmetrics returns the ECE but not its bins (its binning is
+    private); the count-weighted mean of ``|accuracy - confidence|`` here is its ECE.
 
     Args:
         confidences: ``N`` confidences in [0, 1].
