@@ -163,11 +163,10 @@ def diagnostics(out: Path, arms: list[str], seeds: list[int], class_names: list[
 
 
 def gan_lines(runs: list[Path], class_names: list[str]) -> list[str]:
-    real_accuracy = [logged(run, "train/head_real_accuracy_epoch") for run in runs]
+    accuracy = [v for run in runs for _, v in logged(run, "train/head_real_accuracy_epoch")]
     lines = [
         "feature_gan: head accuracy on real training features per GAN epoch, all seeds: "
-        f"{min(v for acc in real_accuracy for _, v in acc):.3f} to "
-        f"{max(v for acc in real_accuracy for _, v in acc):.3f}"
+        + (f"{min(accuracy):.3f} to {max(accuracy):.3f}" if accuracy else "none logged")
     ]
     for name in class_names:
         ratios = [logged(run, f"gan/std_ratio/{name}") for run in runs]
