@@ -11,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import MEDVISION, REPO, run_logged, script_command
+from harness import cli
+from harness.machine import REPO
 
 DOCS = REPO / "docs/ham10000.md"
 #: options that only print or write docs: left out of the command recorded with a result
@@ -71,11 +72,6 @@ def prepare(args: argparse.Namespace, prefix: str) -> Path:
     return out
 
 
-def medvision(*args: str, log: Path) -> float:
-    """``medvision <args>`` (this interpreter's, from the checkout); returns its wall time."""
-    return run_logged([*MEDVISION, *args], log)
-
-
 def limit_args(limit_train_batches: int | None) -> list[str]:
     """``--trainer.limit_train_batches`` when a limit is given."""
     if limit_train_batches is None:
@@ -89,16 +85,5 @@ def this_command(script: str, arms: list[str] | None = None) -> str:
     Args:
         script: the script's file name in ``benchmarks/``.
         arms: when given, ``--arms`` and its values are replaced by these (one arm's command).
-
-    Returns:
-        ``python benchmarks/<script> ...``.
     """
-    argv = [a for a in sys.argv[1:] if a not in PRINT_ONLY]
-    if arms is not None:
-        if "--arms" in argv:
-            start = end = argv.index("--arms")
-            while end + 1 < len(argv) and not argv[end + 1].startswith("--"):
-                end += 1
-            argv[start : end + 1] = []
-        argv += ["--arms", *arms]
-    return script_command(script, argv)
+    return cli.this_command(script, PRINT_ONLY, arms)

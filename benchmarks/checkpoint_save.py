@@ -16,12 +16,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from _common import machine_line, script_parser
+from harness.arms import Spread, alternate
+from harness.cli import script_parser
+from harness.machine import machine_line
+from harness.tables import Column, Table
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medvision.training.checkpointing import AtomicCheckpointIO
+
+TABLE = Table(
+    "writer",
+    Column("median (s)", "median", "{:.3f}"),
+    Column("min (s)", "min", "{:.3f}"),
+    Column("max (s)", "max", "{:.3f}"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,22 +49,21 @@ def main() -> None:
         "medvision AtomicCheckpointIO": AtomicCheckpointIO().save_checkpoint,
         "torch.save to the path": lambda ckpt, path: torch.save(ckpt, path),
     }
-    times: dict[str, list[float]] = {name: [] for name in writers}
     with tempfile.TemporaryDirectory() as folder:
-        for _ in range(args.repeats):
-            for name, write in writers.items():
-                start = time.perf_counter()
-                write(checkpoint, Path(folder) / "last.ckpt")
-                times[name].append(time.perf_counter() - start)
+
+        def save(writer: str, _round: int) -> float:
+            start = time.perf_counter()
+            writers[writer](checkpoint, Path(folder) / "last.ckpt")
+            return time.perf_counter() - start
+
+        rounds = alternate(list(writers), save, args.repeats)
     size_mb = args.checkpoint.stat().st_size / 2**20
     print(
         f"Saving {args.checkpoint} ({size_mb:.0f} MB), {args.repeats} times each, alternating "
         f"| {machine_line()}\n"
     )
-    print("| writer | median (s) | min (s) | max (s) |")
-    print("|---|---|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {np.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
+    spreads = {name: Spread.of(r[name] for r in rounds) for name in writers}
+    print(TABLE.markdown({"writer": name, **s._asdict()} for name, s in spreads.items()))
 
 
 if __name__ == "__main__":

@@ -42,17 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import (
-    MEDVISION,
-    REPO,
-    code_version,
-    machine_line,
-    mean_after_first,
-    read_csv_rows,
-    run_logged,
-    script_parser,
-    write_marked,
-)
+from harness.cli import script_parser
+from harness.machine import REPO, code_version, machine_line, mean_after_first
+from harness.runs import MEDVISION, read_csv_rows, run_logged
+from harness.tables import Column, Table, write_marked
 
 DOCS = REPO / "docs/chest_xray_classification.md"
 ARMS = {
@@ -207,26 +200,27 @@ def format_report(results: dict, args) -> str:
     ]
     if args.set:
         lines.append(f"Overrides on every arm: {' '.join(args.set)}")
-    lines += [
-        "",
-        "| model (config) | test acc | test bal. acc | test macro-F1 (95% CI) | test AUROC | "
-        + " | ".join(f"recall {c}" for c in classes)
-        + " | best val macro-F1 (epoch) | epochs | epoch (s) | load avg |",
-        "|---|" + "---|" * (8 + len(classes)),
-    ]
-    for arm, r in results.items():
-        t = r["test"]
-        epoch_s = "n/a" if r["epoch_s"] is None else f"{r['epoch_s']:.1f}"
-        load = "n/a" if r["load_avg"] is None else f"{r['load_avg']:.1f}"
-        low, high = r["f1_interval"]
-        lines.append(
-            f"| {ARMS[arm][1]} ({Path(r['config']).name}) | {t['accuracy']:.4f} "
-            f"| {t['balanced_accuracy']:.4f} | {t['f1']:.4f} ({low:.2f}-{high:.2f}) "
-            f"| {t['auroc']:.4f} | "
-            + " | ".join(f"{t[f'recall/{c}']:.3f}" for c in classes)
-            + f" | {r['best_val_f1']:.4f} ({r['best_epoch'] + 1}) | {r['epochs_run']} "
-            f"| {epoch_s} | {load} |"
-        )
+    table = Table(
+        Column("model (config)", lambda r: f"{ARMS[r['arm']][1]} ({Path(r['config']).name})"),
+        Column("test acc", "test.accuracy", "{:.4f}"),
+        Column("test bal. acc", "test.balanced_accuracy", "{:.4f}"),
+        Column(
+            "test macro-F1 (95% CI)",
+            lambda r: "{:.4f} ({:.2f}-{:.2f})".format(r["test"]["f1"], *r["f1_interval"]),
+        ),
+        Column("test AUROC", "test.auroc", "{:.4f}"),
+        *(
+            Column(f"recall {c}", lambda r, c=c: r["test"][f"recall/{c}"], "{:.3f}")
+            for c in classes
+        ),
+        Column(
+            "best val macro-F1 (epoch)", lambda r: f"{r['best_val_f1']:.4f} ({r['best_epoch'] + 1})"
+        ),
+        Column("epochs", "epochs_run"),
+        Column("epoch (s)", "epoch_s", "{:.1f}"),
+        Column("load avg", "load_avg", "{:.1f}"),
+    )
+    lines += ["", table.markdown(results.values())]
     best = max(results.values(), key=lambda r: r["test"]["f1"])
     lines += [
         "",

@@ -25,15 +25,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO, linked_lung_copies, machine_line, mean_after_first, script_parser
+from harness.arms import alternate
+from harness.cli import script_parser
+from harness.machine import REPO, machine_line, mean_after_first
+from harness.runs import linked_lung_copies
+from harness.tables import Column, Table
 
 ARMS = {"uncached": False, "cached": True}
-
-
-def linked_copies(data_dir: Path, copies: int, out: Path) -> Path:
-    """``out`` with every pair of ``data_dir`` linked ``copies`` times."""
-    num_slices = copies * len(list((data_dir / "2d_images").iterdir()))
-    return linked_lung_copies(data_dir, out, num_slices)
+#: one row per round and arm
+ROUNDS = Table(
+    "round",
+    "arm",
+    Column("fit epoch (s)", "fit", "{:.3f}"),
+    Column("loader epoch (s)", "loader", "{:.3f}"),
+)
+#: the medians per arm, then the share of time the cache saves
+MEDIANS = Table(
+    Column("median over rounds", "arm"),
+    Column("fit epoch (s)", "fit", "{:.3f}"),
+    Column("loader epoch (s)", "loader", "{:.3f}"),
+)
 
 
 def cli_args(data_dir: Path, run_dir: Path, cache: bool, args) -> list[str]:
@@ -111,50 +122,41 @@ def main(argv=None) -> None:
     """Run the rounds and print the table."""
     args = build_parser().parse_args(argv)
     torch.manual_seed(0)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir
         if args.copies > 1:
-            data_dir = linked_copies(args.data_dir, args.copies, Path(tmp) / "data")
-        for round_ in range(args.rounds):
-            for arm, cache in ARMS.items():
-                run_dir = Path(tmp) / f"{arm}_{round_}"
-                fit = None if args.skip_fit else fit_epoch_s(data_dir, run_dir, cache, args)
-                rows.append((round_, arm, fit, loader_epoch_s(data_dir, cache, args)))
-    print_table(rows, args)
+            count = len(list((args.data_dir / "2d_images").iterdir()))
+            data_dir = linked_lung_copies(args.data_dir, Path(tmp) / "data", args.copies * count)
+
+        def measure(arm: str, index: int) -> dict:
+            cache, run_dir = ARMS[arm], Path(tmp) / f"{arm}_{index}"
+            fit = None if args.skip_fit else fit_epoch_s(data_dir, run_dir, cache, args)
+            return {"fit": fit, "loader": loader_epoch_s(data_dir, cache, args)}
+
+        rounds = alternate(list(ARMS), measure, args.rounds)
+    print_table(rounds, args)
 
 
-def print_table(rows: list[tuple], args) -> None:
-    """Print the machine, the per-round rows ``(round, arm, fit s, loader s)`` and medians."""
-
-    def seconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
-
+def print_table(rounds: list[dict], args) -> None:
+    """Print the machine, the per-round rows and the medians with the time the cache saves."""
     print(f"Machine: {machine_line()}")
     print(
         f"Data: {args.data_dir} x{args.copies}, image_size {args.image_size}, augmentation "
         f"{args.augmentation}, batch {args.batch_size}, {args.num_workers} workers, "
         f"encoder {args.encoder}, {args.epochs} epochs (first excluded)\n"
     )
-    print("| round | arm | fit epoch (s) | loader epoch (s) |")
-    print("|---|---|---|---|")
-    for round_, arm, fit, loader in rows:
-        print(f"| {round_} | {arm} | {seconds(fit)} | {seconds(loader)} |")
-    print("\n| median over rounds | fit epoch (s) | loader epoch (s) |")
-    print("|---|---|---|")
+    print(ROUNDS.markdown({"round": i, "arm": a, **r[a]} for i, r in enumerate(rounds) for a in r))
     medians = {}
     for arm in ARMS:
-        fits = [r[2] for r in rows if r[1] == arm and r[2] is not None]
-        loaders = [r[3] for r in rows if r[1] == arm]
-        medians[arm] = (float(np.median(fits)) if fits else None, float(np.median(loaders)))
-        print(f"| {arm} | {seconds(medians[arm][0])} | {seconds(medians[arm][1])} |")
-    saved = [
-        "-"
-        if medians["uncached"][i] is None
-        else f"{1 - medians['cached'][i] / medians['uncached'][i]:.0%}"
-        for i in (0, 1)
-    ]
-    print(f"| time saved by the cache | {saved[0]} | {saved[1]} |")
+        medians[arm] = {"arm": arm}
+        for key in ("fit", "loader"):
+            values = [r[arm][key] for r in rounds if r[arm][key] is not None]
+            medians[arm][key] = float(np.median(values)) if values else None
+    saved = {"arm": "time saved by the cache"}
+    for key in ("fit", "loader"):
+        before, after = medians["uncached"][key], medians["cached"][key]
+        saved[key] = None if before is None else f"{1 - after / before:.0%}"
+    print("\n" + MEDIANS.markdown([*medians.values(), saved]))
 
 
 if __name__ == "__main__":

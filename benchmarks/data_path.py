@@ -42,27 +42,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import at_least, linked_lung_copies, machine_line, script_parser
+from harness.cli import at_least, int_list, script_parser, switch_list
+from harness.machine import machine_line
+from harness.runs import linked_lung_copies, synthetic_lung
+from harness.tables import Column, Table
 
 clock = time.perf_counter
 UNCACHED_STAGES = ("decode", "normalize", "resize", "augment", "to tensor", "collate")
 CACHED_STAGES = ("float16 -> float32", "augment", "to tensor", "collate")
+PATHS = ("uncached", "cached")
 
-
-def int_list(text: str) -> list[int]:
-    """An argparse type: comma-separated non-negative integers."""
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 0:
-        raise ValueError(f"expected comma-separated integers >= 0, got {text!r}")
-    return values
-
-
-def switch_list(text: str) -> list[bool]:
-    """An argparse type: a comma-separated subset of ``off,on``."""
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or set(values) - {"off", "on"}:
-        raise ValueError(f"expected off, on or off,on; got {text!r}")
-    return [v == "on" for v in values]
+#: both paths' stages in microseconds per sample, with their shares of the sum
+STAGES = Table(
+    "stage",
+    Column("uncached us/sample", "uncached"),
+    Column("share", "uncached share"),
+    Column("cached us/sample", "cached"),
+    Column("share", "cached share"),
+)
+#: the train loader's images/s per setting
+LOADER = Table(
+    Column("cache", pattern=lambda on: "on" if on else "off"),
+    "workers",
+    Column("pin_memory", pattern=lambda on: "on" if on else "off"),
+    "prefetch_factor",
+    Column("first batch (s)", "first_s", "{:.2f}"),
+    Column("images/s", "images_per_s", "{:,.0f}"),
+)
 
 
 # --- stages --------------------------------------------------------------------------------------
@@ -195,39 +201,34 @@ def median_pass(runs: list[dict]) -> dict:
 def stage_table(times: dict) -> str:
     """The stages of both paths in microseconds per sample, with their shares of the sum."""
     stages = list(dict.fromkeys([*UNCACHED_STAGES[:3], *CACHED_STAGES[:1], *UNCACHED_STAGES[3:]]))
-    sums = {path: sum(times[path].values()) for path in ("uncached", "cached")}
-    lines = [
-        "| stage | uncached us/sample | share | cached us/sample | share |",
-        "|---|---|---|---|---|",
-    ]
+    sums = {path: sum(times[path].values()) for path in PATHS}
+
+    def us(seconds: float) -> str:
+        return f"{1e6 * seconds:,.0f}"
+
+    rows = []
     for stage in stages:
-        cells = []
-        for path in ("uncached", "cached"):
+        row = {"stage": stage}
+        for path in PATHS:
             value = times[path].get(stage)
-            if value is None:
-                cells += ["-", "-"]
-            else:
-                cells += [f"{1e6 * value:,.0f}", f"{100 * value / sums[path]:.0f}%"]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append(
-        f"| sum of the stages | {1e6 * sums['uncached']:,.0f} | 100% "
-        f"| {1e6 * sums['cached']:,.0f} | 100% |"
-    )
-    lines.append(
-        f"| whole __getitem__ + collate (measured) | {1e6 * times['uncached whole']:,.0f} | "
-        f"| {1e6 * times['cached whole']:,.0f} | |"
-    )
-    lines.append(
-        f"| images/s on one core (1 / whole) | {1 / times['uncached whole']:,.0f} | "
-        f"| {1 / times['cached whole']:,.0f} | |"
-    )
+            if value is not None:
+                row[path], row[f"{path} share"] = us(value), f"{100 * value / sums[path]:.0f}%"
+        rows.append(row)
+    whole = {path: times[f"{path} whole"] for path in PATHS}
+    empty = {"uncached share": "", "cached share": ""}
+    rows += [
+        {"stage": "sum of the stages", **{p: us(sums[p]) for p in PATHS}}
+        | {"uncached share": "100%", "cached share": "100%"},
+        {"stage": "whole __getitem__ + collate (measured)", **{p: us(whole[p]) for p in PATHS}}
+        | empty,
+        {"stage": "images/s on one core (1 / whole)", **{p: f"{1 / whole[p]:,.0f}" for p in PATHS}}
+        | empty,
+    ]
     if "resize first" in times:
         now = times["uncached"]["normalize"] + times["uncached"]["resize"]
-        lines.append(
-            f"| what-if: resize, then normalize (instead of normalize + resize: "
-            f"{1e6 * now:,.0f}) | {1e6 * times['resize first']:,.0f} | | - | |"
-        )
-    return "\n".join(lines)
+        stage = f"what-if: resize, then normalize (instead of normalize + resize: {us(now)})"
+        rows.append({"stage": stage, "uncached": us(times["resize first"]), **empty})
+    return STAGES.markdown(rows)
 
 
 # --- loader --------------------------------------------------------------------------------------
@@ -271,20 +272,6 @@ def loader_settings(args) -> list[tuple[int, bool, int | None]]:
     return out
 
 
-def loader_table(rows: list[tuple]) -> str:
-    lines = [
-        "| cache | workers | pin_memory | prefetch_factor | first batch (s) | images/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for cache, workers, pin, prefetch, result in rows:
-        lines.append(
-            f"| {'on' if cache else 'off'} | {workers} | {'on' if pin else 'off'} "
-            f"| {prefetch if prefetch is not None else '-'} | {result['first_s']:.2f} "
-            f"| {result['images_per_s']:,.0f} |"
-        )
-    return "\n".join(lines)
-
-
 # --- main ----------------------------------------------------------------------------------------
 def datamodule(data_dir: Path, args, cache: bool):
     """The lung CT datamodule after ``setup("fit")``, with its setup time in seconds."""
@@ -307,10 +294,7 @@ def datamodule(data_dir: Path, args, cache: bool):
 def prepare_data(args, work: Path) -> tuple[Path, str]:
     """The folder to read and its description: synthetic, or ``--data-dir`` linked over."""
     if args.data_dir is None:
-        from medvision.data.synthetic import write_lung_ct
-
-        write_lung_ct(work / "distinct", args.distinct, size=args.slice_size, seed=0)
-        folder = linked_lung_copies(work / "distinct", work / "data", args.num_slices)
+        folder = synthetic_lung(work, args.num_slices, args.slice_size, args.distinct)
         return folder, (
             f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
             f"{args.slice_size} uint8 TIFF ({args.distinct} distinct, linked over)"
@@ -369,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
             for cache, data in ((False, dataset), (True, cached_set)):
                 for workers, pin, prefetch in loader_settings(args):
                     result = loader_images_per_s(data, args, workers, pin, prefetch)
-                    rows.append((cache, workers, pin, prefetch, result))
+                    setting = {"workers": workers, "pin_memory": pin, "prefetch_factor": prefetch}
+                    rows.append({"cache": cache, **setting, **result})
     print(f"Machine: {machine_line()}")
     print(
         f"Data: {source}; image_size {args.image_size}, augmentation basic, batch "
@@ -385,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     if rows:
         pin_note = "" if torch.cuda.is_available() else " (pin_memory on: not run, no CUDA here)"
         print(f"\nLoader: {args.batches} batches after the first{pin_note}\n")
-        print(loader_table(rows))
+        print(LOADER.markdown(rows))
 
 
 if __name__ == "__main__":

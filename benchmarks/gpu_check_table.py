@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import best_row, logged, mean_after_first, read_csv_rows, script_parser
+from harness.cli import script_parser
+from harness.machine import mean_after_first
+from harness.runs import best_row, logged, read_csv_rows
+from harness.tables import Column, Table
 
 TARGET = 0.95
 NAMES = {"unet": "U-Net r34", "resnet50": "ResNet-50"}
@@ -36,13 +39,19 @@ OVERHEAD = re.compile(r"^step overhead: .*?([+-]\d+) us/step, throughput ratio (
 LOADER_ROW = re.compile(
     r"^\| (off|on) \| (\d+) \| (off|on) \| (\S+) \| [\d.]+ \| ([\d,]+) \|$", re.M
 )
+#: one row per check
+TABLE = Table(
+    "check",
+    # 4,054 from 100 up, one decimal below (the CPU dry run's tiny rates)
+    Column("img/s", "img_s", lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.1f}"),
+    Column("vs plain", "vs_plain", "{:.3f}"),
+    Column("NVML util %", "util", "{:.0f}"),
+    "result",
+    "note",
+)
 PYTEST_SUMMARY = re.compile(
     r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*?)\s*=*$", re.M
 )
-
-
-def fmt(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
 
 
 def row(check: str, result: str, note: str = "", **values) -> dict:
@@ -175,25 +184,6 @@ def collect(work: Path, cpu: bool) -> list[dict]:
     ]
 
 
-def images_per_s(value: float | None) -> str:
-    """``4,054`` from 100 up, one decimal below (the CPU dry run's tiny rates)."""
-    return fmt(value, "{:,.0f}" if value is None or value >= 100 else "{:.1f}")
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| check | img/s | vs plain | NVML util % | result | note |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['check']} | {images_per_s(r.get('img_s'))} "
-            f"| {fmt(r.get('vs_plain'), '{:.3f}')} | {fmt(r.get('util'), '{:.0f}')} "
-            f"| {r['result']} | {r['note']} |"
-        )
-    return "\n".join(lines)
-
-
 def build_parser():
     """The command line of this script."""
     parser = script_parser(__doc__)
@@ -207,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = collect(args.work, args.cpu)
     if args.cpu:
         print("CPU dry run at minimal sizes: the figures say nothing about speed.\n")
-    print(markdown(rows))
+    print(TABLE.markdown(rows))
     failed = [r["check"] for r in rows if r["result"] != "pass"]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} checks passed")
     if failed:

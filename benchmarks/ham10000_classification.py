@@ -35,8 +35,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from _common import REPO, best_row, machine_line, read_csv_rows, script_parser, write_marked
-from _ham10000 import DOCS, add_shared_options, limit_args, medvision, prepare, this_command
+from _ham10000 import DOCS, add_shared_options, limit_args, prepare, this_command
+from harness.cli import script_parser
+from harness.machine import REPO, machine_line
+from harness.runs import best_row, fit, medvision, read_csv_rows
+from harness.tables import Column, Table, write_marked
 
 SCRIPT = "ham10000_classification.py"
 CLS_START = "<!-- ham10000-classification:start -->"
@@ -59,6 +62,34 @@ ARMS = {
         "MEL/NV/OTHER on the U-Net's lesion crop, class weights auto",
     ),
 }
+
+
+def fmt_setting(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+#: one row per finished arm (its ``result.json``)
+TABLE = Table(
+    Column("arm", lambda r: f"{r['arm']}: {r['description']}"),
+    Column("config", lambda r: " ".join(f"`{o}`" for o in [r["config"], *r["overrides"]])),
+    Column("model", "settings.model_name"),
+    Column("image size", "settings.image_size", fmt_setting),
+    Column(
+        "epochs x train batches",
+        lambda r: f"{r['settings']['epochs']} x {r['limit_train_batches'] or 'all'}",
+    ),
+    Column("best val loss (epoch)", lambda r: "{loss:.4f} ({epoch})".format(**r["validation"])),
+    Column("test accuracy", "test.accuracy", "{:.4f}"),
+    Column("balanced accuracy", "test.balanced_accuracy", "{:.4f}"),
+    Column("macro-F1", "test.macro_f1", "{:.4f}"),
+    Column("AUROC (macro)", "test.auroc", "{:.4f}"),
+    Column(
+        "melanoma recall",
+        lambda r: "{melanoma_recall:.4f} ({melanoma_support} images)".format(**r["test"]),
+    ),
+    Column("melanoma F1", "test.melanoma_f1", "{:.4f}"),
+    Column("fit wall (s)", "fit_s", "{:.0f}"),
+)
 
 
 def config_settings(config: Path) -> dict:
@@ -86,10 +117,6 @@ def reductions(settings: dict, config: dict, limit_train_batches: int | None) ->
     if limit_train_batches is not None:
         said.append(f"{limit_train_batches} training batches per epoch instead of all")
     return said
-
-
-def fmt_setting(value) -> str:
-    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def classification_args(args, config: Path, settings: dict, out: Path) -> list[str]:
@@ -131,32 +158,13 @@ def run_arm(args, arm: str, out: Path) -> dict:
         "epochs": args.epochs or defaults["epochs"],
     }
     arm_dir = out / arm
-    if arm_dir.exists():
-        shutil.rmtree(arm_dir)
-    (arm_dir / "fit").mkdir(parents=True)
+    shutil.rmtree(arm_dir, ignore_errors=True)  # no result.json of an earlier run stays
     shared = classification_args(args, config, settings, out) + arm_overrides
-    fit_dir, test_dir = arm_dir / "fit", arm_dir / "test"
-    fit_s = medvision(
-        "fit",
-        *shared,
-        f"--trainer.max_epochs={settings['epochs']}",
-        f"--trainer.default_root_dir={fit_dir}",
-        f"--trainer.logger.init_args.save_dir={fit_dir}",
-        *limit_args(args.limit_train_batches),
-        "--trainer.callbacks+=medvision.training.EpochTimer",
-        f"--trainer.callbacks.output={fit_dir / 'epoch_times.json'}",
-        log=fit_dir / "fit.log",
-    )
-    best = fit_dir / "version_0/checkpoints/best.ckpt"
-    if not best.is_file():
-        sys.exit(f"no {best} after fit; see {fit_dir / 'fit.log'}")
-    test_dir.mkdir()
-    test_s = medvision(
-        "test",
-        *shared,
-        f"--ckpt_path={best}",
-        log=test_dir / "test.log",
-    )
+    epochs = f"--trainer.max_epochs={settings['epochs']}"
+    run = fit(arm_dir / "fit", *shared, epochs, *limit_args(args.limit_train_batches))
+    (arm_dir / "test").mkdir()
+    test_s = medvision("test", *shared, f"--ckpt_path={run.best}", log=arm_dir / "test/test.log")
+    tested = run.folder / "version_0/test"  # the run's test/ folder
     result = {
         "arm": arm,
         "config": f"configs/{config_name}",
@@ -165,15 +173,14 @@ def run_arm(args, arm: str, out: Path) -> dict:
         "settings": settings,
         "config_settings": defaults,
         "limit_train_batches": args.limit_train_batches,
-        "validation": best_validation(read_csv_rows(fit_dir / "version_0/metrics.csv")),
+        "validation": best_validation(run.metrics),
         "test": test_scores(
-            read_csv_rows(best.parent.parent / "test/metrics.csv"),  # the run's test/ folder
-            read_csv_rows(best.parent.parent / "test/test_per_class.csv"),
+            read_csv_rows(tested / "metrics.csv"), read_csv_rows(tested / "test_per_class.csv")
         ),
-        "epoch_s": [e["wall_s"] for e in json.loads((fit_dir / "epoch_times.json").read_text())],
-        "fit_s": fit_s,
+        "epoch_s": run.epoch_s,
+        "fit_s": run.fit_s,
         "test_s": test_s,
-        "checkpoint": str(best),
+        "checkpoint": str(run.best),
         "command": this_command(SCRIPT, arms=[arm]),
     }
     (arm_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -237,24 +244,11 @@ def classification_table(results: list[dict], data_dir: str, machine: str) -> st
         f"never used to choose) | reduced from the configs: {'; '.join(said) or 'nothing'} | "
         f"{machine}",
         "",
-        "| arm | config | model | image size | epochs x train batches | best val loss (epoch) "
-        "| test accuracy | balanced accuracy | macro-F1 | AUROC (macro) | melanoma recall "
-        "| melanoma F1 | fit wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        TABLE.markdown(results),
+        "",
+        "Test recall per class:",
+        "",
     ]
-    for r in results:
-        s, v, t = r["settings"], r["validation"], r["test"]
-        batches = "all" if r["limit_train_batches"] is None else r["limit_train_batches"]
-        lines.append(
-            f"| {r['arm']}: {r['description']} | `{r['config']}`"
-            + "".join(f" `{o}`" for o in r["overrides"])
-            + f" | {s['model_name']} | {fmt_setting(s['image_size'])} | {s['epochs']} x {batches} "
-            f"| {v['loss']:.4f} ({v['epoch']}) | {t['accuracy']:.4f} "
-            f"| {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | {t['auroc']:.4f} "
-            f"| {t['melanoma_recall']:.4f} ({t['melanoma_support']} images) "
-            f"| {t['melanoma_f1']:.4f} | {r['fit_s']:.0f} |"
-        )
-    lines += ["", "Test recall per class:", ""]
     lines += [
         f"- {r['arm']}: "
         + ", ".join(f"{name} {value:.2f}" for name, value in r["test"]["recall_per_class"].items())

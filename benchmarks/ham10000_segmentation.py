@@ -40,14 +40,32 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, best_row, machine_line, read_csv_rows, script_parser, write_marked
-from _ham10000 import DOCS, add_shared_options, limit_args, medvision, prepare, this_command
+from _ham10000 import DOCS, add_shared_options, limit_args, prepare, this_command
+from harness.cli import script_parser
+from harness.machine import REPO, machine_line
+from harness.runs import best_row, finished_fit, fit, medvision, read_csv_rows
+from harness.tables import Column, Table, write_marked
 
 SCRIPT = "ham10000_segmentation.py"
 CONFIG = REPO / "configs/unet_ham10000.yaml"
 TABLE_START, TABLE_END = "<!-- ham10000-table:start -->", "<!-- ham10000-table:end -->"
 ISIC_JACCARD_FLOOR = 0.65
 SEED_STUDY_THRESHOLD = 0.4
+#: the run's one row (``table``'s dict of the finished run)
+TABLE = Table(
+    "encoder",
+    "epochs",
+    "image size",
+    "batch",
+    "train batches/epoch",
+    Column("best val IoU (epoch)", lambda r: "{val_iou:.4f} ({best_epoch})".format(**r["fit"])),
+    Column("held-out Dice", "main.dice", "{:.4f}"),
+    Column("held-out IoU", "main.iou", "{:.4f}"),
+    Column("ISIC thresholded Jaccard (IoU < 0.65 = 0)", "main.thresholded_iou", "{:.4f}"),
+    Column(f"held-out IoU @ {SEED_STUDY_THRESHOLD}", "t04.iou", "{:.4f}"),
+    Column("epoch wall (s)", lambda r: np.mean(r["fit"]["epoch_s"]), "{:.0f}"),
+    Column("fit wall (s)", "fit.fit_s", "{:.0f}"),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +84,7 @@ def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path
     Returns the folder, its number of images and of lesions.
     """
     from medvision.data import HAM10000DataModule
-    from medvision.data.ham10000 import read_metadata
+    from medvision.data.ham10000_metadata import read_metadata
 
     datamodule = HAM10000DataModule(
         data_dir,
@@ -112,43 +130,30 @@ def common_args(args) -> list[str]:
     ]
 
 
-def fit(args, out: Path) -> dict:
+def run_fit(args, out: Path) -> dict:
     """``medvision fit``; returns the best checkpoint, its validation scores and timings."""
-    run_dir = out / "fit"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    timer_file = run_dir / "epoch_times.json"
-    wall = medvision(
-        "fit",
+    run = fit(
+        out / "fit",
         *common_args(args),
         f"--trainer.max_epochs={args.epochs}",
         f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
         *limit_args(args.limit_train_batches),
-        "--trainer.callbacks+=medvision.training.EpochTimer",
-        f"--trainer.callbacks.output={timer_file}",
-        log=run_dir / "fit.log",
     )
-    return read_fit(run_dir, wall)
+    return read_fit(out / "fit", run.fit_s)
 
 
 def read_fit(run_dir: Path, wall: float) -> dict:
     """The best checkpoint of a finished fit in ``run_dir``, its validation scores and timings."""
-    version = run_dir / "version_0"
-    best = version / "checkpoints/best.ckpt"
-    if not best.is_file():
-        sys.exit(f"no {best} after fit; see {run_dir / 'fit.log'}")
+    run = finished_fit(run_dir, wall)
     # the validation scores of the epoch the checkpoint comes from (highest val/iou)
-    row = best_row(read_csv_rows(version / "metrics.csv"), "val/iou", "max")
+    row = best_row(run.metrics, "val/iou", "max")
     return {
-        "checkpoint": best,
+        "checkpoint": run.best,
         "val_iou": float(row["val/iou"]),
         "val_dice": float(row["val/dice"]),
         "val_thresholded_iou": float(row.get("val/thresholded_iou") or "nan"),
         "best_epoch": int(row["epoch"]),
-        "epoch_s": [e["wall_s"] for e in json.loads((run_dir / "epoch_times.json").read_text())],
+        "epoch_s": run.epoch_s,
         "fit_s": wall,
     }
 
@@ -192,34 +197,32 @@ def predict(args, out: Path, holdout: Path, checkpoint: Path, threshold: float |
 # ---------------------------------------------------------------------------------------------
 def table(args, result: dict) -> str:
     """The finished run's Markdown table, with a header line naming data and machine."""
-    fit_, main, low = result["fit"], result["main"], result.get("t04")
-    epochs = fit_["epoch_s"]
-    batches = "all" if args.limit_train_batches is None else str(args.limit_train_batches)
-    lines = [
-        f"HAM10000 lesion segmentation (configs/unet_ham10000.yaml): {args.data_dir} | "
-        f"{result['num_holdout']} held-out images of {result['num_lesions']} lesions never seen "
-        f"in training or validation | {machine_line()}",
-        "",
-        "| encoder | epochs | image size | batch | train batches/epoch | best val IoU (epoch) "
-        "| held-out Dice | held-out IoU | ISIC thresholded Jaccard (IoU < 0.65 = 0) "
-        f"| held-out IoU @ {SEED_STUDY_THRESHOLD} | epoch wall (s) | fit wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {args.encoder} | {args.epochs} | {args.image_size[0]}x{args.image_size[1]} "
-        f"| {args.batch_size} | {batches} | {fit_['val_iou']:.4f} ({fit_['best_epoch']}) "
-        f"| {main['dice']:.4f} | {main['iou']:.4f} | {main['thresholded_iou']:.4f} "
-        f"| {'-' if low is None else format(low['iou'], '.4f')} "
-        f"| {np.mean(epochs):.0f} | {fit_['fit_s']:.0f} |",
-        "",
-        f"Held-out scores at threshold 0.5, at each image's own size ({result['sizes']} px): "
-        f"{main['below_floor']} of {main['num_images']} images have IoU < "
-        f"{ISIC_JACCARD_FLOOR}. Epoch wall: training + validation, mean of "
-        f"{len(epochs)} epoch(s) ({', '.join(f'{t:.0f}' for t in epochs)} s); fit wall: the "
-        "whole `medvision fit` process (start-up and the image check included). Predict wall: "
-        f"{main['predict_s']:.0f} s"
-        + ("" if low is None else f" (at {SEED_STUDY_THRESHOLD}: {low['predict_s']:.0f} s)")
-        + ".",
-    ]
-    return "\n".join(lines)
+    main, low, epochs = result["main"], result.get("t04"), result["fit"]["epoch_s"]
+    row = {
+        **result,
+        "encoder": args.encoder,
+        "epochs": args.epochs,
+        "image size": f"{args.image_size[0]}x{args.image_size[1]}",
+        "batch": args.batch_size,
+        "train batches/epoch": args.limit_train_batches or "all",
+    }
+    low_wall = "" if low is None else f" (at {SEED_STUDY_THRESHOLD}: {low['predict_s']:.0f} s)"
+    return "\n".join(
+        [
+            f"HAM10000 lesion segmentation (configs/unet_ham10000.yaml): {args.data_dir} | "
+            f"{result['num_holdout']} held-out images of {result['num_lesions']} lesions never "
+            f"seen in training or validation | {machine_line()}",
+            "",
+            TABLE.markdown([row]),
+            "",
+            f"Held-out scores at threshold 0.5, at each image's own size ({result['sizes']} px): "
+            f"{main['below_floor']} of {main['num_images']} images have IoU < "
+            f"{ISIC_JACCARD_FLOOR}. Epoch wall: training + validation, mean of "
+            f"{len(epochs)} epoch(s) ({', '.join(f'{t:.0f}' for t in epochs)} s); fit wall: the "
+            "whole `medvision fit` process (start-up and the image check included). Predict "
+            f"wall: {main['predict_s']:.0f} s{low_wall}.",
+        ]
+    )
 
 
 def image_sizes(folder: Path) -> str:
@@ -275,7 +278,7 @@ def main() -> None:
         wall = json.loads(previous.read_text())["fit"]["fit_s"] if previous.exists() else np.nan
         result: dict = {"fit": read_fit(out / "fit", wall)}
     else:
-        result = {"fit": fit(args, out)}
+        result = {"fit": run_fit(args, out)}
     print(f"fit: {result['fit']}", file=sys.stderr, flush=True)
     holdout, result["num_holdout"], result["num_lesions"] = make_holdout(
         args.data_dir, out / "holdout", args.image_size

@@ -23,7 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import REPO, machine_line, script_parser
+from harness.cli import script_parser
+from harness.machine import REPO, machine_line
 
 MODELS = {"unet": ("configs/unet_lung.yaml", "U-Net"), "fcn": ("configs/fcn_lung.yaml", "FCN-8s")}
 #: What the shipped configs use, for the "reduced" line.

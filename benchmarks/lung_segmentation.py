@@ -24,7 +24,7 @@ run back to back compare better than one run of each.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import shutil
 import sys
 import tempfile
@@ -33,15 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import (
-    REPO,
-    child_result,
-    machine_line,
-    mean_after_first,
-    print_result,
-    script_parser,
-)
-from _common import peak_memory_mb as _peak_memory_mb
+from harness import plain
+from harness.arms import Spread, alternate, print_result, run_arm_child
+from harness.cli import script_parser
+from harness.machine import REPO, machine_line, mean_after_first, peak_memory_mb
+from harness.runs import read_csv_rows
+from harness.tables import Column, Table
 
 #: Slices of the public set whose ground truth is wrong, found by looking at the worst held-out
 #: scores. They are kept in every "all" figure and left out only of the column that says so.
@@ -50,6 +47,33 @@ KNOWN_LABEL_ERRORS = {
     "not the lungs",
 }
 CONFIGS = {"unet": REPO / "configs/unet_lung.yaml", "fcn": REPO / "configs/fcn_lung.yaml"}
+NAMES = {
+    "unet": "medvision U-Net (configs/unet_lung.yaml)",
+    "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
+    "plain": "plain PyTorch loop, smp U-Net",
+}
+#: with --rounds: the epoch times of the U-Net arms run back to back
+ROUNDS = Table(
+    "round",
+    Column("medvision U-Net epoch (s)", "unet", "{:.2f}"),
+    Column("plain epoch (s)", "plain", "{:.2f}"),
+    Column("wall ratio", "wall", "{:.3f}"),
+    Column("CPU ratio", "cpu", "{:.3f}"),
+)
+
+
+def results_table(num_holdout: int, num_kept: int) -> Table:
+    """The main table; its titles count the held-out slices."""
+    return Table(
+        Column("model", "arm", NAMES.get),
+        Column("val Dice", "val_dice", "{:.4f}"),
+        Column(f"held-out Dice (all {num_holdout})", "dice", "{:.4f}"),
+        Column("held-out IoU (all)", "iou", "{:.4f}"),
+        Column(f"held-out Dice ({num_kept}, label errors out)", "kept_dice", "{:.4f}"),
+        Column("epoch (s)", "epoch_s", "{:.2f}"),
+        Column("epoch CPU (s)", "epoch_cpu_s", "{:.2f}"),
+        Column("peak memory (MB)", "peak_mb", "{:.0f}"),
+    )
 
 
 def make_holdout(data_dir: Path, out: Path, fraction: float, seed: int = 0) -> tuple[Path, Path]:
@@ -67,10 +91,6 @@ def make_holdout(data_dir: Path, out: Path, fraction: float, seed: int = 0) -> t
     return out / "pool", out / "holdout"
 
 
-def peak_memory_mb() -> float:
-    return _peak_memory_mb("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def clocks() -> np.ndarray:
     """Wall time and this process's CPU time (seconds), to difference around an epoch.
 
@@ -80,15 +100,22 @@ def clocks() -> np.ndarray:
     return np.array([time.perf_counter(), time.process_time()])
 
 
-def epoch_times(deltas: list[np.ndarray]) -> dict:
+def measures(deltas: list, val_dice: float, holdout: dict, checkpoint: str) -> dict:
+    """An arm's result: its scores, mean epoch wall and CPU time after the first, peak memory."""
     wall, cpu = np.array(deltas).T
-    return {"epoch_s": mean_after_first(list(wall)), "epoch_cpu_s": mean_after_first(list(cpu))}
+    return {
+        "val_dice": val_dice,
+        "holdout": holdout,
+        "epoch_s": mean_after_first(list(wall)),
+        "epoch_cpu_s": mean_after_first(list(cpu)),
+        "peak_mb": peak_memory_mb("cuda" if torch.cuda.is_available() else "cpu"),
+        "checkpoint": checkpoint,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# medvision arm
-# ---------------------------------------------------------------------------------------------
+# --- medvision arm -------------------------------------------------------------------------------
 def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> dict:
+    """``fit`` with the config, ``validate`` the best checkpoint, ``predict`` the held-out."""
     from medvision.cli import MedVisionCLI
     from medvision.training import EpochTimer
 
@@ -126,20 +153,13 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
             f"--prediction_writer.output_dir={predictions}",
         ]
     )
-    with open(predictions / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {
-        "val_dice": val["val/dice"],
-        "holdout": {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows},
-        **epoch_times([np.array([e["wall_s"], e["cpu_s"]]) for e in timer.epochs]),
-        "peak_mb": peak_memory_mb(),
-        "checkpoint": best,
-    }
+    rows = read_csv_rows(predictions / "metrics.csv")
+    scores = {Path(r["image"]).name: [float(r["dice"]), float(r["iou"])] for r in rows}
+    epochs = [[e["wall_s"], e["cpu_s"]] for e in timer.epochs]
+    return measures(epochs, val["val/dice"], scores, best)
 
 
-# ---------------------------------------------------------------------------------------------
-# plain PyTorch arm: written from scratch, shares only the albumentations pipeline
-# ---------------------------------------------------------------------------------------------
+# --- plain PyTorch arm: written from scratch, shares only the albumentations pipeline ----------
 class PlainLungDataset(torch.utils.data.Dataset):
     def __init__(self, pairs, transform):
         self.pairs, self.transform = pairs, transform
@@ -148,15 +168,20 @@ class PlainLungDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i):
-        import tifffile
-
-        image = tifffile.imread(self.pairs[i][0]).astype(np.float32)
-        mask = (tifffile.imread(self.pairs[i][1]) > 127).astype(np.uint8)
-        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-        out = self.transform(image=image[..., None], mask=mask)
+        image, mask = read_pair(*self.pairs[i])
+        out = self.transform(image=image[..., None], mask=mask.astype(np.uint8))
         return torch.from_numpy(out["image"].transpose(2, 0, 1).copy()), torch.from_numpy(
             out["mask"]
         ).float()[None]
+
+
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A slice min-max scaled to [0, 1] (float32) and its mask (bool), at the stored size."""
+    import tifffile
+
+    image = tifffile.imread(image_path).astype(np.float32)
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+    return image, tifffile.imread(mask_path) > 127
 
 
 def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -165,16 +190,8 @@ def dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total == 0, 1.0, 2 * (pred * target).sum(1) / total.clamp(min=1))
 
 
-def iou_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    dice = dice_per_image(pred, target)
-    return dice / (2 - dice)
-
-
 def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
-    import segmentation_models_pytorch as smp
-    import torch.nn.functional as F
-    from segmentation_models_pytorch.losses import DiceLoss
-
+    """The harness's plain U-Net loop with the configs' settings; the same checkpoints saved."""
     from medvision.data.splits import split_indices
     from medvision.data.transforms import segmentation_transform
 
@@ -182,54 +199,44 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
     names = sorted(p.name for p in (pool / "2d_images").iterdir())
     pairs = [(pool / "2d_images" / n, pool / "2d_masks" / n) for n in names]
     split = split_indices(len(pairs), 0.1, 0.1, seed=42)  # the split medvision fit uses
-    loader = dict(
-        batch_size=16,
-        num_workers=args.num_workers,
-        persistent_workers=args.num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
-    train = torch.utils.data.DataLoader(
-        PlainLungDataset(
-            [pairs[i] for i in split["train"]], segmentation_transform(args.image_size, "basic")
-        ),
-        shuffle=True,
-        **loader,
-    )
-    val = torch.utils.data.DataLoader(
-        PlainLungDataset(
-            [pairs[i] for i in split["val"]], segmentation_transform(args.image_size, "none")
-        ),
-        **loader,
-    )
+    workers = args.num_workers
 
+    def loader(stage: str, augmentation: str) -> torch.utils.data.DataLoader:
+        subset = [pairs[i] for i in split[stage]]
+        dataset = PlainLungDataset(subset, segmentation_transform(args.image_size, augmentation))
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=16,
+            shuffle=stage == "train",
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    train, val = loader("train", "basic"), loader("val", "none")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1).to(device)
-    bce, dice_loss = torch.nn.BCEWithLogitsLoss(), DiceLoss("binary", from_logits=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    model = plain.unet("resnet34", in_channels=1)
+    model.net.to(device)
+    optimizer = torch.optim.AdamW(model.net.parameters(), lr=1e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     best_dice, times = -1.0, []
     for epoch in range(args.epochs):
         start = clocks()
-        model.train()
+        model.net.train()
         for image, mask in train:
-            image, mask = image.to(device), mask.to(device)
-            logits = model(image)
-            loss = bce(logits, mask) + dice_loss(logits, mask)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            plain.train_step(model, optimizer, image.to(device), mask.to(device))
         scheduler.step()
-        model.eval()
-        scores = []
+        model.net.eval()
         with torch.no_grad():
-            for image, mask in val:
-                probs = model(image.to(device)).sigmoid()
-                scores.append(dice_per_image(probs > 0.5, mask.to(device) > 0.5))
+            scores = [
+                dice_per_image(model.net(image.to(device)).sigmoid() > 0.5, mask.to(device) > 0.5)
+                for image, mask in val
+            ]
         val_dice = torch.cat(scores).mean().item()
         # the checkpoints medvision's configs keep: last every epoch, best on improvement, both
         # with optimizer and scheduler state so that a run can resume
         state = {
-            "model": model.state_dict(),
+            "model": model.net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
@@ -239,40 +246,36 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
             best_dice = val_dice
             torch.save(state, run_dir / "plain_best.pt")
         times.append(clocks() - start)
+    best = run_dir / "plain_best.pt"
+    model.net.load_state_dict(torch.load(best, weights_only=True)["model"])
+    return measures(times, best_dice, plain_holdout(model.net.eval(), holdout, args), str(best))
 
-    model.load_state_dict(torch.load(run_dir / "plain_best.pt", weights_only=True)["model"])
-    model.eval()
-    holdout_scores = {}
+
+def plain_holdout(net, holdout: Path, args) -> dict:
+    """Dice and IoU of each held-out slice, predicted at training size, scored at its own."""
+    import torch.nn.functional as F
+
+    from medvision.data.transforms import segmentation_transform
+
     resize = segmentation_transform(args.image_size, "none")
-    import tifffile
-
+    device = next(net.parameters()).device
+    scores = {}
     with torch.no_grad():
         for name in sorted(p.name for p in (holdout / "2d_images").iterdir()):
-            raw = tifffile.imread(holdout / "2d_images" / name).astype(np.float32)
-            truth = torch.from_numpy(tifffile.imread(holdout / "2d_masks" / name) > 127)
-            image = (raw - raw.min()) / max(float(raw.max() - raw.min()), 1e-6)
+            image, truth = read_pair(holdout / "2d_images" / name, holdout / "2d_masks" / name)
             x = torch.from_numpy(resize(image=image[..., None])["image"].transpose(2, 0, 1).copy())
             probs = F.interpolate(
-                model(x[None].to(device)).sigmoid(),
-                size=raw.shape[:2],
+                net(x[None].to(device)).sigmoid(),
+                size=image.shape[:2],
                 mode="bilinear",
                 align_corners=False,
             )
-            pred = probs.cpu() > 0.5
-            holdout_scores[name] = [
-                dice_per_image(pred, truth[None]).item(),
-                iou_per_image(pred, truth[None]).item(),
-            ]
-    return {
-        "val_dice": best_dice,
-        "holdout": holdout_scores,
-        **epoch_times(times),
-        "peak_mb": peak_memory_mb(),
-        "checkpoint": str(run_dir / "plain_best.pt"),
-    }
+            dice = dice_per_image(probs.cpu() > 0.5, torch.from_numpy(truth)[None]).item()
+            scores[name] = [dice, dice / (2 - dice)]  # IoU from Dice, per image
+    return scores
 
 
-# ---------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (``main`` parses ``sys.argv`` with it)."""
     parser = script_parser(__doc__)
@@ -290,88 +293,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_arm(spec: dict) -> dict:
+    """One arm (a child process): its folder under ``spec["out"]``, its result."""
+    args = argparse.Namespace(**spec)
+    out, arm = Path(args.out), args.arm
+    pool, holdout = make_holdout(Path(args.data_dir), out / "data", args.holdout_fraction)
+    run_dir = out / arm
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if arm == "plain":
+        return run_plain(pool, holdout, run_dir, args)
+    return run_medvision(arm, pool, holdout, run_dir, args)
+
+
 def main() -> None:
     args = build_parser().parse_args()
+    if args.arm:
+        return print_result(run_arm(json.loads(args.arm)))
     if not (args.data_dir / "2d_images").is_dir():
         sys.exit(f"{args.data_dir} is not a Kaggle-layout lung CT folder (2d_images/, 2d_masks/)")
     out = args.out or Path(tempfile.mkdtemp(prefix="medvision_lung_bench_"))
-    pool, holdout = make_holdout(args.data_dir, out / "data", args.holdout_fraction)
+    settings = ("image_size", "epochs", "holdout_fraction", "num_workers")
+    spec = {key: getattr(args, key) for key in settings} | {"data_dir": str(args.data_dir)}
 
-    if args.arm:
-        run_dir = out / args.arm
-        run_dir.mkdir(parents=True, exist_ok=True)
-        result = (
-            run_plain(pool, holdout, run_dir, args)
-            if args.arm == "plain"
-            else run_medvision(args.arm, pool, holdout, run_dir, args)
-        )
-        print_result(result)
-        return
-
-    rounds: list[dict] = []
-    for index in range(args.rounds):
+    def measure(arm: str, index: int) -> dict:
         # with several rounds the arms alternate (A B A B ...), so slow drifts of this shared
         # machine's speed hit both arms alike; each round trains from scratch in its own folder
         round_out = out if args.rounds == 1 else out / f"round{index}"
-        rounds.append({arm: run_arm_process(arm, round_out, args) for arm in args.arms.split(",")})
+        return run_arm_child(__file__, {**spec, "arm": arm, "out": str(round_out)})
+
+    rounds = alternate(args.arms.split(","), measure, args.rounds, progress=True)
     print_table(rounds[0], args, out)
     if args.rounds > 1:
         print_rounds(rounds)
-
-
-def run_arm_process(arm: str, out: Path, args) -> dict:
-    """One arm in a fresh process (its own peak memory); returns its RESULT line."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--arm",
-        arm,
-        "--out",
-        str(out),
-        "--data-dir",
-        str(args.data_dir),
-        "--image-size",
-        str(args.image_size),
-        "--epochs",
-        str(args.epochs),
-        "--holdout-fraction",
-        str(args.holdout_fraction),
-        "--num-workers",
-        str(args.num_workers),
-    ]
-    result = child_result(cmd, f"arm {arm}")
-    print(f"{arm}: {result}", file=sys.stderr)
-    return result
 
 
 def print_rounds(rounds: list[dict]) -> None:
     """Per-round epoch times and the medvision/plain ratios of arms run back to back."""
     if not all("unet" in r and "plain" in r for r in rounds):
         return
-    print("\n| round | medvision U-Net epoch (s) | plain epoch (s) | wall ratio | CPU ratio |")
-    print("|---|---|---|---|---|")
-    wall, cpu = [], []
-    for index, r in enumerate(rounds):
-        unet, plain = r["unet"], r["plain"]
-        wall.append(unet["epoch_s"] / plain["epoch_s"])
-        cpu.append(unet["epoch_cpu_s"] / plain["epoch_cpu_s"])
-        print(
-            f"| {index} | {unet['epoch_s']:.2f} | {plain['epoch_s']:.2f} | {wall[-1]:.3f} "
-            f"| {cpu[-1]:.3f} |"
-        )
+    rows = [
+        {
+            "round": index,
+            "unet": r["unet"]["epoch_s"],
+            "plain": r["plain"]["epoch_s"],
+            "wall": r["unet"]["epoch_s"] / r["plain"]["epoch_s"],
+            "cpu": r["unet"]["epoch_cpu_s"] / r["plain"]["epoch_cpu_s"],
+        }
+        for index, r in enumerate(rounds)
+    ]
+    print("\n" + ROUNDS.markdown(rows))
+    wall, cpu = (Spread.of(row[key] for row in rows) for key in ("wall", "cpu"))
     print(
         f"\nmedvision / plain over {len(rounds)} rounds: median wall ratio "
-        f"{np.median(wall):.3f} (range {min(wall):.3f}-{max(wall):.3f}), median CPU ratio "
-        f"{np.median(cpu):.3f} (range {min(cpu):.3f}-{max(cpu):.3f})"
+        f"{wall.median:.3f} (range {wall.min:.3f}-{wall.max:.3f}), median CPU ratio "
+        f"{cpu.median:.3f} (range {cpu.min:.3f}-{cpu.max:.3f})"
     )
 
 
 def print_table(results: dict, args, out: Path) -> None:
-    names = {
-        "unet": "medvision U-Net (configs/unet_lung.yaml)",
-        "fcn": "medvision FCN-8s (configs/fcn_lung.yaml)",
-        "plain": "plain PyTorch loop, smp U-Net",
-    }
     holdout = sorted(next(iter(results.values()))["holdout"])
     excluded = [n for n in holdout if n in KNOWN_LABEL_ERRORS]
     kept = [n for n in holdout if n not in KNOWN_LABEL_ERRORS]
@@ -380,29 +359,22 @@ def print_table(results: dict, args, out: Path) -> None:
         f"{args.epochs} epochs | {len(holdout)} held-out slices never seen in training | "
         f"{machine_line()}\n"
     )
-    print(
-        f"| model | val Dice | held-out Dice (all {len(holdout)}) | held-out IoU (all) "
-        f"| held-out Dice ({len(kept)}, label errors out) | epoch (s) | epoch CPU (s) "
-        "| peak memory (MB) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for arm, r in results.items():
         scores = np.array([r["holdout"][n] for n in holdout])
         kept_dice = np.mean([r["holdout"][n][0] for n in kept])
-        print(
-            f"| {names[arm]} | {r['val_dice']:.4f} | {scores[:, 0].mean():.4f} "
-            f"| {scores[:, 1].mean():.4f} | {kept_dice:.4f} | {r['epoch_s']:.2f} "
-            f"| {r['epoch_cpu_s']:.2f} | {r['peak_mb']:.0f} |"
-        )
+        rows.append({**r, "arm": arm, "dice": scores[:, 0].mean(), "iou": scores[:, 1].mean()})
+        rows[-1]["kept_dice"] = kept_dice
+    print(results_table(len(holdout), len(kept)).markdown(rows))
     for name in excluded:
         dice = ", ".join(f"{arm} {r['holdout'][name][0]:.3f}" for arm, r in results.items())
         print(f"\nLeft out of one column: {name}: {KNOWN_LABEL_ERRORS[name]} (Dice {dice}).")
     if "unet" in results and "plain" in results:
-        unet, plain = results["unet"], results["plain"]
+        unet, plain_ = results["unet"], results["plain"]
         print(
             "\nmedvision / plain epoch time (U-Net, train + validation): "
-            f"wall {unet['epoch_s'] / plain['epoch_s']:.3f}, "
-            f"main-process CPU {unet['epoch_cpu_s'] / plain['epoch_cpu_s']:.3f}"
+            f"wall {unet['epoch_s'] / plain_['epoch_s']:.3f}, "
+            f"main-process CPU {unet['epoch_cpu_s'] / plain_['epoch_cpu_s']:.3f}"
         )
     print(f"\nRuns, checkpoints and predictions: {out}")
 

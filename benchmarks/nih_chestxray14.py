@@ -19,19 +19,23 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from _common import (
-    MEDVISION,
-    REPO,
-    code_version,
-    machine_line,
-    read_csv_rows,
-    run_logged,
-    script_parser,
-)
+from harness.cli import script_parser
+from harness.machine import REPO, code_version, machine_line
+from harness.runs import MEDVISION, read_csv_rows, run_logged
+from harness.tables import Column, Table
 
 CONFIG = "configs/resnet50_nih.yaml"
 MIN_POSITIVES = 20  # a label's AUROC is reported in the mean only with this many test positives
 DOCS = REPO / "docs/nih_chestxray14.md"
+#: one row per label of ``test_per_label.csv``, then the means
+TABLE = Table(
+    "label",
+    Column("test positives", "positives"),
+    Column("AUROC", lambda r: float(r["auroc"]) if r["positives"] else "n/a", "{:.3f}"),
+    Column("F1 at 0.5", lambda r: float(r["f1_at_0.5"]), "{:.3f}"),
+    Column("threshold", lambda r: float(r["threshold"]), "{:.2f}"),
+    Column("F1 at threshold", lambda r: float(r["f1_at_threshold"]), "{:.3f}"),
+)
 
 
 def run(args, run_dir: Path) -> tuple[list[dict], dict]:
@@ -88,23 +92,17 @@ def format_report(per_label: list[dict], best: dict, args) -> str:
         f"(reduced for a CPU), batch {args.batch_size}, seed {args.seed}",
         f"best validation mean AUROC {best['val_auroc']:.4f} at epoch {best['epoch']}",
         "",
-        "| label | test positives | AUROC | F1 at 0.5 | threshold | F1 at threshold |",
-        "|---|---|---|---|---|---|",
+        TABLE.markdown(per_label),
     ]
-    for r in per_label:
-        auroc = f"{float(r['auroc']):.3f}" if r["positives"] else "n/a"
-        lines.append(
-            f"| {r['label']} | {r['positives']} | {auroc} | {float(r['f1_at_0.5']):.3f} | "
-            f"{float(r['threshold']):.2f} | {float(r['f1_at_threshold']):.3f} |"
-        )
-    lines.append(
-        f"| **mean over the {len(defined)} labels with test positives** | | "
-        f"**{mean_auroc:.3f}** | | | |"
-    )
-    lines.append(
-        f"| **mean over the {len(common)} labels with >= {MIN_POSITIVES} test positives "
-        f"({', '.join(r['label'] for r in common)})** | | **{mean_common:.3f}** | | | |"
-    )
+    for labels, mean in (
+        (f"the {len(defined)} labels with test positives", mean_auroc),
+        (
+            f"the {len(common)} labels with >= {MIN_POSITIVES} test positives "
+            f"({', '.join(r['label'] for r in common)})",
+            mean_common,
+        ),
+    ):
+        lines.append(f"| **mean over {labels}** | | **{mean:.3f}** | | | |")
     return "\n".join(lines)
 
 

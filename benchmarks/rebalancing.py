@@ -31,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _common import REPO, machine_line, read_csv_rows, script_command, script_parser, write_marked
+from harness.cli import script_command, script_parser
+from harness.machine import REPO, machine_line
+from harness.runs import read_csv_rows
+from harness.tables import Column, Table, write_marked
 
 ARMS = {
     "plain": [],
@@ -160,11 +163,10 @@ def diagnostics(out: Path, arms: list[str], seeds: list[int], class_names: list[
 
 
 def gan_lines(runs: list[Path], class_names: list[str]) -> list[str]:
-    real_accuracy = [logged(run, "train/head_real_accuracy_epoch") for run in runs]
+    accuracy = [v for run in runs for _, v in logged(run, "train/head_real_accuracy_epoch")]
     lines = [
         "feature_gan: head accuracy on real training features per GAN epoch, all seeds: "
-        f"{min(v for acc in real_accuracy for _, v in acc):.3f} to "
-        f"{max(v for acc in real_accuracy for _, v in acc):.3f}"
+        + (f"{min(accuracy):.3f} to {max(accuracy):.3f}" if accuracy else "none logged")
     ]
     for name in class_names:
         ratios = [logged(run, f"gan/std_ratio/{name}") for run in runs]
@@ -188,16 +190,16 @@ def mean_std(values: list[float]) -> str:
 
 
 def table(rows: dict[str, list[dict]], class_names: list[str]) -> str:
-    columns = ["accuracy", "balanced_accuracy", "macro_f1"] + [f"recall/{c}" for c in class_names]
-    titles = ["accuracy", "balanced accuracy", "macro-F1"] + [f"recall {c}" for c in class_names]
-    lines = [
-        "| arm | " + " | ".join(titles) + " |",
-        "|---" * (len(titles) + 1) + "|",
-    ]
-    for arm, runs in rows.items():
-        cells = [mean_std([run[c] for run in runs]) for c in columns]
-        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Mean ± std over seeds of each arm's test scores, one row per arm."""
+    columns = {"accuracy": "accuracy", "balanced accuracy": "balanced_accuracy"}
+    columns |= {"macro-F1": "macro_f1", **{f"recall {c}": f"recall/{c}" for c in class_names}}
+    return Table(
+        Column("arm", lambda row: ARM_TITLES[row["arm"]]),
+        *(
+            Column(title, lambda row, k=key: mean_std([run[k] for run in row["runs"]]))
+            for title, key in columns.items()
+        ),
+    ).markdown({"arm": arm, "runs": runs} for arm, runs in rows.items())
 
 
 def write_docs(text: str, dataset: str) -> None:

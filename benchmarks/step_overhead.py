@@ -39,13 +39,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO, at_least, comma_list, machine_line, script_parser
+from harness import plain
+from harness.arms import alternate
+from harness.cli import at_least, comma_list, script_parser
+from harness.machine import REPO, machine_line
+from harness.tables import Column, Table
+from harness.timing import TimedBatches, Window
 
 ARMS = ("medvision", "noguard", "nobar", "bare", "plain")
 #: what each Lightning arm leaves out of what the CLI builds
@@ -62,12 +66,19 @@ NUM_CLASSES, IN_CHANNELS = 4, 1  # what the synthetic chest X-ray folder gives
 LR, WEIGHT_DECAY = 1e-3, 1e-4  # the config's AdamW
 TARGET = 0.95
 CLOCKS = {"cpu": "CPU time of this process", "wall": "wall time"}
-clock = time.perf_counter
-cpu_clock = time.process_time  # this process's CPU seconds, all its threads
+
+#: medians per arm over rounds; overhead and ratio taken per round against ``plain``
+TABLE = Table(
+    "arm",
+    Column("leaves out", "arm", DROPS.get),
+    Column("ms/step", "ms", "{:.2f}"),
+    Column("overhead vs plain (us/step)", "overhead_us", "{:+.0f}"),
+    Column("throughput vs plain", "ratio", "{:.3f}"),
+)
 
 
 def make_batches(count: int, batch_size: int, size: int, device: str) -> list[dict]:
-    """``count`` random batches on ``device``, each holding every class.
+    """``count`` random batches like the chest X-ray loader's, each holding every class.
 
     Args:
         count: number of batches.
@@ -76,58 +87,15 @@ def make_batches(count: int, batch_size: int, size: int, device: str) -> list[di
         device: ``cpu`` or ``cuda``.
 
     Returns:
-        Dicts like the chest X-ray loader's: ``image`` float32 ``B x 1 x size x size`` in
-        [0, 1], ``label`` int64 ``B`` in ``0..3``, ``path`` a list of ``B`` file names.
+        Dicts with ``image`` float32 ``B x 1 x size x size`` in [0, 1], ``label`` int64 ``B``
+        in ``0..3``, ``path`` a list of ``B`` file names.
     """
-    generator = torch.Generator().manual_seed(0)
-    batches = []
-    for index in range(count):
-        image = torch.rand(batch_size, IN_CHANNELS, size, size, generator=generator)
-        label = torch.arange(batch_size) % NUM_CLASSES
-        paths = [f"batch{index}/image{i}.png" for i in range(batch_size)]
-        batches.append({"image": image.to(device), "label": label.to(device), "path": paths})
+    batches = plain.random_batches(
+        count, batch_size, IN_CHANNELS, size, "label", device, NUM_CLASSES
+    )
+    for index, batch in enumerate(batches):
+        batch["path"] = [f"batch{index}/image{i}.png" for i in range(batch_size)]
     return batches
-
-
-class Batches:
-    """The same list of batches served as one loader of ``length`` batches (cycled)."""
-
-    def __init__(self, batches: list[dict], length: int) -> None:
-        self.batches, self.length = batches, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        for index in range(self.length):
-            yield self.batches[index % len(self.batches)]
-
-
-class Window:
-    """Wall and CPU time from the start of step ``warmup`` to the start of ``warmup + steps``."""
-
-    def __init__(self, warmup: int, steps: int, device: str) -> None:
-        self.warmup, self.steps, self.cuda = warmup, steps, device == "cuda"
-        self.begin = self.end = None
-
-    def at_step_start(self, index: int) -> bool:
-        """Call at the start of every step; True once the window is closed."""
-        if index in (self.warmup, self.warmup + self.steps) and self.cuda:
-            torch.cuda.synchronize()
-        if index == self.warmup:
-            self.begin = (clock(), cpu_clock())
-        elif index == self.warmup + self.steps:
-            self.end = (clock(), cpu_clock())
-        return self.end is not None
-
-    def ms_per_step(self) -> dict[str, float]:
-        """``{"wall": ms, "cpu": ms}`` per step over the window."""
-        if self.end is None:
-            raise RuntimeError(
-                f"the window never closed: fewer than {self.warmup + self.steps} steps"
-            )
-        wall, cpu = (1000 * (b - a) / self.steps for a, b in zip(self.begin, self.end, strict=True))
-        return {"wall": wall, "cpu": cpu}
 
 
 # --- the medvision arms --------------------------------------------------------------------------
@@ -173,42 +141,29 @@ def run_medvision(arm: str, spec: dict, batches: list[dict], root: Path) -> dict
     if arm in ("noguard", "bare"):
         trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, NonFiniteGuard)]
     trainer.callbacks.insert(0, StepClock())
-    train = Batches(batches, spec["warmup"] + spec["steps"] + 1)
+    train = TimedBatches(batches, spec["warmup"] + spec["steps"] + 1)
     datamodule.train_dataloader = lambda: train  # the datamodule's hooks stay
-    datamodule.val_dataloader = lambda: Batches(batches, 1)
+    datamodule.val_dataloader = lambda: TimedBatches(batches, 1)
     trainer.fit(cli.model, datamodule=datamodule)
     return window.ms_per_step()
 
 
 # --- the plain loop ------------------------------------------------------------------------------
 def run_plain(spec: dict, batches: list[dict]) -> dict[str, float]:
-    """ms/step of a hand-written loop on the same network, optimizer and batches."""
-    import timm
-
+    """ms/step of the harness's plain loop on the same network, optimizer and batches."""
     device = spec["device"]
     torch.manual_seed(42)  # the config's seed_everything
-    net = timm.create_model(MODEL, num_classes=NUM_CLASSES, in_chans=IN_CHANNELS).to(device)
-    if device == "cuda":  # medvision's default layout on a GPU
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    mean, std = net.pretrained_cfg["mean"], net.pretrained_cfg["std"]
-    mean, std = float(np.mean(mean)), float(np.mean(std))
-    weight = torch.ones(NUM_CLASSES, device=device)  # class weights, as ``auto`` gives
-    bf16 = spec["precision"] == "bf16-mixed"
+    weight = torch.ones(NUM_CLASSES)  # class weights, as ``auto`` gives
+    model = plain.classifier(MODEL, IN_CHANNELS, NUM_CLASSES, class_weight=weight)
+    layout = torch.channels_last if device == "cuda" else torch.contiguous_format
+    model.net.to(device, memory_format=layout).train()  # medvision's default layout on a GPU
+    optimizer = torch.optim.AdamW(model.net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     window = Window(spec["warmup"], spec["steps"], device)
-    net.train()
-    for index, batch in enumerate(Batches(batches, spec["warmup"] + spec["steps"] + 1)):
+    for index, batch in enumerate(TimedBatches(batches, spec["warmup"] + spec["steps"] + 1)):
         if window.at_step_start(index):
             break
-        image = (batch["image"] - mean) / std
-        if device == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(image).float()
-        loss = torch.nn.functional.cross_entropy(logits, batch["label"], weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        image = batch["image"].contiguous(memory_format=layout)
+        plain.train_step(model, optimizer, image, batch["label"], spec["precision"])
     return window.ms_per_step()
 
 
@@ -223,18 +178,13 @@ def run_rounds(args, data_dir: Path, work: Path) -> list[dict[str, dict[str, flo
         "data_dir": str(data_dir),
     }
     batches = make_batches(args.distinct_batches, args.batch_size, args.image_size, args.device)
-    rounds = []
-    for index in range(args.rounds):
-        shift = index % len(args.arms)
-        order = args.arms[shift:] + args.arms[:shift]
-        times = {}
-        for arm in order:
-            if arm == "plain":
-                times[arm] = run_plain(spec, batches)
-            else:
-                times[arm] = run_medvision(arm, spec, batches, work / f"r{index}_{arm}")
-        rounds.append({arm: times[arm] for arm in args.arms})
-    return rounds
+
+    def measure(arm: str, index: int) -> dict[str, float]:
+        if arm == "plain":
+            return run_plain(spec, batches)
+        return run_medvision(arm, spec, batches, work / f"r{index}_{arm}")
+
+    return alternate(args.arms, measure, args.rounds, rotate=True)
 
 
 def summarize(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -242,8 +192,7 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     the per-round overhead (microseconds per step) and throughput ratio (plain ms / arm ms)."""
     out = {}
     for arm in rounds[0]:
-        ms = [r[arm] for r in rounds]
-        row = {"ms": float(np.median(ms))}
+        row = {"ms": float(np.median([r[arm] for r in rounds]))}
         if "plain" in rounds[0]:
             row["overhead_us"] = float(np.median([1000 * (r[arm] - r["plain"]) for r in rounds]))
             row["ratio"] = float(np.median([r["plain"] / r[arm] for r in rounds]))
@@ -254,22 +203,16 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 def report(rounds: list[dict[str, float]]) -> str:
     """The round tables, the arm table and the ``step overhead:`` line."""
     arms = list(rounds[0])
-    plain = "plain" in arms
-    lines = ["| round | " + " | ".join(f"{arm} ms/step" for arm in arms) + " |"]
-    lines.append("|---" * (len(arms) + 1) + "|")
-    for index, times in enumerate(rounds):
-        lines.append(f"| {index} | " + " | ".join(f"{times[arm]:.2f}" for arm in arms) + " |")
+    per_round = Table("round", *(Column(f"{arm} ms/step", arm, "{:.2f}") for arm in arms))
     summary = summarize(rounds)
-    lines += [
+    lines = [
+        per_round.markdown({"round": index, **times} for index, times in enumerate(rounds)),
         "",
-        "| arm | leaves out | ms/step | overhead vs plain (us/step) | throughput vs plain |",
+        TABLE.markdown({"arm": arm, **row} for arm, row in summary.items()),
+        "",
+        "Medians over rounds; overhead and ratio are per round (arms back to back).",
     ]
-    lines.append("|---|---|---|---|---|")
-    for arm, row in summary.items():
-        extra = (f"{row['overhead_us']:+.0f} | {row['ratio']:.3f}") if plain else "- | -"
-        lines.append(f"| {arm} | {DROPS[arm]} | {row['ms']:.2f} | {extra} |")
-    lines += ["", "Medians over rounds; overhead and ratio are per round (arms back to back)."]
-    if plain and "medvision" in summary:
+    if "plain" in summary and "medvision" in summary:
         mine, ref = summary["medvision"], summary["plain"]
         verdict = "meets" if mine["ratio"] >= TARGET else "below"
         lines.append(
@@ -283,31 +226,31 @@ def report(rounds: list[dict[str, float]]) -> str:
 def build_parser():
     """The command line of this benchmark."""
     parser = script_parser(__doc__)
-    parser.add_argument("--arms", type=comma_list(ARMS, "--arms"), default=list(ARMS))
-    parser.add_argument("--rounds", type=at_least(1), default=5)
-    parser.add_argument("--warmup", type=at_least(0), default=10, help="untimed steps per arm")
-    parser.add_argument("--steps", type=at_least(1), default=50, help="timed steps per arm")
-    parser.add_argument("--batch-size", type=at_least(NUM_CLASSES), default=32)
-    parser.add_argument("--image-size", type=at_least(16), default=32)
-    parser.add_argument(
-        "--distinct-batches", type=at_least(1), default=4, help="batches made, then cycled"
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--arms", type=comma_list(ARMS, "--arms"), default=list(ARMS))
+    add("--rounds", type=at_least(1), default=5)
+    add("--warmup", type=at_least(0), default=10, help="untimed steps per arm")
+    add("--steps", type=at_least(1), default=50, help="timed steps per arm")
+    add("--batch-size", type=at_least(NUM_CLASSES), default=32)
+    add("--image-size", type=at_least(16), default=32)
+    add("--distinct-batches", type=at_least(1), default=4, help="batches made, then cycled")
+    add("--device", choices=["cpu", "cuda"], default="cpu")
+    add("--precision", choices=["32", "bf16-mixed"], default="32")
+    add(
         "--clock",
         choices=["cpu", "wall"],
         help="what the tables compare: this process's CPU time per step (default on a CPU: "
         "steady on a shared machine, where wall time swings with the other jobs) or wall time "
         "(default and only choice on a GPU, whose work CPU time does not see)",
     )
-    parser.add_argument(
+    add(
         "--threads",
         type=at_least(1),
         default=1,
         help="torch CPU threads (default 1: on a shared machine, more threads than free cores "
         "make every step wait on the others' barriers and the times swing by seconds)",
     )
+    add("--csv", type=Path, help="also write the arm table to this CSV file")
     return parser
 
 
@@ -351,13 +294,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.warmup} warm-up + {args.steps} timed steps per arm; {args.rounds} rounds; "
         f"{args.threads} torch thread(s); clock: {CLOCKS[args.clock]}\n"
     )
-    print(report([{arm: r[arm][args.clock] for arm in r} for r in rounds]))
+    timed = [{arm: r[arm][args.clock] for arm in r} for r in rounds]
+    print(report(timed))
     other = "wall" if args.clock == "cpu" else "cpu"
     medians = {arm: np.median([r[arm][other] for r in rounds]) for arm in rounds[0]}
     print(
         f"For comparison, {CLOCKS[other]} (median ms/step): "
         + ", ".join(f"{arm} {ms:.2f}" for arm, ms in medians.items())
     )
+    if args.csv:
+        TABLE.write_csv(args.csv, [{"arm": a, **row} for a, row in summarize(timed).items()])
 
 
 if __name__ == "__main__":

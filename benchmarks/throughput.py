@@ -35,7 +35,7 @@ process's peak RSS on a CPU); the share of the timed wall time spent inside the 
 timed steps; needs ``nvidia-ml-py``); the seconds spent building the loader (the datamodule's
 setup, the cache filled) and the arm's whole process. ``--rounds N`` repeats the arms in
 alternation and reports medians, with the per-round ratios; ``--json PATH`` writes the table's
-rows as JSON.
+rows as JSON, ``--csv PATH`` as CSV.
 
 The first printed line says whether the sizes are the issue's or what was reduced.
 """
@@ -46,28 +46,21 @@ import argparse
 import functools
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from _common import (
-    ChildFailed,
-    at_least,
-    child_result,
-    comma_list,
-    linked_lung_copies,
-    machine_line,
-    peak_memory_mb,
-    print_result,
-    script_parser,
-)
-from _timing import NVML_HINT, StepTimer, TimedBatches, nvml_available
+from harness import machine, plain
+from harness.arms import alternate, print_result, ratio, run_arm_child
+from harness.cli import at_least, comma_list, script_parser
+from harness.machine import machine_line, peak_memory_mb
+from harness.runs import synthetic_lung
+from harness.tables import Column, Table
+from harness.timing import NVML_HINT, StepTimer, TimedBatches, lightning_timers, nvml_available
 
 MODELS = ("unet", "resnet50")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -88,6 +81,36 @@ LR, WEIGHT_DECAY = 1e-3, 1e-4
 #: the U-Net encoder of configs/unet_lung.yaml
 UNET_ENCODER = "resnet34"
 
+#: the printed table: one row per arm, medians over rounds
+TABLE = Table(
+    Column("model", pattern=NAMES.get),
+    "size",
+    "batch",
+    "precision",
+    "layout",
+    "loop",
+    "data",
+    Column("train img/s", "train_images_per_s", "{:.1f}"),
+    Column("train vs plain", "train_vs_plain", "{:.3f}"),
+    Column("infer img/s", "infer_images_per_s", "{:.1f}"),
+    Column("infer vs plain", "infer_vs_plain", "{:.3f}"),
+    Column("peak MB", "peak_mb", "{:.0f}"),
+    Column("data wait %", "data_wait_percent", "{:.1f}"),
+    Column("NVML util %", "nvml_util_percent", "{:.1f}"),
+    Column("setup s", "setup_s", "{:.1f}"),
+    Column("arm s", "arm_s", "{:.0f}"),
+)
+#: with --rounds: the training ratio of each pair in each round
+ROUNDS = Table(
+    "round",
+    Column("model", pattern=NAMES.get),
+    "precision",
+    "layout",
+    "data",
+    "loop",
+    Column("train vs plain", pattern="{:.3f}"),
+)
+
 
 class Arm(NamedTuple):
     """One combination of model, precision, memory layout, training loop and data source."""
@@ -104,23 +127,6 @@ class Arm(NamedTuple):
 
 
 # --- data ----------------------------------------------------------------------------------------
-def memory_batches(model: str, size: int, batch_size: int, device: str, count: int = 2):
-    """``count`` random batches on ``device``: U-Net ``{"image": B x 1 x H x W in [0, 1],
-    "mask": 0/1}``, ResNet-50 ``{"image": B x 3 x H x W in [0, 1], "label": int64}``."""
-    generator = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(count):
-        channels = 1 if model == "unet" else 3
-        batch = {"image": torch.rand(batch_size, channels, size, size, generator=generator)}
-        if model == "unet":
-            mask = torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
-            batch["mask"] = mask.float()
-        else:
-            batch["label"] = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
-        batches.append({key: value.to(device) for key, value in batch.items()})
-    return batches
-
-
 def lung_loader(spec: dict, cache: bool):
     """The lung CT datamodule's train loader (augmentation ``spec["augmentation"]``)."""
     from medvision.data import LungCTDataModule
@@ -136,14 +142,6 @@ def lung_loader(spec: dict, cache: bool):
     )
     datamodule.setup("fit")
     return datamodule.train_dataloader()
-
-
-def write_synthetic_lung(out: Path, num_slices: int, size: int, distinct: int) -> Path:
-    """``num_slices`` slices in the Kaggle layout: ``distinct`` phantoms written once, linked."""
-    from medvision.data.synthetic import write_lung_ct
-
-    write_lung_ct(out / "distinct", num_slices=min(distinct, num_slices), size=size, seed=0)
-    return linked_lung_copies(out / "distinct", out / "linked", num_slices)
 
 
 # --- the medvision arms --------------------------------------------------------------------------
@@ -172,27 +170,6 @@ def medvision_module(model: str, layout: str):
     )
 
 
-def timer_callback(train: StepTimer, infer: StepTimer):
-    """A Lightning callback driving the two timers; it stops ``fit`` once the window closes."""
-    from lightning.pytorch import Callback
-
-    class Timers(Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            train.start(len(batch["image"]))
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            train.end()
-            trainer.should_stop = trainer.should_stop or train.done
-
-        def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
-            infer.start(len(batch["image"]))
-
-        def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dl_idx=0):
-            infer.end()
-
-    return Timers()
-
-
 def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) -> dict:
     """Lightning ``fit`` for the timed steps, then ``predict`` on the memory batches."""
     from lightning.pytorch import Trainer
@@ -204,7 +181,7 @@ def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batch
     module = medvision_module(arm.model, arm.layout)
     train_timer = step_timer(spec, spec["steps"])
     infer_timer = step_timer(spec, spec["infer_steps"])
-    callbacks = [LearningRateMonitor(), timer_callback(train_timer, infer_timer)]
+    callbacks = [LearningRateMonitor(), lightning_timers(train_timer, infer_timer)]
     if arm.loop == "medvision":
         callbacks.insert(0, NonFiniteGuard())  # what MedVisionCLI adds to every trainer
     trainer = Trainer(
@@ -231,92 +208,54 @@ def run_medvision(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batch
     return result
 
 
-# --- the plain PyTorch arm: written from scratch, shares only the data with medvision ----------
-def plain_net(model: str) -> tuple[torch.nn.Module, Callable, Callable]:
-    """``(network, preprocess, loss)``: the same network and loss as medvision's, built directly."""
+# --- the plain PyTorch arm: the harness's reference loop, sharing only the data ----------------
+def plain_model(model: str) -> plain.Plain:
+    """The same network and loss as medvision's, built directly (see ``harness.plain``)."""
     if model == "unet":
-        import segmentation_models_pytorch as smp
-
-        net = smp.Unet(UNET_ENCODER, encoder_weights=None, in_channels=1, classes=1)
-        bce, dice = torch.nn.BCEWithLogitsLoss(), smp.losses.DiceLoss("binary", from_logits=True)
-        return net, lambda image: image, lambda logits, mask: bce(logits, mask) + dice(logits, mask)
-    import timm
-
-    net = timm.create_model("resnet50", num_classes=NUM_CLASSES, in_chans=3)
-    mean = torch.tensor(net.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(net.pretrained_cfg["std"]).view(1, 3, 1, 1)
-
-    def preprocess(image):
-        return (image - mean.to(image.device)) / std.to(image.device)
-
-    def loss(logits, label):  # on float32 logits, as ClassificationModule computes it
-        return torch.nn.functional.cross_entropy(logits.float(), label)
-
-    return net, preprocess, loss
-
-
-def memory_format_of(layout: str) -> torch.memory_format:
-    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
-
-
-def autocast(device: str, precision: str):
-    """The autocast context of ``precision`` (disabled for ``32``)."""
-    dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
-    return torch.autocast(device, dtype=dtype, enabled=precision != "32")
+        return plain.unet(UNET_ENCODER, in_channels=1)
+    return plain.classifier("resnet50", in_channels=3, num_classes=NUM_CLASSES)
 
 
 def run_plain(arm: Arm, spec: dict, train_batches: TimedBatches, infer_batches) -> dict:
     """A hand-written training loop, then inference, with the same network, data and settings."""
     device = spec["device"]
     torch.backends.cudnn.benchmark = spec["cudnn_benchmark"]
-    net, preprocess, loss_fn = plain_net(arm.model)
-    memory_format = memory_format_of(arm.layout)
-    net = net.to(device, memory_format=memory_format)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    model = plain_model(arm.model)
+    layout = plain.memory_format(arm.layout)
+    model.net.to(device, memory_format=layout).train()
+    optimizer = torch.optim.AdamW(model.net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     scaler = torch.amp.GradScaler(device) if arm.precision == "16-mixed" else None
-    target_key = "mask" if arm.model == "unet" else "label"
     timer = step_timer(spec, spec["steps"])
-    net.train()
     for batch in train_batches:
-        image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        target = batch[target_key].to(device, non_blocking=True)
+        image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=layout)
+        target = batch[model.target].to(device, non_blocking=True)
         timer.start(len(image))
-        with autocast(device, arm.precision):
-            loss = loss_fn(net(preprocess(image)), target)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        plain.train_step(model, optimizer, image, target, arm.precision, scaler)
         timer.end()
         if timer.done:
             break
     result = {"train": timer.result(train_batches), "peak_mb": peak_memory_mb(device)}
     if infer_batches is not None:
-        result["infer"] = plain_inference(arm, spec, net, preprocess, infer_batches)
+        result["infer"] = plain_inference(arm, spec, model, infer_batches)
     return result
 
 
-def plain_inference(arm: Arm, spec: dict, net, preprocess, batches) -> dict:
+def plain_inference(arm: Arm, spec: dict, model: plain.Plain, batches) -> dict:
     """Eval mode, ``inference_mode``, autocast: probabilities of every batch."""
-    memory_format = memory_format_of(arm.layout)
+    layout = plain.memory_format(arm.layout)
     timer = step_timer(spec, spec["infer_steps"])
-    net.eval()
+    model.net.eval()
     with torch.inference_mode():
         for batch in batches:
-            image = batch["image"].contiguous(memory_format=memory_format)
+            image = batch["image"].contiguous(memory_format=layout)
             timer.start(len(image))
-            with autocast(spec["device"], arm.precision):
-                logits = net(preprocess(image)).float()
-            _probs = logits.sigmoid() if arm.model == "unet" else logits.softmax(dim=1)
+            with plain.autocast(spec["device"], arm.precision):
+                model.probabilities(model.net(model.preprocess(image)).float())
             timer.end()
     return timer.result(None)
 
 
-# --- one arm in its own process ------------------------------------------------------------------
+# --- one arm (in its own process) ----------------------------------------------------------------
 def step_timer(spec: dict, steps: int) -> StepTimer:
     """A :class:`StepTimer` with the run's warm-up (steps and time box) and device."""
     return StepTimer(spec["device"], spec["warmup"], steps, spec["warmup_seconds"])
@@ -328,7 +267,10 @@ def run_arm(arm: Arm, spec: dict) -> dict:
     device, batch_size = spec["device"], spec["batch_size"]
     started = time.perf_counter()
     if arm.data == "memory":
-        source = memory_batches(arm.model, spec["size"], batch_size, device)
+        channels, target = (1, "mask") if arm.model == "unet" else (3, "label")
+        source = plain.random_batches(
+            2, batch_size, channels, spec["size"], target, device, NUM_CLASSES
+        )
         infer = TimedBatches(source, spec["warmup"] + spec["infer_steps"])
     else:
         source, infer = lung_loader(spec, cache=arm.data == "cached"), None
@@ -357,20 +299,6 @@ def arm_spec(arm: Arm, args, work: Path) -> dict:
         "cudnn_benchmark": args.cudnn_benchmark,
         "run_dir": str(work / "runs"),
     }
-
-
-def run_arm_process(spec: dict, timeout: float) -> dict:
-    """``spec``'s arm in a fresh Python process: its result with ``arm_s`` (the process's wall
-    time), or ``{"error": ...}`` when it failed or ran past ``timeout`` seconds."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--arm", json.dumps(spec)]
-    started = time.perf_counter()
-    try:
-        result = child_result(cmd, f"arm {spec['arm']}", timeout=timeout)
-    except subprocess.TimeoutExpired:
-        result = {"error": f"stopped after {timeout:.0f} s (--arm-timeout)"}
-    except ChildFailed as failure:
-        result = {"error": str(failure.code)[-2000:]}
-    return {**result, "arm_s": time.perf_counter() - started}
 
 
 # --- the matrix and settings ---------------------------------------------------------------------
@@ -430,6 +358,7 @@ def build_parser():
     add("--augmentation", default="basic", choices=["none", "basic", "elastic"])
     add("--cudnn-benchmark", action="store_true", help="cudnn.benchmark in every arm (default off)")
     add("--json", type=Path, help="also write the table's rows to this JSON file")
+    add("--csv", type=Path, help="also write the table to this CSV file")
     add("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print its RESULT line
     return parser
 
@@ -487,12 +416,11 @@ def size_line(args) -> str:
     ]
     if args.steps < FULL_STEPS["steps"]:
         reduced.append(f"{args.steps} timed steps (full {FULL_STEPS['steps']})")
-    if not reduced:
-        return "full size: " + ", ".join(
-            f"{NAMES[m]} {args.sizes[m]}x{args.sizes[m]} batch {args.batch_sizes[m]}"
-            for m in args.models
-        )
-    return ("reduced for CPU: " if args.device == "cpu" else "reduced: ") + ", ".join(reduced)
+    full = ", ".join(
+        f"{NAMES[m]} {args.sizes[m]}x{args.sizes[m]} batch {args.batch_sizes[m]}"
+        for m in args.models
+    )
+    return machine.size_line(reduced, args.device, full)
 
 
 def median(results: list[dict], *keys: str) -> float | None:
@@ -508,18 +436,16 @@ def median(results: list[dict], *keys: str) -> float | None:
 
 def table_rows(results: dict[Arm, list[dict]], args) -> list[dict]:
     """One row per arm: its settings and the medians over rounds, ratios to the plain arm."""
-    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
+    plain_runs = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
     rows = []
     for arm, runs in results.items():
-        row = {**arm._asdict(), "size": args.sizes[arm.model]}
-        row["batch"] = args.batch_sizes[arm.model]
+        row = {**arm._asdict(), "size": args.sizes[arm.model], "batch": args.batch_sizes[arm.model]}
         for kind in ("train", "infer"):
             mine = median(runs, kind, "images_per_s")
             ref = None
-            if arm.loop != "plain" and arm.pair() in plain:
-                ref = median(plain[arm.pair()], kind, "images_per_s")
-            row[f"{kind}_images_per_s"] = mine
-            row[f"{kind}_vs_plain"] = None if mine is None or not ref else mine / ref
+            if arm.loop != "plain" and arm.pair() in plain_runs:
+                ref = median(plain_runs[arm.pair()], kind, "images_per_s")
+            row[f"{kind}_images_per_s"], row[f"{kind}_vs_plain"] = mine, ratio(mine, ref)
         data_wait = median(runs, "train", "data_wait")
         row["data_wait_percent"] = None if data_wait is None else 100 * data_wait
         row["nvml_util_percent"] = median(runs, "train", "nvml_util")
@@ -531,45 +457,12 @@ def table_rows(results: dict[Arm, list[dict]], args) -> list[dict]:
     return rows
 
 
-def fmt(value: float | None, pattern: str = "{:.1f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
-#: table column -> (row key, format)
-COLUMNS = {
-    "model": ("model", None),
-    "size": ("size", "{}"),
-    "batch": ("batch", "{}"),
-    "precision": ("precision", None),
-    "layout": ("layout", None),
-    "loop": ("loop", None),
-    "data": ("data", None),
-    "train img/s": ("train_images_per_s", "{:.1f}"),
-    "train vs plain": ("train_vs_plain", "{:.3f}"),
-    "infer img/s": ("infer_images_per_s", "{:.1f}"),
-    "infer vs plain": ("infer_vs_plain", "{:.3f}"),
-    "peak MB": ("peak_mb", "{:.0f}"),
-    "data wait %": ("data_wait_percent", "{:.1f}"),
-    "NVML util %": ("nvml_util_percent", "{:.1f}"),
-    "setup s": ("setup_s", "{:.1f}"),
-    "arm s": ("arm_s", "{:.0f}"),
-}
-
-
 def print_table(results: dict[Arm, list[dict]], args) -> list[dict]:
     """One row per arm (medians over rounds), with the ratio to the matching plain arm; the
     arms that failed listed below it. Returns the rows (see :func:`table_rows`)."""
     rows = table_rows(results, args)
-    columns = [c for c in COLUMNS if c != "NVML util %" or args.device == "cuda"]
-    print("| " + " | ".join(columns) + " |")
-    print("|---" * len(columns) + "|")
-    for row in rows:
-        cells = []
-        for column in columns:
-            key, pattern = COLUMNS[column]
-            value = row[key]
-            cells.append(NAMES.get(value, value) if pattern is None else fmt(value, pattern))
-        print("| " + " | ".join(cells) + " |")
+    table = TABLE if args.device == "cuda" else TABLE.without("NVML util %")
+    print(table.markdown(rows))
     for row in rows:
         if row["error"]:
             print(f"\n{NAMES[row['model']]} {row['loop']} {row['data']}: {row['error']}")
@@ -578,19 +471,18 @@ def print_table(results: dict[Arm, list[dict]], args) -> list[dict]:
 
 def print_rounds(results: dict[Arm, list[dict]]) -> None:
     """Training medvision/plain ratio of each pair in each round (arms run back to back)."""
-    plain = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
-    print("\n| round | model | precision | layout | data | loop | train vs plain |")
-    print("|---|---|---|---|---|---|---|")
-    for arm, runs in results.items():
-        if arm.loop == "plain" or arm.pair() not in plain:
-            continue
-        for index, pair in enumerate(zip(runs, plain[arm.pair()], strict=True)):
-            mine, ref = (median([run], "train", "images_per_s") for run in pair)
-            ratio = fmt(None if mine is None or not ref else mine / ref, "{:.3f}")
-            print(
-                f"| {index} | {NAMES[arm.model]} | {arm.precision} | {arm.layout} | {arm.data} "
-                f"| {arm.loop} | {ratio} |"
-            )
+    plain_runs = {arm.pair(): runs for arm, runs in results.items() if arm.loop == "plain"}
+    rows = [
+        {
+            **arm._asdict(),
+            "round": index,
+            "train vs plain": ratio(*(median([run], "train", "images_per_s") for run in pair)),
+        }
+        for arm, runs in results.items()
+        if arm.loop != "plain" and arm.pair() in plain_runs
+        for index, pair in enumerate(zip(runs, plain_runs[arm.pair()], strict=True))
+    ]
+    print("\n" + ROUNDS.markdown(rows))
 
 
 def print_header(args, workers_line: str) -> None:
@@ -607,6 +499,27 @@ def print_header(args, workers_line: str) -> None:
     print(workers_line + "\n")
 
 
+def data_line(args, matrix: list[Arm], work: Path) -> str:
+    """Write the synthetic slices the data arms need (unless ``--data-dir``); their line."""
+    if not any(arm.data != "memory" for arm in matrix):
+        return "Data: memory batches only"
+    source = str(args.data_dir)
+    if args.data_dir is None:
+        started = time.perf_counter()
+        args.data_dir = synthetic_lung(
+            work / "lung", args.num_slices, args.slice_size, args.distinct
+        )
+        source = (
+            f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
+            f"{args.slice_size} ({args.distinct} distinct, linked over; written in "
+            f"{time.perf_counter() - started:.0f} s)"
+        )
+    return (
+        f"Data arms: {source}; U-Net, precision {args.precisions[-1]}, {args.layouts[-1]}; "
+        f"augmentation {args.augmentation}; {args.num_workers} loader workers"
+    )
+
+
 def main(argv=None) -> None:
     """Run every arm in its own process, ``--rounds`` times, and print the tables."""
     args = build_parser().parse_args(argv)
@@ -618,37 +531,22 @@ def main(argv=None) -> None:
     matrix = arms(args)
     with tempfile.TemporaryDirectory(prefix="medvision_throughput_") as tmp:
         work = Path(tmp)
-        data_arms = any(arm.data != "memory" for arm in matrix)
-        if data_arms and args.data_dir is None:
-            started = time.perf_counter()
-            args.data_dir = write_synthetic_lung(
-                work / "lung", args.num_slices, args.slice_size, args.distinct
-            )
-            source = (
-                f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
-                f"{args.slice_size} ({args.distinct} distinct, linked over; written in "
-                f"{time.perf_counter() - started:.0f} s)"
-            )
-        else:
-            source = str(args.data_dir)
-        workers_line = (
-            f"Data arms: {source}; U-Net, precision {args.precisions[-1]}, {args.layouts[-1]}; "
-            f"augmentation {args.augmentation}; {args.num_workers} loader workers"
-            if data_arms
-            else "Data: memory batches only"
-        )
-        results: dict[Arm, list[dict]] = {arm: [] for arm in matrix}
-        for round_ in range(args.rounds):
-            for arm in matrix:
-                result = run_arm_process(arm_spec(arm, args, work), args.arm_timeout)
-                results[arm].append(result)
-                print(f"round {round_} {arm}: {json.dumps(result)}", file=sys.stderr, flush=True)
+        workers_line = data_line(args, matrix, work)
+
+        def measure(arm: Arm, _round: int) -> dict:
+            spec = arm_spec(arm, args, work)
+            return run_arm_child(__file__, spec, args.arm_timeout, keep_going=True)
+
+        rounds = alternate(matrix, measure, args.rounds, progress=True)
+    results = {arm: [round_[arm] for round_ in rounds] for arm in matrix}
     print_header(args, workers_line)
     rows = print_table(results, args)
     if args.rounds > 1:
         print_rounds(results)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.csv:
+        TABLE.write_csv(args.csv, rows)
     if any(row["error"] for row in rows):
         sys.exit(1)
 

@@ -206,7 +206,7 @@ def load_benchmark(script: Path):
     """The benchmark script as a module (imported, not run), with ``sys.path`` left as it was.
 
     While it loads, the script's folder is first on ``sys.path``, as when it is run as
-    ``python benchmarks/<script>.py``, so that its ``from _common import ...`` works.
+    ``python benchmarks/<script>.py``, so that its ``from harness import ...`` works.
     """
     saved = list(sys.path)
     sys.path.insert(0, str(script.parent))

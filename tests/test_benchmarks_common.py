@@ -1,28 +1,39 @@
-"""``benchmarks/_common.py``: the helpers every benchmark script shares."""
+"""``benchmarks/harness/``: what every benchmark script is built on."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from .conftest import REPO, load_benchmark
 
 SCRIPTS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+MODULES = ("arms", "cli", "machine", "plain", "runs", "tables", "timing")
 
 
 @pytest.fixture(scope="module")
 def common():
-    return load_benchmark(REPO / "benchmarks" / "_common.py")
+    """Every public name of the harness's modules, as one namespace."""
+    saved = list(sys.path)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        modules = [importlib.import_module(f"harness.{name}") for name in MODULES]
+    finally:
+        sys.path[:] = saved
+    names = {k: v for m in modules for k, v in vars(m).items() if not k.startswith("_")}
+    return SimpleNamespace(**names)
 
 
-def test_load_benchmark_finds_common_and_restores_sys_path():
+def test_load_benchmark_finds_the_harness_and_restores_sys_path():
     before = list(sys.path)
     module = load_benchmark(REPO / "benchmarks" / "data_cache.py")
     assert sys.path == before
-    assert module.machine_line.__module__ == "_common"
+    assert module.machine_line.__module__ == "harness.machine"
 
 
 def test_no_script_reaches_a_sibling_through_sys_path():
@@ -109,3 +120,103 @@ def test_comma_list_and_at_least(common):
         parse("a,c")
     with pytest.raises(argparse.ArgumentTypeError, match="at least 2"):
         common.at_least(2)("1")
+
+
+def test_table_cells_csv_and_columns(common, tmp_path: Path):
+    table = common.Table(
+        "name",
+        common.Column("ratio", "value", "{:.2f}"),
+        common.Column("nested", "test.f1", "{:.1f}"),
+        common.Column("twice", lambda row: 2 * row["value"] if row["value"] != "n/a" else None),
+    )
+    rows = [
+        {"name": "a", "value": 0.5, "test": {"f1": 0.25}},
+        {"name": "b", "value": 0.0, "test": {}},
+        {"name": "", "value": "n/a", "test": None},
+    ]
+    assert table.markdown(rows).splitlines() == [
+        "| name | ratio | nested | twice |",
+        "|---|---|---|---|",
+        "| a | 0.50 | 0.2 | 1.0 |",
+        "| b | 0.00 | - | 0.0 |",  # no value: "-"
+        "| | n/a | - | - |",  # an empty cell stays empty, text is shown as it is
+    ]
+    assert table.without("nested", "twice").titles == ["name", "ratio"]
+    table.without("twice").write_csv(tmp_path / "t.csv", rows[:2])
+    assert (tmp_path / "t.csv").read_text().splitlines() == [
+        "name,ratio,nested",
+        "a,0.5,0.25",
+        "b,0.0,",
+    ]
+
+
+def test_alternate_runs_every_arm_per_round_and_rotates(common):
+    ran = []
+
+    def measure(arm, index):
+        ran.append((index, arm))
+        return f"{arm}{index}"
+
+    rounds = common.alternate(["a", "b", "c"], measure, rounds=3, rotate=True)
+    assert [arm for _, arm in ran] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert rounds == [{"a": f"a{i}", "b": f"b{i}", "c": f"c{i}"} for i in range(3)]
+    assert list(rounds[1]) == ["a", "b", "c"]  # the table's order, not the run order
+    ran.clear()
+    common.alternate(["a", "b"], measure, rounds=2)
+    assert ran == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+
+
+def test_spread_and_ratio(common):
+    assert common.Spread.of([3.0, None, 1.0, 2.0]) == (2.0, 1.0, 3.0)
+    assert common.Spread.of([None]) is None
+    assert common.ratio(3.0, 2.0) == 1.5
+    assert common.ratio(None, 2.0) is None and common.ratio(1.0, 0.0) is None
+
+
+def test_run_arm_child_reports_a_failed_arm(common, tmp_path: Path):
+    script = tmp_path / "bench.py"
+    script.write_text("import sys; sys.exit('no such arm: ' + sys.argv[2])")
+    failed = common.run_arm_child(script, {"arm": "x"}, keep_going=True)
+    assert failed["error"].startswith("arm x failed (exit 1)") and failed["arm_s"] > 0
+    assert 'no such arm: {"arm": "x"}' in failed["error"]
+    with pytest.raises(SystemExit, match="arm x failed"):
+        common.run_arm_child(script, {"arm": "x"})
+
+
+def test_plain_classifier_standardizes_as_medvision_does(common):
+    """The plain loop's input is the same as ClassificationModule's (the same work per step)."""
+    import torch
+
+    from medvision.models.classification_net import input_stats
+
+    for channels in (1, 3):
+        model = common.classifier("resnet10t", channels, num_classes=4)
+        mean, std = input_stats(model.net, channels)
+        image = torch.rand(2, channels, 8, 8)
+        assert torch.allclose(model.preprocess(image), (image - mean) / std)
+
+
+def test_plain_unet_loss_is_medvisions_bce_dice(common):
+    import torch
+
+    from medvision.models.losses import build_loss
+
+    model = common.unet("resnet18")
+    logits = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    mask = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    assert torch.allclose(model.loss(logits, mask), build_loss("bce_dice", 1)(logits, mask))
+
+
+def test_plain_train_step_changes_the_weights(common):
+    import torch
+
+    torch.manual_seed(0)
+    model = common.classifier("resnet10t", 1, num_classes=4, class_weight=torch.ones(4))
+    optimizer = torch.optim.SGD(model.net.parameters(), lr=0.1)
+    batch = common.random_batches(1, 4, 1, 16, "label", num_classes=4)[0]
+    assert batch["label"].tolist() == [0, 1, 2, 3]
+    before = [p.detach().clone() for p in model.net.parameters()]
+    model.net.train()
+    loss = common.train_step(model, optimizer, batch["image"], batch["label"])
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))

@@ -21,11 +21,10 @@ def bench():
     return load_benchmark(REPO / "benchmarks" / "step_overhead.py")
 
 
-def test_window_holds_whole_steps_after_warmup(bench, monkeypatch):
+def test_window_holds_whole_steps_after_warmup(bench):
     wall, cpu = iter([10.0, 10.5]), iter([3.0, 3.2])  # read at the start of steps 1 and 3
-    monkeypatch.setattr(bench, "clock", lambda: next(wall))
-    monkeypatch.setattr(bench, "cpu_clock", lambda: next(cpu))
-    window = bench.Window(warmup=1, steps=2, device="cpu")
+    clocks = {"clock": lambda: next(wall), "cpu_clock": lambda: next(cpu)}
+    window = bench.Window(warmup=1, steps=2, device="cpu", **clocks)
     assert [window.at_step_start(i) for i in range(4)] == [False, False, False, True]
     assert window.ms_per_step() == pytest.approx({"wall": 250.0, "cpu": 100.0})
     with pytest.raises(RuntimeError, match="fewer than 3 steps"):
@@ -57,8 +56,8 @@ def test_batches_cycle_and_hold_every_class(bench):
     batches = bench.make_batches(2, 5, 16, "cpu")
     assert batches[0]["image"].shape == (5, 1, 16, 16)
     assert batches[0]["label"].tolist() == [0, 1, 2, 3, 0]
-    served = list(bench.Batches(batches, 3))
-    assert served[2] is batches[0] and len(bench.Batches(batches, 3)) == 3
+    served = list(bench.TimedBatches(batches, 3))
+    assert served[2] is batches[0] and len(bench.TimedBatches(batches, 3)) == 3
 
 
 @pytest.mark.slow

@@ -77,7 +77,8 @@ def test_arms_table_and_ratio(throughput, lung_dir: Path, tmp_path: Path, capsys
 def test_failed_and_stopped_arms_show_in_the_table(throughput, capsys):
     args = tiny_args(throughput, ["--device", "cpu", "--models", "unet", "--data", "memory"])
     spec = {"arm": {"model": "unet"}}
-    stopped = throughput.run_arm_process(spec, timeout=0.01)  # the child cannot start in time
+    # the child cannot start in time
+    stopped = throughput.run_arm_child(throughput.__file__, spec, timeout=0.01, keep_going=True)
     assert stopped["error"] == "stopped after 0 s (--arm-timeout)" and stopped["arm_s"] > 0
     medvision, plain = throughput.arms(args)[:2]
     results = {medvision: [stopped], plain: [{"train": {"images_per_s": 2.0}, "peak_mb": 1.0}]}

@@ -1,4 +1,7 @@
-"""Timing pieces of the throughput benchmarks: timed loaders, a step window, NVML sampling.
+"""Timed windows of a training loop, timed loaders and NVML GPU utilization.
+
+:class:`StepTimer` times images/s over the steps after a warm-up (``throughput.py``);
+:class:`Window` times whole step cycles in wall and CPU time (``step_overhead.py``).
 
 The GPU-busy figure is NVML's utilization (``nvidia-smi``'s "GPU-Util": the share of time in
 which at least one kernel ran), sampled from a thread while the timed steps run. It needs the
@@ -191,3 +194,79 @@ class StepTimer:
         if self.sampler is not None:
             out["nvml_util"] = self.sampler.stop()
         return out
+
+
+class Window:
+    """Wall and CPU time from the start of step ``warmup`` to the start of ``warmup + steps``.
+
+    Call :meth:`at_step_start` at the start of every step: the window holds whole step cycles
+    (the batch fetch, every hook and logger call) and leaves out start-up and what follows.
+
+    Args:
+        warmup: untimed steps.
+        steps: timed steps.
+        device: ``cuda`` (a device sync at both ends of the window) or ``cpu``.
+        clock: the wall clock (seconds).
+        cpu_clock: this process's CPU time (seconds, all its threads).
+    """
+
+    def __init__(
+        self,
+        warmup: int,
+        steps: int,
+        device: str,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        self.warmup, self.steps, self.cuda = warmup, steps, device == "cuda"
+        self.clock, self.cpu_clock = clock, cpu_clock
+        self.begin = self.end = None
+
+    def at_step_start(self, index: int) -> bool:
+        """Call at the start of step ``index``; True once the window is closed."""
+        if index in (self.warmup, self.warmup + self.steps) and self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        if index == self.warmup:
+            self.begin = (self.clock(), self.cpu_clock())
+        elif index == self.warmup + self.steps:
+            self.end = (self.clock(), self.cpu_clock())
+        return self.end is not None
+
+    def ms_per_step(self) -> dict[str, float]:
+        """``{"wall": ms, "cpu": ms}`` per step over the window."""
+        if self.end is None:
+            raise RuntimeError(
+                f"the window never closed: fewer than {self.warmup + self.steps} steps"
+            )
+        wall, cpu = (1000 * (b - a) / self.steps for a, b in zip(self.begin, self.end, strict=True))
+        return {"wall": wall, "cpu": cpu}
+
+
+def lightning_timers(train: StepTimer, infer: StepTimer | None = None):
+    """A Lightning callback driving a training (and a predict) :class:`StepTimer`.
+
+    It stops ``fit`` once the training window has closed.
+
+    Args:
+        train: the timer of the training steps.
+        infer: the timer of the predict steps, or None.
+    """
+    from lightning.pytorch import Callback
+
+    class Timers(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            train.start(len(batch["image"]))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            train.end()
+            trainer.should_stop = trainer.should_stop or train.done
+
+        def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            infer.start(len(batch["image"]))
+
+        def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dl_idx=0):
+            infer.end()
+
+    return Timers()
