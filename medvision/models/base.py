@@ -13,7 +13,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medvision.models.record import FORMAT_VERSION, RECORD_KEY, Preprocessing
+from medvision.models.record import FORMAT_VERSION, RECORD_KEY, Preprocessing, store_record
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,9 @@ class MedVisionModule(LightningModule):
                 )
                 self._warned_no_record = True
             return
-        entry = checkpoint.setdefault(RECORD_KEY, {})
-        entry["preprocessing"] = record.to_dict()
+        store_record(checkpoint, record)
         if self.training_only_state:
-            entry["training_only"] = list(self.training_only_state)
+            checkpoint[RECORD_KEY]["training_only"] = list(self.training_only_state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Leave out the checkpoint's training-only weights that this module does not have
