@@ -42,6 +42,7 @@ from medvision.cli.runs import (
     task_callbacks,
 )
 from medvision.training.checkpointing import LastCheckpoint, use_atomic_checkpoints
+from medvision.training.curves import LearningCurves
 from medvision.training.guards import NonFiniteGuard
 from medvision.training.progress import use_medvision_progress_bar
 from medvision.training.run_config import LoggedSaveConfigCallback
@@ -111,7 +112,8 @@ class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's runs and links.
 
     Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
-    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
+    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`),
+    ``--learning_curves.*`` (:class:`~medvision.training.curves.LearningCurves`) and, for
     ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
     ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
     gives the model and the data (:mod:`medvision.cli.checkpoint_config`), and a config that
@@ -162,6 +164,7 @@ class MedVisionCLI(LightningCLI):
         parser.set_defaults({"checkpoint.filename": "best", "checkpoint.monitor": "val/loss"})
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
+        parser.add_lightning_class_args(LearningCurves, "learning_curves")
         if self._subcommand_being_built in ("predict", None):
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
