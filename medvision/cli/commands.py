@@ -111,8 +111,9 @@ def parser_kwargs() -> dict:
 class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's runs and links.
 
-    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
-    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`),
+    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``,
+    weights and record without optimizer state; set ``monitor`` and ``mode``),
+    ``--last_checkpoint.*`` (:class:`LastCheckpoint`, everything to resume from),
     ``--learning_curves.*`` (:class:`~medvision.training.curves.LearningCurves`) and, for
     ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
     ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
@@ -161,7 +162,13 @@ class MedVisionCLI(LightningCLI):
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.monitor": "val/loss"})
+        parser.set_defaults(
+            {
+                "checkpoint.filename": "best",
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.save_weights_only": True,  # best.ckpt: weights + record (a third)
+            }
+        )
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
         parser.add_lightning_class_args(LearningCurves, "learning_curves")
