@@ -126,15 +126,10 @@ def draw_learning_curves(epochs: list[dict], monitor: str | None, mode: str, tit
     if monitor:
         points = _plot(axes[1], epochs, monitor, monitor)
         if points:
-            best = (max if mode == "max" else min)(points, key=lambda point: point[1])
-            axes[1].plot(*best, marker="*", markersize=14, color="tab:red", linestyle="none")
-            axes[1].annotate(
-                f"best {best[1]:.4g} (epoch {best[0]})",
-                best,
-                textcoords="offset points",
-                xytext=(0, 10),
-                ha="center",
-            )
+            epoch, value = (max if mode == "max" else min)(points, key=lambda point: point[1])
+            label = f"best {value:.4g} (epoch {epoch})"
+            axes[1].plot(epoch, value, "*", markersize=14, color="tab:red", label=label)
+            axes[1].legend()
         axes[1].set(title=f"{monitor} (best: {mode})", xlabel="epoch", ylabel=monitor)
     numbers = [row["epoch"] for row in epochs]
     for ax in axes:
