@@ -4,6 +4,7 @@ bootstrap files (issue 21)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -21,6 +22,8 @@ from medvision.data.predict_folder import predict_dataset
 from medvision.evaluation.calibration import expected_calibration_error
 from medvision.models import ClassificationModule
 from medvision.models.classifier_outputs import thresholds_at_temperature
+from medvision.models.record import Preprocessing
+from medvision.training.calibration import _store as store_temperature
 from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args, config_run_args
@@ -208,6 +211,38 @@ def test_old_checkpoints_load_with_temperature_one_and_thresholds_keep_decisions
     assert multilabel.describe_output()["temperature"] == 2.5
     with pytest.raises(ValueError, match="temperature must be > 0"):
         multilabel.set_temperature(0.0)
+
+
+def test_calibration_writes_the_record_through_preprocessing():
+    """The record is rebuilt (``dataclasses.replace``) and stored whole, never patched (issue
+    25): the dict the checkpoint was loaded with stays as it was."""
+    record = Preprocessing(
+        task="classification",
+        image_size=(32, 32),
+        in_channels=1,
+        intensity_window=None,
+        class_names=("a", "b", "c"),
+        network={"class_path": "medvision.models.ClassificationModule", "init_args": {}},
+        multilabel=True,
+        thresholds=(0.2, 0.5, 0.9),
+    )
+    loaded = record.to_dict()
+    checkpoint = {
+        "state_dict": {
+            "thresholds": torch.tensor(record.thresholds),
+            "temperature": torch.ones(()),
+        },
+        "medvision": {"preprocessing": loaded, "training_only": ["generator."]},
+    }
+    store_temperature(checkpoint, 2.5, multilabel=True)
+    assert loaded == record.to_dict()  # not patched in place
+    moved = thresholds_at_temperature(torch.tensor([0.2, 0.5, 0.9]), 1.0, 2.5)
+    assert torch.equal(checkpoint["state_dict"]["thresholds"], moved)
+    assert float(checkpoint["state_dict"]["temperature"]) == 2.5
+    calibrated = dataclasses.replace(record, temperature=2.5, thresholds=tuple(moved.tolist()))
+    assert checkpoint["medvision"]["preprocessing"] == calibrated.to_dict()
+    assert checkpoint["medvision"]["preprocessing"]["thresholds"][1] == 0.5  # logit 0 stays
+    assert checkpoint["medvision"]["training_only"] == ["generator."]
 
 
 def test_every_classifier_argument_is_described_in_its_help(capsys):

@@ -42,6 +42,7 @@ from medvision.cli.runs import (
     task_callbacks,
 )
 from medvision.training.checkpointing import LastCheckpoint, use_atomic_checkpoints
+from medvision.training.curves import LearningCurves
 from medvision.training.guards import NonFiniteGuard
 from medvision.training.progress import use_medvision_progress_bar
 from medvision.training.run_config import LoggedSaveConfigCallback
@@ -110,8 +111,10 @@ def parser_kwargs() -> dict:
 class MedVisionCLI(LightningCLI):
     """LightningCLI in subclass mode for models and data, with medvision's runs and links.
 
-    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``;
-    set ``monitor`` and ``mode``), ``--last_checkpoint.*`` (:class:`LastCheckpoint`) and, for
+    Adds ``--checkpoint.*`` (the best checkpoint: ``ModelCheckpoint``, ``filename: best``,
+    weights and record without optimizer state; set ``monitor`` and ``mode``),
+    ``--last_checkpoint.*`` (:class:`LastCheckpoint`, everything to resume from),
+    ``--learning_curves.*`` (:class:`~medvision.training.curves.LearningCurves`) and, for
     ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
     ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
     gives the model and the data (:mod:`medvision.cli.checkpoint_config`), and a config that
@@ -159,9 +162,16 @@ class MedVisionCLI(LightningCLI):
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.monitor": "val/loss"})
+        parser.set_defaults(
+            {
+                "checkpoint.filename": "best",
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.save_weights_only": True,  # best.ckpt: weights + record (a third)
+            }
+        )
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
+        parser.add_lightning_class_args(LearningCurves, "learning_curves")
         if self._subcommand_being_built in ("predict", None):
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 

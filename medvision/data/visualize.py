@@ -1,8 +1,13 @@
-"""Drawing masks over images for people to look at: display conversion and overlays."""
+"""Drawing masks over images for people to look at: display conversion, overlays, enlarging
+small images and laying panels out with titles."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from medvision.data.io import normalize_intensity, to_channels
@@ -105,3 +110,100 @@ def label_overlay(
             edge = region & ~ndimage.binary_erosion(region)
             out[edge] = np.minimum(class_color(int(label)).astype(np.int32) + 60, 255)
     return out
+
+
+#: The longer side, in pixels, that small images are enlarged to (at least) for viewing.
+DISPLAY_SIZE = 256
+#: Title font size, and the white space around panels, in pixels.
+TITLE_SIZE = 14
+GAP = 6
+
+
+def display_scale(height: int, width: int, size: int = DISPLAY_SIZE) -> int:
+    """The whole factor that brings an image's longer side to at least ``size`` pixels.
+
+    Args:
+        height: The image's height in pixels.
+        width: Its width.
+        size: The wanted longer side; larger images get 1.
+    """
+    return max(1, math.ceil(size / max(height, width)))
+
+
+def enlarge(array: np.ndarray, factor: int, smooth: bool = False) -> np.ndarray:
+    """``array`` ``factor`` times taller and wider.
+
+    Args:
+        array: ``H x W`` or ``H x W x C``; uint8 when ``smooth``.
+        factor: Whole number >= 1.
+        smooth: Bilinear (display images); False: nearest neighbour, each pixel a
+            ``factor x factor`` block (masks and label maps keep their values and edges).
+
+    Returns:
+        ``factor*H x factor*W [x C]``, of ``array``'s dtype.
+    """
+    if factor == 1:
+        return array
+    if smooth:
+        height, width = array.shape[:2]
+        size = (width * factor, height * factor)
+        return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR))
+    return array.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def titled_grid(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[str]], header: str = ""
+) -> np.ndarray:
+    """Panels in rows on white, each with its title above it, and a header line on top.
+
+    Args:
+        rows: uint8 ``H x W x 3`` panels, row by row (the panels of a row share their height).
+        titles: One title per panel, in the same layout; a title wider than its panel is
+            shortened from the left (``…name.png``).
+        header: A line above everything (what the figure shows); empty: none.
+
+    Returns:
+        uint8 RGB ``H x W x 3``.
+    """
+    font = _font()
+    line = title_height()
+    top = line + GAP if header else GAP
+    width = GAP + max(sum(p.shape[1] + GAP for p in row) for row in rows)
+    height = top + sum(line + row[0].shape[0] + GAP for row in rows)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if header:
+        draw.text((GAP, GAP), _fit(draw, header, width - 2 * GAP, font), fill="black", font=font)
+    y = top
+    for row, names in zip(rows, titles, strict=True):
+        x = GAP
+        for panel, title in zip(row, names, strict=True):
+            text = _fit(draw, title, panel.shape[1], font)
+            draw.text((x, y), text, fill="black", font=font)
+            canvas.paste(Image.fromarray(panel), (x, y + line))
+            x += panel.shape[1] + GAP
+        y += line + row[0].shape[0] + GAP
+    return np.asarray(canvas)
+
+
+def title_height() -> int:
+    """Pixels from the top of a title line to the panel below it (the font's ascent and
+    descent, then :data:`GAP`)."""
+    ascent, descent = _font().getmetrics()
+    return ascent + descent + GAP
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=TITLE_SIZE)
+    except TypeError:  # Pillow < 10.1 has one bitmap font of one size (about 11 px)
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    """``text``, shortened from the left (``…name``) until it is at most ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("…" + text, font=font) > width:
+        text = text[1:]
+    return "…" + text

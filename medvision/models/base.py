@@ -11,9 +11,11 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from medvision.models.record import FORMAT_VERSION, RECORD_KEY, Preprocessing
+from medvision.models.record import FORMAT_VERSION, RECORD_KEY, Preprocessing, store_record
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +104,20 @@ class MedVisionModule(LightningModule):
                 )
                 self._warned_no_record = True
             return
-        entry = checkpoint.setdefault(RECORD_KEY, {})
-        entry["preprocessing"] = record.to_dict()
+        store_record(checkpoint, record)
         if self.training_only_state:
-            entry["training_only"] = list(self.training_only_state)
+            checkpoint[RECORD_KEY]["training_only"] = list(self.training_only_state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Leave out the checkpoint's training-only weights that this module does not have
-        (a rebalancer's GAN, when its classifier is loaded to predict)."""
+        (a rebalancer's GAN, when its classifier is loaded to predict). When ``fit`` resumes
+        from it: refuse a weights-only checkpoint (``best.ckpt``) with the fix, and warn when
+        its cosine schedule (restored as saved) anneals over another number of epochs than
+        this run's ``max_epochs``."""
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            _check_resumable(checkpoint, trainer.ckpt_path)
+            _warn_resumed_cosine(checkpoint.get("lr_schedulers", ()), trainer)
         prefixes = tuple(checkpoint.get(RECORD_KEY, {}).get("training_only", ()))
         state = checkpoint.get("state_dict")
         if not prefixes or state is None:
@@ -187,14 +195,75 @@ class MedVisionModule(LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
+        """The ``optimizer`` over :meth:`trainable_parameters`, with the ``lr_scheduler`` (per
+        epoch) when there is one; a ``CosineAnnealingLR`` anneals over the run
+        (:func:`follow_max_epochs`)."""
         optimizer = self.optimizer(self.trainable_parameters())
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
+        if self._trainer is not None:
+            follow_max_epochs(scheduler, self._trainer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.lr_scheduler_monitor},
         }
+
+
+def follow_max_epochs(scheduler, trainer) -> None:
+    """Make a ``CosineAnnealingLR`` anneal over the run: its ``T_max`` becomes
+    ``trainer.max_epochs``.
+
+    A config's ``T_max: 40  # = trainer.max_epochs`` would otherwise keep annealing over 40
+    epochs in a run shortened with ``--trainer.max_epochs 2`` (the rate barely moves) or go
+    back up in one lengthened past 40. A changed ``T_max`` is logged with both numbers. Runs
+    bounded by ``max_steps`` keep their ``T_max``, and so does a resumed run (its schedule
+    is the checkpoint's); other schedulers are left alone.
+
+    Args:
+        scheduler: The scheduler just built (changed in place).
+        trainer: The trainer that fits with it (its ``max_epochs``, ``max_steps`` and
+            ``ckpt_path``).
+    """
+    epochs = trainer.max_epochs
+    if not isinstance(scheduler, CosineAnnealingLR) or scheduler.T_max == epochs:
+        return
+    if trainer.max_steps != -1 or not epochs or epochs < 1 or trainer.ckpt_path is not None:
+        return
+    log.warning(
+        "CosineAnnealingLR: T_max %d -> %d, to follow trainer.max_epochs: the learning rate "
+        "anneals to eta_min by the end of this run. (For a cosine longer than the run, use "
+        "CosineAnnealingWarmRestarts with T_0.)",
+        scheduler.T_max,
+        epochs,
+    )
+    scheduler.T_max = epochs
+
+
+def _warn_resumed_cosine(states, trainer) -> None:
+    """Warn when a resumed ``CosineAnnealingLR`` (a saved state with ``T_max`` and
+    ``eta_min``) anneals over another number of epochs than ``trainer.max_epochs``."""
+    epochs = trainer.max_epochs
+    for state in states:
+        if not (isinstance(state, dict) and {"T_max", "eta_min"} <= state.keys()):
+            continue
+        if trainer.max_steps == -1 and epochs and epochs > 0 and state["T_max"] != epochs:
+            log.warning(
+                "The resumed CosineAnnealingLR keeps its T_max %d from the checkpoint, and "
+                "this run's trainer.max_epochs is %d: the learning rate follows the schedule "
+                "the run started with, not the new length.",
+                state["T_max"],
+                epochs,
+            )
+
+
+def _check_resumable(checkpoint: dict, path) -> None:
+    if "optimizer_states" not in checkpoint:
+        raise ValueError(
+            f"{path}: holds the weights only (no optimizer state; best.ckpt is saved so), so "
+            "fit cannot resume from it. Resume with --ckpt_path last (the run's last.ckpt), or "
+            "test / predict / export this checkpoint."
+        )
 
 
 def _compile_options(compile: bool | dict) -> dict | None:

@@ -237,6 +237,20 @@ def record_of(checkpoint: Mapping) -> Preprocessing | None:
     return Preprocessing.from_dict(entry["preprocessing"])
 
 
+def store_record(checkpoint: dict, record: Preprocessing) -> None:
+    """Write ``record`` into a checkpoint dict, replacing any record it holds.
+
+    The one writer of ``checkpoint["medvision"]["preprocessing"]``: at save time
+    (:meth:`~medvision.models.MedVisionModule.on_save_checkpoint`) and when calibration
+    rewrites a saved checkpoint with a new record (``dataclasses.replace(record, ...)``).
+
+    Args:
+        checkpoint: A checkpoint dict (changed in place; its other ``medvision`` entries stay).
+        record: The record, written as :meth:`Preprocessing.to_dict`.
+    """
+    checkpoint.setdefault(RECORD_KEY, {})["preprocessing"] = record.to_dict()
+
+
 def require_record(checkpoint: Any, path: str | Path) -> Preprocessing:
     """The checkpoint's :class:`Preprocessing`; a clear error when it has none.
 

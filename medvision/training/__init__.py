@@ -4,6 +4,7 @@
 - :mod:`~medvision.training.guards`: stop at a NaN/inf loss or gradient.
 - :mod:`~medvision.training.progress`: a progress bar that does not wait for the GPU each step.
 - :mod:`~medvision.training.timing`: epoch wall and CPU times.
+- :mod:`~medvision.training.curves`: the learning curves (loss, monitored metric) of a fit.
 - :mod:`~medvision.training.overlays`: validation overlays of a segmenter.
 - :mod:`~medvision.training.calibration`: temperature scaling of a classifier after ``fit``.
 - :mod:`~medvision.training.run_config`: the run's config and run info, saved and logged.
@@ -19,6 +20,7 @@ _WHERE = {
     "CSVLogger": "loggers",
     "EpochTimer": "timing",
     "LastCheckpoint": "checkpointing",
+    "LearningCurves": "curves",
     "LoggedSaveConfigCallback": "run_config",
     "MedVisionProgressBar": "progress",
     "NonFiniteError": "guards",

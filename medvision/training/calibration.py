@@ -12,6 +12,7 @@ hand.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -30,7 +31,7 @@ from medvision.evaluation.calibration import (
     per_label_ece,
 )
 from medvision.models.classifier_outputs import TEMPERATURE, thresholds_at_temperature
-from medvision.models.record import RECORD_KEY
+from medvision.models.record import record_of, store_record
 from medvision.utils.files import write_text
 from medvision.utils.runs import run_folder
 
@@ -209,14 +210,21 @@ def _same_weights(state: dict, current: dict) -> bool:
 
 
 def _store(checkpoint: dict, temperature: float, multilabel: bool) -> None:
-    """Write ``temperature`` into a loaded checkpoint: its state dict and its record."""
+    """Write ``temperature`` into a loaded checkpoint: its state dict and its record.
+
+    A multi-label model's thresholds move with it (:func:`thresholds_at_temperature`), in the
+    state dict and, the same numbers, in the record: the checkpoint's ``Preprocessing`` with
+    the new values (``dataclasses.replace``), stored whole by :func:`store_record`.
+    """
     state = checkpoint["state_dict"]
     old = float(state.get(TEMPERATURE, torch.ones(())))
     state[TEMPERATURE] = torch.tensor(float(temperature))
-    if multilabel and "thresholds" in state:
+    moved = multilabel and "thresholds" in state
+    if moved:
         state["thresholds"] = thresholds_at_temperature(state["thresholds"], old, temperature)
-    record = checkpoint.get(RECORD_KEY, {}).get("preprocessing")
-    if record is not None:
-        record["temperature"] = float(temperature)
-        if multilabel and "thresholds" in state:
-            record["thresholds"] = state["thresholds"].tolist()
+    record = record_of(checkpoint)
+    if record is None:
+        return
+    thresholds = tuple(state["thresholds"].tolist()) if moved else record.thresholds
+    calibrated = dataclasses.replace(record, temperature=float(temperature), thresholds=thresholds)
+    store_record(checkpoint, calibrated)
