@@ -7,6 +7,7 @@ stop with one error listing them all (or leave them out, see ``bad_files``).
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -201,3 +202,59 @@ def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: 
             "image's size, or remove the pair.",
             mask_path,
         )
+
+
+def screen_csv_rows(
+    path: Path,
+    image_column: str,
+    group_column: str,
+    other_columns: Sequence[str],
+    problem: Callable[[dict[str, str]], str | None],
+    record: Callable[[dict[str, str]], T],
+    layout_hint: str,
+) -> tuple[list[T], list[BadFile]]:
+    """The records of a metadata CSV's good rows (one row per image), and each bad row's problem.
+
+    A row is bad when its image or group cell is empty, when its image is an earlier row's
+    (the problem names that row's line), or when ``problem`` finds something wrong with it.
+    A missing file or column is an error (``FileNotFoundError`` with ``layout_hint``,
+    ``ValueError`` naming the columns).
+
+    Args:
+        path: The CSV file, with a header line.
+        image_column: The column naming each row's image file or id (unique per row).
+        group_column: The column of the group the image belongs to (a lesion, a patient).
+        other_columns: Further columns the CSV must have.
+        problem: What is wrong with a row whose image and group are given, or None.
+        record: The record of a good row.
+        layout_hint: The expected layout, said when the file is missing.
+
+    Returns:
+        ``(records, problems)``: the good rows' records in file order, and a
+        :class:`BadFile` per bad row naming its line (``<path> line <n> (<image>)``).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing. {layout_hint}")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = {image_column, group_column, *other_columns}
+        missing = columns - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
+        records, problems, seen = [], [], {}
+        for line, row in enumerate(reader, start=2):
+            image, group = ((row[column] or "").strip() for column in (image_column, group_column))
+            if not image or not group:
+                found = f"{image_column} and {group_column} must both be given"
+            elif image in seen:
+                found = f"{image_column} {image} is already on line {seen[image]}"
+                found += "; delete one of the rows"
+            else:
+                found = problem(row)
+            if found is not None:
+                where = f"{path} line {line} ({image or f'no {image_column}'})"
+                problems.append(BadFile(where, found))
+                continue
+            seen[image] = line
+            records.append(record(row))
+    return records, problems
