@@ -66,7 +66,7 @@ def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path
     Returns the folder, its number of images and of lesions.
     """
     from medvision.data import HAM10000DataModule
-    from medvision.data.ham10000 import read_metadata
+    from medvision.data.ham10000_metadata import read_metadata
 
     datamodule = HAM10000DataModule(
         data_dir,
