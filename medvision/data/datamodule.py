@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from medvision.data.datasets import SegmentationDataset, segmentation_dataset
 from medvision.data.samplers import WeightedClassSampler
 from medvision.data.screening import (
     BadFile,
@@ -228,6 +229,25 @@ class MedVisionDataModule(L.LightningDataModule):
     def _predict_dataset(self) -> Dataset:
         """The dataset of ``predict_dir``."""
         raise NotImplementedError
+
+    def _segmentation_dataset(
+        self, images, masks, augmentation: str, cache: bool = False, **options
+    ) -> SegmentationDataset:
+        """:func:`~medvision.data.datasets.segmentation_dataset` of these files as this
+        datamodule reads them: its ``image_size``, ``in_channels``, ``intensity_window`` (if
+        any), ``num_classes`` and ``cache_limit_gb``; ``options`` add to them."""
+        return segmentation_dataset(
+            images,
+            masks,
+            self.image_size,
+            augmentation,
+            cache=cache,
+            cache_limit_gb=self.cache_limit_gb,
+            in_channels=self.in_channels,
+            intensity_window=getattr(self, "intensity_window", None),
+            num_classes=self.num_classes,
+            **options,
+        )
 
     def _screen(self, bad: Sequence[BadFile], what: str, fix: str) -> None:
         """Act on the bad files one ``setup`` found, as ``bad_files`` says.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
-from medvision.data.datasets import ClassificationDataset, fill_caches, segmentation_dataset
+from medvision.data.datasets import ClassificationDataset, fill_caches
 from medvision.data.ham10000_metadata import (
     DIAGNOSES,
     LAYOUT_HINT,
@@ -354,16 +354,7 @@ class HAM10000DataModule(MedVisionDataModule):
 
     def _dataset(self, images, masks, labels, augmentation, cache: bool = False):
         if self.task == "segmentation":
-            return segmentation_dataset(
-                images,
-                masks,
-                self.image_size,
-                augmentation,
-                cache=cache,
-                cache_limit_gb=self.cache_limit_gb,
-                in_channels=3,
-                resize_masks=True,
-            )
+            return self._segmentation_dataset(images, masks, augmentation, cache, resize_masks=True)
         return ClassificationDataset(
             images,
             labels,

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
-from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
+from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
-from medvision.data.screening import BadFile, check_pair, distinct_stems, scan_files
+from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
 from medvision.data.splits import Split
 from medvision.data.synthetic import write_lung_ct
 from medvision.data.transforms import SegmentationAugmentation
@@ -132,7 +132,7 @@ class LungCTDataModule(MedVisionDataModule):
         indices = self.split.indices(len(images))
         for stage, idx in indices.items():
             on_cpu = stage == "train" and self.batch_augmentation is None
-            self.datasets[stage] = self._dataset(
+            self.datasets[stage] = self._segmentation_dataset(
                 [images[i] for i in idx],
                 [masks[i] for i in idx],
                 self.augmentation if on_cpu else "none",
@@ -156,7 +156,7 @@ class LungCTDataModule(MedVisionDataModule):
             " with masks" if with_masks else "",
         )
         masks = [mask for _, mask in pairs] if with_masks else None
-        return self._dataset([image for image, _ in pairs], masks, "none")
+        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
 
     def _predict_pairs(self, folder: Path) -> tuple[list[tuple], list[BadFile]]:
         """``(image, mask or None)`` for the images of ``folder``, and those lacking a mask."""
@@ -178,18 +178,6 @@ class LungCTDataModule(MedVisionDataModule):
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
             )
         return list(zip(images, masks or [None] * len(images), strict=True)), unpaired
-
-    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
-        return segmentation_dataset(
-            images,
-            masks,
-            self.image_size,
-            augmentation,
-            cache=cache,
-            cache_limit_gb=self.cache_limit_gb,
-            in_channels=self.in_channels,
-            intensity_window=self.intensity_window,
-        )
 
 
 class SyntheticLungCTDataModule(LungCTDataModule):
@@ -279,17 +267,10 @@ def find_pairs(
         if masks_required:
             raise FileNotFoundError(f"{mask_dir} is missing. {_LAYOUT_HINT}")
         return images, None, []
-    masks = {p.name: p for p in list_images(mask_dir, TIFF_SUFFIXES)}
-    image_names = {p.name for p in images}
-    unpaired = [
-        BadFile(str(p), f"no mask {mask_dir / p.name}. Add the mask or remove the image.")
-        for p in images
-        if p.name not in masks
-    ]
-    unpaired += [
-        BadFile(str(m), f"no image {image_dir / n}. Add the image or remove the mask.")
-        for n, m in masks.items()
-        if n not in image_names
-    ]
-    paired = [p for p in images if p.name in masks]
-    return paired, [masks[p.name] for p in paired], unpaired
+    pairs, unpaired = pair_by_key(
+        [(p.name, p) for p in images],
+        {p.name: p for p in list_images(mask_dir, TIFF_SUFFIXES)},
+        lambda name: str(mask_dir / name),
+        lambda name: str(image_dir / name),
+    )
+    return [image for image, _ in pairs], [mask for _, mask in pairs], unpaired

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +158,42 @@ def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
                 )
             )
     return kept, clashes
+
+
+def pair_by_key(
+    images: Sequence[tuple[str, Path]],
+    masks: Mapping[str, Path],
+    mask_named: Callable[[str], str],
+    image_named: Callable[[str], str] | None,
+) -> tuple[list[tuple[Path, Path]], list[BadFile]]:
+    """Images and masks paired by a key (file name, stem), and each file without its partner.
+
+    Args:
+        images: ``(key, image file)``, in the order the pairs are wanted (two images may share
+            a key, and then a mask).
+        masks: Key -> mask file.
+        mask_named: Where the mask of a key would be, for the problem of an image without it
+            (``no mask <mask_named(key)>. Add the mask or remove the image.``).
+        image_named: Likewise for a mask without its image; None: such masks are not
+            reported (predict scores only the images it is given).
+
+    Returns:
+        ``(pairs, unpaired)``: ``(image, mask)`` in the order of ``images``, and a
+        :class:`BadFile` per image without a mask, then per mask without an image.
+    """
+    unpaired = [
+        BadFile(str(image), f"no mask {mask_named(key)}. Add the mask or remove the image.")
+        for key, image in images
+        if key not in masks
+    ]
+    if image_named is not None:
+        keys = {key for key, _ in images}
+        unpaired += [
+            BadFile(str(mask), f"no image {image_named(key)}. Add the image or remove the mask.")
+            for key, mask in masks.items()
+            if key not in keys
+        ]
+    return [(image, masks[key]) for key, image in images if key in masks], unpaired
 
 
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:

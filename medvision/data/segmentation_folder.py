@@ -14,9 +14,9 @@ from functools import partial
 from pathlib import Path
 
 from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule
-from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
+from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, list_images
-from medvision.data.screening import BadFile, check_pair, distinct_stems, scan_files
+from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
 from medvision.data.splits import Split
 from medvision.data.transforms import SegmentationAugmentation
 from medvision.utils.class_names import check_class_names
@@ -135,7 +135,7 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         self._screen(unpaired + clashes + bad, "bad image/mask pairs", "Fix or remove these files.")
         indices = self.split.indices(len(pairs))
         for stage, idx in indices.items():
-            self.datasets[stage] = self._dataset(
+            self.datasets[stage] = self._segmentation_dataset(
                 [pairs[i][0] for i in idx],
                 [pairs[i][1] for i in idx],
                 self.augmentation if stage == "train" else "none",
@@ -175,20 +175,7 @@ class SegmentationFolderDataModule(MedVisionDataModule):
             f" with masks from {mask_dir}" if mask_dir is not None else "",
         )
         masks = None if mask_dir is None else [mask for _, mask in pairs]
-        return self._dataset([image for image, _ in pairs], masks, "none")
-
-    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
-        return segmentation_dataset(
-            images,
-            masks,
-            self.image_size,
-            augmentation,
-            cache=cache,
-            cache_limit_gb=self.cache_limit_gb,
-            in_channels=self.in_channels,
-            intensity_window=self.intensity_window,
-            num_classes=self.num_classes,
-        )
+        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
 
 
 def pair_by_stem(
@@ -208,20 +195,12 @@ def pair_by_stem(
     masks: dict[str, Path] = {}
     for path in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() != ".png"):
         masks.setdefault(path.stem, path)
-    images = list_images(image_dir)
-    stems = {p.stem for p in images}
-    unpaired = [
-        BadFile(str(p), f"no mask {p.stem}.* in {mask_dir}. Add the mask or remove the image.")
-        for p in images
-        if p.stem not in masks
-    ]
-    if masks_without_images:
-        unpaired += [
-            BadFile(str(m), f"no image {s}.* in {image_dir}. Add the image or remove the mask.")
-            for s, m in masks.items()
-            if s not in stems
-        ]
-    return [(p, masks[p.stem]) for p in images if p.stem in masks], unpaired
+    return pair_by_key(
+        [(p.stem, p) for p in list_images(image_dir)],
+        masks,
+        lambda stem: f"{stem}.* in {mask_dir}",
+        (lambda stem: f"{stem}.* in {image_dir}") if masks_without_images else None,
+    )
 
 
 def _first(pair: tuple) -> Path:

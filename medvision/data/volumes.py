@@ -17,7 +17,7 @@ import numpy as np
 
 from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule, batch_augmentation_for
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
-from medvision.data.screening import BadFile, scan_files
+from medvision.data.screening import BadFile, pair_by_key, scan_files
 from medvision.data.splits import Split
 from medvision.data.transforms import SegmentationAugmentation, segmentation_transform
 from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
@@ -295,26 +295,13 @@ def find_volume_pairs(
         raise FileNotFoundError(
             f"{data_dir / image_dirname} holds no {image_prefix}*.nii[.gz] volumes. {_LAYOUT_HINT}"
         )
-    unpaired = [
-        BadFile(
-            str(p),
-            f"no mask {mask_prefix}{key}.nii[.gz] in {data_dir / mask_dirname}. "
-            "Add the mask or remove the image.",
-        )
-        for key, p in images.items()
-        if key not in masks
-    ]
-    unpaired += [
-        BadFile(
-            str(p),
-            f"no image {image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}. "
-            "Add the image or remove the mask.",
-        )
-        for key, p in masks.items()
-        if key not in images
-    ]
-    pairs = sorted((p, masks[key]) for key, p in images.items() if key in masks)
-    return pairs, unpaired
+    pairs, unpaired = pair_by_key(
+        list(images.items()),
+        masks,
+        lambda key: f"{mask_prefix}{key}.nii[.gz] in {data_dir / mask_dirname}",
+        lambda key: f"{image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}",
+    )
+    return sorted(pairs), unpaired
 
 
 __all__ = ["VolumeSliceDataModule", "find_volume_pairs"]
