@@ -24,8 +24,9 @@ from typing import Any
 
 from medvision.apply.explanations import check_cam
 from medvision.apply.tta import check_tta
-from medvision.models.record import Preprocessing, as_size, record_of, require_record
+from medvision.models.record import Preprocessing, record_of, require_record
 from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def _trained_values(plan: PredictPlan) -> dict[str, Any]:
     hparams = plan.trained_data
     found = {}
     if hparams.get("image_size") is not None:
-        found["image_size"] = list(as_size(hparams["image_size"]))
+        found["image_size"] = list(as_hw(hparams["image_size"]))
     for key in ("in_channels", "intensity_window"):
         if key in hparams:
             found[key] = hparams[key]
@@ -236,7 +237,7 @@ def _trained_values(plan: PredictPlan) -> dict[str, Any]:
 
 def _same(key: str, given: Any, trained: Any) -> bool:
     if key == "image_size":
-        return list(as_size(given)) == list(as_size(trained))
+        return list(as_hw(given)) == list(as_hw(trained))
     if key == "intensity_window" and given is not None and trained is not None:
         return [float(v) for v in given] == [float(v) for v in trained]
     if key == "class_names":

@@ -19,7 +19,7 @@ from typing import Literal
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.io import IMAGE_SUFFIXES, files_under
-from medvision.data.screening import BadFile, BadFiles, check_image, problem_report, scan_files
+from medvision.data.screening import BadFile, check_image, problem_report, scan_files
 from medvision.data.splits import grouped_split_indices, stratified_split
 from medvision.data.synthetic import write_chest_xray
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
@@ -110,19 +110,10 @@ class ChestXrayDataModule(MedVisionDataModule):
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
         )
         if sampler not in ("none", "weighted"):
             raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
@@ -136,7 +127,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         self.group_pattern = None if group_pattern is None else re.compile(group_pattern)
         self._class_names = None if class_names is None else tuple(class_names)
         # the model records class_names; loggers merge both hparams and need equal values
-        self.save_hyperparameters(ignore=["class_names"])
+        self._save_hyperparameters(ignore=["class_names"])
 
     # --- dataset facts, linked to the model by the CLI -------------------------------------
 

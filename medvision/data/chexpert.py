@@ -23,7 +23,7 @@ import numpy as np
 
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
-from medvision.data.screening import BadFile, BadFiles, check_image, scan_files
+from medvision.data.screening import BadFile, check_image, scan_files
 from medvision.data.splits import grouped_split_indices
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -126,19 +126,10 @@ class CheXpertDataModule(MedVisionDataModule):
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
         )
         self.labels = list(labels or self.competition_labels)
         unknown = sorted(set(self.labels) - set(self.observations))
@@ -155,7 +146,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self.max_per_class = max_per_class
         self.val_fraction = val_fraction
         self.check_images = check_images
-        self.save_hyperparameters()
+        self._save_hyperparameters()
 
     def _policies(self, uncertainty) -> dict[str, str]:
         if isinstance(uncertainty, str):

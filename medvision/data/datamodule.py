@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from medvision.data.datasets import SegmentationDataset, segmentation_dataset
 from medvision.data.samplers import WeightedClassSampler
 from medvision.data.screening import (
     BadFile,
@@ -20,9 +22,10 @@ from medvision.data.screening import (
     problem_report,
     scan_files,
 )
-from medvision.data.transforms import BatchSegmentationAugmentation, as_hw
+from medvision.data.transforms import BatchSegmentationAugmentation
 from medvision.utils.files import write_csv
 from medvision.utils.runs import run_folder
+from medvision.utils.sizes import as_hw
 
 T = TypeVar("T")
 
@@ -65,28 +68,12 @@ def batch_augmentation_for(
     return BatchSegmentationAugmentation(augmentation, seed=seed)
 
 
-def check_class_names(class_names: Sequence[str]) -> list[str]:
-    """A segmentation datamodule's ``class_names``, checked: distinct, non-empty names.
-
-    One name means binary masks (the name is the foreground's); two or more mean label maps,
-    one name per label value, background (label 0) first.
-
-    Args:
-        class_names: The names, as given.
-
-    Raises:
-        ValueError: naming the option, for no names, an empty name or a repeated one.
-    """
-    if isinstance(class_names, str):
-        class_names = [class_names]
-    names = [str(name) for name in class_names]
-    if not names or not all(name.strip() for name in names) or len(set(names)) < len(names):
-        raise ValueError(
-            f"class_names {names}: give distinct, non-empty names; one name for binary "
-            "masks, or one per label value of a label map with the background (label 0) first, "
-            "e.g. [background, liver, tumour]."
-        )
-    return names
+#: What a segmentation datamodule's ``class_names`` must be (see
+#: :func:`medvision.utils.class_names.check_class_names`).
+MASK_CLASS_NAMES = (
+    "one name for binary masks, or one per label value of a label map with the background "
+    "(label 0) first, e.g. [background, liver, tumour]."
+)
 
 
 class MedVisionDataModule(L.LightningDataModule):
@@ -104,6 +91,12 @@ class MedVisionDataModule(L.LightningDataModule):
     ``checkpoints/``; nothing is written when no trainer is attached). In ``predict`` a bad
     file never stops the others: it is left out, warned about and kept in
     :attr:`predict_failures` (which the prediction writer puts in ``failed.csv``).
+
+    A subclass lists the options whose default, type or description are its own and passes
+    the others on in ``**kwargs`` (``super().__init__(data_dir, image_size, in_channels,
+    augmentation, seed, predict_dir, **kwargs)``): jsonargparse follows the call, so
+    ``--data.help`` and the YAML show them as the subclass's options, with this class's types,
+    defaults and descriptions. Its ``_save_hyperparameters`` saves them with its own.
 
     When a subclass sets :attr:`batch_augmentation` (a
     :class:`~medvision.data.transforms.BatchSegmentationAugmentation`), training batches get
@@ -161,6 +154,16 @@ class MedVisionDataModule(L.LightningDataModule):
         self._class_counts: dict[str, int] | None = None
         self._known_counts: dict[str, int] | None = None
         self.batch_augmentation: BatchSegmentationAugmentation | None = None
+        self._loader_options = dict(
+            batch_size=batch_size, num_workers=num_workers, bad_files=bad_files
+        )
+
+    def _save_hyperparameters(self, ignore: Sequence[str] = ()) -> None:
+        """Lightning's ``save_hyperparameters()`` for the calling ``__init__``, and the loader
+        options it passed on in ``**kwargs`` (``batch_size``, ``num_workers``, ``bad_files``)
+        also when they were left at their defaults."""
+        self.save_hyperparameters(self._loader_options)
+        self.save_hyperparameters(ignore=list(ignore), frame=inspect.currentframe().f_back)
 
     @property
     def num_classes(self) -> int:
@@ -226,6 +229,25 @@ class MedVisionDataModule(L.LightningDataModule):
     def _predict_dataset(self) -> Dataset:
         """The dataset of ``predict_dir``."""
         raise NotImplementedError
+
+    def _segmentation_dataset(
+        self, images, masks, augmentation: str, cache: bool = False, **options
+    ) -> SegmentationDataset:
+        """:func:`~medvision.data.datasets.segmentation_dataset` of these files as this
+        datamodule reads them: its ``image_size``, ``in_channels``, ``intensity_window`` (if
+        any), ``num_classes`` and ``cache_limit_gb``; ``options`` add to them."""
+        return segmentation_dataset(
+            images,
+            masks,
+            self.image_size,
+            augmentation,
+            cache=cache,
+            cache_limit_gb=self.cache_limit_gb,
+            in_channels=self.in_channels,
+            intensity_window=getattr(self, "intensity_window", None),
+            num_classes=self.num_classes,
+            **options,
+        )
 
     def _screen(self, bad: Sequence[BadFile], what: str, fix: str) -> None:
         """Act on the bad files one ``setup`` found, as ``bad_files`` says.

@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 
 from medvision.data.io import normalize_intensity, read_image, to_channels
 from medvision.data.screening import check_same_size, default_num_workers, read_mask
-from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
+from medvision.data.transforms import reseed_for_worker, segmentation_transform
+from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
 

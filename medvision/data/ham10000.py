@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
-from medvision.data.datasets import ClassificationDataset, fill_caches, segmentation_dataset
+from medvision.data.datasets import ClassificationDataset, fill_caches
 from medvision.data.ham10000_metadata import (
     DIAGNOSES,
     LAYOUT_HINT,
@@ -27,13 +27,12 @@ from medvision.data.io import IMAGE_SUFFIXES, binarize_mask, list_images, read_i
 from medvision.data.lesion_focus import LesionFocus
 from medvision.data.screening import (
     BadFile,
-    BadFiles,
     check_pair,
     distinct_stems,
     problem_report,
     scan_files,
 )
-from medvision.data.splits import grouped_split_indices
+from medvision.data.splits import Split
 from medvision.data.transforms import classification_transform
 
 log = logging.getLogger(__name__)
@@ -138,22 +137,13 @@ class HAM10000DataModule(MedVisionDataModule):
         lesion_mask_dir: str | Path | None = None,
         lesion_margin: float = 0.1,
         predict_dir: str | Path | None = None,
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
         cache: bool = False,
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, self.in_channels, augmentation, seed, predict_dir, **kwargs
         )
         if cache and task != "segmentation":
             raise ValueError(
@@ -179,13 +169,7 @@ class HAM10000DataModule(MedVisionDataModule):
                 )
         self.task = task
         self.label_map = label_map
-        self.split = dict(
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            num_folds=num_folds,
-            fold=fold,
-        )
+        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.sampler = sampler
         self.check_images = check_images
         self.focus = None
@@ -196,7 +180,7 @@ class HAM10000DataModule(MedVisionDataModule):
         self.batch_augmentation = batch_augmentation_for(
             augmentation, cache, gpu_augmentation, seed
         )
-        self.save_hyperparameters()
+        self._save_hyperparameters()
 
     # --- dataset facts, linked to the model by the CLI -------------------------------------
 
@@ -249,7 +233,7 @@ class HAM10000DataModule(MedVisionDataModule):
         else:
             labels = [0] * len(records)  # the one class, "lesion"
         stratify = [self.diagnoses.index(r.dx) for r in records]  # by dx even when merged
-        indices = grouped_split_indices([r.lesion_id for r in records], stratify, **self.split)
+        indices = self.split.grouped_indices([r.lesion_id for r in records], stratify)
         for stage, idx in indices.items():
             on_cpu = stage == "train" and self.batch_augmentation is None
             self.datasets[stage] = self._dataset(
@@ -370,16 +354,7 @@ class HAM10000DataModule(MedVisionDataModule):
 
     def _dataset(self, images, masks, labels, augmentation, cache: bool = False):
         if self.task == "segmentation":
-            return segmentation_dataset(
-                images,
-                masks,
-                self.image_size,
-                augmentation,
-                cache=cache,
-                cache_limit_gb=self.cache_limit_gb,
-                in_channels=3,
-                resize_masks=True,
-            )
+            return self._segmentation_dataset(images, masks, augmentation, cache, resize_masks=True)
         return ClassificationDataset(
             images,
             labels,
@@ -425,4 +400,4 @@ class HAM10000DataModule(MedVisionDataModule):
     def train_dataloader(self):
         if self.sampler == "none":
             return self._loader("train", shuffle=True)
-        return self._weighted_train_loader(seed=self.split["seed"])
+        return self._weighted_train_loader(seed=self.split.seed)

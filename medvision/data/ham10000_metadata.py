@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from medvision.data.screening import BadFile, problem_report
+from medvision.data.screening import BadFile, problem_report, screen_csv_rows
 
 #: The seven diagnosis codes of HAM10000's ``dx`` column, sorted.
 DIAGNOSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -66,24 +65,9 @@ def read_metadata_rows(path: Path) -> tuple[list[HAM10000Record], list[BadFile]]
         ``(records, problems)``: the good rows in file order, and a
         :class:`~medvision.data.screening.BadFile` per bad row naming its line.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing. {LAYOUT_HINT}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"lesion_id", "image_id", "dx"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
-        records, problems, seen = [], [], {}
-        for line, row in enumerate(reader, start=2):
-            problem = _row_problem(row, seen)
-            if problem is not None:
-                where = f"{path} line {line} ({(row['image_id'] or '').strip() or 'no image_id'})"
-                problems.append(BadFile(where, problem))
-                continue
-            seen[row["image_id"].strip()] = line
-            records.append(
-                HAM10000Record(row["image_id"].strip(), row["lesion_id"].strip(), _dx(row))
-            )
+    records, problems = screen_csv_rows(
+        path, "image_id", "lesion_id", ["dx"], _dx_problem, _record, LAYOUT_HINT
+    )
     if not records and not problems:
         raise ValueError(f"{path}: has no rows.")
     return records, problems
@@ -93,13 +77,11 @@ def _dx(row: dict) -> str:
     return (row["dx"] or "").strip().lower()
 
 
-def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
-    """What is wrong with one metadata row (``seen``: image ids of earlier rows), or None."""
-    image_id, lesion_id = (row["image_id"] or "").strip(), (row["lesion_id"] or "").strip()
-    if not image_id or not lesion_id:
-        return "image_id and lesion_id must both be given"
-    if image_id in seen:
-        return f"image_id {image_id} is already on line {seen[image_id]}; delete one of the rows"
+def _dx_problem(row: dict) -> str | None:
     if _dx(row) not in DIAGNOSES:
         return f"unknown dx {row['dx']!r}; dx must be one of {', '.join(DIAGNOSES)}"
     return None
+
+
+def _record(row: dict) -> HAM10000Record:
+    return HAM10000Record(row["image_id"].strip(), row["lesion_id"].strip(), _dx(row))

@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 
 from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
-from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
+from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
-from medvision.data.screening import BadFile, BadFiles, check_pair, distinct_stems, scan_files
-from medvision.data.splits import split_indices
+from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
+from medvision.data.splits import Split
 from medvision.data.synthetic import write_lung_ct
 from medvision.data.transforms import SegmentationAugmentation
 
@@ -106,49 +106,33 @@ class LungCTDataModule(MedVisionDataModule):
         fold: int = 0,
         predict_dir: str | Path | None = None,
         predict_mask_dir: str | Path | None = None,
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
         cache: bool = False,
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
         )
         self.intensity_window = intensity_window
-        self.split = dict(
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            num_folds=num_folds,
-            fold=fold,
-        )
+        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
         self.batch_augmentation = batch_augmentation_for(
             augmentation, cache, gpu_augmentation, seed
         )
-        self.save_hyperparameters()
+        self._save_hyperparameters()
 
     def _setup_splits(self) -> None:
         images, masks, unpaired = find_pairs(self.data_dir, self.image_dirname, self.mask_dirname)
         pairs, bad = scan_files(list(zip(images, masks, strict=True)), check_pair, _first)
         self._screen(unpaired + bad, "bad image/mask pairs", "Fix or remove these files.")
         images, masks = [image for image, _ in pairs], [mask for _, mask in pairs]
-        indices = split_indices(len(images), **self.split)
+        indices = self.split.indices(len(images))
         for stage, idx in indices.items():
             on_cpu = stage == "train" and self.batch_augmentation is None
-            self.datasets[stage] = self._dataset(
+            self.datasets[stage] = self._segmentation_dataset(
                 [images[i] for i in idx],
                 [masks[i] for i in idx],
                 self.augmentation if on_cpu else "none",
@@ -172,7 +156,7 @@ class LungCTDataModule(MedVisionDataModule):
             " with masks" if with_masks else "",
         )
         masks = [mask for _, mask in pairs] if with_masks else None
-        return self._dataset([image for image, _ in pairs], masks, "none")
+        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
 
     def _predict_pairs(self, folder: Path) -> tuple[list[tuple], list[BadFile]]:
         """``(image, mask or None)`` for the images of ``folder``, and those lacking a mask."""
@@ -194,18 +178,6 @@ class LungCTDataModule(MedVisionDataModule):
                 f"{self.predict_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) to predict on."
             )
         return list(zip(images, masks or [None] * len(images), strict=True)), unpaired
-
-    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
-        return segmentation_dataset(
-            images,
-            masks,
-            self.image_size,
-            augmentation,
-            cache=cache,
-            cache_limit_gb=self.cache_limit_gb,
-            in_channels=self.in_channels,
-            intensity_window=self.intensity_window,
-        )
 
 
 class SyntheticLungCTDataModule(LungCTDataModule):
@@ -235,7 +207,7 @@ class SyntheticLungCTDataModule(LungCTDataModule):
             self.num_slices,
             self.data_dir,
         )
-        write_lung_ct(self.data_dir, self.num_slices, self.slice_size, seed=self.split["seed"])
+        write_lung_ct(self.data_dir, self.num_slices, self.slice_size, seed=self.split.seed)
 
 
 def _existing_dir(path: Path, what: str) -> Path:
@@ -295,17 +267,10 @@ def find_pairs(
         if masks_required:
             raise FileNotFoundError(f"{mask_dir} is missing. {_LAYOUT_HINT}")
         return images, None, []
-    masks = {p.name: p for p in list_images(mask_dir, TIFF_SUFFIXES)}
-    image_names = {p.name for p in images}
-    unpaired = [
-        BadFile(str(p), f"no mask {mask_dir / p.name}. Add the mask or remove the image.")
-        for p in images
-        if p.name not in masks
-    ]
-    unpaired += [
-        BadFile(str(m), f"no image {image_dir / n}. Add the image or remove the mask.")
-        for n, m in masks.items()
-        if n not in image_names
-    ]
-    paired = [p for p in images if p.name in masks]
-    return paired, [masks[p.name] for p in paired], unpaired
+    pairs, unpaired = pair_by_key(
+        [(p.name, p) for p in images],
+        {p.name: p for p in list_images(mask_dir, TIFF_SUFFIXES)},
+        lambda name: str(mask_dir / name),
+        lambda name: str(image_dir / name),
+    )
+    return [image for image, _ in pairs], [mask for _, mask in pairs], unpaired

@@ -10,7 +10,6 @@ Layout::
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,12 @@ import numpy as np
 
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
-from medvision.data.screening import BadFile, BadFiles, check_image, problem_report, scan_files
+from medvision.data.screening import (
+    BadFile,
+    check_image,
+    scan_files,
+    screen_csv_rows,
+)
 from medvision.data.splits import grouped_split_indices
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
@@ -122,19 +126,10 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
         )
         unknown = sorted(set(labels or []) - set(self.findings))
         if unknown:
@@ -145,7 +140,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.missing_images = missing_images
         self.check_images = check_images
-        self.save_hyperparameters()
+        self._save_hyperparameters()
 
     @property
     def class_names(self) -> list[str]:
@@ -263,20 +258,6 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         )
 
 
-def read_nih_metadata(path: Path) -> list[NIHRecord]:
-    """Rows of ``Data_Entry_2017.csv``; one error names every bad row (line and problem).
-
-    Args:
-        path: The metadata CSV.
-    """
-    records, problems = read_nih_rows(path)
-    if problems:
-        raise ValueError(
-            problem_report([str(p) for p in problems], "bad rows", "Fix or delete these rows.")
-        )
-    return records
-
-
 def read_nih_rows(path: Path) -> tuple[list[NIHRecord], list[BadFile]]:
     """Good rows of ``Data_Entry_2017.csv``, and a problem for each bad row.
 
@@ -291,23 +272,9 @@ def read_nih_rows(path: Path) -> tuple[list[NIHRecord], list[BadFile]]:
         ``(records, problems)``: the good rows in file order, and a
         :class:`~medvision.data.screening.BadFile` per bad row naming its line.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing. {_LAYOUT_HINT}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"Image Index", "Finding Labels", "Patient ID"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
-        records, problems, seen = [], [], {}
-        for line, row in enumerate(reader, start=2):
-            image = (row["Image Index"] or "").strip()
-            problem = _row_problem(row, seen)
-            if problem is not None:
-                problems.append(BadFile(f"{path} line {line} ({image or 'no image'})", problem))
-                continue
-            seen[image] = line
-            records.append(NIHRecord(image, row["Patient ID"].strip(), _findings(row)))
-    return records, problems
+    return screen_csv_rows(
+        path, "Image Index", "Patient ID", ["Finding Labels"], _row_problem, _record, _LAYOUT_HINT
+    )
 
 
 def _findings(row: dict) -> frozenset[str]:
@@ -315,13 +282,8 @@ def _findings(row: dict) -> frozenset[str]:
     return frozenset(names - {NIHChestXray14DataModule.no_finding})
 
 
-def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
-    """What is wrong with one CSV row (``seen``: images of earlier rows), or None."""
-    image, patient = (row["Image Index"] or "").strip(), (row["Patient ID"] or "").strip()
-    if not image or not patient:
-        return "Image Index and Patient ID must both be given"
-    if image in seen:
-        return f"{image} is already on line {seen[image]}; delete one of the rows"
+def _row_problem(row: dict) -> str | None:
+    """What is wrong with a row's findings, or None."""
     unknown = sorted(_findings(row) - set(NIHChestXray14DataModule.findings))
     if unknown:
         return (
@@ -329,6 +291,10 @@ def _row_problem(row: dict, seen: dict[str, int]) -> str | None:
             f"{sorted(NIHChestXray14DataModule.findings)} or 'No Finding'"
         )
     return None
+
+
+def _record(row: dict) -> NIHRecord:
+    return NIHRecord(row["Image Index"].strip(), row["Patient ID"].strip(), _findings(row))
 
 
 def _check(item: tuple[NIHRecord, Path]) -> None:

@@ -7,8 +7,9 @@ stop with one error listing them all (or leave them out, see ``bad_files``).
 
 from __future__ import annotations
 
+import csv
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,42 @@ def distinct_stems(pairs: list[tuple]) -> tuple[list[tuple], list[BadFile]]:
     return kept, clashes
 
 
+def pair_by_key(
+    images: Sequence[tuple[str, Path]],
+    masks: Mapping[str, Path],
+    mask_named: Callable[[str], str],
+    image_named: Callable[[str], str] | None,
+) -> tuple[list[tuple[Path, Path]], list[BadFile]]:
+    """Images and masks paired by a key (file name, stem), and each file without its partner.
+
+    Args:
+        images: ``(key, image file)``, in the order the pairs are wanted (two images may share
+            a key, and then a mask).
+        masks: Key -> mask file.
+        mask_named: Where the mask of a key would be, for the problem of an image without it
+            (``no mask <mask_named(key)>. Add the mask or remove the image.``).
+        image_named: Likewise for a mask without its image; None: such masks are not
+            reported (predict scores only the images it is given).
+
+    Returns:
+        ``(pairs, unpaired)``: ``(image, mask)`` in the order of ``images``, and a
+        :class:`BadFile` per image without a mask, then per mask without an image.
+    """
+    unpaired = [
+        BadFile(str(image), f"no mask {mask_named(key)}. Add the mask or remove the image.")
+        for key, image in images
+        if key not in masks
+    ]
+    if image_named is not None:
+        keys = {key for key, _ in images}
+        unpaired += [
+            BadFile(str(mask), f"no image {image_named(key)}. Add the image or remove the mask.")
+            for key, mask in masks.items()
+            if key not in keys
+        ]
+    return [(image, masks[key]) for key, image in images if key in masks], unpaired
+
+
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
     """One error message for many bad files: a count, the first ``max_listed``, and the fix.
 
@@ -201,3 +238,59 @@ def check_same_size(image_path: Path, image: np.ndarray, mask_path: Path, mask: 
             "image's size, or remove the pair.",
             mask_path,
         )
+
+
+def screen_csv_rows(
+    path: Path,
+    image_column: str,
+    group_column: str,
+    other_columns: Sequence[str],
+    problem: Callable[[dict[str, str]], str | None],
+    record: Callable[[dict[str, str]], T],
+    layout_hint: str,
+) -> tuple[list[T], list[BadFile]]:
+    """The records of a metadata CSV's good rows (one row per image), and each bad row's problem.
+
+    A row is bad when its image or group cell is empty, when its image is an earlier row's
+    (the problem names that row's line), or when ``problem`` finds something wrong with it.
+    A missing file or column is an error (``FileNotFoundError`` with ``layout_hint``,
+    ``ValueError`` naming the columns).
+
+    Args:
+        path: The CSV file, with a header line.
+        image_column: The column naming each row's image file or id (unique per row).
+        group_column: The column of the group the image belongs to (a lesion, a patient).
+        other_columns: Further columns the CSV must have.
+        problem: What is wrong with a row whose image and group are given, or None.
+        record: The record of a good row.
+        layout_hint: The expected layout, said when the file is missing.
+
+    Returns:
+        ``(records, problems)``: the good rows' records in file order, and a
+        :class:`BadFile` per bad row naming its line (``<path> line <n> (<image>)``).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing. {layout_hint}")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = {image_column, group_column, *other_columns}
+        missing = columns - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: no column {sorted(missing)}; found {reader.fieldnames}.")
+        records, problems, seen = [], [], {}
+        for line, row in enumerate(reader, start=2):
+            image, group = ((row[column] or "").strip() for column in (image_column, group_column))
+            if not image or not group:
+                found = f"{image_column} and {group_column} must both be given"
+            elif image in seen:
+                found = f"{image_column} {image} is already on line {seen[image]}"
+                found += "; delete one of the rows"
+            else:
+                found = problem(row)
+            if found is not None:
+                where = f"{path} line {line} ({image or f'no {image_column}'})"
+                problems.append(BadFile(where, found))
+                continue
+            seen[image] = line
+            records.append(record(row))
+    return records, problems

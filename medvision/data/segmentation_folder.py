@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from medvision.data.datamodule import MedVisionDataModule, check_class_names
-from medvision.data.datasets import SegmentationDataset, fill_caches, segmentation_dataset
+from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule
+from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, list_images
-from medvision.data.screening import BadFile, BadFiles, check_pair, distinct_stems, scan_files
-from medvision.data.splits import split_indices
+from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
+from medvision.data.splits import Split
 from medvision.data.transforms import SegmentationAugmentation
+from medvision.utils.class_names import check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class SegmentationFolderDataModule(MedVisionDataModule):
     :class:`~medvision.data.lung_ct.LungCTDataModule` (masks are warped by nearest neighbour,
     so labels stay labels). ``predict_dir`` holds images (or this layout: then its masks score
     the predictions), ``predict_mask_dir`` masks of the same names to score against.
+    ``batch_size``, ``num_workers`` and ``bad_files`` are
+    :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
 
     Args:
         data_dir: The folder holding ``image_dirname`` and ``mask_dirname``.
@@ -68,9 +71,6 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         fold: The validation fold (0-based).
         predict_dir: Images to predict on.
         predict_mask_dir: Their masks, to score the predictions.
-        batch_size: Images per batch.
-        num_workers: Loader processes (default: one per usable core, at most 8).
-        bad_files: ``error`` (one error listing them) or ``exclude``.
         cache: Decode and resize every sample once, into memory.
         cache_limit_gb: Refuse a cache above this size.
     """
@@ -92,43 +92,27 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         fold: int = 0,
         predict_dir: str | Path | None = None,
         predict_mask_dir: str | Path | None = None,
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
         cache: bool = False,
         cache_limit_gb: float = 4.0,
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
         )
         if image_dirname == mask_dirname:
             raise ValueError(
                 f"images and masks share the folder {image_dirname!r}: give the masks their own "
                 "folder (mask_dirname), paired with the images by file name."
             )
-        self.class_names = check_class_names(class_names)
+        self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
         self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
         self.intensity_window = intensity_window
-        self.split = dict(
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            num_folds=num_folds,
-            fold=fold,
-        )
+        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
         # the model records class_names; loggers merge both hparams and need equal values
-        self.save_hyperparameters(ignore=["class_names"])
+        self._save_hyperparameters(ignore=["class_names"])
 
     def _check(self):
         """:func:`~medvision.data.screening.check_pair` for this datamodule's masks."""
@@ -149,9 +133,9 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         pairs, clashes = distinct_stems(pairs)
         pairs, bad = scan_files(pairs, self._check(), _first)
         self._screen(unpaired + clashes + bad, "bad image/mask pairs", "Fix or remove these files.")
-        indices = split_indices(len(pairs), **self.split)
+        indices = self.split.indices(len(pairs))
         for stage, idx in indices.items():
-            self.datasets[stage] = self._dataset(
+            self.datasets[stage] = self._segmentation_dataset(
                 [pairs[i][0] for i in idx],
                 [pairs[i][1] for i in idx],
                 self.augmentation if stage == "train" else "none",
@@ -191,20 +175,7 @@ class SegmentationFolderDataModule(MedVisionDataModule):
             f" with masks from {mask_dir}" if mask_dir is not None else "",
         )
         masks = None if mask_dir is None else [mask for _, mask in pairs]
-        return self._dataset([image for image, _ in pairs], masks, "none")
-
-    def _dataset(self, images, masks, augmentation, cache: bool = False) -> SegmentationDataset:
-        return segmentation_dataset(
-            images,
-            masks,
-            self.image_size,
-            augmentation,
-            cache=cache,
-            cache_limit_gb=self.cache_limit_gb,
-            in_channels=self.in_channels,
-            intensity_window=self.intensity_window,
-            num_classes=self.num_classes,
-        )
+        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
 
 
 def pair_by_stem(
@@ -224,20 +195,12 @@ def pair_by_stem(
     masks: dict[str, Path] = {}
     for path in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() != ".png"):
         masks.setdefault(path.stem, path)
-    images = list_images(image_dir)
-    stems = {p.stem for p in images}
-    unpaired = [
-        BadFile(str(p), f"no mask {p.stem}.* in {mask_dir}. Add the mask or remove the image.")
-        for p in images
-        if p.stem not in masks
-    ]
-    if masks_without_images:
-        unpaired += [
-            BadFile(str(m), f"no image {s}.* in {image_dir}. Add the image or remove the mask.")
-            for s, m in masks.items()
-            if s not in stems
-        ]
-    return [(p, masks[p.stem]) for p in images if p.stem in masks], unpaired
+    return pair_by_key(
+        [(p.stem, p) for p in list_images(image_dir)],
+        masks,
+        lambda stem: f"{stem}.* in {mask_dir}",
+        (lambda stem: f"{stem}.* in {image_dir}") if masks_without_images else None,
+    )
 
 
 def _first(pair: tuple) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -165,3 +166,42 @@ def stratified_split(
     held = np.sort(np.concatenate(held_out)) if held_out else np.array([], dtype=int)
     rest = np.setdiff1d(np.arange(len(labels)), held)
     return rest, held
+
+
+@dataclass(frozen=True)
+class Split:
+    """A datamodule's split options: seeded fractions, or one fold of k-fold cross-validation.
+
+    Attributes:
+        val_fraction: Fraction for validation, in [0, 1) (unused with ``num_folds``).
+        test_fraction: Fraction held out for testing, in [0, 1); the same for every fold.
+        seed: Seed of the split.
+        num_folds: Cut the non-test items into this many folds; None: split by
+            ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) that is the validation set.
+    """
+
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    num_folds: int | None = None
+    fold: int = 0
+
+    def indices(self, num_items: int) -> dict[str, np.ndarray]:
+        """:func:`split_indices` of ``range(num_items)`` with these options.
+
+        Args:
+            num_items: How many items to split.
+        """
+        return split_indices(num_items, **asdict(self))
+
+    def grouped_indices(
+        self, groups: Sequence[str], labels: Sequence[int]
+    ) -> dict[str, np.ndarray]:
+        """:func:`grouped_split_indices` with these options: a group never straddles two splits.
+
+        Args:
+            groups: The group of each item (a lesion, a patient).
+            labels: The class of each item, for stratification.
+        """
+        return grouped_split_indices(groups, labels, **asdict(self))

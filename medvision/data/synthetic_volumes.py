@@ -292,7 +292,7 @@ class SyntheticVolumeSliceDataModule(VolumeSliceDataModule):
             self.data_dir,
             self.num_volumes,
             self.volume_shape,
-            seed=self.split["seed"],
+            seed=self.split.seed,
             image_dirname=self.image_dirname,
             mask_dirname=self.mask_dirname,
         )

@@ -16,6 +16,8 @@ import cv2
 import torch
 import torch.nn.functional as F
 
+from medvision.utils.sizes import as_hw
+
 SegmentationAugmentation = Literal["none", "basic", "elastic"]
 ClassificationAugmentation = Literal["none", "basic", "strong"]
 BatchAugmentation = Literal["none", "basic"]
@@ -26,21 +28,6 @@ BASIC_AFFINE = 0.7  # probability of the shift-scale-rotate
 BASIC_TRANSLATE = 0.0625  # at most this fraction of the width (x) and of the height (y)
 BASIC_SCALE = (0.9, 1.1)  # x and y drawn independently
 BASIC_ROTATE = 15.0  # degrees, either way
-
-
-def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``256`` -> ``(256, 256)``; ``[h, w]`` -> ``(h, w)``.
-
-    Args:
-        size: One side of a square, or ``(height, width)``, in pixels.
-
-    Returns:
-        ``(height, width)`` as ints.
-    """
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
 
 
 def segmentation_transform(

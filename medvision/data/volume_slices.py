@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from medvision.data.datasets import mask_tensor
 from medvision.data.io import ImageReadError, normalize_intensity
 from medvision.data.nifti import check_same_geometry, load_volume, slices_along
-from medvision.data.transforms import as_hw, reseed_for_worker, segmentation_transform
+from medvision.data.transforms import reseed_for_worker, segmentation_transform
+from medvision.utils.sizes import as_hw
 
 
 @dataclass

@@ -15,16 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medvision.data.datamodule import (
-    MedVisionDataModule,
-    batch_augmentation_for,
-    check_class_names,
-)
+from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule, batch_augmentation_for
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
-from medvision.data.screening import BadFile, BadFiles, scan_files
-from medvision.data.splits import split_indices
-from medvision.data.transforms import SegmentationAugmentation, as_hw, segmentation_transform
+from medvision.data.screening import BadFile, pair_by_key, scan_files
+from medvision.data.splits import Split
+from medvision.data.transforms import SegmentationAugmentation, segmentation_transform
 from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
+from medvision.utils.class_names import check_class_names
+from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +115,13 @@ class VolumeSliceDataModule(MedVisionDataModule):
         num_folds: int | None = None,
         fold: int = 0,
         predict_dir: str | Path | None = None,
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        bad_files: BadFiles = "error",
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
         class_names: Sequence[str] = ("foreground",),
+        **kwargs,
     ) -> None:
         super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            in_channels=in_channels,
-            augmentation=augmentation,
-            seed=seed,
-            predict_dir=predict_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            bad_files=bad_files,
+            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
         )
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (a canonical RAS axis), got {axis}")
@@ -149,15 +137,9 @@ class VolumeSliceDataModule(MedVisionDataModule):
         self.axis = axis
         self.intensity_window = intensity_window
         self.empty_slice_fraction = empty_slice_fraction
-        self.split = dict(
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            num_folds=num_folds,
-            fold=fold,
-        )
+        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.cache_limit_gb = cache_limit_gb
-        self.class_names = check_class_names(class_names)
+        self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
         if gpu_augmentation and self.num_classes > 1:
             raise ValueError(
                 "gpu_augmentation: true warps binary masks only; with label maps "
@@ -165,7 +147,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
             )
         self.batch_augmentation = batch_augmentation_for(augmentation, True, gpu_augmentation, seed)
         # the model records class_names; loggers merge both hparams and need equal values
-        self.save_hyperparameters(ignore=["class_names"])
+        self._save_hyperparameters(ignore=["class_names"])
 
     def _setup_splits(self) -> None:
         pairs, unpaired = find_volume_pairs(
@@ -176,14 +158,14 @@ class VolumeSliceDataModule(MedVisionDataModule):
             self.mask_prefix,
         )
         self._check_memory([image for image, _ in pairs], self.data_dir)
-        indices = split_indices(len(pairs), **self.split)
+        indices = self.split.indices(len(pairs))
         train = set(indices["train"].tolist())
         decoded: dict[int, VolumeSlices] = {}
 
         def decode(item: tuple[int, tuple[Path, Path]]) -> None:
             index, (image, mask) = item
             fraction = self.empty_slice_fraction if index in train else None
-            rng = np.random.default_rng([self.split["seed"], index])
+            rng = np.random.default_rng([self.split.seed, index])
             decoded[index] = self._decode(image, mask, fraction, rng)
 
         _, bad = scan_files(list(enumerate(pairs)), decode, lambda item: item[1][0])
@@ -313,26 +295,13 @@ def find_volume_pairs(
         raise FileNotFoundError(
             f"{data_dir / image_dirname} holds no {image_prefix}*.nii[.gz] volumes. {_LAYOUT_HINT}"
         )
-    unpaired = [
-        BadFile(
-            str(p),
-            f"no mask {mask_prefix}{key}.nii[.gz] in {data_dir / mask_dirname}. "
-            "Add the mask or remove the image.",
-        )
-        for key, p in images.items()
-        if key not in masks
-    ]
-    unpaired += [
-        BadFile(
-            str(p),
-            f"no image {image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}. "
-            "Add the image or remove the mask.",
-        )
-        for key, p in masks.items()
-        if key not in images
-    ]
-    pairs = sorted((p, masks[key]) for key, p in images.items() if key in masks)
-    return pairs, unpaired
+    pairs, unpaired = pair_by_key(
+        list(images.items()),
+        masks,
+        lambda key: f"{mask_prefix}{key}.nii[.gz] in {data_dir / mask_dirname}",
+        lambda key: f"{image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}",
+    )
+    return sorted(pairs), unpaired
 
 
 __all__ = ["VolumeSliceDataModule", "find_volume_pairs"]

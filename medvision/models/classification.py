@@ -21,15 +21,12 @@ from medvision.evaluation.metrics import (
     multilabel_metrics,
 )
 from medvision.models.base import MedVisionModule
-from medvision.models.classification_net import (
-    check_class_names,
-    create_classification_net,
-    input_stats,
-)
+from medvision.models.classification_net import create_classification_net, input_stats
 from medvision.models.classifier_outputs import add_temperature, thresholds_at_temperature
 from medvision.models.losses import balanced_class_weights, build_loss, positive_weights
 from medvision.models.weights import load_pretrained_weights
 from medvision.utils.checkpoints import load_checkpoint
+from medvision.utils.class_names import check_class_names
 from medvision.utils.steps import EveryNSteps, read_interval
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,6 @@
-"""Building a classifier's network: timm's model, checked class names, input statistics."""
+"""Building a classifier's network: timm's model and its input statistics."""
 
 from __future__ import annotations
-
-import warnings
-from collections.abc import Sequence
 
 import timm
 import torch
@@ -44,25 +41,6 @@ def create_classification_net(
             in_chans=in_channels,
             **kwargs,
         )
-
-
-def check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """The class names as a list; ``'0'``, ``'1'``, ... (with a warning) when not given.
-
-    Args:
-        class_names: The names, or None.
-        num_classes: How many there must be.
-    """
-    if class_names is None:
-        warnings.warn(
-            f"class_names not given: classes are reported as '0'..'{num_classes - 1}'. The CLI "
-            "links them from the datamodule; pass class_names= when building the module by hand.",
-            stacklevel=3,
-        )
-        return [str(i) for i in range(num_classes)]
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
-    return list(class_names)
 
 
 def input_stats(net: nn.Module, in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,6 @@ MULTICLASS_SEGMENTATION_LOSSES = ("cross_entropy", "dice", "dice_ce", "focal")
 _BINARY_ONLY = {"bce": "cross_entropy", "bce_dice": "dice_ce", "unet_weighted_bce": "dice_ce"}
 #: Short names of the classification losses (``ClassificationModule`` picks one).
 CLASSIFICATION_LOSSES = ("cross_entropy", "masked_bce")
-LOSS_NAMES = SEGMENTATION_LOSSES
 
 
 def unet_weight_map(
@@ -106,7 +105,19 @@ class UNetWeightedBCELoss(nn.Module):
         return torch.from_numpy(np.stack(maps)).reshape(target.shape)
 
 
-class BCEDiceLoss(nn.Module):
+class _WeightedSum(nn.Module):
+    """``sum(weight * loss(logits, target))`` over named ``(weight, loss)`` terms."""
+
+    def __init__(self, **terms: tuple[float, nn.Module]) -> None:
+        super().__init__()
+        self.weights = {name: weight for name, (weight, _) in terms.items()}
+        self.terms = nn.ModuleDict({name: loss for name, (_, loss) in terms.items()})
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(self.weights[name] * loss(logits, target) for name, loss in self.terms.items())
+
+
+class BCEDiceLoss(_WeightedSum):
     """``bce_weight * BCE + dice_weight * soft Dice loss`` on logits; shapes ``N x 1 x H x W``.
 
     The soft Dice loss is smp's ``DiceLoss(mode="binary")``; the target is 0/1 float.
@@ -117,18 +128,13 @@ class BCEDiceLoss(nn.Module):
     """
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
-        super().__init__()
-        self.bce = nn.BCEWithLogitsLoss()
-        self.dice = DiceLoss(mode="binary", from_logits=True)
-        self.bce_weight, self.dice_weight = bce_weight, dice_weight
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.bce_weight * self.bce(logits, target) + self.dice_weight * self.dice(
-            logits, target
+        super().__init__(
+            bce=(bce_weight, nn.BCEWithLogitsLoss()),
+            dice=(dice_weight, DiceLoss(mode="binary", from_logits=True)),
         )
 
 
-class DiceCELoss(nn.Module):
+class DiceCELoss(_WeightedSum):
     """``dice_weight * soft Dice loss + ce_weight * cross-entropy`` for label maps.
 
     The multi-class counterpart of :class:`BCEDiceLoss`: smp's ``DiceLoss(mode="multiclass")``
@@ -143,13 +149,9 @@ class DiceCELoss(nn.Module):
     """
 
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
-        super().__init__()
-        self.dice = DiceLoss(mode="multiclass", from_logits=True)
-        self.dice_weight, self.ce_weight = dice_weight, ce_weight
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.dice_weight * self.dice(logits, target) + self.ce_weight * F.cross_entropy(
-            logits, target
+        super().__init__(
+            dice=(dice_weight, DiceLoss(mode="multiclass", from_logits=True)),
+            ce=(ce_weight, nn.CrossEntropyLoss()),
         )
 
 

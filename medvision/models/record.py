@@ -210,18 +210,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def as_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``64`` -> ``(64, 64)``; ``[h, w]`` -> ``(h, w)``.
-
-    Args:
-        size: One side, or height and width.
-    """
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
-
-
 def record_of(checkpoint: Mapping) -> Preprocessing | None:
     """The :class:`Preprocessing` a loaded checkpoint carries, or None without one.
 

@@ -7,7 +7,6 @@ Binary (``num_classes == 1``): sigmoid, 0/1 masks ``N x 1 x H x W``. Multi-class
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
@@ -23,6 +22,13 @@ from medvision.models.base import MedVisionModule
 from medvision.models.losses import build_loss
 from medvision.models.nets.fcn import FCN
 from medvision.models.weights import explain_download_failure
+from medvision.utils.class_names import check_class_names
+
+#: Too many or too few ``class_names``: the message.
+COUNT_MESSAGE = (
+    "{count} class_names {names} for num_classes={num_classes}: give one name per class "
+    "(label maps: the background first)."
+)
 
 
 def create_segmentation_net(
@@ -172,7 +178,13 @@ class SegmentationModule(MedVisionModule):
         compile: bool | dict = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_monitor, channels_last, compile)
-        self.class_names = _check_class_names(class_names, num_classes)
+        if num_classes < 1:
+            raise ValueError(
+                f"num_classes must be 1 (binary) or more (label maps), got {num_classes}"
+            )
+        self.class_names = check_class_names(
+            class_names, num_classes, binary_name="foreground", count_message=COUNT_MESSAGE
+        )
         if not (surface_tolerance >= 0):
             raise ValueError(
                 f"surface_tolerance must be >= 0 (pixels or mm), got {surface_tolerance}"
@@ -306,24 +318,3 @@ class SegmentationModule(MedVisionModule):
                 "init_args": init_args,
             },
         }
-
-
-def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """The module's class names: as given, or for label maps ``'0'..`` with a warning."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be 1 (binary) or more (label maps), got {num_classes}")
-    if class_names is None:
-        if num_classes == 1:
-            return ["foreground"]
-        warnings.warn(
-            f"class_names not given: classes are reported as '0'..'{num_classes - 1}'. The CLI "
-            "links them from the datamodule; pass class_names= when building the module by hand.",
-            stacklevel=3,
-        )
-        return [str(i) for i in range(num_classes)]
-    if len(class_names) != num_classes:
-        raise ValueError(
-            f"{len(class_names)} class_names {list(class_names)} for num_classes={num_classes}: "
-            "give one name per class (label maps: the background first)."
-        )
-    return [str(name) for name in class_names]

@@ -20,9 +20,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from medvision.data.datamodule import MedVisionDataModule
-from medvision.data.transforms import as_hw
 from medvision.models.classification import load_classifier
 from medvision.utils.files import write_atomically
+from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
 
