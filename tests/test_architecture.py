@@ -30,10 +30,7 @@ LAYERS = (
     ("medvision.cli",),
 )
 #: Arrows the restructuring has not removed yet (each one is a bug to fix).
-KNOWN_WRONG: set[str] = {
-    "medvision.models.classification -> medvision.apply.tta",
-    "medvision.models.segmentation -> medvision.apply.tta",
-}
+KNOWN_WRONG: set[str] = set()
 
 
 def layer_of(module: str) -> tuple[int, str]:

@@ -36,12 +36,23 @@ log = logging.getLogger(__name__)
 CAM_METHODS = ("gradcam", "hirescam")
 #: Seed nets whose head has position-specific weights: Grad-CAM's averaging can cancel there.
 FLATTENING_NETS = ("cnn5", "vgg_leaky")
+#: How ``medvision predict`` and :meth:`~medvision.apply.inference.Predictor.explain` name the
+#: options in messages, and what they advise for a model that cannot be explained.
 CLI_OPTIONS = {
     "method": "--cam",
     "target_layer": "--prediction_writer.cam_target_layer",
     "class": "--prediction_writer.cam_class",
+    "not_a_classifier": "its masks/ and overlays/ already show where it looks. Drop --cam.",
 }
-PYTHON_OPTIONS = {"method": "method", "target_layer": "target_layer", "class": "class_index"}
+PYTHON_OPTIONS = {
+    "method": "method",
+    "target_layer": "target_layer",
+    "class": "class_index",
+    "not_a_classifier": (
+        "a segmentation model cannot be explained with Grad-CAM. Its predict(x).probabilities "
+        "(the probability of each pixel) already show where it looks."
+    ),
+}
 
 
 def check_cam(method: str | None, option: str = "--cam") -> str | None:
@@ -116,10 +127,10 @@ class CamExplainer:
         describe = getattr(module, "describe_output", None)
         task = describe()["task"] if callable(describe) else type(module).__name__
         if task != "classification":
+            what = "--cam" if options is CLI_OPTIONS else "explain()"
             raise ValueError(
-                f"{options['method']} explains classifiers only, and this is a {task} model "
-                f"({type(module).__name__}): its masks and overlays already show where it "
-                f"looks. Drop {options['method']}."
+                f"{what} explains classifiers only, and this is a {task} model "
+                f"({type(module).__name__}): {options['not_a_classifier']}"
             )
         if importlib.util.find_spec("pytorch_grad_cam") is None:
             raise ImportError(f"{options['method']} needs pytorch-grad-cam: {INSTALL_HINT}")
@@ -128,7 +139,8 @@ class CamExplainer:
         self.class_names = list(module.class_names)
         self.class_index = self._class_index(class_)
         self.target_layer = self._layer(target_layer)
-        model_name = (getattr(module, "_network_args", None) or {}).get("model_name")
+        network = module.describe_output()["network"]
+        model_name = network.get("init_args", {}).get("model_name")
         if method == "gradcam" and model_name in FLATTENING_NETS:
             log.warning(
                 "%s flattens its feature map into fully connected layers: Grad-CAM's averaged "
@@ -211,20 +223,23 @@ class CamExplainer:
             )
         return found
 
-    def write(self, root: Path, images: torch.Tensor, paths: list[str]) -> int:
-        """Write ``cams/<stem>.png`` overlays of a batch of files under ``root``.
+    def write(self, root: Path, images: torch.Tensor, paths: list[str], names: list[str]) -> int:
+        """Write ``cams/<name>.png`` overlays of a batch of files under ``root``.
 
         Args:
             root: The prediction folder.
             images: The batch's prepared images.
             paths: Their files.
+            names: Their outputs' names (the files' paths under the inputs' folder, without
+                suffix).
 
         Returns:
             How many overlays were written.
         """
         originals = [read_image(path) for path in paths]
-        for explanation in self.explain(images, originals, list(paths)):
-            save_png(root / "cams" / f"{Path(explanation.source).stem}.png", explanation.overlay)
+        explanations = self.explain(images, originals, list(paths))
+        for explanation, name in zip(explanations, names, strict=True):
+            save_png(root / "cams" / f"{name}.png", explanation.overlay)
         return len(paths)
 
     def describe(self) -> dict:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from medvision.apply.explanations import CamExplainer, Explanation
 from medvision.apply.prediction import probabilities_at_size
-from medvision.apply.tta import check_tta
+from medvision.apply.tta import check_tta, predict_with_tta
 from medvision.data.io import read_image
 from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
 from medvision.evaluation.label_maps import labels_from_probabilities
@@ -171,15 +171,11 @@ class Predictor:
         dataset = self._dataset(items)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
         threshold = self.preprocessing.mask_threshold if threshold is None else threshold
-        self.module.predict_tta = tta
         results: list = []
-        try:
-            for index, batch in enumerate(loader):
-                batch["image"] = batch["image"].to(self.device)
-                output = self.module.predict_step(batch, index)
-                results += self._results(output, threshold)
-        finally:
-            self.module.predict_tta = None
+        for index, batch in enumerate(loader):
+            batch["image"] = batch["image"].to(self.device)
+            output = predict_with_tta(self.module, batch, index, tta)
+            results += self._results(output, threshold)
         return results[0] if single else results
 
     def explain(
@@ -212,7 +208,8 @@ class Predictor:
             class, layer and method), for a list one per image.
 
         Raises:
-            ValueError: for a segmentation model, an unknown method, layer or class (naming
+            ValueError: for a segmentation model (which cannot be explained: its
+                probabilities show where it looks), an unknown method, layer or class (naming
                 the argument and the fix), or an unreadable input.
             ImportError: naming the ``trust`` extra when pytorch-grad-cam is missing.
         """
@@ -346,27 +343,34 @@ def build_module(record: Preprocessing):
         return module_class(**config["init_args"])
 
 
-def load_weights(module, checkpoint: dict, path: Path) -> None:
+def load_weights(
+    module, checkpoint: dict, path: Path, built_from: str = "the network its record names"
+) -> None:
     """Load a checkpoint's ``state_dict`` into ``module``, without its training-only parts.
 
+    The module's ``on_load_checkpoint`` sees the checkpoint's ``hyper_parameters`` (a
+    multi-class segmenter refuses other classes there, naming them).
+
     Args:
-        module: A module of :func:`build_module`.
+        module: A module of :func:`build_module` (or one built from a config).
         checkpoint: The loaded file (``state_dict`` and the ``medvision`` entry).
         path: The file, named in errors.
+        built_from: What ``module`` was built from, for the message when weights do not fit.
 
     Raises:
         ValueError: naming ``path`` when keys are missing or shapes differ.
     """
     loaded = {"state_dict": dict(checkpoint["state_dict"])}
-    if "medvision" in checkpoint:
-        loaded["medvision"] = checkpoint["medvision"]
+    for key in ("medvision", "hyper_parameters"):
+        if key in checkpoint:
+            loaded[key] = checkpoint[key]
     module.on_load_checkpoint(loaded)
     try:
         module.load_state_dict(loaded["state_dict"], strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[:3]
         raise ValueError(
-            f"{path}: its weights do not fit the network its record names "
+            f"{path}: its weights do not fit {built_from} "
             f"({' '.join(line.strip() for line in first)}). The file may be damaged or edited; "
             "use the checkpoint medvision fit wrote."
         ) from None

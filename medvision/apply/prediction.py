@@ -1,4 +1,12 @@
-"""What ``medvision predict`` writes: masks and overlays, or a CSV of class probabilities."""
+"""What ``medvision predict`` writes: masks and overlays, label volumes, or a CSV of classes.
+
+:class:`PredictionWriter` is the command's writer (``--prediction_writer.*``): it picks one
+task writer, once, from the model's preprocessing record (task and input kind):
+:class:`SegmentationPredictionWriter` for 2D segmentation,
+:class:`~medvision.apply.volume_writer.VolumePredictionWriter` for volumes and
+:class:`ClassificationPredictionWriter` for classifiers. Each task writer also works alone as
+a callback of a plain ``trainer.predict``.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +22,10 @@ from lightning.pytorch import LightningModule, Trainer
 from medvision.apply.explanations import CLI_OPTIONS, CamExplainer, check_cam
 from medvision.apply.prediction_output import (
     FolderPredictionWriter,
+    ModelOutputs,
     report_failures,
 )
-from medvision.apply.tta import check_tta
+from medvision.apply.tta import PredictionModule, check_tta
 from medvision.apply.volume_writer import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
 from medvision.data.io import read_image
@@ -28,7 +37,7 @@ from medvision.evaluation.label_maps import (
     labels_at_size,
     surface_metrics_available,
 )
-from medvision.evaluation.metrics import binarize
+from medvision.models.record import Preprocessing
 from medvision.utils.files import save_png, write_csv, write_text
 
 log = logging.getLogger(__name__)
@@ -37,30 +46,35 @@ log = logging.getLogger(__name__)
 class SegmentationPredictionWriter(FolderPredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
-    For every input ``<stem>.*``, under ``output_dir`` (default: a new
-    ``predictions/<timestamp>`` folder, see :mod:`~medvision.apply.prediction_output`):
-    ``masks/<stem>.png`` and ``overlays/<stem>.png``. Binary models (one probability channel):
-    the mask is 0/255, the overlay the prediction tinted red with the true outline in green.
-    Multi-class models (softmax over K channels): the mask is a label map, uint8 pixel value =
-    class index (0 = background), and the overlay tints each class in its colour of the fixed
-    :data:`medvision.data.visualize.PALETTE` (true outlines in the same colours). Probabilities are
-    resized to the original size (bilinear) before thresholding at ``threshold`` (default: the
-    model's) or taking the most probable class. When the inputs have masks, ``metrics.csv``
-    lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and ``<metric>/<class>``
-    for label maps; see :func:`medvision.evaluation.label_maps.image_scores`), at the original size,
-    distances in pixels, surface Dice at the model's ``surface_tolerance``; without MONAI the
-    last two are left out with a warning. The mean is logged. Files are written atomically.
+    For every input (named by its path under the inputs' folder, subfolders kept: see
+    :meth:`~medvision.apply.prediction_output.FolderPredictionWriter.name`), under
+    ``output_dir`` (default: a new ``predictions/<timestamp>`` folder, see
+    :mod:`~medvision.apply.prediction_output`): ``masks/<name>.png`` and
+    ``overlays/<name>.png``. Binary models (one probability channel): the mask is 0/255, the
+    overlay the prediction tinted red with the true outline in green. Multi-class models
+    (softmax over K channels): the mask is a label map, uint8 pixel value = class index (0 =
+    background), and the overlay tints each class in its colour of the fixed
+    :data:`medvision.data.visualize.PALETTE` (true outlines in the same colours). Probabilities
+    are resized to the original size (bilinear) before thresholding at ``threshold`` (default:
+    the model's) or taking the most probable class. When the inputs have masks,
+    ``metrics.csv`` lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and
+    ``<metric>/<class>`` for label maps; see
+    :func:`medvision.evaluation.label_maps.image_scores`), at the original size, distances in
+    pixels, surface Dice at the model's ``surface_tolerance``; without MONAI the last two are
+    left out with a warning. The mean is logged. Files are written atomically.
 
-    Input files that failed (the datamodule's ``predict_failures``: unreadable, no mask, ...)
-    and images whose outputs could not be made are listed in ``failed.csv`` (``file``,
-    ``problem``) and kept in :attr:`failures`; such an image leaves no mask or overlay behind.
+    Batches hold the model's ``probs`` (``N x K x h x w``) with the inputs' ``path`` and
+    ``original_size`` (and ``mask_path`` to score against). Input files that failed (the
+    datamodule's ``predict_failures``: unreadable, no mask, ...) and images whose outputs could
+    not be made are listed in ``failed.csv`` (``file``, ``problem``) and kept in
+    :attr:`failures`; such an image leaves no mask or overlay behind.
 
     Args:
         output_dir: The folder to write into (missing or empty); None: a new
             ``predictions/<timestamp>`` folder of the checkpoint's run.
-        overlays: Also write ``overlays/<stem>.png`` for each image.
+        overlays: Also write ``overlays/<name>.png`` for each image.
         threshold: Probability in [0, 1] above which a pixel of a binary model is
-            foreground; None: the model's ``threshold``. Unused by multi-class models.
+            foreground; None: the model's. Unused by multi-class models.
     """
 
     def __init__(
@@ -72,85 +86,75 @@ class SegmentationPredictionWriter(FolderPredictionWriter):
         self._rows: list[dict] = []
         self._num_written = 0
         self._own_failures: list[BadFile] = []
-        self._active = False
         self._surface: bool | None = None
         self.failures: list[BadFile] = []
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._rows = []
-        self._num_written = 0
-        self._own_failures, self._active, self.failures = [], False, []
+        self._rows, self._num_written = [], 0
+        self._own_failures, self.failures = [], []
         self._surface = None
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if "probs" not in prediction or "volume_path" in prediction:  # volumes: see below
-            return
-        self._active = True
         root = self.folder(trainer)
-        threshold = pl_module.threshold if self.threshold is None else self.threshold
+        threshold = self.outputs.mask_threshold if self.threshold is None else self.threshold
         for i, path in enumerate(prediction["path"]):
             try:
-                self._write_one(root, prediction, i, threshold, pl_module)
+                self._write_one(root, prediction, i, threshold)
             except (ValueError, OSError) as exc:  # this image's outputs go; the others stay
                 for folder in ("masks", "overlays"):
-                    (root / folder / f"{Path(path).stem}.png").unlink(missing_ok=True)
+                    (root / folder / f"{self.name(path)}.png").unlink(missing_ok=True)
                 self._own_failures.append(BadFile(path, f"not predicted: {exc}"))
                 log.warning("Not predicted: %s", self._own_failures[-1])
 
-    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float, pl_module) -> None:
+    def _write_one(self, root: Path, prediction: dict, i: int, threshold: float | None) -> None:
         """The mask (label map), overlay and metrics row of the ``i``-th image of a batch."""
         path = prediction["path"][i]
         height, width = (int(v) for v in prediction["original_size"][i])
         probs = prediction["probs"][i]
         multiclass = probs.shape[0] > 1
         pred = labels_at_size(probs, (height, width), threshold)
-        stem = Path(path).stem
-        save_png(root / "masks" / f"{stem}.png", pred.astype(np.uint8) * (1 if multiclass else 255))
+        name = self.name(path)
+        save_png(root / "masks" / f"{name}.png", pred.astype(np.uint8) * (1 if multiclass else 255))
         truth, row = None, None
         if "mask_path" in prediction:
             mask_path = prediction["mask_path"][i]
             truth = resize_mask(read_mask(mask_path, probs.shape[0]), (height, width))
             truth = truth if multiclass else truth.astype(bool)
-            row = {
-                "image": path,
-                "mask": mask_path,
-                **self._scores(pred, truth, probs.shape[0], pl_module),
-            }
+            row = {"image": path, "mask": mask_path, **self._scores(pred, truth, probs.shape[0])}
         if self.overlays:
             draw = label_overlay if multiclass else overlay
             save_png(
-                root / "overlays" / f"{stem}.png", draw(to_display(read_image(path)), pred, truth)
+                root / "overlays" / f"{name}.png", draw(to_display(read_image(path)), pred, truth)
             )
         if row is not None:
             self._rows.append(row)
         self._num_written += 1
 
-    def _scores(self, pred: np.ndarray, truth: np.ndarray, num_classes: int, pl_module) -> dict:
+    def _scores(self, pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
         """:func:`~medvision.evaluation.label_maps.image_scores` with the model's classes and
         tolerance."""
         if self._surface is None:
             self._surface = surface_metrics_available()
             if not self._surface:
                 log.warning(SURFACE_MISSING)
-        names = list(getattr(pl_module, "class_names", None) or [])
+        names = list(self.outputs.class_names)
         if len(names) != num_classes:  # a model without names: classes by index
             names = ["foreground"] if num_classes == 1 else [str(k) for k in range(num_classes)]
         return image_scores(
             pred,
             truth,
             names,
-            getattr(pl_module, "include_background", False),
-            getattr(pl_module, "surface_tolerance", 1.0),
+            self.outputs.include_background,
+            self.outputs.surface_tolerance,
             None,
             self._surface,
         )
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         root = self.folder(trainer)
-        if self._active:
-            self.failures = report_failures(trainer, root, self._own_failures)
+        self.failures = report_failures(trainer, root, self._own_failures)
         if self._rows:
             name = (
                 "metrics.csv"
@@ -171,14 +175,16 @@ class SegmentationPredictionWriter(FolderPredictionWriter):
 class ClassificationPredictionWriter(FolderPredictionWriter):
     """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
 
-    Columns: ``file``, ``pred`` (class name), ``label`` (true class name, when the images sit in
-    class folders), then ``prob_<class>`` for every class. For a multi-label model ``pred``
-    (and ``label``) list the labels above the model's tuned thresholds, joined by ``|``.
-    Written atomically under ``output_dir`` (default: a new ``predictions/<timestamp>``
-    folder, see :mod:`~medvision.apply.prediction_output`) at the end of predict; under
-    DDP each process writes ``predictions.rank<N>.csv``.
-    Input files that failed (the datamodule's ``predict_failures``) have no row: they are
-    listed in ``failed.csv`` (``file``, ``problem``) beside it and kept in :attr:`failures`.
+    Columns: ``file`` (the input as found, subfolders included), ``pred`` (class name),
+    ``label`` (true class name, when the images sit in class folders), then ``prob_<class>``
+    for every class. For a multi-label model ``pred`` (and ``label``) list the labels above
+    the model's tuned thresholds, joined by ``|``. Written atomically under ``output_dir``
+    (default: a new ``predictions/<timestamp>`` folder, see
+    :mod:`~medvision.apply.prediction_output`) at the end of predict; under DDP each process
+    writes ``predictions.rank<N>.csv``. Batches hold the model's ``class_probs`` (``N x K``)
+    with the inputs' ``path`` (and ``label``). Input files that failed (the datamodule's
+    ``predict_failures``) have no row: they are listed in ``failed.csv`` (``file``,
+    ``problem``) beside it and kept in :attr:`failures`.
 
     Args:
         output_dir: The folder to write into (missing or empty); None: a new
@@ -197,14 +203,11 @@ class ClassificationPredictionWriter(FolderPredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if "class_probs" not in prediction:
-            return
-        names = pl_module.class_names
+        names = list(self.outputs.class_names)
         probs = prediction["class_probs"].cpu()
-        multilabel = getattr(pl_module, "multilabel", False)
         for i, path in enumerate(prediction["path"]):
-            if multilabel:
-                positive = probs[i] > pl_module.thresholds.cpu()
+            if self.outputs.multilabel:
+                positive = probs[i] > torch.tensor(self.outputs.thresholds)
                 row = {"file": path, "pred": _joined(names, positive)}
                 if "label" in prediction:
                     row["label"] = _joined(names, prediction["label"][i] > 0.5)
@@ -241,30 +244,15 @@ class ClassificationPredictionWriter(FolderPredictionWriter):
         log.info("Predictions of %d images written to %s", len(self._rows), root / name)
 
 
-def mask_at_size(probs: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """A predicted mask at an image's original size: probabilities resized, then thresholded.
-
-    Args:
-        probs: Foreground probabilities ``1 x h x w`` at the network's size.
-        size: ``(height, width)`` of the original image.
-        threshold: Foreground where the resized probability is above it.
-
-    Returns:
-        bool ``height x width``.
-    """
-    resized = probabilities_at_size(probs, size)
-    return binarize(resized, threshold)[0, 0].cpu().numpy()
-
-
 def probabilities_at_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Probabilities ``1 x h x w`` resized bilinearly (``align_corners=False``) to ``size``.
+    """Probabilities ``K x h x w`` resized bilinearly (``align_corners=False``) to ``size``.
 
     Args:
-        probs: Foreground probabilities ``1 x h x w``.
+        probs: Probabilities ``K x h x w`` (K = 1 for a binary model).
         size: ``(height, width)``.
 
     Returns:
-        float32 ``1 x 1 x height x width``.
+        float32 ``1 x K x height x width``.
     """
     return F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)
 
@@ -275,31 +263,35 @@ def _joined(names: list[str], chosen: torch.Tensor) -> str:
 
 
 class PredictionWriter(FolderPredictionWriter):
-    """What ``medvision predict`` writes, for whichever task the model does.
+    """What ``medvision predict`` writes, for whichever task and input the model has.
 
-    Segmentation models get :class:`SegmentationPredictionWriter`'s masks, overlays and
-    metrics; classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. Both go
+    One task writer is chosen from the model's preprocessing record
+    (:mod:`medvision.models.record`), once: segmentation of images gets
+    :class:`SegmentationPredictionWriter`'s masks, overlays and metrics, segmentation of
+    volumes :class:`~medvision.apply.volume_writer.VolumePredictionWriter`'s NIfTI label
+    volumes, classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. All go
     under ``output_dir`` (``--output DIR``; default: a new ``predictions/<timestamp>`` folder
     in the checkpoint's run folder, see :mod:`~medvision.apply.prediction_output`), with
     ``prediction_info.json`` (the checkpoint, ``tta``, threshold and the preprocessing used).
-    ``threshold`` overrides a segmenter's own (``--prediction_writer.threshold 0.4``): the
-    model's settings come from its checkpoint in ``predict``, so
-    ``--model.init_args.threshold`` does not apply. ``tta`` (``--tta flip``) averages each
-    prediction with that of the mirrored image (:mod:`medvision.apply.tta`). Input files that could
-    not be predicted are listed in ``failed.csv`` there and in :attr:`failures`
-    (``medvision predict`` then exits with status 1).
+    ``medvision predict`` hands the record, the model and its checkpoint over with
+    :meth:`use`; in a plain ``trainer.predict`` the model's own record is read at the start.
+    ``threshold`` overrides a segmenter's own (``--prediction_writer.threshold 0.4``).
+    ``tta`` (``--tta flip``) is the test-time augmentation the predicting
+    :class:`~medvision.apply.tta.PredictionModule` applies. Input files that could not be
+    predicted are listed in ``failed.csv`` there and in :attr:`failures` (``medvision
+    predict`` then exits with status 1).
 
     ``cam`` (``--cam gradcam`` or ``hirescam``; classifiers only) also writes
-    ``cams/<stem>.png``: the heat map of where the evidence for the predicted class lies (or
+    ``cams/<name>.png``: the heat map of where the evidence for the predicted class lies (or
     for ``cam_class``, a class name or index), over the image at its own size, from the layer
     ``cam_target_layer`` (default: the network's last spatial feature map); see
-    :class:`~medvision.apply.explanations.CamExplainer`. The heat maps are of the image
-    as it is (no TTA).
+    :class:`~medvision.apply.explanations.CamExplainer`. The heat maps are of the image as it
+    is (no TTA).
 
     Args:
         output_dir: The folder to write into (``--output DIR``; missing or empty); None: a
             new ``predictions/<timestamp>`` folder in the checkpoint's run folder.
-        overlays: Segmentation: also write ``overlays/<stem>.png``.
+        overlays: Segmentation of images: also write ``overlays/<name>.png``.
         threshold: Segmentation: the mask threshold instead of the model's own.
         tta: Test-time augmentation (``--tta flip``), or None.
         cam: Classifiers: ``gradcam`` or ``hirescam`` heat maps in ``cams/`` (``--cam``), or
@@ -321,6 +313,7 @@ class PredictionWriter(FolderPredictionWriter):
         cam_class: int | str | None = None,
     ) -> None:
         super().__init__(output_dir)
+        self.overlays, self.threshold = overlays, threshold
         self.tta = check_tta(tta)
         self.cam = check_cam(cam)
         if cam is None and (cam_target_layer is not None or cam_class is not None):
@@ -329,64 +322,93 @@ class PredictionWriter(FolderPredictionWriter):
                 "what --cam explains: add --cam gradcam (or hirescam)."
             )
         self.cam_target_layer, self.cam_class = cam_target_layer, cam_class
+        self.record: Preprocessing | None = None
+        self.model: LightningModule | None = None
+        self.writer: FolderPredictionWriter | None = None
         self.explainer: CamExplainer | None = None
-        self.threshold = threshold
-        self.writers = (
-            SegmentationPredictionWriter(output_dir, overlays, threshold),
-            ClassificationPredictionWriter(output_dir),
-            VolumePredictionWriter(output_dir, threshold),
-        )
 
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.predict_tta = self.tta
+    def use(
+        self, record: Preprocessing, model: LightningModule, checkpoint: Path | None = None
+    ) -> None:
+        """Predict for ``model`` as ``record`` states: its task writer is chosen here.
+
+        Args:
+            record: The preprocessing record of the predicting model (task, input kind,
+                classes, thresholds).
+            model: The trained module (explained by ``cam``).
+            checkpoint: The checkpoint it came from (recorded; names the default folder).
+        """
+        self.record, self.model, self.checkpoint = record, model, checkpoint
+        if record.task == "classification":
+            writer = ClassificationPredictionWriter(self.output_dir)
+        elif record.input == "volume":
+            writer = VolumePredictionWriter(self.output_dir, self.threshold)
+        else:
+            writer = SegmentationPredictionWriter(self.output_dir, self.overlays, self.threshold)
+        writer.outputs, writer.checkpoint = ModelOutputs.from_record(record), checkpoint
+        self.writer = writer
         if self.cam is not None:
             self.explainer = CamExplainer(
-                pl_module, self.cam, self.cam_target_layer, self.cam_class, CLI_OPTIONS
+                model, self.cam, self.cam_target_layer, self.cam_class, CLI_OPTIONS
             )
-        super().on_predict_start(trainer, pl_module)  # one folder, handed to every task writer
-        for writer in self.writers:
-            writer.root = self.root
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.writer is None:  # a plain trainer.predict: the model describes itself
+            self._use_module(pl_module)
+        super().on_predict_start(trainer, pl_module)  # one folder, handed to the task writer
+        self.writer.root = self.root
+        self.writer.start(trainer, pl_module)
+
+    def _use_module(self, pl_module: LightningModule) -> None:
+        describe = getattr(pl_module, "preprocessing", None)
+        record = describe() if callable(describe) else None
+        if record is None:
+            raise ValueError(
+                f"PredictionWriter needs the preprocessing record of {type(pl_module).__name__}: "
+                "a medvision model whose datamodule has describe_input(), or use(record, model)."
+            )
+        if self.tta is not None and not isinstance(pl_module, PredictionModule):
+            raise ValueError(
+                f"tta={self.tta!r} is applied by medvision.apply.tta.PredictionModule: predict "
+                "with PredictionModule(model, tta) (medvision predict --tta does)."
+            )
+        self.use(record, pl_module)
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for writer in self.writers:
-            writer.on_predict_epoch_start(trainer, pl_module)
+        self.writer.on_predict_epoch_start(trainer, pl_module)
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        for writer in self.writers:
-            writer.write_on_batch_end(
-                trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+        self.writer.write_on_batch_end(
+            trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+        )
+        if self.explainer is not None:
+            paths = list(prediction["path"])
+            self.explainer.write(
+                self.root, batch["image"], paths, [self.writer.name(p) for p in paths]
             )
-        if self.explainer is not None and "class_probs" in prediction:
-            self.explainer.write(self.root, batch["image"], list(prediction["path"]))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for writer in self.writers:
-            writer.on_predict_epoch_end(trainer, pl_module)
+        self.writer.on_predict_epoch_end(trainer, pl_module)
         if trainer.is_global_zero and self.root is not None and self.root.is_dir():
-            write_text(
-                self.root / "prediction_info.json", json.dumps(self._info(trainer), indent=1)
-            )
+            write_text(self.root / "prediction_info.json", json.dumps(self._info(), indent=1))
             if self.explainer is not None:
                 log.info("Heat maps (%s) in %s", self.cam, self.root / "cams")
             log.info("Predictions of this run are in %s", self.root)
 
-    def _info(self, trainer: Trainer) -> dict:
+    def _info(self) -> dict:
         """What produced these predictions: checkpoint, options and the preprocessing used."""
-        module = trainer.lightning_module
-        describe = getattr(module, "preprocessing", None)
-        record = describe() if callable(describe) else None
-        checkpoint = trainer.ckpt_path
+        checkpoint = self.checkpoint
         return {
             "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "tta": self.tta,
             "threshold": self.threshold,
             "cam": None if self.explainer is None else self.explainer.describe(),
-            "preprocessing": None if record is None else record.to_dict(),
+            "preprocessing": self.record.to_dict(),
         }
 
     @property
     def failures(self) -> list[BadFile]:
         """The input files the last ``predict`` could not use (:class:`BadFile`, path and why)."""
-        return [failure for writer in self.writers for failure in writer.failures]
+        return [] if self.writer is None else list(self.writer.failures)

@@ -1,18 +1,80 @@
-"""Where ``predict`` writes, and the list of input files it could not use (``failed.csv``)."""
+"""Where ``predict`` writes, what it names each output, what turns probabilities into results,
+and the list of input files it could not use (``failed.csv``)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medvision.data.screening import BadFile
+from medvision.data.screening import BadFile, output_name
+from medvision.models.record import Preprocessing
 from medvision.utils.files import write_csv
 from medvision.utils.runs import checkpoint_run_folder, new_folder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What turns a model's probabilities into files: its classes and decision thresholds.
+
+    Read from the preprocessing record (``medvision predict``), or from the model itself when
+    a writer runs in a plain ``trainer.predict`` (:meth:`from_module`).
+
+    Args:
+        class_names: The classes in output order (one name for a binary segmenter).
+        mask_threshold: Binary segmentation: foreground above it.
+        multilabel: Classification with independent labels.
+        thresholds: Multi-label: one decision threshold per label.
+        include_background: Segmentation metrics: score the background class too.
+        surface_tolerance: Surface Dice tolerance of ``metrics.csv`` (pixels, or mm).
+    """
+
+    class_names: tuple[str, ...]
+    mask_threshold: float | None = None
+    multilabel: bool = False
+    thresholds: tuple[float, ...] | None = None
+    include_background: bool = False
+    surface_tolerance: float = 1.0
+
+    @classmethod
+    def from_record(cls, record: Preprocessing) -> ModelOutputs:
+        """The outputs a :class:`~medvision.models.record.Preprocessing` record states.
+
+        Args:
+            record: The record of the model that predicts.
+        """
+        init = dict(record.network.get("init_args", {}))
+        return cls(
+            record.class_names,
+            record.mask_threshold,
+            record.multilabel,
+            record.thresholds,
+            bool(init.get("include_background", False)),
+            float(init.get("surface_tolerance", 1.0)),
+        )
+
+    @classmethod
+    def from_module(cls, module: LightningModule) -> ModelOutputs:
+        """The outputs of a module's own attributes (``threshold``, ``class_names``,
+        ``multilabel``, ``thresholds``, ``include_background``, ``surface_tolerance``).
+
+        Args:
+            module: The predicting LightningModule.
+        """
+        thresholds = getattr(module, "thresholds", None)
+        return cls(
+            tuple(str(name) for name in getattr(module, "class_names", None) or ()),
+            getattr(module, "threshold", None),
+            bool(getattr(module, "multilabel", False)),
+            None if thresholds is None else tuple(float(t) for t in thresholds),
+            bool(getattr(module, "include_background", False)),
+            float(getattr(module, "surface_tolerance", 1.0)),
+        )
 
 
 class FolderPredictionWriter(BasePredictionWriter):
@@ -20,30 +82,65 @@ class FolderPredictionWriter(BasePredictionWriter):
 
     The folder (:attr:`root`) is chosen at the start of predict by :func:`prediction_folder`
     (on every DDP process, which share rank 0's choice); a writer driven by another one
-    (:class:`~medvision.apply.PredictionWriter` hands its folder to its task writers) gets
-    it set from outside.
+    (:class:`~medvision.apply.PredictionWriter` hands its folder to its task writer) gets
+    it set from outside. Each input's outputs are named by :meth:`name`: its path under the
+    datamodule's ``predict_root`` (the folder its inputs were found in) without the suffix,
+    so subfolders are mirrored (``masks/<patient>/<stem>.png``).
 
     Args:
         output_dir: The folder to write into (missing or empty); None: a new
             ``predictions/<date-time>`` folder of the checkpoint's run.
+
+    Attributes:
+        checkpoint: The checkpoint that predicts (names the default folder); None: the
+            trainer's ``ckpt_path``.
+        outputs: The model's :class:`ModelOutputs`; None: read from the module at the start.
     """
 
     def __init__(self, output_dir: str | Path | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.root: Path | None = None
+        self.checkpoint: Path | None = None
+        self.outputs: ModelOutputs | None = None
+        self._inputs_root: Path | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.root = prediction_folder(self.output_dir, trainer)
+        self.root = prediction_folder(self.output_dir, trainer, self.checkpoint)
+        self.start(trainer, pl_module)
+
+    def start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """What the outputs need before the first batch: the model's outputs and the inputs'
+        folder (also called by a writer that drives this one).
+
+        Args:
+            trainer: The predicting trainer (its datamodule's ``predict_root``).
+            pl_module: The predicting module (its outputs, when none were given).
+        """
+        if self.outputs is None:
+            self.outputs = ModelOutputs.from_module(pl_module)
+        datamodule = trainer.datamodule
+        root = getattr(datamodule, "predict_root", None) or getattr(datamodule, "predict_dir", None)
+        self._inputs_root = None if root is None else Path(root)
 
     def folder(self, trainer: Trainer) -> Path:
         """This predict run's folder (chosen now if the run did not start through Lightning)."""
         if self.root is None:
-            self.root = prediction_folder(self.output_dir, trainer)
+            self.root = prediction_folder(self.output_dir, trainer, self.checkpoint)
         return self.root
 
+    def name(self, path: str | Path) -> str:
+        """The name of an input's outputs (see :func:`~medvision.data.screening.output_name`).
 
-def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+        Args:
+            path: The input file (or DICOM series folder).
+        """
+        return output_name(path, self._inputs_root)
+
+
+def prediction_folder(
+    output_dir: Path | None, trainer: Trainer, checkpoint: str | Path | None = None
+) -> Path:
     """The folder a predict run writes into, never one an earlier run wrote into.
 
     ``output_dir`` when given (it must be missing or empty). Otherwise a new
@@ -54,7 +151,9 @@ def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
 
     Args:
         output_dir: The folder asked for, or None.
-        trainer: The predicting trainer (its ``ckpt_path`` and ``default_root_dir``).
+        trainer: The predicting trainer (its ``default_root_dir``, and ``ckpt_path`` when no
+            checkpoint is given).
+        checkpoint: The checkpoint that predicts.
 
     Raises:
         ValueError: when ``output_dir`` holds files already.
@@ -62,7 +161,7 @@ def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
     choice, problem = None, None
     if trainer.is_global_zero:
         try:
-            choice = str(_new_prediction_folder(output_dir, trainer))
+            choice = str(_new_prediction_folder(output_dir, trainer, checkpoint))
         except ValueError as error:
             problem = str(error)
     choice, problem = trainer.strategy.broadcast((choice, problem))
@@ -71,17 +170,32 @@ def prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
     return Path(choice)
 
 
-def _new_prediction_folder(output_dir: Path | None, trainer: Trainer) -> Path:
+def check_output_folder(output_dir: str | Path) -> Path:
+    """``output_dir`` if a predict run may write into it: missing, or an empty folder.
+
+    Args:
+        output_dir: The folder asked for (``--output``).
+
+    Raises:
+        ValueError: naming the folder and the fix when it holds files (or is a file).
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise ValueError(
+            f"output folder {output_dir} is not empty: predict never mixes its results with "
+            "an earlier run's. Give a new or empty folder (--output DIR), or leave it out "
+            "for a new predictions/<timestamp> folder in the checkpoint's run folder."
+        )
+    return output_dir
+
+
+def _new_prediction_folder(
+    output_dir: Path | None, trainer: Trainer, checkpoint: str | Path | None
+) -> Path:
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-            raise ValueError(
-                f"output folder {output_dir} is not empty: predict never mixes its results with "
-                "an earlier run's. Give a new or empty folder (--output DIR), or leave it out "
-                "for a new predictions/<timestamp> folder in the checkpoint's run folder."
-            )
-        return output_dir
-    checkpoint_run = checkpoint_run_folder(trainer.ckpt_path) if trainer.ckpt_path else None
+        return check_output_folder(output_dir)
+    checkpoint = checkpoint or trainer.ckpt_path
+    checkpoint_run = checkpoint_run_folder(checkpoint) if checkpoint else None
     base = checkpoint_run or Path(trainer.default_root_dir)
     return new_folder(base / "predictions")
 

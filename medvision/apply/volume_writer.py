@@ -9,7 +9,7 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 
 from medvision.apply.prediction_output import FolderPredictionWriter, report_failures
-from medvision.data.nifti import nifti_stem, write_predicted_volume
+from medvision.data.nifti import write_predicted_volume
 from medvision.data.screening import BadFile
 from medvision.evaluation.label_maps import labels_at_size
 
@@ -17,22 +17,26 @@ log = logging.getLogger(__name__)
 
 
 class VolumePredictionWriter(FolderPredictionWriter):
-    """Writes ``<output_dir>/<volume stem>.nii.gz`` once all slices of a volume are predicted.
+    """Writes ``<output_dir>/<name>.nii.gz`` once all slices of a volume are predicted.
 
-    For predict batches of volume slices (see the datamodule
-    :class:`~medvision.data.volumes.VolumeSliceDataModule`): the model's ``predict_step``
-    returns ``probs`` (``N x 1 x h x w`` sigmoid probabilities, or ``N x K x h x w`` softmax
-    ones of a multi-class model) with the batch's ``volume_path``, ``slice_index``,
-    ``num_slices``, ``slice_axis`` and ``original_size``. Each slice's probabilities are
-    resized (bilinear) to the slice's size in the volume and thresholded at ``threshold``, or
-    for K channels each voxel given its most probable class; when a volume's last slice is in,
-    the mask volume (uint8: 0/1, or class indices 0..K-1) is written with the INPUT file's
-    affine and shape (see :func:`~medvision.data.nifti.write_predicted_volume`), atomically,
-    and its slices are freed. The prediction writer
+    ``<name>`` is the volume's path under the inputs' folder without ``.nii[.gz]`` (a DICOM
+    series: its folder's path), subfolders kept: ``p1/ct.nii.gz`` and ``p2/ct.nii.gz`` give
+    ``p1/ct.nii.gz`` and ``p2/ct.nii.gz``. For predict batches of volume slices (see the
+    datamodule :class:`~medvision.data.volumes.VolumeSliceDataModule`): the model's
+    ``predict_step`` returns ``probs`` (``N x 1 x h x w`` sigmoid probabilities, or
+    ``N x K x h x w`` softmax ones of a multi-class model) with the batch's ``volume_path``,
+    ``slice_index``, ``num_slices``, ``slice_axis`` and ``original_size``. Each slice's
+    probabilities are resized (bilinear) to the slice's size in the volume and thresholded at
+    ``threshold``, or for K channels each voxel given its most probable class; when a volume's
+    last slice is in, the mask volume (uint8: 0/1, or class indices 0..K-1) is written with
+    the INPUT file's affine and shape (see
+    :func:`~medvision.data.nifti.write_predicted_volume`), atomically, and its slices are
+    freed (a DICOM series' labels lie on the grid :func:`~medvision.data.nifti.series_image`
+    gives it). The prediction writer
     (:class:`~medvision.apply.PredictionWriter`) hands its folder over as :attr:`root`.
 
-    Batches without ``volume_path`` are ignored. Volumes that could not be written, or that
-    did not get all their slices, are listed in ``failed.csv`` with the datamodule's
+    Volumes that could not be written, or that did not get all their slices, are listed in
+    ``failed.csv`` with the datamodule's
     ``predict_failures`` and kept in :attr:`failures`. A volume's slices must all reach one
     process: under DDP (``world_size > 1``) predict is refused.
 
@@ -41,7 +45,7 @@ class VolumePredictionWriter(FolderPredictionWriter):
             ``predictions/<timestamp>`` folder of the checkpoint's run (see
             :func:`~medvision.apply.prediction_output.prediction_folder`).
         threshold: Probability in [0, 1] above which a voxel of a binary model is foreground;
-            None: the model's ``threshold``. Unused by multi-class models.
+            None: the model's. Unused by multi-class models.
     """
 
     def __init__(self, output_dir: str | None = None, threshold: float | None = None) -> None:
@@ -60,15 +64,13 @@ class VolumePredictionWriter(FolderPredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if "probs" not in prediction or "volume_path" not in prediction:
-            return
         if trainer.world_size > 1:
             raise RuntimeError(
                 "predict on volumes gathers all slices of a volume in one process; with "
                 f"{trainer.world_size} processes they would be split. Run predict on one "
                 "device: --trainer.devices 1 --trainer.strategy auto."
             )
-        threshold = pl_module.threshold if self.threshold is None else self.threshold
+        threshold = self.outputs.mask_threshold if self.threshold is None else self.threshold
         for i, volume in enumerate(prediction["volume_path"]):
             height, width = (int(v) for v in prediction["original_size"][i])
             probs = prediction["probs"][i]
@@ -81,7 +83,7 @@ class VolumePredictionWriter(FolderPredictionWriter):
 
     def _write(self, trainer: Trainer, volume: str, axis: int) -> None:
         slices = self._pending.pop(volume)
-        path = self.folder(trainer) / f"{nifti_stem(volume)}.nii.gz"
+        path = self.folder(trainer) / f"{self.name(volume)}.nii.gz"
         try:
             write_predicted_volume(path, [slices[k] for k in sorted(slices)], axis, volume)
         except (ValueError, OSError) as exc:  # this volume fails; the others go on
@@ -100,8 +102,6 @@ class VolumePredictionWriter(FolderPredictionWriter):
                 )
             )
         self._pending = {}
-        if not self._expected:  # no volume came: the 2D writers report the run
-            return
         root = self.folder(trainer)
         self.failures = report_failures(trainer, root, self._own_failures)
         if self.written:

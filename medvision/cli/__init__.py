@@ -3,7 +3,7 @@
 
 - :mod:`~medvision.cli.commands`: :class:`MedVisionCLI` (LightningCLI) and :func:`main`.
 - :mod:`~medvision.cli.runs`: run folders, loggers and checkpoints of a command.
-- :mod:`~medvision.cli.checkpoint_config`: predict from a checkpoint's own record.
+- :mod:`~medvision.cli.predict`: ``medvision predict`` from a checkpoint's own record.
 - :mod:`~medvision.cli.console`: log lines, less noise, one-line errors.
 - :mod:`~medvision.cli.crossval`: ``medvision-cv``; :mod:`~medvision.cli.compare`:
   ``medvision-report``.

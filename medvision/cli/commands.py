@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pickle
 import sys
+from pathlib import Path
 
 from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.apply.prediction import PredictionWriter
-from medvision.cli import checkpoint_config
 from medvision.cli.console import (
     debugging,
     parse_error_summary,
@@ -31,6 +30,7 @@ from medvision.cli.console import (
     setup_logging,
     user_error,
 )
+from medvision.cli.predict import PredictRequest, add_predict_arguments
 from medvision.cli.runs import (
     add_missing_callbacks,
     check_linked_values,
@@ -98,14 +98,31 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 
 def parser_kwargs() -> dict:
-    """The main parser's description and examples; errors raised, not printed (see :func:`main`)."""
+    """The main parser's description and examples; errors raised, not printed (see :func:`main`);
+    each subcommand's parser told its name (:class:`MedVisionParser`)."""
     subcommands = ("fit", "validate", "test", "predict")
     return {
         "description": DESCRIPTION,
         "formatter_class": HelpFormatter,
         "exit_on_error": False,
-        **{name: {"exit_on_error": False} for name in subcommands},
+        **{name: {"exit_on_error": False, "command": name} for name in subcommands},
     }
+
+
+class MedVisionParser(LightningArgumentParser):
+    """LightningCLI's parser, knowing the subcommand it parses, so that
+    :meth:`MedVisionCLI.add_arguments_to_parser` gives ``predict`` its own options.
+
+    Args:
+        *args: :class:`~lightning.pytorch.cli.LightningArgumentParser`'s arguments.
+        command: ``fit``, ``validate``, ``test``, ``predict`` (its :attr:`subcommand`); None
+            for the main parser.
+        **kwargs: Its keyword arguments.
+    """
+
+    def __init__(self, *args, command: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.subcommand = command
 
 
 class MedVisionCLI(LightningCLI):
@@ -117,8 +134,8 @@ class MedVisionCLI(LightningCLI):
     ``--learning_curves.*`` (:class:`~medvision.training.curves.LearningCurves`) and, for
     ``predict``, ``--prediction_writer.*`` (``--output DIR`` and ``--tta flip`` for short).
     ``predict --ckpt_path CKPT`` needs no ``--config``: the checkpoint's preprocessing record
-    gives the model and the data (:mod:`medvision.cli.checkpoint_config`), and a config that
-    disagrees with it is refused. Checkpoints are written and read by
+    gives the model and the data (:mod:`medvision.cli.predict`), and a config that disagrees
+    with it is refused. Checkpoints are written and read by
     :class:`~medvision.training.checkpointing.AtomicCheckpointIO` unless ``--trainer.plugins`` names
     another checkpoint IO. Every trainer gets a :class:`~medvision.training.NonFiniteGuard`
     unless the config lists one, and a :class:`~medvision.training.MedVisionProgressBar`
@@ -135,7 +152,8 @@ class MedVisionCLI(LightningCLI):
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
-        self._predict_plan = None  # predict from the checkpoint's record (issue 16)
+        self.predict_request: PredictRequest | None = None  # see medvision.cli.predict
+        self._predict_parser = None
         import_exported_classes()  # short class names resolve among imported classes
         quiet_lightning()
         kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
@@ -143,7 +161,7 @@ class MedVisionCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {})
         kwargs["trainer_defaults"].setdefault("logger", DEFAULT_LOGGER)
         kwargs.setdefault("parser_kwargs", parser_kwargs())
-        self._subcommand_being_built: str | None = None
+        kwargs.setdefault("parser_class", MedVisionParser)
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -153,10 +171,6 @@ class MedVisionCLI(LightningCLI):
             run=run,
             **kwargs,
         )
-
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
-        self._subcommand_being_built = subcommand
-        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED_DATA_PROPERTIES:
@@ -172,32 +186,28 @@ class MedVisionCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.every_n_train_steps": 200})
         parser.add_lightning_class_args(LearningCurves, "learning_curves")
-        if self._subcommand_being_built in ("predict", None):
+        if getattr(parser, "subcommand", None) in ("predict", None):
             parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        if getattr(parser, "subcommand", None) == "predict":
+            add_predict_arguments(parser)
+            self._predict_parser = parser
 
     def parse_arguments(self, parser, args: ArgsType) -> None:
-        if args is None or isinstance(args, list | tuple):  # see checkpoint_config
-            args, self._predict_plan = checkpoint_config.plan_predict(
-                list(sys.argv[1:] if args is None else args)
-            )
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        if argv[:1] == ["predict"] and self._predict_parser is not None:
+            self.predict_request = PredictRequest.before_parsing(argv, self._predict_parser)
         super().parse_arguments(parser, args)
-
-    def _parse_ckpt_path(self) -> None:
-        # before the --ckpt_path checkpoint's hyperparameters enter the config: a checkpoint
-        # for other classes is refused by the module itself, naming them
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        # before the --ckpt_path checkpoint's hyperparameters enter the config: a checkpoint
+        # for other classes is refused by the module itself, naming them
         self._requested = requested_links(config.get("model"))
-        plan = self._predict_plan
-        if plan is not None and plan.from_record:  # the model is the record's, not the hparams'
-            return
-        try:
-            super()._parse_ckpt_path()
-        except (pickle.UnpicklingError, RuntimeError, EOFError):
-            load_checkpoint(self.config[self.config.subcommand].ckpt_path)  # says what is wrong
-            raise
-        if plan is not None:  # parsing made a new config: fill that one
-            checkpoint_config.fill_from_record(self.config[self.config.subcommand], plan)
+        if subcommand == "predict":
+            self.predict_request = self.predict_request or PredictRequest()
+            given = (lambda: parser.parse_args(argv, defaults=False)[subcommand]) if argv else None
+            self.predict_request.after_parsing(config, given)
+        elif config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+            load_checkpoint(config.ckpt_path, mmap=True)  # a damaged one: says what is wrong
 
     def before_instantiate_classes(self) -> None:
         self.runs = runs_for(self.subcommand, self.command_config, self.config_paths())
@@ -218,7 +228,15 @@ class MedVisionCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         check_linked_values(self._requested, self.datamodule)
-        checkpoint_config.check_datamodule(self.datamodule, self._predict_plan)
+        if self.subcommand == "predict":
+            self.predict_request.check_datamodule(self.datamodule)
+
+    def before_predict(self) -> None:
+        """The checkpoint's weights loaded, the writer told the record, the model wrapped with
+        the predict-time options (:meth:`PredictRequest.prepare`): ``self.model`` becomes the
+        :class:`~medvision.apply.tta.PredictionModule` (the trained model is its ``module``)."""
+        writer = self.config_init[self.subcommand]["prediction_writer"]
+        self.model = self.predict_request.prepare(self.model, self.datamodule, writer)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         kwargs = {**one_batch_limits(self.command_config.trainer), **kwargs}

@@ -23,6 +23,8 @@ pylibjpeg-libjpeg; the last two decode JPEG-compressed pixel data).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -165,7 +167,8 @@ def open_dicom(path: str | Path):
     if path.is_file() and path.stat().st_size == 0:
         raise ImageReadError(f"{path}: is empty (0 bytes). Re-copy the file or remove it.", path)
     try:
-        ds = pydicom.dcmread(path)
+        with _pydicom_silenced():
+            ds = pydicom.dcmread(path)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found.", path) from None
     except Exception as exc:  # InvalidDicomError, truncated files, ...
@@ -207,13 +210,27 @@ def _pixels(ds, path: Path) -> np.ndarray:
                 path,
             )
     try:
-        return ds.pixel_array
+        with _pydicom_silenced():
+            return ds.pixel_array
     except Exception as exc:  # decoders raise many types; the file is the useful part
+        detail = " ".join(str(exc).split())  # pydicom lists each plugin's error on its own line
         raise ImageReadError(
-            f"{path}: its pixel data cannot be decoded ({type(exc).__name__}: {exc}). The file "
-            "is damaged or truncated: re-export it or remove it.",
+            f"{path}: its pixel data cannot be decoded ({type(exc).__name__}: {detail}). The "
+            "file is damaged or truncated: re-export it or remove it.",
             path,
         ) from exc
+
+
+@contextlib.contextmanager
+def _pydicom_silenced():
+    """pydicom's own log records off while pixels are decoded: a failing decoder logs its
+    traceback without the file's name, and the error raised here names it in one line."""
+    logger = logging.getLogger("pydicom")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def dicom_values(ds, path: str | Path, window: Window = None) -> np.ndarray:

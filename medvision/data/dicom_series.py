@@ -41,6 +41,25 @@ def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.nda
             orientations, or at one position.
     """
     folder = Path(folder)
+    datasets, files, positions, kind = _open_series(folder)
+    volume = np.stack([dicom_values(ds, p, window) for ds, p in zip(datasets, files, strict=True)])
+    info = DicomInfo(
+        path=str(folder),
+        files=tuple(str(p) for p in files),
+        shape=volume.shape,
+        frames=len(files),
+        slice_spacing=_series_spacing(datasets[0], positions, folder),
+        window=window,
+        slice_order=kind,
+        positions=positions,
+        **header_fields(datasets[0]),
+    )
+    return volume, info
+
+
+def _open_series(folder: Path) -> tuple[list, list[Path], np.ndarray | None, str]:
+    """The series' datasets and files in slice order (pixels not decoded), checked to be one
+    stack of single-frame slices of one size: ``(datasets, files, positions, order kind)``."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"{folder}: holds no DICOM files.")
@@ -63,19 +82,54 @@ def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.nda
                 "its own with read_dicom, or move it out.",
                 path,
             )
-    volume = np.stack([dicom_values(ds, p, window) for ds, p in zip(datasets, files, strict=True)])
-    info = DicomInfo(
-        path=str(folder),
-        files=tuple(str(p) for p in files),
-        shape=volume.shape,
-        frames=len(files),
-        slice_spacing=_series_spacing(datasets[0], positions, folder),
-        window=window,
-        slice_order=kind,
-        positions=positions,
-        **header_fields(datasets[0]),
-    )
-    return volume, info
+    return datasets, files, positions, kind
+
+
+def series_affine(info: DicomInfo) -> np.ndarray:
+    """The 4 x 4 voxel-to-world (RAS+, mm) affine of a series read as NIfTI orders its voxels.
+
+    The NIfTI array of a series is ``columns x rows x slices`` (as
+    :func:`medvision.data.nifti.load_volume` reads a series folder): voxel
+    ``(i, j, k)`` lies at ``P_0 + i * dc * X + j * dr * Y + k * S`` in DICOM's patient
+    coordinates (LPS), with ``X``, ``Y`` the row and column directions of
+    ``ImageOrientationPatient``, ``(dr, dc)`` the ``PixelSpacing``, ``P_0`` the first slice's
+    ``ImagePositionPatient`` and ``S`` the step between slice positions; LPS becomes RAS by
+    negating x and y, as dcm2niix writes it. Without positions (slices ordered by instance
+    number) the axes are taken as the identity, at the spacings known (1 mm otherwise).
+
+    Args:
+        info: The :class:`~medvision.data.dicom.DicomInfo` of :func:`read_dicom_series`.
+    """
+    row_spacing, column_spacing = info.pixel_spacing or (1.0, 1.0)
+    orientation = np.array(info.orientation or (1, 0, 0, 0, 1, 0), dtype=np.float64)
+    along_row, along_column = orientation[:3], orientation[3:]
+    normal = np.cross(along_row, along_column)
+    positions = info.positions
+    if positions is not None and len(positions) > 1:
+        step = (positions[-1] - positions[0]) / (len(positions) - 1)
+    else:
+        step = normal * (info.slice_spacing or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = along_row * column_spacing
+    lps[:3, 1] = along_column * row_spacing
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0] if positions is not None else 0.0
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is named ``*.dcm`` or starts with DICOM's ``DICM`` preamble.
+
+    Args:
+        path: A file.
+    """
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def _check_one_series(datasets: list, files: list[Path]) -> None:
@@ -155,4 +209,4 @@ def _series_spacing(first, positions: np.ndarray | None, folder: Path) -> float 
     return None if value is None else float(value)
 
 
-__all__ = ["read_dicom_series"]
+__all__ = ["is_dicom_file", "read_dicom_series", "series_affine"]

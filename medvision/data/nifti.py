@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medvision.data.dicom_series import read_dicom_series, series_affine
 from medvision.data.errors import ImageReadError
 from medvision.utils.files import write_atomically
 
@@ -100,7 +101,7 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, VolumeInfo]:
     """Read a 3D ``.nii``/``.nii.gz`` volume in the closest canonical (RAS+) orientation.
 
     Args:
-        path: the NIfTI file.
+        path: the NIfTI file, or a folder holding one DICOM series (:func:`series_image`).
 
     Returns:
         ``(volume, info)``: the ``x x y x z`` array in its stored dtype (float when the header
@@ -134,8 +135,11 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, VolumeInfo]:
 
 
 def _open(path: Path):
-    """``nibabel.load`` (header only, voxels stay on disk), checked to be a 3D volume."""
+    """``nibabel.load`` (header only, voxels stay on disk), checked to be a 3D volume; a
+    folder is read as a DICOM series (:func:`series_image`)."""
     nib = require_nibabel()
+    if path.is_dir():
+        return series_image(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ImageReadError(f"{path}: is empty (0 bytes). Re-copy the file or remove it.", path)
     try:
@@ -161,6 +165,33 @@ def _open(path: Path):
             "volume as a 3D NIfTI.",
             path,
         )
+    return image
+
+
+def series_image(folder: str | Path):
+    """A DICOM series folder as an in-memory NIfTI image, on the grid dcm2niix would write.
+
+    Values are rescaled (HU for CT; see :func:`medvision.data.dicom_series.read_dicom_series`),
+    laid out ``columns x rows x slices`` with the affine of
+    :func:`medvision.data.dicom_series.series_affine` as qform and sform (scanner coordinates).
+    Read and written like a file by :func:`load_volume` and :func:`write_label_volume`.
+
+    Args:
+        folder: The series folder.
+
+    Raises:
+        ImageReadError: as :func:`~medvision.data.dicom_series.read_dicom_series`, naming the
+            file.
+    """
+    nib = require_nibabel()
+    try:
+        volume, info = read_dicom_series(folder)
+    except FileNotFoundError as error:
+        raise ImageReadError(str(error), folder) from None
+    affine = series_affine(info)
+    image = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)), affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=1)
     return image
 
 
@@ -233,7 +264,8 @@ def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Pa
         path: output ``.nii`` or ``.nii.gz``.
         labels: integer labels 0-255 (0 = background), shaped like the reference's canonical
             array (see :func:`load_volume`).
-        reference: the input volume the labels were predicted for.
+        reference: the input volume the labels were predicted for (a NIfTI file, or a DICOM
+            series folder: the labels then lie on the grid :func:`series_image` gives it).
 
     Raises:
         ValueError: ``labels`` not of the reference's canonical shape, or outside 0-255.
@@ -289,6 +321,7 @@ __all__ = [
     "load_volume",
     "nifti_stem",
     "require_nibabel",
+    "series_image",
     "slices_along",
     "write_label_volume",
     "write_predicted_volume",

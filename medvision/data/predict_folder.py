@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset, SegmentationDataset
 from medvision.data.io import IMAGE_SUFFIXES, files_under, normalize_intensity, to_channels
-from medvision.data.screening import BadFile, check_image, check_pair, distinct_stems
+from medvision.data.screening import BadFile, check_image, check_pair, distinct_names
 from medvision.data.transforms import (
     as_hw,
     classification_transform,
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 Task = Literal["segmentation", "classification"]
 #: Subfolders of a segmentation ``predict_dir`` that hold masks, not images to predict on.
 MASK_FOLDERS = ("masks", "2d_masks")
+#: Their sibling image folders: the images to predict on when a mask folder is beside them.
+IMAGE_FOLDERS = ("images", "2d_images")
 
 
 def predict_transform(task: Task, image_size: int | Sequence[int]):
@@ -164,8 +166,11 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
 
     Segmentation: ``predict_mask_dir`` (optional) holds a mask ``<stem>.*`` per image, to
     score the predictions against (``metrics.csv``): binary masks for a model of one class,
-    label maps (class indices) for a model of two or more ``class_names``; subfolders named
-    ``masks`` or ``2d_masks`` (the Kaggle lung layout) are never taken for images.
+    label maps (class indices) for a model of two or more ``class_names``. Without it, a
+    ``masks`` or ``2d_masks`` subfolder of ``predict_dir`` is used as if it were given (the
+    Kaggle lung layout, ``2d_images/`` + ``2d_masks/``, is scored as it is) and never taken
+    for images. Outputs keep the images' subfolders (``masks/<patient>/<stem>.png``), so
+    patient-per-folder layouts with repeated file names predict whole.
     Classification: when ``predict_dir`` holds only class folders named after classes
     (single-label), their names are reported as the true ``label``; otherwise every image is
     loose.
@@ -214,6 +219,7 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
         self.intensity_window = intensity_window
         self.multilabel = multilabel
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
+        self.predict_root: Path | None = None  # predict: the folder the images were found in
 
     @property
     def class_names(self) -> list[str]:
@@ -232,22 +238,12 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
         return self._classification_dataset(folder)
 
     def _segmentation_dataset(self, folder: Path) -> Dataset:
-        mask_dir = self.predict_mask_dir
-        if mask_dir is not None and not mask_dir.is_dir():
-            raise FileNotFoundError(
-                f"predict_mask_dir {mask_dir} does not exist or is not a folder."
-            )
+        folder, mask_dir = self._image_and_mask_folders(folder)
+        self.predict_root = folder
         skipped = [folder / name for name in MASK_FOLDERS if (folder / name).is_dir()]
-        if skipped and mask_dir is None:
-            log.info(
-                "Not predicting on the masks in %s; to score against them, give "
-                "--data.predict_mask_dir %s",
-                ", ".join(map(str, skipped)),
-                skipped[0],
-            )
         images, strangers = files_under(folder, skip=[*skipped, *([mask_dir] if mask_dir else [])])
         failures = [_not_an_image(p) for p in strangers]
-        pairs = [(p, None if mask_dir is None else _mask_of(p, mask_dir)) for p in images]
+        pairs = [(p, None if mask_dir is None else _mask_of(p, folder, mask_dir)) for p in images]
         if mask_dir is not None:
             failures += [
                 BadFile(
@@ -257,7 +253,7 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
                 if m is None
             ]
             pairs = [(p, m) for p, m in pairs if m is not None]
-        pairs, clashes = distinct_stems(pairs)
+        pairs, clashes = distinct_names(pairs, folder, _first)
         self._nothing_found(pairs or failures)
         check = partial(check_pair, num_classes=self.num_classes)
         pairs = self._scan_predict(pairs, check, _first, earlier=failures + clashes)
@@ -265,7 +261,7 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
             "Predicting on %d images from %s%s",
             len(pairs),
             folder,
-            " with masks" if mask_dir is not None else "",
+            f" scored against the masks in {mask_dir}" if mask_dir is not None else "",
         )
         masks = None if mask_dir is None else [m for _, m in pairs]
         return predict_dataset(
@@ -278,7 +274,32 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
             num_classes=self.num_classes,
         )
 
+    def _image_and_mask_folders(self, folder: Path) -> tuple[Path, Path | None]:
+        """Where the images are, and the masks to score them against (or None).
+
+        ``predict_mask_dir`` when given. Otherwise a mask folder in ``predict_dir``
+        (:data:`MASK_FOLDERS`, the Kaggle lung layout's ``2d_masks``) is used as if it were
+        given, and the images are those of its sibling image folder (:data:`IMAGE_FOLDERS`)
+        when there is one, else of ``predict_dir`` without the mask folder.
+        """
+        if self.predict_mask_dir is not None:
+            if not self.predict_mask_dir.is_dir():
+                raise FileNotFoundError(
+                    f"predict_mask_dir {self.predict_mask_dir} does not exist or is not a folder."
+                )
+            return folder, self.predict_mask_dir
+        masks = next((folder / n for n in MASK_FOLDERS if (folder / n).is_dir()), None)
+        if masks is None:
+            return folder, None
+        images = next((folder / n for n in IMAGE_FOLDERS if (folder / n).is_dir()), folder)
+        log.info(
+            "Scoring the predictions against the masks in %s (as with --data.predict_mask_dir)",
+            masks,
+        )
+        return images, masks
+
     def _classification_dataset(self, folder: Path) -> Dataset:
+        self.predict_root = folder
         subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         labelled = (
@@ -334,10 +355,13 @@ def _not_an_image(path: Path) -> BadFile:
     return BadFile(str(path), f"not an image ({', '.join(IMAGE_SUFFIXES)}); move it elsewhere.")
 
 
-def _mask_of(image: Path, mask_dir: Path) -> Path | None:
-    """The mask ``<stem>.*`` of ``image`` in ``mask_dir`` (same suffix first), or None."""
-    for suffix in (image.suffix, *IMAGE_SUFFIXES):
-        candidate = mask_dir / f"{image.stem}{suffix}"
-        if candidate.is_file():
-            return candidate
+def _mask_of(image: Path, folder: Path, mask_dir: Path) -> Path | None:
+    """The mask ``<stem>.*`` of ``image`` in ``mask_dir``, in the image's subfolder under
+    ``folder`` first (same suffix first), or None."""
+    subfolder = image.parent.relative_to(folder)
+    for place in dict.fromkeys((mask_dir / subfolder, mask_dir)):
+        for suffix in (image.suffix, *IMAGE_SUFFIXES):
+            candidate = place / f"{image.stem}{suffix}"
+            if candidate.is_file():
+                return candidate
     return None

@@ -196,6 +196,65 @@ def pair_by_key(
     return [(image, masks[key]) for key, image in images if key in masks], unpaired
 
 
+def output_name(path: str | Path, root: str | Path | None = None) -> str:
+    """The name a predicted input's outputs get: its path under ``root`` without the suffix.
+
+    ``root/a/x.tif`` -> ``a/x`` (written as ``masks/a/x.png``), ``root/b/ct.nii.gz`` ->
+    ``b/ct``, a DICOM series folder ``root/p1/series`` -> ``p1/series``; an input outside
+    ``root`` (or without one) keeps its own name only. Patient-per-folder layouts keep their
+    folders, so ``a/x.tif`` and ``b/x.tif`` never overwrite each other's outputs.
+
+    Args:
+        path: The input file, or series folder.
+        root: The folder the inputs were found in.
+    """
+    path = Path(path)
+    relative = Path(path.name)
+    if root is not None and path != Path(root) and path.is_relative_to(root):
+        relative = path.relative_to(root)
+    name = relative.name
+    if name.lower().endswith(".nii.gz"):
+        name = name[: -len(".nii.gz")]
+    elif not path.is_dir():
+        name = Path(name).stem
+    return (relative.parent / name).as_posix()
+
+
+def distinct_names(
+    items: list[T], root: Path, path_of: Callable[[T], Path] = Path
+) -> tuple[list[T], list[BadFile]]:
+    """Items whose :func:`output_name` differ, and a problem for each later one that clashes.
+
+    ``a/x.png`` after ``a/x.jpg`` would overwrite its outputs; ``a/x.png`` and ``b/x.png``
+    do not clash.
+
+    Args:
+        items: What to predict, in order.
+        root: The folder they were found in.
+        path_of: The input file (or folder) of an item.
+
+    Returns:
+        The kept items, and a :class:`BadFile` for each refused one.
+    """
+    first: dict[str, Path] = {}
+    kept, clashes = [], []
+    for item in items:
+        path = path_of(item)
+        name = output_name(path, root)
+        taken = first.setdefault(name, path)
+        if taken == path:
+            kept.append(item)
+        else:
+            clashes.append(
+                BadFile(
+                    str(path),
+                    f"has the same name as {taken.name} in its folder, and both would be "
+                    f"written as {name}. Rename one of them.",
+                )
+            )
+    return kept, clashes
+
+
 def problem_report(problems: Sequence[str], what: str, fix: str, max_listed: int = 10) -> str:
     """One error message for many bad files: a count, the first ``max_listed``, and the fix.
 

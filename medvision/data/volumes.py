@@ -10,14 +10,16 @@ Layouts (image and mask pair by name; the folder names and name prefixes are set
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule, batch_augmentation_for
+from medvision.data.dicom_series import is_dicom_file
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
-from medvision.data.screening import BadFile, pair_by_key, scan_files
+from medvision.data.screening import BadFile, distinct_names, pair_by_key, scan_files
 from medvision.data.splits import Split
 from medvision.data.transforms import SegmentationAugmentation, segmentation_transform
 from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
@@ -54,8 +56,10 @@ class VolumeSliceDataModule(MedVisionDataModule):
 
     In ``medvision predict`` every slice of every volume is predicted, and
     :class:`medvision.apply.VolumePredictionWriter` writes each volume's mask as
-    NIfTI on the input's grid. ``batch_size``, ``num_workers``, ``seed`` and ``bad_files``
-    are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+    NIfTI on the input's grid, in the input's subfolder. Its checkpoints record
+    ``input: volume`` and the slice axis, so ``medvision predict --ckpt_path CKPT
+    --data.predict_dir DIR`` reads volumes without a config. ``batch_size``, ``num_workers``,
+    ``seed`` and ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
 
     Args:
         data_dir: The folder holding ``<image_dirname>/`` and ``<mask_dirname>/``.
@@ -83,8 +87,9 @@ class VolumeSliceDataModule(MedVisionDataModule):
         num_folds: Split the non-test volumes into this many folds for cross-validation;
             null: a single split by ``val_fraction``.
         fold: With ``num_folds``, the fold (0-based) used for validation.
-        predict_dir: Folder of volumes for ``medvision predict``, or one with the training
-            layout (then ``<image_dirname>`` is read and masks are not used).
+        predict_dir: Folder of volumes for ``medvision predict`` (NIfTI files and DICOM
+            series folders, at any depth; see :func:`find_predict_volumes`), or one with the
+            training layout (then ``<image_dirname>`` is read and masks are not used).
         cache_limit_gb: Largest memory for the decoded slices of all splits, in GB;
             ``setup`` refuses more.
         gpu_augmentation: Augment training batches on the device instead of in the loader
@@ -139,6 +144,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
         self.empty_slice_fraction = empty_slice_fraction
         self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.cache_limit_gb = cache_limit_gb
+        self.predict_root: Path | None = None  # predict: the folder the volumes were found in
         self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
         if gpu_augmentation and self.num_classes > 1:
             raise ValueError(
@@ -184,24 +190,22 @@ class VolumeSliceDataModule(MedVisionDataModule):
             ),
         )
 
+    def describe_input(self) -> dict:
+        """:meth:`MedVisionDataModule.describe_input`, with ``input: volume`` and the
+        ``slice_axis``: a checkpoint of this datamodule predicts volumes by itself."""
+        return {**super().describe_input(), "input": "volume", "slice_axis": self.axis}
+
     def _predict_dataset(self) -> VolumeSliceDataset:
         folder = self._predict_folder()
         if (folder / self.image_dirname).is_dir():
             folder = folder / self.image_dirname
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        volumes = [p for p in files if is_nifti(p) and p.name.startswith(self.image_prefix)]
-        strangers = [
-            BadFile(str(p), "not a NIfTI volume (.nii, .nii.gz).") for p in files if not is_nifti(p)
-        ]
+        self.predict_root = folder
+        volumes, strangers = find_predict_volumes(folder, self.image_prefix)
         if not volumes and not strangers:
-            raise FileNotFoundError(f"{folder}: no NIfTI volumes (.nii, .nii.gz) to predict on.")
-        seen: dict[str, Path] = {}
-        clashes = [
-            BadFile(str(p), f"has the same name as {seen[nifti_stem(p)].name}: rename one.")
-            for p in volumes
-            if seen.setdefault(nifti_stem(p), p) != p
-        ]
-        volumes = [p for p in volumes if seen[nifti_stem(p)] == p]
+            raise FileNotFoundError(
+                f"{folder}: no NIfTI volumes (.nii, .nii.gz) or DICOM series folders to predict on."
+            )
+        volumes, clashes = distinct_names(volumes, folder)
         decoded: dict[Path, VolumeSlices] = {}
 
         def decode(path: Path) -> None:
@@ -246,6 +250,38 @@ class VolumeSliceDataModule(MedVisionDataModule):
                 "Raise --data.init_args.cache_limit_gb if the machine has the memory, or lower "
                 "image_size."
             )
+
+
+def find_predict_volumes(folder: Path, prefix: str = "") -> tuple[list[Path], list[BadFile]]:
+    """The volumes under ``folder`` at any depth: NIfTI files and DICOM series folders.
+
+    A folder holding DICOM files (``*.dcm``, or any name with the ``DICM`` preamble) is one
+    series, read as a volume (``folder`` itself too); a NIfTI file is one volume. Hidden files
+    and folders are ignored.
+
+    Args:
+        folder: The folder to search.
+        prefix: Only NIfTI names starting with it count (``IMG_`` of the Kaggle layout).
+
+    Returns:
+        ``(volumes, strangers)``: NIfTI files and series folders, sorted, and a
+        :class:`~medvision.data.screening.BadFile` for every other file.
+    """
+    volumes: list[Path] = []
+    strangers: list[BadFile] = []
+    for directory, names, files in os.walk(folder):
+        names[:] = sorted(n for n in names if not n.startswith("."))
+        here = [Path(directory) / f for f in sorted(files) if not f.startswith(".")]
+        others = [p for p in here if not is_nifti(p)]
+        if any(is_dicom_file(p) for p in others):  # a series: its files are read together
+            volumes.append(Path(directory))
+        else:
+            strangers += [
+                BadFile(str(p), "not a NIfTI volume (.nii, .nii.gz) nor a DICOM series file.")
+                for p in others
+            ]
+        volumes += [p for p in here if is_nifti(p) and p.name.startswith(prefix)]
+    return sorted(volumes), strangers
 
 
 def find_volume_pairs(
@@ -304,4 +340,4 @@ def find_volume_pairs(
     return sorted(pairs), unpaired
 
 
-__all__ = ["VolumeSliceDataModule", "find_volume_pairs"]
+__all__ = ["VolumeSliceDataModule", "find_predict_volumes", "find_volume_pairs"]

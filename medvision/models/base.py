@@ -66,9 +66,6 @@ class MedVisionModule(LightningModule):
     #: State-dict key prefixes used in training only (a GAN's networks): a checkpoint records
     #: them, and a module without those keys (the plain predictor) loads it without them.
     training_only_state: tuple[str, ...] = ()
-    #: Test-time augmentation of ``predict_step`` (:data:`medvision.apply.tta.TTA_NAMES`, or None);
-    #: ``medvision predict --tta NAME`` sets it through the prediction writer.
-    predict_tta: str | None = None
 
     def describe_output(self) -> dict:
         """The model's side of the preprocessing record (:mod:`medvision.models.record`).

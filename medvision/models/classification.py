@@ -12,7 +12,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 import medvision.models.nets  # noqa: F401  (registers cnn5 and vgg_leaky with timm)
-from medvision.apply.tta import tta_probabilities
 from medvision.evaluation.metrics import (
     IGNORE_LABEL,
     best_f1_thresholds,
@@ -265,13 +264,10 @@ class ClassificationModule(MedVisionModule):
         self.train_metrics.update(probs, target)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The batch without its images, with ``class_probs``: ``N x K`` probabilities of the
+        images (test-time augmentation is applied on top by :mod:`medvision.apply`)."""
         output = {k: v for k, v in batch.items() if k not in ("image", "features")}
-        output["class_probs"] = tta_probabilities(
-            lambda image: self.probabilities(self.logits({"image": image})),
-            batch["image"],
-            self.predict_tta,
-            spatial=False,
-        )
+        output["class_probs"] = self.probabilities(self.logits({"image": batch["image"]}))
         return output
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,11 @@ The steps it describes, for one 2D image (``docs/apply.md`` has them for non-Pyt
    pixel the index of its highest probability, 0 the background, ``class_names`` naming them.
    Classification: ``class_names[argmax]``, or for multi-label every label above its entry of
    ``thresholds``.
+
+A model trained on volumes (``input: volume``) reads each 3D volume in canonical (RAS+)
+orientation, scales it as a whole (``intensity_window``, or min-max over the volume), takes
+its slices along ``slice_axis`` through steps 4 to 6, and writes the label volume back on the
+input's own grid (see :mod:`medvision.data.nifti`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ RECORD_KEY = "medvision"
 #: Version of the record's layout; a newer one is refused with a message to upgrade.
 FORMAT_VERSION = 1
 TASKS = ("segmentation", "classification")
+#: What a model reads: 2D image files, or the slices of 3D volumes (NIfTI, DICOM series).
+INPUTS = ("image", "volume")
 INTERPOLATIONS = {"segmentation": "linear", "classification": "area"}
 
 
@@ -71,6 +78,10 @@ class Preprocessing:
         temperature: Classification: ``T > 0`` the logits are divided by before the
             activation (temperature scaling, fitted on validation by ``calibrate``); 1 means
             uncalibrated, and a record without it (older checkpoints) means 1.
+        input: What the model reads: ``image`` (2D files; older records) or ``volume`` (the 2D
+            slices of 3D NIfTI volumes or DICOM series; segmentation only). A volume without
+            ``intensity_window`` is min-max scaled as a whole, not slice by slice.
+        slice_axis: ``volume``: the canonical (RAS+) axis slices are taken along (2: axial).
         version: The record's layout version (:data:`FORMAT_VERSION`).
     """
 
@@ -87,6 +98,8 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
     lesion_focus: Mapping[str, Any] | None = None
     temperature: float = 1.0
+    input: str = "image"
+    slice_axis: int | None = None
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -101,6 +114,15 @@ class Preprocessing:
         if self.thresholds is not None and len(self.thresholds) != len(self.class_names):
             raise ValueError(
                 f"{len(self.thresholds)} thresholds for {len(self.class_names)} class_names"
+            )
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.input == "volume" and (
+            self.task != "segmentation" or self.slice_axis not in (0, 1, 2)
+        ):
+            raise ValueError(
+                "input 'volume' needs task 'segmentation' and slice_axis 0, 1 or 2, got "
+                f"task {self.task!r} and slice_axis {self.slice_axis!r}"
             )
 
     @property
@@ -191,10 +213,15 @@ class Preprocessing:
                     "mean": _floats(values.get("mean")),
                     "std": _floats(values.get("std")),
                     "temperature": float(values.get("temperature", 1.0)),
+                    "slice_axis": _int_or_none(values.get("slice_axis")),
                 }
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"{source}: invalid preprocessing record ({error})") from None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:

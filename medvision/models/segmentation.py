@@ -15,7 +15,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from medvision.apply.tta import tta_probabilities
 from medvision.evaluation.label_maps import labels_from_probabilities
 from medvision.evaluation.metrics import multiclass_segmentation_metrics, segmentation_metrics
 from medvision.models.base import MedVisionModule
@@ -292,10 +291,11 @@ class SegmentationModule(MedVisionModule):
             )
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The batch without its images, with ``probs``: sigmoid ``N x 1 x H x W`` or softmax
+        ``N x K x H x W`` at the network's size (test-time augmentation is applied on top by
+        :mod:`medvision.apply`)."""
         output = {key: value for key, value in batch.items() if key != "image"}
-        output["probs"] = tta_probabilities(
-            self.probabilities, batch["image"], self.predict_tta, spatial=True
-        )
+        output["probs"] = self.probabilities(batch["image"])
         return output
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "medvision.callbacks.test_report": ("medvision.evaluation.classification_report",),
     "medvision.callbacks.timing": ("medvision.training.timing",),
     "medvision.callbacks.volumes": ("medvision.apply.volume_writer",),
-    "medvision.checkpoint_config": ("medvision.cli.checkpoint_config",),
+    "medvision.checkpoint_config": ("medvision.cli.predict",),
     "medvision.checkpointing": ("medvision.training.checkpointing", "medvision.utils.checkpoints"),
     "medvision.cli_runs": ("medvision.cli.runs",),
     "medvision.compare": ("medvision.cli.compare",),
