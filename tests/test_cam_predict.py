@@ -101,8 +101,8 @@ def test_cam_overlays_from_the_cli_and_heat_maps_in_the_right_quadrant(corner_mo
         ]
     )
     files = sorted(test_dir.rglob("*.png"))
-    written = sorted(p.name for p in (out / "cams").glob("*.png"))
-    assert written == sorted(p.name for p in files)
+    written = sorted(p.relative_to(out / "cams") for p in (out / "cams").rglob("*.png"))
+    assert written == [p.relative_to(test_dir) for p in files]  # class folders kept (issue 24)
     info = json.loads((out / "prediction_info.json").read_text())
     assert info["cam"] == {"method": "hirescam", "target_layer": "features", "class": "predicted"}
 
@@ -115,7 +115,7 @@ def test_cam_overlays_from_the_cli_and_heat_maps_in_the_right_quadrant(corner_mo
         assert explanation.class_name == truth  # the predicted class is explained
         assert explanation.heat_map.shape == (SIZE, SIZE)  # at the image's own size
         assert quadrant_share(explanation.heat_map, truth) > 0.5, path.name
-        with Image.open(out / "cams" / path.name) as overlay:
+        with Image.open(out / "cams" / path.relative_to(test_dir)) as overlay:
             np.testing.assert_array_equal(np.asarray(overlay), explanation.overlay)
     # a chosen class, from a tensor: the other corner's class has no evidence in its quadrant
     image = np.asarray(Image.open(files[0]))
@@ -148,7 +148,7 @@ def test_cam_options_are_checked_with_the_option_named(corner_model, tmp_path, c
     with caplog.at_level(logging.WARNING):
         main([*base, "--cam=gradcam", "--prediction_writer.cam_class=1", f"--output={out}"])
     assert "hirescam shows where the evidence lies" in caplog.text
-    assert len(list((out / "cams").glob("*.png"))) == 12
+    assert len(list((out / "cams").rglob("*.png"))) == 12
     info = json.loads((out / "prediction_info.json").read_text())["cam"]
     assert info["class"] == "top_left"
 

@@ -84,8 +84,9 @@ class FolderPredictionWriter(BasePredictionWriter):
     (on every DDP process, which share rank 0's choice); a writer driven by another one
     (:class:`~medvision.apply.PredictionWriter` hands its folder to its task writer) gets
     it set from outside. Each input's outputs are named by :meth:`name`: its path under the
-    datamodule's ``predict_root`` (the folder its inputs were found in) without the suffix,
-    so subfolders are mirrored (``masks/<patient>/<stem>.png``).
+    datamodule's ``predict_root`` (the folder a predict datamodule found its inputs in, at any
+    depth) without the suffix, so subfolders are mirrored (``masks/<patient>/<stem>.png``);
+    a datamodule without one (which refuses inputs of one stem) names them by stem.
 
     Args:
         output_dir: The folder to write into (missing or empty); None: a new
@@ -119,8 +120,7 @@ class FolderPredictionWriter(BasePredictionWriter):
         """
         if self.outputs is None:
             self.outputs = ModelOutputs.from_module(pl_module)
-        datamodule = trainer.datamodule
-        root = getattr(datamodule, "predict_root", None) or getattr(datamodule, "predict_dir", None)
+        root = getattr(trainer.datamodule, "predict_root", None)
         self._inputs_root = None if root is None else Path(root)
 
     def folder(self, trainer: Trainer) -> Path:

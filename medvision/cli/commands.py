@@ -215,6 +215,7 @@ class MedVisionCLI(LightningCLI):
             self.save_config_kwargs["overwrite"] = True  # a resumed run, or a re-test
         if self.subcommand == "predict":
             self.save_config_callback = None  # predictions record their own inputs
+            self.predict_request.before_instantiation(self.command_config)
 
     @property
     def command_config(self):

@@ -179,9 +179,10 @@ class PredictRequest:
         """Check the parsed ``predict`` config before anything is built; complete it.
 
         The shorthands go to ``prediction_writer``; the options are checked; with a config,
-        the checked settings it leaves unset are the record's. ``ckpt_path`` is cleared: the
-        weights are loaded by :meth:`prepare`, not by Lightning, which would parse the
-        checkpoint's training hyperparameters over the model and restore training state.
+        the checked settings it leaves unset are the record's. Without one, ``ckpt_path`` is
+        cleared now: the model is the record's, and Lightning would parse the checkpoint's
+        training hyperparameters over it (``encoder_weights: imagenet``: a download). With a
+        config it is, as LightningCLI does, so that the config's model is the checkpoint's.
 
         Args:
             config: The parsed config of ``predict`` (a jsonargparse ``Namespace``).
@@ -203,6 +204,17 @@ class PredictRequest:
         self.check_cam(writer.cam)
         if not self.from_record and self.record is not None and given is not None:
             self._fill_from_record(config, given())
+        if self.from_record:
+            config.ckpt_path = None
+
+    def before_instantiation(self, config) -> None:
+        """Clear ``ckpt_path`` of the ``predict`` config: the weights are loaded by
+        :meth:`prepare` (as :func:`medvision.load_model` loads them), not by Lightning, which
+        would restore training state and warn about the callbacks that wrote it.
+
+        Args:
+            config: The parsed config of ``predict``.
+        """
         config.ckpt_path = None
 
     def check_cam(self, cam: str | None) -> None:

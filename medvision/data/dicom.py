@@ -225,12 +225,13 @@ def _pixels(ds, path: Path) -> np.ndarray:
 def _pydicom_silenced():
     """pydicom's own log records off while pixels are decoded: a failing decoder logs its
     traceback without the file's name, and the error raised here names it in one line."""
-    logger = logging.getLogger("pydicom")
-    disabled, logger.disabled = logger.disabled, True
+    logger = logging.getLogger("pydicom")  # its modules' loggers inherit this level
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        logger.disabled = disabled
+        logger.setLevel(level)
 
 
 def dicom_values(ds, path: str | Path, window: Window = None) -> np.ndarray:
