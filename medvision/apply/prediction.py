@@ -46,28 +46,27 @@ log = logging.getLogger(__name__)
 class SegmentationPredictionWriter(FolderPredictionWriter):
     """Writes what ``medvision predict`` makes of each image, at the image's original size.
 
-    For every input (named by its path under the inputs' folder, subfolders kept: see
-    :meth:`~medvision.apply.prediction_output.FolderPredictionWriter.name`), under
-    ``output_dir`` (default: a new ``predictions/<timestamp>`` folder, see
-    :mod:`~medvision.apply.prediction_output`): ``masks/<name>.png`` and
-    ``overlays/<name>.png``. Binary models (one probability channel): the mask is 0/255, the
-    overlay the prediction tinted red with the true outline in green. Multi-class models
-    (softmax over K channels): the mask is a label map, uint8 pixel value = class index (0 =
-    background), and the overlay tints each class in its colour of the fixed
-    :data:`medvision.data.visualize.PALETTE` (true outlines in the same colours). Probabilities
-    are resized to the original size (bilinear) before thresholding at ``threshold`` (default:
-    the model's) or taking the most probable class. When the inputs have masks,
-    ``metrics.csv`` lists per image ``dice``, ``iou``, ``hd95`` and ``surface_dice`` (and
-    ``<metric>/<class>`` for label maps; see
-    :func:`medvision.evaluation.label_maps.image_scores`), at the original size, distances in
+    Each input is named by its path under the inputs' folder, subfolders kept (see
+    ``FolderPredictionWriter.name``). Under ``output_dir`` (default: a new
+    ``predictions/<timestamp>`` folder, see ``medvision.apply.prediction_output``) go
+    ``masks/<name>.png`` and ``overlays/<name>.png``. Binary models (one probability channel):
+    the mask is 0/255, the overlay the prediction tinted red with the true outline in green.
+    Multi-class models (softmax over K channels): the mask is a label map, uint8 pixel value =
+    class index (0 = background), and the overlay tints each class in its colour of the fixed
+    palette ``medvision.data.visualize.PALETTE`` (true outlines in the same colours).
+    Probabilities are resized to the original size (bilinear) before thresholding at
+    ``threshold`` (default: the model's) or taking the most probable class. When the inputs
+    have masks, ``metrics.csv`` lists per image ``dice``, ``iou``, ``hd95`` and
+    ``surface_dice`` (and ``<metric>/<class>`` for label maps; see
+    ``medvision.evaluation.label_maps.image_scores``), at the original size, distances in
     pixels, surface Dice at the model's ``surface_tolerance``; without MONAI the last two are
     left out with a warning. The mean is logged. Files are written atomically.
 
     Batches hold the model's ``probs`` (``N x K x h x w``) with the inputs' ``path`` and
     ``original_size`` (and ``mask_path`` to score against). Input files that failed (the
     datamodule's ``predict_failures``: unreadable, no mask, ...) and images whose outputs could
-    not be made are listed in ``failed.csv`` (``file``, ``problem``) and kept in
-    :attr:`failures`; such an image leaves no mask or overlay behind.
+    not be made are listed in ``failed.csv`` (``file``, ``problem``) and kept in the list
+    ``failures``; such an image leaves no mask or overlay behind.
 
     Args:
         output_dir: The folder to write into (missing or empty); None: a new
@@ -179,8 +178,8 @@ class ClassificationPredictionWriter(FolderPredictionWriter):
     ``label`` (true class name, when the images sit in class folders), then ``prob_<class>``
     for every class. For a multi-label model ``pred`` (and ``label``) list the labels above
     the model's tuned thresholds, joined by ``|``. Written atomically under ``output_dir``
-    (default: a new ``predictions/<timestamp>`` folder, see
-    :mod:`~medvision.apply.prediction_output`) at the end of predict; under DDP each process
+    (default: a new ``predictions/<timestamp>`` folder, see the module
+    ``medvision.apply.prediction_output``) at the end of predict; under DDP each process
     writes ``predictions.rank<N>.csv``. Batches hold the model's ``class_probs`` (``N x K``)
     with the inputs' ``path`` (and ``label``). Input files that failed (the datamodule's
     ``predict_failures``) have no row: they are listed in ``failed.csv`` (``file``,

@@ -88,9 +88,9 @@ def _open_series(folder: Path) -> tuple[list, list[Path], np.ndarray | None, str
 def series_affine(info: DicomInfo) -> np.ndarray:
     """The 4 x 4 voxel-to-world (RAS+, mm) affine of a series read as NIfTI orders its voxels.
 
-    The NIfTI array of a series is ``columns x rows x slices`` (as
-    :func:`medvision.data.nifti.load_volume` reads a series folder): voxel
-    ``(i, j, k)`` lies at ``P_0 + i * dc * X + j * dr * Y + k * S`` in DICOM's patient
+    The NIfTI array of a series is ``columns x rows x slices`` (as ``load_volume`` of the
+    module ``medvision.data.nifti`` reads a series folder): voxel ``(i, j, k)`` lies at
+    ``P_0 + i * dc * X + j * dr * Y + k * S`` in DICOM's patient
     coordinates (LPS), with ``X``, ``Y`` the row and column directions of
     ``ImageOrientationPatient``, ``(dr, dc)`` the ``PixelSpacing``, ``P_0`` the first slice's
     ``ImagePositionPatient`` and ``S`` the step between slice positions; LPS becomes RAS by
@@ -98,7 +98,10 @@ def series_affine(info: DicomInfo) -> np.ndarray:
     number) the axes are taken as the identity, at the spacings known (1 mm otherwise).
 
     Args:
-        info: The :class:`~medvision.data.dicom.DicomInfo` of :func:`read_dicom_series`.
+        info: What :func:`read_dicom_series` tells of the series (its ``DicomInfo``).
+
+    Returns:
+        float64 ``4 x 4``.
     """
     row_spacing, column_spacing = info.pixel_spacing or (1.0, 1.0)
     orientation = np.array(info.orientation or (1, 0, 0, 0, 1, 0), dtype=np.float64)
