@@ -191,6 +191,11 @@ def test_a_volume_model_predicts_nifti_on_the_inputs_grid_without_config(
     )
     info = json.loads((out / "prediction_info.json").read_text())
     assert info["preprocessing"]["input"] == "volume"
+    # load_model predicts the labels the command wrote, a series folder included
+    results = medvision.load_model(checkpoint).predict([new / "p1/ct.nii.gz", new / "p3/series"])
+    for result, written in zip(results, ["p1/ct.nii.gz", "p3/series.nii.gz"], strict=True):
+        np.testing.assert_array_equal(result.labels, written_labels(out / written))
+        np.testing.assert_allclose(result.image.affine, nib.load(out / written).affine)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Applying a trained model: load it, predict, explain, export, write the predictions.
 
-- :mod:`~medvision.apply.inference`: ``medvision.load_model(path).predict(x)``.
+- :mod:`~medvision.apply.inference`: ``medvision.load_model(path).predict(x)``;
+  :mod:`~medvision.apply.volume_inference` for volume models.
 - :mod:`~medvision.apply.tta`: test-time augmentation.
 - :mod:`~medvision.apply.explain`, :mod:`~medvision.apply.explanations`: Grad-CAM heat maps.
 - :mod:`~medvision.apply.export`: ONNX, TorchScript and weight files with their record.
@@ -18,6 +19,7 @@ _WHERE = {
     "Predictor": "inference",
     "SegmentationPredictionWriter": "prediction",
     "VolumePredictionWriter": "volume_writer",
+    "VolumeResult": "volume_inference",
     "load_model": "inference",
 }
 

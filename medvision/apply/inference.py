@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from medvision.apply.explanations import CamExplainer, Explanation
 from medvision.apply.prediction import probabilities_at_size
 from medvision.apply.tta import check_tta, predict_with_tta
+from medvision.apply.volume_inference import VolumeResult, predict_volumes
 from medvision.data.io import read_image
 from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
 from medvision.evaluation.label_maps import labels_from_probabilities
@@ -143,14 +144,18 @@ class Predictor:
         tta: str | None = None,
         batch_size: int = 16,
         threshold: float | None = None,
-    ) -> SegmentationResult | ClassificationResult | list:
+    ) -> SegmentationResult | ClassificationResult | VolumeResult | list:
         """Predict one image or many, prepared as the checkpoint's record says.
 
         Args:
             x: An image file (png, jpg, tif, bmp; any size and dtype), a numpy array or tensor
                 holding one decoded image (raw intensities ``H x W`` or ``H x W x C``,
                 channels last, as reading the file gives: the record's channel conversion,
-                intensity scaling and resize are applied), or a list of files or arrays.
+                intensity scaling and resize are applied), or a list of files or arrays. A
+                volume model (record ``input: volume``) takes NIfTI files or DICOM series
+                folders instead, and gives a
+                :class:`~medvision.apply.volume_inference.VolumeResult` each (labels on the
+                input's grid, as ``medvision predict`` writes them).
             tta: Test-time augmentation (:data:`medvision.apply.tta.TTA_NAMES`), or None.
             batch_size: Images per forward pass.
             threshold: Segmentation: the mask threshold (default: the record's
@@ -168,9 +173,16 @@ class Predictor:
         items = [x] if single else list(x)
         if not items:
             return []
+        threshold = self.preprocessing.mask_threshold if threshold is None else threshold
+        if self.preprocessing.input == "volume":
+            volumes = self._volumes(items)
+            record, device = self.preprocessing, self.device
+            results = predict_volumes(
+                self.module, record, volumes, tta, threshold, batch_size, device
+            )
+            return results[0] if single else results
         dataset = self._dataset(items)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
-        threshold = self.preprocessing.mask_threshold if threshold is None else threshold
         results: list = []
         for index, batch in enumerate(loader):
             batch["image"] = batch["image"].to(self.device)
@@ -229,6 +241,15 @@ class Predictor:
             images = batch["image"].to(self.device)
             results += explainer.explain(images, originals, [str(p) for p in batch["path"]])
         return results[0] if single else results
+
+    def _volumes(self, items: list) -> list[Path]:
+        if not all(isinstance(item, str | Path) for item in items):
+            kinds = sorted({type(item).__name__ for item in items})
+            raise ValueError(
+                f"{self.source} segments volumes: predict takes NIfTI files (.nii, .nii.gz) or "
+                f"DICOM series folders, not {kinds}."
+            )
+        return [Path(item) for item in items]
 
     def _dataset(self, items: list):
         record = self.preprocessing

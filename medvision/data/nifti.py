@@ -253,19 +253,22 @@ def assemble_slices(slices: Sequence[np.ndarray], axis: int) -> np.ndarray:
     return np.stack(list(slices), axis=axis)
 
 
-def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Path) -> None:
-    """Write a canonical-orientation label volume as NIfTI on the grid of ``reference``.
+def label_image(labels: np.ndarray, reference: str | Path, name: str = "labels"):
+    """A canonical-orientation label volume as a NIfTI image on the grid of ``reference``.
 
-    The canonical reorientation of ``reference`` is undone, so the file has the reference's
+    The canonical reorientation of ``reference`` is undone, so the image has the reference's
     own shape and affine (qform and sform with their codes): it overlays on the input in
-    ITK-SNAP or 3D Slicer. Written atomically; gzip-compressed when ``path`` ends in ``.gz``.
+    ITK-SNAP or 3D Slicer.
 
     Args:
-        path: output ``.nii`` or ``.nii.gz``.
         labels: integer labels 0-255 (0 = background), shaped like the reference's canonical
             array (see :func:`load_volume`).
         reference: the input volume the labels were predicted for (a NIfTI file, or a DICOM
             series folder: the labels then lie on the grid :func:`series_image` gives it).
+        name: what errors call the labels (the file they are written to).
+
+    Returns:
+        A ``nibabel`` image of uint8 labels.
 
     Raises:
         ValueError: ``labels`` not of the reference's canonical shape, or outside 0-255.
@@ -273,14 +276,14 @@ def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Pa
     require_nibabel()
     from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-    path, ref = Path(path), _open(Path(reference))
+    ref = _open(Path(reference))
     if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"{path}: labels must lie in 0-255, got {labels.min()}-{labels.max()}")
+        raise ValueError(f"{name}: labels must lie in 0-255, got {labels.min()}-{labels.max()}")
     undo = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(ref.affine))
     data = apply_orientation(np.asarray(labels), undo).astype(np.uint8)
     if data.shape != tuple(ref.shape):
         raise ValueError(
-            f"{path}: labels of canonical shape {labels.shape} do not fit {reference} (stored "
+            f"{name}: labels of canonical shape {labels.shape} do not fit {reference} (stored "
             f"shape {tuple(ref.shape)}, canonical {canonical_shape(reference)})."
         )
     header = ref.header.copy()
@@ -289,7 +292,23 @@ def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Pa
     out.header.set_qform(*ref.header.get_qform(coded=True))
     out.header.set_sform(*ref.header.get_sform(coded=True))
     out.header.set_slope_inter(1.0, 0.0)
-    blob = out.to_bytes()
+    return out
+
+
+def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Path) -> None:
+    """Write a canonical-orientation label volume as NIfTI on the grid of ``reference``
+    (:func:`label_image`), atomically; gzip-compressed when ``path`` ends in ``.gz``.
+
+    Args:
+        path: output ``.nii`` or ``.nii.gz``.
+        labels: integer labels 0-255, shaped like the reference's canonical array.
+        reference: the input volume the labels were predicted for.
+
+    Raises:
+        ValueError: ``labels`` not of the reference's canonical shape, or outside 0-255.
+    """
+    path = Path(path)
+    blob = label_image(labels, reference, str(path)).to_bytes()
     if path.name.lower().endswith(".gz"):
         blob = gzip.compress(blob, compresslevel=6, mtime=0)
     write_atomically(path, lambda tmp: tmp.write_bytes(blob))
@@ -318,6 +337,7 @@ __all__ = [
     "canonical_shape",
     "check_same_geometry",
     "is_nifti",
+    "label_image",
     "load_volume",
     "nifti_stem",
     "require_nibabel",
