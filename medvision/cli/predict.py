@@ -170,8 +170,10 @@ class PredictRequest:
         """
         self.checkpoint = checkpoint
         self.loaded = load_checkpoint(checkpoint, mmap=True)
+        if not isinstance(self.loaded, Mapping) or "state_dict" not in self.loaded:
+            require_record(self.loaded, checkpoint)  # says: not a medvision checkpoint
         try:
-            self.record = record_of(self.loaded) if isinstance(self.loaded, Mapping) else None
+            self.record = record_of(self.loaded)
         except ValueError as error:
             raise ValueError(f"{checkpoint}: {error}") from None
 
