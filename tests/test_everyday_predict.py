@@ -26,7 +26,7 @@ from medvision.models import ClassificationModule, SegmentationModule, segmentat
 from medvision.models.record import FORMAT_VERSION, Preprocessing
 from medvision.utils.files import read_csv
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, unet_run_args
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -224,23 +224,30 @@ def test_the_volume_config_predicts_a_multi_class_checkpoint_without_class_names
 # --- point 7: a quiet run, options checked before the model loads ------------------------------
 
 
-def test_predict_says_nothing_about_seeds_or_restored_callbacks(lung_checkpoint, tmp_path, caplog):
-    incoming = tmp_path / "incoming"
-    write_images(incoming, ["a.png"])
+@pytest.mark.slow
+def test_predict_says_nothing_about_seeds_or_restored_callbacks(tmp_path, caplog, recwarn):
+    root, data = tmp_path / "fit", tmp_path / "lung_ct"
+    write_lung_ct(data, num_slices=8, size=32, seed=0)
+    fit = ["--trainer.max_steps=1", "--trainer.limit_val_batches=0", SMALL_UNET]
+    main(["fit", *unet_run_args(root, data, *fit)])
+    out = tmp_path / "out"
+    caplog.clear()
+    recwarn.clear()
     with caplog.at_level(logging.INFO):
         main(
             [
                 "predict",
-                f"--ckpt_path={lung_checkpoint}",
-                f"--data.predict_dir={incoming}",
-                f"--output={tmp_path / 'out'}",
+                f"--ckpt_path={root / 'version_0/checkpoints/last.ckpt'}",  # with its callbacks
+                f"--data.predict_dir={data / '2d_images'}",
+                f"--output={out}",
                 *QUIET,
             ]
         )
-    assert (tmp_path / "out/masks/a.png").is_file()
-    assert "No seed found" not in caplog.text and "Seed set" not in caplog.text
-    assert "Be aware that when using `ckpt_path`" not in caplog.text
-    assert "callbacks used to create the checkpoint" not in caplog.text
+    assert len(list((out / "masks").glob("*.png"))) == 8
+    said = caplog.text + "".join(str(w.message) for w in recwarn)
+    assert "No seed found" not in said and "Seed set" not in said
+    assert "Be aware that when using `ckpt_path`" not in said
+    assert "Restoring states from the checkpoint" not in said
 
 
 def test_options_that_cannot_work_are_refused_before_the_model_is_built(
