@@ -23,6 +23,7 @@ from medvision.apply.explanations import CLI_OPTIONS, CamExplainer, check_cam
 from medvision.apply.prediction_output import (
     FolderPredictionWriter,
     ModelOutputs,
+    prediction_folder,
     report_failures,
 )
 from medvision.apply.tta import PredictionModule, check_tta
@@ -354,8 +355,8 @@ class PredictionWriter(FolderPredictionWriter):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.writer is None:  # a plain trainer.predict: the model describes itself
             self._use_module(pl_module)
-        super().on_predict_start(trainer, pl_module)  # one folder, handed to the task writer
-        self.writer.root = self.root
+        self.root = prediction_folder(self.output_dir, trainer, self.checkpoint)
+        self.writer.root = self.root  # one folder, the task writer's
         self.writer.start(trainer, pl_module)
 
     def _use_module(self, pl_module: LightningModule) -> None:
