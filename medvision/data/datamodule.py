@@ -40,32 +40,22 @@ def _known_after_setup(counts: dict[str, int] | None, name: str) -> dict[str, in
     return dict(counts)
 
 
-def training_seed() -> int | None:
-    """The seed of the run's ``seed_everything`` (``--seed_everything`` of the CLI), or None.
-
-    Lightning's ``seed_everything`` keeps it in the ``PL_GLOBAL_SEED`` environment variable,
-    which every DDP process inherits.
-    """
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    return None if seed is None else int(seed)
-
-
 def stream_offset(seed: int) -> int:
     """What the data's own random streams add to ``seed``: 0 when the run seeds nothing, else a
-    number drawn from ``seed`` and :func:`training_seed`.
+    number drawn from ``seed`` and the run's ``seed_everything`` (which Lightning keeps in
+    ``PL_GLOBAL_SEED``, inherited by every DDP process).
 
-    The streams (the weighted sampler's draws, the device augmentation) thus follow both the
-    datamodule's ``seed`` and the run's ``seed_everything``: runs of another
-    ``seed_everything`` on the same split draw their batches differently (``medvision-cv
-    --seeds``), the same for every DDP process.
+    The streams (the weighted sampler's draws, the device augmentation) thus follow both seeds:
+    runs of another ``seed_everything`` on the same split draw their batches differently
+    (``medvision-cv --seeds``).
 
     Args:
         seed: The datamodule's ``seed``.
     """
-    trained = training_seed()
+    trained = os.environ.get("PL_GLOBAL_SEED")
     if trained is None:
         return 0
-    return int(np.random.SeedSequence([seed, trained]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, int(trained)]).generate_state(1)[0])
 
 
 def batch_augmentation_for(
