@@ -222,11 +222,12 @@ def load_benchmark(script: Path):
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch):
     """Each test starts without what an earlier in-process run left in the environment
-    (distributed settings, the run folder of a DDP fit), and ``medvision`` commands raise their
-    errors (as with ``--debug``), so a test can match the exception; tests/test_workflow.py
-    checks the one-line form users see."""
+    (distributed settings, the run folder of a DDP fit, the seed of its seed_everything), and
+    ``medvision`` commands raise their errors (as with ``--debug``), so a test can match the
+    exception; tests/test_workflow.py checks the one-line form users see."""
     for variable in DISTRIBUTED_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # an earlier run's seed_everything
     monkeypatch.setenv("MEDVISION_DEBUG", "1")
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 from medvision.cli import main as medvision
 from medvision.cli.compare import HEADER_PX, main, resolve_run, split_data_overrides, write_report
 from medvision.data import LungCTDataModule
+from medvision.evaluation.bootstrap import bootstrap_ci
+from medvision.evaluation.statistics import mean_statistic
 from medvision.utils.files import read_csv
 
 from .conftest import chest_run_args
@@ -48,11 +50,17 @@ def test_segmentation_report_of_a_cv_and_a_single_run(tmp_path, unet_cv):
     report = (out / "report.md").read_text()
     dice = [fold["metrics"]["test/dice"] for fold in folds]
     mean_std = f"{statistics.mean(dice):.4f} ± {statistics.stdev(dice):.4f}"
+    # the pooled test set: each test slice's Dice averaged over the folds' models, bootstrapped
+    per_image = [read_csv(cv / f"fold_{i}" / "version_0" / "test_per_image.csv") for i in (0, 1)]
+    by_image = {row["image"]: float(row["dice"]) for row in per_image[1]}
+    pooled = [(float(row["dice"]) + by_image[row["image"]]) / 2 for row in per_image[0]]
+    _, low, high = bootstrap_ci(mean_statistic(pooled), len(pooled), 1000, 0.95, 0)
     # both are "Unet (resnet18)", so the runs are named by their paths
     assert table_row(report, "metric") == ["metric", f"{cv} (2 folds)", str(single)]
     single_dice = f"{float(logged['test/dice']):.4f}"
     cells = table_row(report, "test/dice")
-    assert cells[:2] == ["test/dice", mean_std]
+    assert cells[:2] == ["test/dice", f"{mean_std} [{low:.4f}, {high:.4f}]"]
+    assert len(pooled) == 4 and low < high
     # the single run, re-tested: its mean Dice with the bootstrap 95% interval of its test images
     value, low, high = (
         float(v) for v in re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", cells[2]).groups()

@@ -724,11 +724,12 @@ def run_module_command(tokens: list[str], command: DocCommand, workspace: Worksp
 
 
 #: medvision-cv's own options (the rest go to medvision fit) and their values
-CV_OPTIONS = ("--folds", "--output", "--name")
+CV_OPTIONS = ("--folds", "--seeds", "--output", "--name")
 
 
 def cv_options(args: list[str]) -> list[str]:
-    """medvision-cv's own options from ``args``, with ``--folds`` reduced to 2 (a quick run)."""
+    """medvision-cv's own options from ``args``, with ``--folds`` and ``--seeds`` (a count)
+    reduced to 2 (a quick run)."""
     own, index = [], 0
     while index < len(args):
         name, equals, value = args[index].partition("=")
@@ -736,7 +737,7 @@ def cv_options(args: list[str]) -> list[str]:
             if not equals:
                 index += 1
                 value = args[index]
-            own += [name, "2" if name == "--folds" else value]
+            own += [name, "2" if name in ("--folds", "--seeds") else value]
         index += 1
     return own
 

@@ -5,7 +5,8 @@
 - :mod:`~medvision.cli.runs`: run folders, loggers and checkpoints of a command.
 - :mod:`~medvision.cli.predict`: ``medvision predict`` from a checkpoint's own record.
 - :mod:`~medvision.cli.console`: log lines, less noise, one-line errors.
-- :mod:`~medvision.cli.crossval`: ``medvision-cv``; :mod:`~medvision.cli.compare`:
+- :mod:`~medvision.cli.crossval`: ``medvision-cv`` (folds, seeds), its study's layout and
+  summary in :mod:`~medvision.cli.cv_summary`; :mod:`~medvision.cli.compare`:
   ``medvision-report``.
 
 Names load on first use: ``from medvision.cli import MedVisionCLI, main``.

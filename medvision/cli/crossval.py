@@ -1,21 +1,27 @@
-"""``medvision-cv``: k-fold cross-validation of any ``medvision fit`` configuration.
+"""``medvision-cv``: k-fold cross-validation, or repeats over seeds, of any ``medvision fit``.
 
     medvision-cv --folds 5 --config configs/unet_lung.yaml --data.init_args.data_dir DIR
+    medvision-cv --seeds 3 --config configs/cnn5_chestxray.yaml --data.init_args.data_dir DIR
+    medvision-cv --folds 5 --seeds 3 ...      (5 x 3 runs)
 
-Fold ``i`` (0-based) is a normal ``medvision fit`` run, in this process, with
-``--data.init_args.num_folds K --data.init_args.fold i`` added to the given arguments; its
-``default_root_dir`` is ``<output>/fold_<i>``, so it trains in its own run folder
-``<output>/fold_<i>/version_0`` (checkpoints, config, logs; W&B runs get
-``group=<experiment name>`` and ``name=fold_<i>``).
-After training, the fold's trainer tests the best checkpoint of its monitored
-``ModelCheckpoint`` on the datamodule's test split (the same images for every fold), and the
-``test/*`` metrics go to the fold's logger and to ``<output>/fold_<i>/fold_result.json``.
+Each run of the study is a normal ``medvision fit``, in this process, of the given arguments
+plus what makes it that run (:class:`~medvision.cli.cv_summary.StudyRun`): fold ``i`` of K adds
+``--data.init_args.num_folds K --data.init_args.fold i``; seed ``s`` adds
+``--seed_everything s`` (the model's initialization, the loader's order, the augmentation and
+the datamodule's own streams; never the data split, which the datamodule's ``seed`` draws, so
+every run is tested on the same test images). Its ``default_root_dir`` is
+``<output>/<run>`` (``fold_<i>``, ``seed_<s>`` or ``fold_<i>_seed_<s>``), so it trains in its own
+run folder ``<output>/<run>/version_0`` (checkpoints, config, logs; W&B runs get
+``group=<experiment name>`` and ``name=<run>``). After training, the run's trainer tests the
+best checkpoint of its monitored ``ModelCheckpoint`` on the datamodule's test split, and the
+``test/*`` metrics go to the run's logger and to ``<output>/<run>/fold_result.json`` (the test
+report's ``test_per_image.csv`` is in the run folder).
 
-At the end, every test metric's mean, sample standard deviation (n - 1) and per-fold values are
-printed and written to ``<output>/cv_summary.csv`` and ``<output>/cv_summary.md``. A fold whose
-``fold_result.json`` exists is not run again, so an interrupted study resumes where it stopped.
-The datamodule must take ``num_folds`` and ``fold`` arguments (``LungCTDataModule``,
-``SyntheticLungCTDataModule`` and ``HAM10000DataModule`` do).
+At the end, every test metric's mean, sample standard deviation (n - 1) and per-run values are
+printed and written to ``<output>/cv_summary.csv`` and ``<output>/cv_summary.md`` (see
+:mod:`medvision.cli.cv_summary`). A run whose ``fold_result.json`` exists is not run again, so
+an interrupted study resumes where it stopped. Folds need a datamodule with ``num_folds`` and
+``fold`` arguments (every medvision datamodule with a split has them).
 """
 
 from __future__ import annotations
@@ -24,9 +30,7 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
-import statistics
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,15 +40,21 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from medvision.cli import MedVisionCLI
-from medvision.utils.files import write_csv, write_text
+from medvision.cli.cv_summary import (
+    FOLD_RESULT,
+    StudyRun,
+    describe_study,
+    format_summary,
+    is_run_name,
+    read_result,
+    study_plan,
+    summarize,
+    write_summary,
+)
+from medvision.utils.files import write_text
 from medvision.utils.imports import import_object
 
 log = logging.getLogger(__name__)
-
-#: Written in each fold's folder once the fold is trained and tested; its presence skips the fold.
-FOLD_RESULT = "fold_result.json"
-SUMMARY_CSV = "cv_summary.csv"
-SUMMARY_MD = "cv_summary.md"
 
 
 class _ConfigParsed(Exception):
@@ -63,7 +73,7 @@ def _in_process_cli() -> Iterator[None]:
     """Silence LightningCLI's warning that ``args`` and ``sys.argv`` are both given.
 
     ``medvision-cv``'s own command line is in ``sys.argv``; the CLI is deliberately given the
-    fold's arguments instead.
+    run's arguments instead.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -87,34 +97,61 @@ def parse_fit_config(fit_args: Sequence[str]) -> Namespace:
     raise RuntimeError("medvision fit arguments were not parsed")  # unreachable
 
 
-def check_fold_support(config: Namespace) -> None:
-    """Raise if the configured datamodule cannot select a fold (no ``num_folds``/``fold``).
-
-    Also refuses a checkpoint callback with a fixed ``dirpath``, which every fold would share.
+def check_study_support(config: Namespace, folds: int | None) -> None:
+    """Raise if the configured study cannot run: no datamodule, folds asked of a datamodule
+    without ``num_folds``/``fold``, or a checkpoint callback with a fixed ``dirpath`` (which
+    every run would share).
 
     Args:
         config: The parsed ``fit`` config (see :func:`parse_fit_config`).
+        folds: The number of folds asked for, or None (seeds only).
     """
     data = config.get("data")
     if data is None:
         raise ValueError("no datamodule configured: give --config with a data section")
     init_args = data.get("init_args") or Namespace()
     missing = [key for key in ("num_folds", "fold") if key not in init_args]
-    if missing:
+    if folds is not None and missing:
         raise ValueError(
             f"{data.class_path} has no {' / '.join(missing)} argument: cross-validation needs a "
             "datamodule that selects one of k folds as its validation set (LungCTDataModule, "
-            "SyntheticLungCTDataModule, HAM10000DataModule). Use one of those, or run "
-            "medvision fit with a fixed split instead."
+            "HAM10000DataModule, ChestXrayDataModule, NIHChestXray14DataModule, "
+            "CheXpertDataModule, SegmentationFolderDataModule, VolumeSliceDataModule). Use one "
+            "of those, or repeat its own split over seeds with --seeds instead of --folds."
         )
     callbacks = config.trainer.get("callbacks") or []
     for callback in [callbacks] if isinstance(callbacks, Namespace) else callbacks:
         if (callback.get("init_args") or {}).get("dirpath"):
             raise ValueError(
                 f"{callback.class_path} has a fixed dirpath ({callback.init_args.dirpath}): every "
-                "fold would write its checkpoints there. Remove dirpath so that each fold keeps "
+                "run would write its checkpoints there. Remove dirpath so that each run keeps "
                 "its checkpoints in its own run folder."
             )
+
+
+def seed_list(values: Sequence[int]) -> list[int]:
+    """The seeds of ``--seeds``: one number N means seeds 0 to N - 1; several are the seeds.
+
+    Args:
+        values: The numbers given to ``--seeds``.
+
+    Raises:
+        ValueError: for no number, a count below 1, a seed outside [0, 2**32) (what
+            ``seed_everything`` takes) or a repeated one.
+    """
+    values = list(values)
+    if len(values) == 1:
+        if values[0] < 1:
+            raise ValueError(
+                f"--seeds N runs seeds 0 to N - 1: N must be at least 1, got {values[0]}"
+            )
+        return list(range(values[0]))
+    if not values or len(set(values)) != len(values) or not all(0 <= v < 2**32 for v in values):
+        raise ValueError(
+            "--seeds takes a count (--seeds 3: seeds 0, 1, 2) or distinct seeds in "
+            f"[0, 2**32) (--seeds 7 11 13), got {values}"
+        )
+    return values
 
 
 def experiment_name(fit_args: Sequence[str], output: Path) -> str:
@@ -132,15 +169,15 @@ def experiment_name(fit_args: Sequence[str], output: Path) -> str:
     return output.resolve().name
 
 
-def logger_args(config: Namespace, fold: int, group: str) -> list[str]:
-    """``--trainer.logger`` for one fold's W&B loggers: ``group`` and ``name=fold_<i>``.
+def logger_args(config: Namespace, run: int | str, group: str) -> list[str]:
+    """``--trainer.logger`` for one run's W&B loggers: ``group`` and the run's name.
 
-    Every logger already writes into the fold's own run folder (the CLI points it there);
-    only W&B runs need their group and name. Returns no argument when there is no W&B logger.
+    Every logger already writes into the run's own folder (the CLI points it there); only W&B
+    runs need their group and name. Returns no argument when there is no W&B logger.
 
     Args:
         config: The parsed ``fit`` config.
-        fold: The fold's number.
+        run: The run's name (``seed_1``, ``fold_0_seed_1``), or a fold's number (``fold_<i>``).
         group: The W&B group (the experiment's name).
     """
     loggers = config.trainer.get("logger")
@@ -151,8 +188,9 @@ def logger_args(config: Namespace, fold: int, group: str) -> list[str]:
     wandb_specs = [s for s in specs if issubclass(import_object(s["class_path"]), WandbLogger)]
     if not wandb_specs:
         return []
+    name = f"fold_{run}" if isinstance(run, int) else run
     for spec in wandb_specs:
-        spec.setdefault("init_args", {}).update(group=group, name=f"fold_{fold}")
+        spec.setdefault("init_args", {}).update(group=group, name=name)
     value = specs[0] if isinstance(loggers, Namespace) else specs
     return [f"--trainer.logger={json.dumps(value)}"]
 
@@ -161,7 +199,7 @@ def best_checkpoint(trainer: Trainer) -> str:
     """The best checkpoint of the first monitored ``ModelCheckpoint``; else the last, warned.
 
     Args:
-        trainer: The fold's trainer after ``fit``.
+        trainer: The run's trainer after ``fit``.
 
     Returns:
         The checkpoint's path. No checkpoint at all raises ``RuntimeError``.
@@ -180,171 +218,155 @@ def best_checkpoint(trainer: Trainer) -> str:
             )
             return path
     raise RuntimeError(
-        "the fold's run saved no checkpoint to test: keep a ModelCheckpoint in "
+        "the run saved no checkpoint to test: keep a ModelCheckpoint in "
         "trainer.callbacks (with a monitor, e.g. val/dice) and do not use fast_dev_run."
     )
 
 
-def run_fold(
-    fit_args: Sequence[str], config: Namespace, fold: int, folds: int, output: Path, group: str
-) -> dict:
-    """Train and test fold ``fold`` of ``folds`` in ``output/fold_<fold>``; its result dict.
+def _check_earlier_result(result: dict, run: StudyRun, path: Path) -> None:
+    """Refuse a finished run's result that belongs to another study in the same folder."""
+    if result.get("num_folds") != run.num_folds:
 
-    An existing ``fold_result.json`` of the same number of folds is returned without running;
-    one of another number of folds raises ``ValueError``.
+        def kind(folds: int | None) -> str:
+            return "a run without folds" if folds is None else f"a {folds}-fold run"
+
+        raise ValueError(
+            f"{path} is from {kind(result.get('num_folds'))}, not "
+            f"{f'{run.num_folds} folds' if run.num_folds else 'a study without folds'}. "
+            "Give another --output, or delete the old run folders."
+        )
+    if result.get("seed") != run.seed:
+        raise ValueError(
+            f"{path} was run with seed {result.get('seed')}, not {run.seed}. Give another "
+            "--output, or delete the old run folders."
+        )
+
+
+def check_no_other_study(output: Path, plan: Sequence[StudyRun]) -> None:
+    """Refuse an ``output`` holding finished runs that are not in ``plan`` (another study's),
+    which the new summary would silently leave out.
 
     Args:
-        fit_args: The ``medvision fit`` arguments shared by every fold.
+        output: The study's folder.
+        plan: The runs of the study (:func:`~medvision.cli.cv_summary.study_plan`).
+    """
+    if not output.is_dir():
+        return
+    names = {run.name for run in plan}
+    others = sorted(
+        folder.name
+        for folder in output.iterdir()
+        if is_run_name(folder.name) and folder.name not in names and read_result(folder)
+    )
+    if others:
+        raise ValueError(
+            f"{output} holds runs of another study ({', '.join(others)}): give another "
+            "--output, or delete those run folders."
+        )
+
+
+def run_one(
+    fit_args: Sequence[str], config: Namespace, run: StudyRun, output: Path, group: str
+) -> dict:
+    """Train and test one run of the study in ``output/<run name>``; its result dict.
+
+    An existing ``fold_result.json`` of the same study is returned without running; one of
+    another number of folds (or another seed) raises ``ValueError``.
+
+    Args:
+        fit_args: The ``medvision fit`` arguments shared by every run.
         config: Their parsed config (for the loggers, see :func:`logger_args`).
-        fold: The fold to run, 0-based.
-        folds: The number of folds.
+        run: The run (its fold and seed).
         output: The study's folder.
         group: The experiment's name (the W&B group).
 
     Returns:
-        ``{"fold", "num_folds", "checkpoint", "log_dir", "metrics"}``, paths relative to the
-        fold's folder and ``metrics`` the ``test/*`` values.
+        ``{"run", "fold", "num_folds", "seed", "checkpoint", "log_dir", "metrics"}``, paths
+        relative to the run's folder and ``metrics`` the ``test/*`` values.
     """
-    fold_dir = output / f"fold_{fold}"
-    result_path = fold_dir / FOLD_RESULT
-    if result_path.is_file():
-        result = json.loads(result_path.read_text())
-        if result.get("num_folds") != folds:
-            raise ValueError(
-                f"{result_path} is from a {result.get('num_folds')}-fold run, not {folds} folds. "
-                "Give another --output, or delete the old fold folders."
-            )
-        log.info("Fold %d/%d already done (%s): skipped", fold, folds, result_path)
+    folder = output / run.name
+    result = read_result(folder)
+    if result is not None:
+        _check_earlier_result(result, run, folder / FOLD_RESULT)
+        log.info("%s already done (%s): skipped", run.label, folder / FOLD_RESULT)
         return result
-    log.info("Fold %d/%d: training in %s", fold, folds, fold_dir)
+    log.info("%s: training in %s", run.label, folder)
     args = [
         "fit",
         *fit_args,
-        f"--data.init_args.num_folds={folds}",
-        f"--data.init_args.fold={fold}",
-        f"--trainer.default_root_dir={fold_dir}",
-        *logger_args(config, fold, group),
+        *run.fit_args(),
+        f"--trainer.default_root_dir={folder}",
+        *logger_args(config, run.name, group),
     ]
     with _in_process_cli():
         cli = MedVisionCLI(args=args, save_config_kwargs={"overwrite": True})
     trainer = cli.trainer
     if trainer.interrupted:
-        raise KeyboardInterrupt(f"fold {fold} was interrupted; run the same command to resume")
+        raise KeyboardInterrupt(f"run {run.name} was interrupted; run the same command to resume")
     checkpoint = best_checkpoint(trainer)
     tested = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
     cli.end_logger_runs()
     metrics = {k: float(v) for k, v in tested[0].items() if k.startswith("test/")}
     if not metrics:
-        raise RuntimeError(f"fold {fold}: the model logged no test/* metrics")
-    result = {  # paths relative to the fold's folder, so that the study can be moved
-        "fold": fold,
-        "num_folds": folds,
-        "checkpoint": os.path.relpath(Path(checkpoint).resolve(), fold_dir.resolve()),
-        "log_dir": os.path.relpath(Path(trainer.log_dir).resolve(), fold_dir.resolve()),
+        raise RuntimeError(f"run {run.name}: the model logged no test/* metrics")
+    result = {  # paths relative to the run's folder, so that the study can be moved
+        "run": run.name,
+        "fold": run.fold,
+        "num_folds": run.num_folds,
+        "seed": run.seed,
+        "checkpoint": os.path.relpath(Path(checkpoint).resolve(), folder.resolve()),
+        "log_dir": os.path.relpath(Path(trainer.log_dir).resolve(), folder.resolve()),
         "metrics": metrics,
     }
-    write_text(result_path, json.dumps(result, indent=1))
+    write_text(folder / FOLD_RESULT, json.dumps(result, indent=1))
     return result
 
 
-def summarize(fold_metrics: Sequence[dict[str, float]]) -> list[dict]:
-    """Per metric (sorted): ``mean``, sample ``std`` (n - 1) and ``fold_<i>`` values.
-
-    A metric missing from a fold counts as NaN there, which makes its mean and std NaN.
-
-    Args:
-        fold_metrics: Each fold's ``{metric: value}``, in fold order (at least two).
-
-    Returns:
-        One row per metric: ``{"metric", "mean", "std", "fold_0", ...}``.
-    """
-    keys = sorted(set().union(*fold_metrics))
-    rows = []
-    for key in keys:
-        values = [metrics.get(key, math.nan) for metrics in fold_metrics]
-        row = {"metric": key, "mean": statistics.fmean(values), "std": statistics.stdev(values)}
-        row.update({f"fold_{i}": value for i, value in enumerate(values)})
-        rows.append(row)
-    return rows
-
-
-def format_summary(rows: Sequence[dict], markdown: bool = False) -> str:
-    """The summary rows as a table: metric | mean ± std | one column per fold.
-
-    Args:
-        rows: The rows of :func:`summarize`.
-        markdown: A Markdown table instead of space-aligned plain text.
-    """
-    folds = [key for key in rows[0] if key.startswith("fold_")]
-    header = ["metric", "mean ± std", *folds]
-    body = [
-        [r["metric"], f"{r['mean']:.4f} ± {r['std']:.4f}", *(f"{r[f]:.4f}" for f in folds)]
-        for r in rows
-    ]
-    if markdown:
-        lines = [header, ["---"] * len(header), *body]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *body]
-    )
-
-
-def write_summary(output: Path, rows: Sequence[dict], name: str) -> tuple[Path, Path]:
-    """Write ``cv_summary.csv`` (full precision) and ``cv_summary.md`` atomically.
-
-    Args:
-        output: The study's folder.
-        rows: The rows of :func:`summarize`.
-        name: The experiment's name, the Markdown page's title.
-
-    Returns:
-        The paths of the CSV and Markdown files.
-    """
-    csv_path, md_path = output / SUMMARY_CSV, output / SUMMARY_MD
-    write_csv(csv_path, list(rows))
-    folds = sum(key.startswith("fold_") for key in rows[0])
-    text = (
-        f"# {name}: {folds}-fold cross-validation\n\n"
-        "Test metrics of each fold's best checkpoint on the same test split; std is the sample "
-        "standard deviation (n - 1).\n\n" + format_summary(rows, markdown=True) + "\n"
-    )
-    write_text(md_path, text)
-    return csv_path, md_path
-
-
 def cross_validate(
-    fit_args: Sequence[str], folds: int, output: str | Path | None = None, name: str | None = None
+    fit_args: Sequence[str],
+    folds: int | None = None,
+    output: str | Path | None = None,
+    name: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Run (or resume) ``folds``-fold cross-validation of ``medvision fit <fit_args>``.
+    """Run (or resume) a study of ``medvision fit <fit_args>``: folds, seeds, or both.
 
     Args:
-        fit_args: The ``medvision fit`` arguments; the datamodule must take ``num_folds`` and
-            ``fold``.
-        folds: The number of folds, at least 2.
+        fit_args: The ``medvision fit`` arguments; with ``folds`` the datamodule must take
+            ``num_folds`` and ``fold``.
+        folds: The number of folds, at least 2; None: the datamodule's own split.
         output: The study's folder; None: ``<trainer.default_root_dir>/cv``.
         name: The experiment's name, the W&B group; None: the first config file's stem.
+        seeds: The ``seed_everything`` of the runs (see :func:`seed_list`); None: the config's.
 
     Returns:
-        The rows of :func:`summarize`, also written to ``<output>/cv_summary.csv`` and ``.md``.
+        The rows of :func:`~medvision.cli.cv_summary.summarize`, also written to
+        ``<output>/cv_summary.csv`` and ``.md``.
     """
-    if folds < 2:
+    if folds is not None and folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
+    plan = study_plan(folds, seeds)
+    if len(plan) < 2:
+        raise ValueError(
+            "a study needs at least 2 runs for a standard deviation: give --folds K (K >= 2), "
+            "--seeds N (N >= 2), or both"
+        )
     config = parse_fit_config(fit_args)
-    check_fold_support(config)
+    check_study_support(config, folds)
     root = config.trainer.get("default_root_dir") or "."
     output = Path(output) if output is not None else Path(root) / "cv"
     name = name or experiment_name(fit_args, output)
-    results = [run_fold(fit_args, config, fold, folds, output, name) for fold in range(folds)]
-    rows = summarize([result["metrics"] for result in results])
-    csv_path, _ = write_summary(output, rows, name)
-    log.info("Cross-validation summary written to %s (and .md)", csv_path)
+    check_no_other_study(output, plan)
+    results = [run_one(fit_args, config, run, output, name) for run in plan]
+    rows = summarize(results)
+    csv_path, _ = write_summary(output, rows, name, describe_study(folds, seeds))
+    log.info("Study summary written to %s (and .md)", csv_path)
     return rows
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of ``medvision-cv``: ``--folds K [--output DIR] [--name N]`` + fit arguments.
+    """Entry point of ``medvision-cv``: ``--folds K`` and/or ``--seeds N`` [``--output DIR``]
+    [``--name N``] + fit arguments.
 
     Every argument this command does not know is passed to ``medvision fit`` unchanged.
 
@@ -354,22 +376,37 @@ def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="medvision-cv",
         allow_abbrev=False,
-        description="k-fold cross-validation: one `medvision fit` + test per fold, then the "
-        "mean ± std of every test metric. Other arguments go to `medvision fit`.",
-        epilog="example: medvision-cv --folds 5 --config configs/unet_lung.yaml "
-        "--data.init_args.data_dir DIR",
+        description="k-fold cross-validation and/or repeats over seeds: one `medvision fit` + "
+        "test per run, then the mean ± std of every test metric. Other arguments go to "
+        "`medvision fit`.",
+        epilog="examples: medvision-cv --folds 5 --config configs/unet_lung.yaml "
+        "--data.init_args.data_dir DIR; medvision-cv --seeds 3 --config "
+        "configs/cnn5_chestxray.yaml --data.init_args.data_dir DIR",
     )
-    parser.add_argument("--folds", type=int, required=True, help="number of folds (>= 2)")
+    parser.add_argument("--folds", type=int, help="number of folds (>= 2)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="seed_everything of the runs: a count N (seeds 0 to N - 1) or several seeds",
+    )
     parser.add_argument(
         "--output",
         type=Path,
-        help="folder for fold_<i>/ and cv_summary.* (default: <trainer.default_root_dir>/cv)",
+        help="folder for the runs and cv_summary.* (default: <trainer.default_root_dir>/cv)",
     )
     parser.add_argument("--name", help="experiment name, the W&B group (default: config stem)")
     options, fit_args = parser.parse_known_args(args)
+    if options.folds is None and options.seeds is None:
+        parser.error("give --folds K, --seeds N, or both")
+    try:
+        seeds = None if options.seeds is None else seed_list(options.seeds)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = cross_validate(fit_args, options.folds, options.output, options.name)
-    print(f"\n{options.folds}-fold cross-validation, test metrics (std: n - 1):")
+    rows = cross_validate(fit_args, options.folds, options.output, options.name, seeds)
+    print(f"\n{describe_study(options.folds, seeds)}, test metrics (std: n - 1):")
     print(format_summary(rows))
 
 

@@ -50,7 +50,12 @@ class ChestXrayDataModule(MedVisionDataModule):
     ``test_split``; there is none when that folder does not exist. Validation is the ``val/``
     folder if present and not used otherwise; else a stratified ``val_fraction`` of train
     (each ``group_pattern`` group kept on one side; a patient counts as their most frequent
-    class). ``class_counts`` (training images per class) is known after ``setup``.
+    class). With ``num_folds`` (k-fold cross-validation, ``medvision-cv``) every image outside
+    the test set (``train/``, and ``val/`` unless it is the test set) is cut into
+    ``num_folds`` folds stratified by class (each class's images shuffled with ``seed`` and
+    dealt evenly; each ``group_pattern`` group kept in one fold), fold ``fold`` validating and
+    the others training; the test folder is the same for every fold. ``class_counts``
+    (training images per class) is known after ``setup``.
 
     ``medvision predict`` reads ``predict_dir``: class subfolders (their names must be known
     classes; the true class is then reported beside the prediction) or loose images, searched
@@ -73,7 +78,12 @@ class ChestXrayDataModule(MedVisionDataModule):
             no ``val/`` folder validates (absent, merged, or the test split).
         test_split: The split folder used as the test set: ``test``, or ``val`` to keep the
             given ``val/`` folder untouched for testing (validation is then carved from train).
-        seed: Seed of the carved validation split and of the augmentation.
+        seed: Seed of the carved validation split (or of the folds) and of the weighted
+            sampler's draws (which also follow ``seed_everything``).
+        num_folds: Cut all images outside the test set into this many class-stratified folds
+            for cross-validation (``val/`` joins them; ``val_fraction`` and
+            ``merge_val_into_train`` are then unused); null: the splits above.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
         sampler: ``weighted`` draws training images so that every class is equally frequent
             (see :class:`~medvision.data.samplers.WeightedClassSampler`; works under DDP);
             ``none`` shuffles.
@@ -104,6 +114,8 @@ class ChestXrayDataModule(MedVisionDataModule):
         val_fraction: float = 0.2,
         test_split: str = "test",
         seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
         sampler: Literal["none", "weighted"] = "none",
         class_names: list[str] | None = None,
         group_pattern: str | None = None,
@@ -121,6 +133,7 @@ class ChestXrayDataModule(MedVisionDataModule):
             raise ValueError("test_split cannot be 'train'")
         self.merge_val_into_train = merge_val_into_train
         self.val_fraction = val_fraction
+        self.num_folds, self.fold = num_folds, fold
         self.test_split = test_split
         self.sampler = sampler
         self.check_images = check_images
@@ -167,7 +180,8 @@ class ChestXrayDataModule(MedVisionDataModule):
         train_paths, train_labels = items.pop("train")
         test = items.pop(self.test_split, None)
         val = items.pop("val", None)
-        if self.merge_val_into_train and val is not None:
+        pooled = self.merge_val_into_train or self.num_folds is not None
+        if pooled and val is not None:
             train_paths, train_labels = train_paths + val[0], train_labels + val[1]
             val = None
         if val is None:
@@ -210,12 +224,23 @@ class ChestXrayDataModule(MedVisionDataModule):
         return kept
 
     def _carve_validation(self, paths: list[Path], labels: list[int]):
-        """Stratified ``val_fraction`` of train, keeping each ``group_pattern`` group whole."""
-        if self.group_pattern is None:
+        """Stratified ``val_fraction`` of train, or fold ``fold`` of ``num_folds``; each
+        ``group_pattern`` group kept whole (an image is its own group without a pattern)."""
+        if self.group_pattern is None and self.num_folds is None:
             return stratified_split(labels, self.val_fraction, self.seed)
-        groups = [group_of(p, self.group_pattern) for p in paths]
+        if self.group_pattern is None:
+            groups = [str(p) for p in paths]
+        else:
+            groups = [group_of(p, self.group_pattern) for p in paths]
         split = grouped_split_indices(
-            groups, labels, self.val_fraction, 0.0, self.seed, mixed_labels="majority"
+            groups,
+            labels,
+            self.val_fraction,
+            0.0,
+            self.seed,
+            self.num_folds,
+            self.fold,
+            mixed_labels="majority",
         )
         return split["train"], split["val"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.screening import BadFile, check_image, scan_files
-from medvision.data.splits import grouped_split_indices
+from medvision.data.splits import Split
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ class CheXpertDataModule(MedVisionDataModule):
     No Finding), optionally a seeded random ``max_per_class`` per class; ``label`` is the class
     index (in the order of ``labels``).
 
-    ``train.csv`` is split by patient into train and validation (``val_fraction``);
-    ``valid.csv`` (other patients) is the test set.
+    ``train.csv`` is split by patient into train and validation (``val_fraction``), or with
+    ``num_folds`` (k-fold cross-validation, ``medvision-cv``) its patients are cut into
+    ``num_folds`` folds, fold ``fold`` validating; ``valid.csv`` (other patients) is the test
+    set, the same for every fold.
 
     A row whose image is missing, whose ``Path`` has no ``patientNNNNN`` folder or whose label
     cell is not 1, 0, -1 or blank is a problem, and so is an image that cannot be decoded
@@ -78,8 +80,12 @@ class CheXpertDataModule(MedVisionDataModule):
         in_channels: Channels of the image tensor: 1 (grayscale) or 3 (for ImageNet encoders).
         augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
             :func:`~medvision.data.transforms.classification_transform`).
-        val_fraction: Fraction of ``train.csv``'s patients held out for validation.
-        seed: Seed of the patient split, of ``max_per_class`` and of the augmentation.
+        val_fraction: Fraction of ``train.csv``'s patients held out for validation; unused
+            with ``num_folds``.
+        seed: Seed of the patient split (or of the folds) and of ``max_per_class``.
+        num_folds: Cut ``train.csv``'s patients into this many folds for cross-validation;
+            null: a single split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
         check_images: Decode every image used once in ``setup`` and report unreadable ones.
         predict_dir: Folder of jpg/png images for ``medvision predict``, searched recursively.
     """
@@ -123,6 +129,8 @@ class CheXpertDataModule(MedVisionDataModule):
         augmentation: ClassificationAugmentation = "none",
         val_fraction: float = 0.1,
         seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
@@ -145,6 +153,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self.frontal_only = frontal_only
         self.max_per_class = max_per_class
         self.val_fraction = val_fraction
+        self.split = Split(val_fraction, 0.0, seed, num_folds, fold)
         self.check_images = check_images
         self._save_hyperparameters()
 
@@ -176,9 +185,7 @@ class CheXpertDataModule(MedVisionDataModule):
             paths, raw, problems = self._read(self.data_dir / name)
             tables[stage], bad = (paths, raw), bad + problems
         paths, raw = tables["train"]
-        split = grouped_split_indices(
-            [patient_of(p) for p in paths], [0] * len(paths), self.val_fraction, 0.0, self.seed
-        )
+        split = self.split.grouped_indices([patient_of(p) for p in paths], [0] * len(paths))
         parts = {
             "train": self._targets([paths[i] for i in split["train"]], raw[split["train"]]),
             "val": self._targets([paths[i] for i in split["val"]], raw[split["val"]]),

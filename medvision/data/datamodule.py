@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -36,6 +38,24 @@ def _known_after_setup(counts: dict[str, int] | None, name: str) -> dict[str, in
     if counts is None:
         raise RuntimeError(f"{name} is known after setup('fit')")
     return dict(counts)
+
+
+def stream_offset(seed: int) -> int:
+    """What the data's own random streams add to ``seed``: 0 when the run seeds nothing, else a
+    number drawn from ``seed`` and the run's ``seed_everything`` (which Lightning keeps in
+    ``PL_GLOBAL_SEED``, inherited by every DDP process).
+
+    The streams (the weighted sampler's draws, the device augmentation) thus follow both seeds:
+    runs of another ``seed_everything`` on the same split draw their batches differently
+    (``medvision-cv --seeds``).
+
+    Args:
+        seed: The datamodule's ``seed``.
+    """
+    trained = os.environ.get("PL_GLOBAL_SEED")
+    if trained is None:
+        return 0
+    return int(np.random.SeedSequence([seed, int(trained)]).generate_state(1)[0])
 
 
 def batch_augmentation_for(
@@ -111,7 +131,10 @@ class MedVisionDataModule(L.LightningDataModule):
             converted to it. null keeps the class attribute.
         augmentation: Name of the training augmentation preset (see
             :mod:`medvision.data.transforms`); ``none`` for no augmentation.
-        seed: Seed of the data split and of the augmentation streams.
+        seed: Seed of the data split and of the augmentation streams. The streams (the
+            weighted sampler's draws, the device augmentation) also follow the run's
+            ``seed_everything`` (:func:`stream_offset`), so that runs of another seed on the
+            same split draw differently.
         predict_dir: Folder of images for ``medvision predict``; null: none (predict refuses).
         batch_size: Samples per batch, per process.
         num_workers: DataLoader worker processes; null: one per usable CPU core, at most 8.
@@ -203,7 +226,8 @@ class MedVisionDataModule(L.LightningDataModule):
         elif "train" not in self.datasets:
             self._setup_splits()
         if stage == "fit" and self.batch_augmentation is not None:
-            self.batch_augmentation.reseed(self.trainer.global_rank if self.trainer else 0)
+            rank = self.trainer.global_rank if self.trainer else 0
+            self.batch_augmentation.reseed(stream_offset(self.seed) + rank)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Run :attr:`batch_augmentation` on a training batch's ``image`` and ``mask``.
@@ -348,7 +372,7 @@ class MedVisionDataModule(L.LightningDataModule):
             self.datasets["train"].labels,
             num_replicas=trainer.world_size if trainer else None,
             rank=trainer.global_rank if trainer else None,
-            seed=seed,
+            seed=seed + stream_offset(seed),
         )
         return self._loader("train", sampler=sampler)
 

@@ -11,7 +11,7 @@ Layout::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,7 @@ from medvision.data.screening import (
     scan_files,
     screen_csv_rows,
 )
-from medvision.data.splits import grouped_split_indices
+from medvision.data.splits import Split
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ class NIHChestXray14DataModule(MedVisionDataModule):
     Splits are by patient: with the official ``train_val_list.txt`` / ``test_list.txt`` in
     ``data_dir``, test is the official test list and validation a patient-grouped
     ``val_fraction`` of the rest; without them, a patient-grouped split stratified by
-    "any finding" (``test_fraction`` first). No patient's images straddle two splits.
+    "any finding" (``test_fraction`` first). No patient's images straddle two splits. With
+    ``num_folds`` (k-fold cross-validation, ``medvision-cv``) the patients outside the test set
+    are cut into ``num_folds`` folds instead (stratified alike), fold ``fold`` validating; the
+    test set is the same as without folds, for every fold.
 
     A CSV row whose image is not on disk is a problem (see ``missing_images``). A row with a
     finding name outside :attr:`findings`, without an image or patient, or repeating an
@@ -80,10 +83,13 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
             :func:`~medvision.data.transforms.classification_transform`).
         val_fraction: Fraction of the patients held out for validation (with the official
-            lists: of the patients outside the test list).
+            lists: of the patients outside the test list); unused with ``num_folds``.
         test_fraction: Fraction of the patients held out for testing; unused with the official
-            lists.
-        seed: Seed of the patient split and of the augmentation.
+            lists. The same for every fold.
+        seed: Seed of the patient split (and of the folds).
+        num_folds: Cut the patients outside the test set into this many folds for
+            cross-validation; null: a single split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) used for validation.
         missing_images: ``error``: a CSV row whose image is not on disk is a problem;
             ``skip``: such rows are left out with a logged count (a partial download).
         check_images: Decode every image once in ``setup`` and report unreadable ones.
@@ -122,6 +128,8 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
         missing_images: Literal["error", "skip"] = "error",
         check_images: bool = True,
         predict_dir: str | Path | None = None,
@@ -138,6 +146,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
             raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
         self.labels = list(labels or self.findings)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
         self.missing_images = missing_images
         self.check_images = check_images
         self._save_hyperparameters()
@@ -227,18 +236,12 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         stratify = [int(p in sick) for p in patients]  # one value per patient
         lists = [self.data_dir / name for name in self.official_lists]
         if not all(path.is_file() for path in lists):
-            return grouped_split_indices(
-                patients, stratify, self.val_fraction, self.test_fraction, self.seed
-            )
+            return self.split.grouped_indices(patients, stratify)
         official_test = set(lists[1].read_text().split())
         is_test = np.array([r.image in official_test for r in records])
         rest = np.flatnonzero(~is_test)
-        inner = grouped_split_indices(
-            [patients[i] for i in rest],
-            [stratify[i] for i in rest],
-            self.val_fraction,
-            0.0,
-            self.seed,
+        inner = replace(self.split, test_fraction=0.0).grouped_indices(
+            [patients[i] for i in rest], [stratify[i] for i in rest]
         )
         log.info("Using the official NIH test list (%s)", lists[1])
         return {

@@ -81,7 +81,7 @@ class FeatureDataModule(MedVisionDataModule):
             the checkpoint.
         sampler: ``weighted`` draws training features class-balanced (DDP-aware); ``none``
             shuffles.
-        seed: Seed of the weighted sampler.
+        seed: Seed of the weighted sampler (whose draws also follow ``seed_everything``).
         predict_dir: Folder of images for ``medvision predict``, given to ``data`` (or set it
             on ``data``).
         batch_size: Samples per batch (feature maps; images in predict), per process.

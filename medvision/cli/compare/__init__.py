@@ -4,9 +4,12 @@
 
 A RUN is one of:
 
-- a cross-validation folder written by ``medvision-cv`` (``cv_summary.csv`` and ``fold_<i>/``):
-  its metrics are the folds' mean ± std from ``cv_summary.csv``; fold 0's best checkpoint is
-  the model shown in the figure;
+- a study folder written by ``medvision-cv`` (``cv_summary.csv`` and one folder per run:
+  ``fold_<i>/``, ``seed_<s>/`` or ``fold_<i>_seed_<s>/``): its metrics are the runs' mean ± std
+  from ``cv_summary.csv`` (the run-to-run spread), each with the 95% bootstrap interval of the
+  pooled test set (the mean over the runs of each run's metric, on resamples of the shared test
+  images, from the runs' ``test_per_image.csv``: the test-set uncertainty); its first run's
+  best checkpoint is the model shown in the figure;
 - a run folder (``runs/unet_lung/version_0``: ``checkpoints/best.ckpt`` and the
   ``config.yaml`` LightningCLI saved there or up to two folders above);
 - a checkpoint file (its ``config.yaml`` is looked for from the folder above ``checkpoints/``).
@@ -14,10 +17,10 @@ A RUN is one of:
 A run folder or checkpoint is tested here, on the test split of its own saved data config. The
 report ``<output>/report.md`` has a table of every ``test/*`` metric per run (with its 95%
 bootstrap interval where the run's test wrote ``test_summary.csv``), the paired bootstrap
-difference of each later run against the first on the same test images (from the runs'
-``test_per_image.csv``), per-class (or per-label) tables for classifiers, and
-``<output>/comparison.png``: the same ``--num-images`` test images of the first run's data
-(rows) as image | truth | one column per model. With
+difference of each later run (a study: the mean over its runs) against the first on the same
+test images (from the runs' ``test_per_image.csv``), per-class (or per-label) tables for
+classifiers, and ``<output>/comparison.png``: the same ``--num-images`` test images of the first
+run's data (rows) as image | truth | one column per model. With
 ``--wandb``, or when a run logged to W&B, the tables and the figure also go to a W&B run.
 ``--data.*`` arguments (``--data.init_args.data_dir DIR``) override every run's data config.
 """
@@ -87,7 +90,8 @@ def main(args: Sequence[str] | None = None) -> None:
         "--bootstrap-samples",
         type=int,
         default=BOOTSTRAP_SAMPLES,
-        help="bootstrap resamples of the paired differences (default %(default)s)",
+        help="bootstrap resamples of the paired differences and of the pooled intervals of "
+        "medvision-cv studies (default %(default)s)",
     )
     parser.add_argument(
         "--wandb",

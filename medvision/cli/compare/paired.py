@@ -5,18 +5,25 @@ A run that the report tests writes ``test_per_image.csv`` and ``test_summary.csv
 metric with its 95% interval; the per-image rows of two runs on the same test images give
 the paired bootstrap of their difference (:func:`medvision.evaluation.bootstrap.paired_bootstrap`):
 both models are scored on the same resampled images, so the interval reflects the pairing.
-Cross-validation folders have neither file (their metrics are the folds' mean ± std).
+A ``medvision-cv`` study has the per-image rows of each of its runs: a study's statistic is the
+mean of its runs' (:func:`mean_of`; see :mod:`medvision.cli.compare.pooled`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from medvision.evaluation.bootstrap import paired_bootstrap
 from medvision.evaluation.classification_report import classification_arrays
-from medvision.evaluation.statistics import Statistic, classification_statistics, mean_statistic
+from medvision.evaluation.statistics import (
+    Statistic,
+    classification_statistics,
+    mean_statistic,
+    vectorized,
+)
 from medvision.evaluation.summary import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
@@ -82,15 +89,66 @@ def matched_rows(
     return [a[k] for k in keys], [b[k] for k in keys]
 
 
+def _is_classifier(rows: Sequence[dict]) -> bool:
+    return "label" in rows[0] or any(column.startswith("prob/") for column in rows[0])
+
+
+def run_statistics(runs: Sequence[Sequence[dict]]) -> dict[str, list[Statistic]]:
+    """``metric -> one statistic per run`` on matched per-image rows (the same images, in one
+    order).
+
+    Classifiers: their headline metrics
+    (:func:`medvision.evaluation.statistics.classification_statistics`) from each run's
+    probabilities, on the shared labels. Segmenters: the mean of every per-image metric column
+    (``dice``, ``iou``, ``hd95``, ...) that is finite for every image of every run.
+
+    Args:
+        runs: Each run's rows, matched (:func:`matched_rows`).
+
+    Raises:
+        ValueError: when the runs disagree on an image's label, or are of different kinds.
+    """
+    kinds = {_is_classifier(rows) for rows in runs}
+    if len(kinds) > 1:
+        raise ValueError("a classifier and a segmenter cannot be compared image by image")
+    if kinds == {True}:
+        arrays = [classification_arrays(rows) for rows in runs]
+        probs, target, multilabel = arrays[0]
+        for other_probs, other_target, other_multilabel in arrays[1:]:
+            if other_multilabel != multilabel or other_probs.shape != probs.shape:
+                raise ValueError("the runs have different classes or label types")
+            if not bool((other_target == target).all()):
+                raise ValueError("the runs give some test images different labels")
+        per_run = [classification_statistics(p, target, multilabel) for p, _, _ in arrays]
+        return {name: [found[name] for found in per_run] for name in per_run[0]}
+    found = {}
+    for column in runs[0][0]:
+        if column in NOT_METRICS or any(column not in rows[0] for rows in runs):
+            continue
+        values = [as_array(row[column] for row in rows) for rows in runs]
+        if all(np.isfinite(v).all() for v in values):
+            found[column] = [mean_statistic(v) for v in values]
+    return found
+
+
+def mean_of(statistics: Sequence[Statistic]) -> Statistic:
+    """The mean of several runs' statistics on the same indices (NaN where any is NaN).
+
+    Args:
+        statistics: One statistic per run; vectorized ones stay vectorized together.
+    """
+    if all(getattr(s, "vectorized", False) for s in statistics):
+        return vectorized(
+            lambda indices, axis=-1: np.mean([s(indices, axis=axis) for s in statistics], axis=0)
+        )
+    return lambda indices: float(np.mean([float(s(indices)) for s in statistics]))
+
+
 def paired_statistics(
     base: Sequence[dict], other: Sequence[dict]
 ) -> dict[str, tuple[Statistic, Statistic]]:
-    """``metric -> (statistic of other, statistic of base)`` on matched per-image rows.
-
-    Classifiers: their headline metrics
-    (:func:`medvision.evaluation.statistics.classification_statistics`)
-    from each run's probabilities, on the shared labels. Segmenters: the mean of every
-    per-image metric column (``dice``, ``iou``, ``hd95``, ...) that is finite for every image.
+    """``metric -> (statistic of other, statistic of base)`` on matched per-image rows (see
+    :func:`run_statistics`).
 
     Args:
         base: The first run's rows, matched (:func:`matched_rows`).
@@ -99,27 +157,7 @@ def paired_statistics(
     Raises:
         ValueError: when the runs disagree on an image's label, or are of different kinds.
     """
-    classifier = "label" in base[0] or any(c.startswith("prob/") for c in base[0])
-    if classifier != ("label" in other[0] or any(c.startswith("prob/") for c in other[0])):
-        raise ValueError("a classifier and a segmenter cannot be compared image by image")
-    if classifier:
-        probs_a, target_a, multilabel = classification_arrays(base)
-        probs_b, target_b, multilabel_b = classification_arrays(other)
-        if multilabel != multilabel_b or probs_a.shape != probs_b.shape:
-            raise ValueError("the two classifiers have different classes or label types")
-        if not bool((target_a == target_b).all()):
-            raise ValueError("the two runs give some test images different labels")
-        statistics_b = classification_statistics(probs_b, target_a, multilabel)
-        statistics_a = classification_statistics(probs_a, target_a, multilabel)
-        return {name: (statistics_b[name], statistics_a[name]) for name in statistics_a}
-    found = {}
-    for column in base[0]:
-        if column in NOT_METRICS or column not in other[0]:
-            continue
-        a, b = as_array(r[column] for r in base), as_array(r[column] for r in other)
-        if all(math.isfinite(v) for v in (*a, *b)):
-            found[column] = (mean_statistic(b), mean_statistic(a))
-    return found
+    return {name: (b, a) for name, (a, b) in run_statistics([base, other]).items()}
 
 
 def paired_differences(

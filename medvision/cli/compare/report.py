@@ -10,11 +10,12 @@ from pathlib import Path
 from lightning.pytorch.loggers import WandbLogger
 
 from medvision.cli.compare.figure import comparison_figure
-from medvision.cli.compare.paired import (
-    format_difference,
-    matched_rows,
-    paired_differences,
-    read_test_files,
+from medvision.cli.compare.paired import format_difference, read_test_files
+from medvision.cli.compare.pooled import (
+    POOLED_COLUMNS,
+    aligned_rows,
+    pooled_differences,
+    pooled_summary,
 )
 from medvision.cli.compare.runs import (
     Run,
@@ -26,7 +27,7 @@ from medvision.cli.compare.runs import (
     test_metrics,
 )
 from medvision.evaluation.summary import BOOTSTRAP_SAMPLES, PER_IMAGE_CSV, format_interval
-from medvision.utils.files import save_png, write_text
+from medvision.utils.files import read_csv, save_png, write_csv, write_text
 from medvision.utils.imports import import_object
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def metrics_table(runs: Sequence[Run]) -> list[list[str]]:
     """Rows ``[metric, cell per run]`` of every overall ``test/<metric>`` (per-class ones out).
 
     A cell is ``value [ci_low, ci_high]`` where the run's ``test_summary.csv`` has the metric
-    (its 95% bootstrap interval), ``mean ± std`` for a cross-validation, else the value.
+    (its 95% bootstrap interval), else the value. For a study (folds, seeds or both) it is
+    ``mean ± std`` over its runs (from ``cv_summary.csv``), followed by ``[ci_low, ci_high]``,
+    the 95% bootstrap interval of the pooled test set
+    (:func:`~medvision.cli.compare.pooled.pooled_summary`), where every run wrote its per-image
+    results.
 
     Args:
         runs: The tested or cross-validated runs, one column each.
@@ -56,13 +61,21 @@ def metrics_table(runs: Sequence[Run]) -> list[list[str]]:
 
 
 def _run_cell(run: Run, key: str) -> str:
-    if key in run.summary:
-        return format_interval(run.summary[key])
-    return _cell(run.metrics.get(key))
+    row = run.summary.get(key)
+    if not run.is_study:
+        return _cell(run.metrics.get(key)) if row is None else format_interval(row)
+    spread = run.metrics.get(key)
+    if spread is None and row is not None:  # not logged by the runs: the pooled rows' own
+        spread = (float(row["value"]), float(row["std"]))
+    if row is None:
+        return _cell(spread)
+    return f"{_cell(spread)} [{float(row['ci_low']):.4f}, {float(row['ci_high']):.4f}]"
 
 
 def paired_section(runs: Sequence[Run], num_samples: int = BOOTSTRAP_SAMPLES) -> list[str]:
     """The report's paired comparison: each run minus the first, on the same test images.
+
+    A study (folds, seeds or both) counts as the mean over its runs, on each resample.
 
     Args:
         runs: The runs; the first is the reference.
@@ -73,25 +86,32 @@ def paired_section(runs: Sequence[Run], num_samples: int = BOOTSTRAP_SAMPLES) ->
     """
     base = runs[0]
     parts = [f"## Paired difference vs {base.name}"]
-    if base.per_image is None:
-        reason = "is a cross-validation" if base.num_folds > 1 else "wrote no per-image results"
-        return [*parts, f"Not computed: {base.name} {reason} (no {PER_IMAGE_CSV})."]
+    if not base.image_rows:
+        reason = f"is {base.kind} without" if base.is_study else "wrote no"
+        return [
+            *parts,
+            f"Not computed: {base.name} {reason} per-image results (no {PER_IMAGE_CSV}).",
+        ]
     columns, notes = {}, []
     for run in runs[1:]:
-        if run.per_image is None:
-            notes.append(f"{run.name}: no per-image results (a cross-validation), left out.")
+        if not run.image_rows:
+            kind = run.kind if run.is_study else "a run"
+            notes.append(f"{run.name}: no per-image results ({kind}), left out.")
             continue
         try:
-            rows_a, rows_b = matched_rows(base.per_image, run.per_image, base.name, run.name)
-            columns[run.name] = paired_differences(rows_a, rows_b, num_samples)
+            names = (_member_names(base), _member_names(run))
+            columns[run.name] = pooled_differences(
+                base.image_rows, run.image_rows, names, num_samples
+            )
         except ValueError as error:
             log.warning("No paired comparison: %s", error)
             notes.append(f"{run.name}: not compared. {error}")
+    images = len(base.image_rows[0])
     parts.append(
-        f"Each run's metric minus {base.name}'s on the same {len(base.per_image)} test images, "
-        f"with its 95% paired bootstrap interval ({num_samples} resamples of the images, both "
-        "models scored on each resample); * marks an interval that excludes 0, a difference at "
-        "the 5% level."
+        f"Each run's metric minus {base.name}'s on the same {images} test images (a study's: the "
+        f"mean over its runs), with its 95% paired bootstrap interval ({num_samples} resamples "
+        "of the images, every model scored on each resample); * marks an interval that "
+        "excludes 0, a difference at the 5% level."
     )
     if columns:
         keys = sorted({k for values in columns.values() for k in values})
@@ -99,6 +119,13 @@ def paired_section(runs: Sequence[Run], num_samples: int = BOOTSTRAP_SAMPLES) ->
         rows += [[k, *(format_difference(v.get(k)) for v in columns.values())] for k in keys]
         parts.append(markdown_table(rows))
     return parts + notes
+
+
+def _member_names(run: Run) -> list[str]:
+    """The names of a run's per-image row sets, for messages: ``A`` or ``A (seed_1)``."""
+    if not run.is_study:
+        return [run.name]
+    return [f"{run.name} ({member.parent.name})" for member in run.members]
 
 
 _PER_CLASS_NAMES = {
@@ -169,12 +196,15 @@ def report_markdown(
     run_rows += [
         [r.name, str(r.path), describe(r.module), str(r.checkpoint), r.source] for r in runs
     ]
-    names = [f"{r.name} ({r.num_folds} folds)" if r.num_folds > 1 else r.name for r in runs]
+    names = [f"{r.name} ({r.study})" if r.is_study else r.name for r in runs]
     legend = "value [95% bootstrap interval over the test images] where a run's test wrote one"
-    if any(r.num_folds > 1 for r in runs):
+    if any(r.is_study for r in runs):
         legend += (
-            "; mean ± std over folds (sample std, n - 1) for a cross-validation, which keeps no "
-            "per-image results to bootstrap"
+            "; for a study (folds, seeds or both): mean ± std of its runs' test metrics (sample "
+            "std, n - 1: the run-to-run spread), then [the 95% bootstrap interval of the pooled "
+            "test set: the mean over the runs of each run's metric, recomputed on resamples of "
+            "the shared test images from the runs' test_per_image.csv, every run on the same "
+            "resample: the test-set uncertainty]; no interval where a run lacks per-image results"
         )
     parts = [
         "# Model comparison",
@@ -244,11 +274,11 @@ def log_to_wandb(runs: Sequence[Run], figure: Path, project: str, output: Path) 
         config={"runs": {r.name: str(r.path) for r in runs}},
     )
     data = [
-        [r.name, key, mean, std, *_interval(r, key), r.num_folds]
+        [r.name, key, mean, std, *_interval(r, key), r.num_folds, r.num_seeds]
         for r in runs
         for key, (mean, std) in r.metrics.items()
     ]
-    columns = ["run", "metric", "mean", "std", "ci_low", "ci_high", "folds"]
+    columns = ["run", "metric", "mean", "std", "ci_low", "ci_high", "folds", "seeds"]
     tables = {"report/metrics": wandb.Table(columns=columns, data=data)}
     for r in runs:
         table = per_class_table(r)
@@ -279,7 +309,8 @@ def write_report(
     """Compare the runs at ``paths``: writes ``output/report.md`` and ``output/comparison.png``.
 
     A run folder or checkpoint is tested on its config's test split, writing its test files
-    under ``output/evaluation/run_<i>``.
+    under ``output/evaluation/run_<i>``. A study's runs' per-image results are pooled
+    (:func:`pool_study`), written to ``output/evaluation/run_<i>/pooled_summary.csv``.
 
     Args:
         paths: The RUN arguments: ``medvision-cv`` folders, run folders or checkpoint files.
@@ -288,7 +319,7 @@ def write_report(
         num_images: Test images (rows) in the figure.
         data_overrides: ``--data.*`` arguments applied to every run's data config.
         wandb: True logs to W&B, False never, None when a run logged to W&B.
-        bootstrap_samples: Resamples of the paired differences.
+        bootstrap_samples: Resamples of the paired differences and the pooled intervals.
 
     Returns:
         The report's path, ``output/report.md``.
@@ -305,8 +336,10 @@ def write_report(
     for run, name in zip(runs, names or default_names(runs), strict=True):
         run.name = name
     for i, run in enumerate(runs):
-        if run.num_folds == 1:  # a run folder or checkpoint: test it on its own data config
-            folder = output / "evaluation" / f"run_{i}"
+        folder = output / "evaluation" / f"run_{i}"
+        if run.is_study:
+            pool_study(run, folder, bootstrap_samples)
+        else:  # a run folder or checkpoint: test it on its own data config
             run.metrics = test_metrics(run, test_data(run), folder)
             run.summary, run.per_image = read_test_files(folder)
     figure, image_paths = comparison_figure(runs, test_data(runs[0]), num_images)
@@ -317,3 +350,35 @@ def write_report(
     if wandb or (wandb is None and project is not None):
         log_to_wandb(runs, output / "comparison.png", project or "medvision", output)
     return output / "report.md"
+
+
+def pool_study(run: Run, folder: Path, num_samples: int = BOOTSTRAP_SAMPLES) -> None:
+    """Read a study's runs' ``test_per_image.csv`` and pool them: sets ``run.member_rows``
+    and ``run.summary`` (the pooled rows), and writes ``folder/pooled_summary.csv``.
+
+    A run without the file, or runs tested on different images, leave the study without
+    pooled results (warned, naming the file or the images).
+
+    Args:
+        run: A resolved study (``run.members`` set).
+        folder: Where the pooled summary is written.
+        num_samples: Bootstrap resamples of the pooled intervals.
+    """
+    missing = [m / PER_IMAGE_CSV for m in run.members if not (m / PER_IMAGE_CSV).is_file()]
+    if missing:
+        log.warning(
+            "%s: no pooled interval, %d of its runs have no %s (e.g. %s)",
+            run.path,
+            len(missing),
+            PER_IMAGE_CSV,
+            missing[0],
+        )
+        return
+    try:
+        per_run = [read_csv(member / PER_IMAGE_CSV) for member in run.members]
+        run.member_rows = aligned_rows(per_run, _member_names(run))
+    except ValueError as error:
+        log.warning("%s: no pooled interval: %s", run.path, error)
+        return
+    run.summary = pooled_summary(run.member_rows, num_samples)
+    write_csv(folder / "pooled_summary.csv", list(run.summary.values()), list(POOLED_COLUMNS))

@@ -1,10 +1,11 @@
 """The runs a report compares: resolved from folders or checkpoints, rebuilt, and tested.
 
-A RUN is a cross-validation folder written by ``medvision-cv`` (its metrics are the folds'
-mean ± std; fold 0's best checkpoint is the model shown), a run folder (``checkpoints/best.ckpt``
-and the ``config.yaml`` LightningCLI saved there or up to two folders above), or a checkpoint
-file. Its datamodule is rebuilt from the saved config by :class:`~medvision.cli.MedVisionCLI`,
-exactly as ``medvision test`` would build it.
+A RUN is a study folder written by ``medvision-cv`` (folds, seeds or both: its metrics are the
+runs' mean ± std, with the pooled test set's interval; its first run's best checkpoint is the
+model shown), a run folder (``checkpoints/best.ckpt`` and the ``config.yaml`` LightningCLI saved
+there or up to two folders above), or a checkpoint file. Its datamodule is rebuilt from the
+saved config by :class:`~medvision.cli.MedVisionCLI`, exactly as ``medvision test`` would build
+it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
-from medvision.cli.crossval import FOLD_RESULT, SUMMARY_CSV
+from medvision.cli.cv_summary import SUMMARY_CSV, study_results
 from medvision.cli.runs import task_callbacks
 from medvision.utils.files import read_csv
 
@@ -34,30 +35,39 @@ class Run:
 
     Attributes:
         path: The RUN argument: a ``medvision-cv`` folder, a run folder or a checkpoint file.
-        checkpoint: The checkpoint of the model shown (fold 0's best for a CV folder).
+        checkpoint: The checkpoint of the model shown (a study's first run's best).
         config_path: The ``config.yaml`` LightningCLI saved for that checkpoint's run.
         num_folds: The folds of a cross-validation; 1 for a run folder or checkpoint.
+        num_seeds: The seeds of a study over seeds; 1 otherwise.
+        members: A study's run folders (each holding the run's test files), in its order;
+            empty for a single run.
         metrics: Each ``test/*`` key -> ``(mean, std)``; ``std`` is None for a single run.
         name: The run's label in the report (``--names``, else a model description).
         module: The model with the checkpoint's weights, in eval mode on the CPU; set by
             :func:`rebuild`.
         datamodule: The datamodule of the saved config, not set up; set by :func:`rebuild`.
         summary: For a run the report tested, when its test wrote it: ``test/<metric>`` ->
-            its ``test_summary.csv`` row (value and 95% bootstrap interval).
+            its ``test_summary.csv`` row (value and 95% bootstrap interval); for a study, its
+            pooled rows (:func:`~medvision.cli.compare.pooled.pooled_summary`).
         per_image: For a run the report tested, when its test wrote it: the rows of its
             ``test_per_image.csv``; else None.
+        member_rows: For a study, when every run wrote it: each run's ``test_per_image.csv``
+            rows, matched to one image order; else empty.
     """
 
     path: Path
     checkpoint: Path
     config_path: Path
     num_folds: int = 1
+    num_seeds: int = 1
+    members: list[Path] = field(default_factory=list)
     metrics: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     name: str = ""
     module: LightningModule | None = None
     datamodule: LightningDataModule | None = None
     summary: dict[str, dict] = field(default_factory=dict)
     per_image: list[dict] | None = None
+    member_rows: list[list[dict]] = field(default_factory=list)
 
     @property
     def config(self) -> dict:
@@ -65,10 +75,37 @@ class Run:
         return yaml.safe_load(self.config_path.read_text())
 
     @property
+    def is_study(self) -> bool:
+        """Whether this is a ``medvision-cv`` study of several runs (folds, seeds or both)."""
+        return self.num_folds > 1 or self.num_seeds > 1
+
+    @property
+    def study(self) -> str:
+        """``3 folds``, ``3 seeds`` or ``3 folds × 2 seeds``; empty for a single run."""
+        parts = [f"{self.num_folds} folds"] if self.num_folds > 1 else []
+        parts += [f"{self.num_seeds} seeds"] if self.num_seeds > 1 else []
+        return " × ".join(parts)
+
+    @property
+    def kind(self) -> str:
+        """``a cross-validation`` (folds, with or without seeds) or ``a study over seeds``."""
+        return "a cross-validation" if self.num_folds > 1 else "a study over seeds"
+
+    @property
+    def image_rows(self) -> list[list[dict]]:
+        """The per-image rows to compare on: each run's of a study, or the one run's; empty
+        when there are none."""
+        if self.is_study:
+            return self.member_rows
+        return [] if self.per_image is None else [self.per_image]
+
+    @property
     def source(self) -> str:
         """Where the metrics come from, for the report."""
-        if self.num_folds > 1:
+        if self.num_folds > 1 and self.num_seeds == 1:
             return f"{self.num_folds}-fold CV (cv_summary.csv)"
+        if self.is_study:
+            return f"{self.study} (cv_summary.csv)"
         return "tested by the report on its config's test split"
 
 
@@ -92,19 +129,19 @@ def find_config(folder: Path) -> Path:
 
 
 def resolve_run(path: str | Path) -> Run:
-    """A RUN argument (CV folder, run folder or checkpoint file) as a :class:`Run`.
+    """A RUN argument (study folder, run folder or checkpoint file) as a :class:`Run`.
 
     Args:
         path: A ``medvision-cv`` folder (holding ``cv_summary.csv``), a run folder (holding
             ``checkpoints/best.ckpt``) or a checkpoint file.
 
     Returns:
-        The run with its checkpoint and config and, for a CV folder, its folds' metrics; not
-        rebuilt yet (see :func:`rebuild`).
+        The run with its checkpoint and config and, for a study folder, its runs' metrics and
+        folders; not rebuilt yet (see :func:`rebuild`).
 
     Raises:
-        FileNotFoundError: when ``path``, a run folder's ``best.ckpt``, a CV folder's fold 0
-            result or the ``config.yaml`` is missing.
+        FileNotFoundError: when ``path``, a run folder's ``best.ckpt``, a study's run result
+            or the ``config.yaml`` is missing.
         ValueError: when ``cv_summary.csv`` lists no metrics.
     """
     path = Path(path)
@@ -113,7 +150,7 @@ def resolve_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist: give a run folder, a CV folder or a .ckpt")
     if (path / SUMMARY_CSV).is_file():
-        return _cv_run(path)
+        return _study_run(path)
     checkpoint = path / "checkpoints" / "best.ckpt"
     if not checkpoint.is_file():
         found = sorted(p.name for p in path.glob("checkpoints/*.ckpt"))
@@ -125,22 +162,26 @@ def resolve_run(path: str | Path) -> Run:
     return Run(path, checkpoint, find_config(path))
 
 
-def _cv_run(path: Path) -> Run:
-    """A ``medvision-cv`` output folder: ``cv_summary.csv`` metrics, fold 0's checkpoint."""
+def _study_run(path: Path) -> Run:
+    """A ``medvision-cv`` output folder: ``cv_summary.csv`` metrics, its runs' folders, and its
+    first run's checkpoint."""
     rows = read_csv(path / SUMMARY_CSV)
-    if not rows:
-        raise ValueError(f"{path / SUMMARY_CSV} lists no metrics: rerun medvision-cv")
-    num_folds = sum(key.startswith("fold_") for key in rows[0])
     metrics = {r["metric"]: (float(r["mean"]), float(r["std"])) for r in rows}
-    result_path = path / "fold_0" / FOLD_RESULT
-    if not result_path.is_file():
-        raise FileNotFoundError(f"{result_path} is missing: rerun medvision-cv to complete it")
-    result = json.loads(result_path.read_text())
-    fold_dir = result_path.parent
-    config = fold_dir / result["log_dir"] / "config.yaml"
+    results = study_results(path)
+    first = results[0]
+    members = [path / result["run"] / result["log_dir"] for result in results]
+    config = members[0] / "config.yaml"
     if not config.is_file():
-        config = find_config(fold_dir / result["log_dir"])
-    return Run(path, fold_dir / result["checkpoint"], config, num_folds, metrics)
+        config = find_config(members[0])
+    return Run(
+        path,
+        path / first["run"] / first["checkpoint"],
+        config,
+        num_folds=first.get("num_folds") or 1,
+        num_seeds=len({r["seed"] for r in results if r["seed"] is not None}) or 1,
+        members=members,
+        metrics=metrics,
+    )
 
 
 def rebuild(run: Run, overrides: Sequence[str] = ()) -> None:
