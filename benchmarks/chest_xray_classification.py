@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.cli import script_parser
 from harness.machine import DATA, REPO, code_version, machine_line, mean_after_first
-from harness.runs import QUIET, best_row, epochs, fit, overrides, saved_result
+from harness.runs import best_row, fit, overrides, saved_result
 from harness.tables import Column, Table, publish
 
 DOCS = REPO / "docs/chest_xray_classification.md"
@@ -55,9 +55,10 @@ def run_arm(arm: str, args, folder: Path) -> dict:
     config = ARMS[arm][0]
     data = {"data_dir": args.data_dir, "test_split": "val", "image_size": args.image_size}
     data |= {"batch_size": args.batch_size, "num_workers": args.num_workers}
-    common = overrides(config, data=data, seed_everything=args.seed, trainer=QUIET) + args.set
-    run = fit(folder, *common, *epochs(args.epochs))
-    tested = run.test(*common)
+    run = fit(
+        folder, *overrides(config, args.epochs, data=data, seed_everything=args.seed), *args.set
+    )
+    tested = run.test(*overrides(config, data=data, seed_everything=args.seed), *args.set)
     best, rows = best_row(run.metrics, "val/f1"), run.metrics  # the epoch best.ckpt holds
     f1 = tested.summary["f1"]  # macro-F1 on all test images, with its bootstrap interval
     split = re.search(r"train (\d+), val (\d+), test (\d+)", (folder / "fit.log").read_text())

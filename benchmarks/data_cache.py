@@ -22,7 +22,7 @@ import torch
 from harness.arms import alternate
 from harness.cli import script_parser
 from harness.machine import DATA, REPO, machine_line, mean_after_first
-from harness.runs import linked_lung_copies
+from harness.runs import linked_lung_copies, overrides
 from harness.tables import Column, Table
 
 ARMS = {"uncached": False, "cached": True}
@@ -36,24 +36,13 @@ def fit_epoch_s(data_dir: Path, run_dir: Path, cache: bool, args) -> float:
     from medvision.cli import MedVisionCLI
     from medvision.training import EpochTimer
 
-    cli = MedVisionCLI(
-        args=[
-            *("--config", str(REPO / "configs/unet_lung.yaml")),
-            f"--data.init_args.data_dir={data_dir}",
-            f"--data.init_args.image_size={args.image_size}",
-            f"--data.init_args.num_workers={args.num_workers}",
-            f"--data.init_args.batch_size={args.batch_size}",
-            f"--data.init_args.augmentation={args.augmentation}",
-            f"--data.init_args.cache={str(cache).lower()}",
-            f"--model.init_args.encoder_name={args.encoder}",
-            f"--trainer.max_epochs={args.epochs}",
-            f"--trainer.default_root_dir={run_dir}",
-            f"--trainer.logger.init_args.save_dir={run_dir}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-        ],
-        run=False,
-    )
+    data = {"data_dir": data_dir, "image_size": args.image_size, "cache": cache}
+    data |= {key: getattr(args, key) for key in ("num_workers", "batch_size", "augmentation")}
+    trainer = {"max_epochs": args.epochs, "default_root_dir": run_dir}
+    trainer |= {"logger.init_args.save_dir": run_dir, "enable_model_summary": False}
+    model = {"encoder_name": args.encoder}
+    config = REPO / "configs/unet_lung.yaml"
+    cli = MedVisionCLI(args=overrides(config, data=data, model=model, trainer=trainer), run=False)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)

@@ -230,11 +230,7 @@ def datamodule(data_dir: Path, args, cache: bool):
 def prepare_data(args, work: Path) -> tuple[Path, str]:
     """The folder to read and its description: synthetic, or ``--data-dir`` linked over."""
     if args.data_dir is None:
-        folder = synthetic_lung(work, args.num_slices, args.slice_size, args.distinct)
-        return folder, (
-            f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
-            f"{args.slice_size} uint8 TIFF ({args.distinct} distinct, linked over)"
-        )
+        return synthetic_lung(work, args.num_slices, args.slice_size, args.distinct)
     count = len(list((args.data_dir / "2d_images").iterdir()))
     if args.copies > 1:
         folder = linked_lung_copies(args.data_dir, work / "data", count * args.copies)

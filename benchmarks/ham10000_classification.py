@@ -22,7 +22,7 @@ from pathlib import Path
 from _ham10000 import DOCS, PRINT_ONLY, ham_parser, prepare
 from harness.cli import this_command
 from harness.machine import REPO, machine_line
-from harness.runs import QUIET, best_row, fit, overrides, test_metrics
+from harness.runs import best_row, fit, overrides, test_metrics
 from harness.tables import Column, Table, publish
 
 SCRIPT = "ham10000_classification.py"
@@ -98,11 +98,12 @@ def run_arm(args, arm: str, out: Path) -> dict:
         data["lesion_segmenter"] = args.segmenter.resolve()
         data["lesion_mask_dir"] = out / "lesion_masks"
     model = {"model_name": settings["model_name"]}
-    shared = overrides(config, data=data, model=model, trainer=QUIET) + arm_overrides
     limit = {"max_epochs": settings["epochs"], "limit_train_batches": args.limit_train_batches}
     shutil.rmtree(out / arm, ignore_errors=True)  # no result.json of an earlier run stays
-    run = fit(out / arm / "fit", *shared, *overrides(config, trainer=limit)[2:])
-    tested = run.test(*shared)
+    run = fit(
+        out / arm / "fit", *overrides(config, data=data, model=model, trainer=limit), *arm_overrides
+    )
+    tested = run.test(*overrides(config, data=data, model=model), *arm_overrides)
     result = {
         "arm": arm,
         "config": f"configs/{config_name}",

@@ -26,7 +26,7 @@ import numpy as np
 from _ham10000 import DOCS, PRINT_ONLY, ham_parser, limit_args, prepare
 from harness.cli import this_command
 from harness.machine import REPO, machine_line
-from harness.runs import Fit, best_row, finished_fit, fit, medvision, read_csv_rows
+from harness.runs import Fit, best_row, finished_fit, fit, medvision, overrides, read_csv_rows
 from harness.tables import Column, Table, publish
 
 SCRIPT = "ham10000_segmentation.py"
@@ -74,15 +74,10 @@ def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path
     return out, len(test.image_paths), len(lesions)
 
 
-def common_args(args) -> list[str]:
-    return [
-        *("--config", str(CONFIG), f"--data.init_args.data_dir={args.data_dir}"),
-        "--data.init_args.image_size=[{},{}]".format(*args.image_size),
-        f"--data.init_args.batch_size={args.batch_size}",
-        f"--data.init_args.num_workers={args.num_workers}",
-        f"--model.init_args.encoder_name={args.encoder}",
-        "--trainer.enable_progress_bar=false",
-    ]
+def common_args(args, epochs: int | None = None) -> list[str]:
+    data = {"data_dir": args.data_dir, "image_size": args.image_size}
+    data |= {"batch_size": args.batch_size, "num_workers": args.num_workers}
+    return overrides(CONFIG, epochs, data=data, model={"encoder_name": args.encoder})
 
 
 def fit_scores(run: Fit) -> dict:
@@ -182,10 +177,8 @@ def main() -> None:
             wall = json.loads(saved.read_text())["fit"]["fit_s"] if saved.exists() else np.nan
             run = finished_fit(out / "fit", wall)
         else:
-            epochs = [f"--trainer.max_epochs={args.epochs}"]
-            epochs += [f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}"]
-            epochs += limit_args(args.limit_train_batches)
-            run = fit(out / "fit", *common_args(args), *epochs)
+            limit = limit_args(args.limit_train_batches)
+            run = fit(out / "fit", *common_args(args, args.epochs), *limit)
         result = {"fit": fit_scores(run)}
         holdout, result["num_holdout"], result["num_lesions"] = make_holdout(
             args.data_dir, out / "holdout", args.image_size

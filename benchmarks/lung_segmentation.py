@@ -27,7 +27,7 @@ from harness import plain
 from harness.arms import Spread, alternate, print_result, run_arm_child
 from harness.cli import script_parser
 from harness.machine import DATA, REPO, machine_line, mean_after_first, peak_memory_mb
-from harness.runs import read_csv_rows
+from harness.runs import overrides, read_csv_rows
 from harness.tables import Column, Table
 
 #: slices whose ground truth is wrong: kept in every "all" figure, left out of one column
@@ -100,17 +100,12 @@ def run_medvision(arch: str, pool: Path, holdout: Path, run_dir: Path, args) -> 
     from medvision.cli import MedVisionCLI
     from medvision.training import EpochTimer
 
-    common = [
-        *("--config", str(CONFIGS[arch]), f"--data.init_args.data_dir={pool}"),
-        f"--data.init_args.image_size={args.image_size}",
-        f"--data.init_args.num_workers={args.num_workers}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        "--trainer.enable_progress_bar=false",
-    ]
-    epochs = [f"--trainer.max_epochs={args.epochs}"]
-    epochs += [f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}"]
-    cli = MedVisionCLI(args=common + epochs, run=False)
+    data = {"data_dir": pool, "image_size": args.image_size, "num_workers": args.num_workers}
+    trainer = {"default_root_dir": run_dir, "logger.init_args.save_dir": run_dir}
+    common = overrides(CONFIGS[arch], data=data, trainer=trainer)
+    cli = MedVisionCLI(
+        args=overrides(CONFIGS[arch], args.epochs, data=data, trainer=trainer), run=False
+    )
     timer = EpochTimer()  # each epoch from its start to the next's: checkpoint saving included
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -212,6 +207,8 @@ def run_plain(pool: Path, holdout: Path, run_dir: Path, args) -> dict:
 
 def plain_holdout(net, holdout: Path, args) -> dict:
     """Dice and IoU of each held-out slice, predicted at training size, scored at its own."""
+    import torch.nn.functional as F
+
     from medvision.data.transforms import segmentation_transform
 
     resize, scores = segmentation_transform(args.image_size, "none"), {}
@@ -220,12 +217,8 @@ def plain_holdout(net, holdout: Path, args) -> dict:
         for name in sorted(p.name for p in (holdout / "2d_images").iterdir()):
             image, truth = read_pair(holdout / "2d_images" / name, holdout / "2d_masks" / name)
             x = torch.from_numpy(resize(image=image[..., None])["image"].transpose(2, 0, 1).copy())
-            probs = torch.nn.functional.interpolate(
-                net(x[None].to(device)).sigmoid(),
-                size=image.shape[:2],
-                mode="bilinear",
-                align_corners=False,
-            )
+            probs = net(x[None].to(device)).sigmoid()
+            probs = F.interpolate(probs, image.shape[:2], mode="bilinear", align_corners=False)
             dice = dice_per_image(probs.cpu() > 0.5, torch.from_numpy(truth)[None]).item()
             scores[name] = [dice, dice / (2 - dice)]  # IoU from Dice, per image
     return scores

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.cli import script_parser
 from harness.machine import DATA, REPO, code_version, machine_line
-from harness.runs import Tested, best_row, finished_fit, fit, read_csv_rows
+from harness.runs import Tested, best_row, finished_fit, fit, overrides, read_csv_rows
 from harness.tables import Column, Table
 
 CONFIG = "configs/resnet50_nih.yaml"
@@ -79,17 +79,10 @@ def build_parser():
 def main() -> None:
     args = build_parser().parse_args()
     args.data_dir = args.data_dir.resolve()
-    common = [
-        *("--config", CONFIG, f"--data.init_args.data_dir={args.data_dir}"),
-        f"--data.init_args.image_size={args.image_size}",
-        f"--data.init_args.batch_size={args.batch_size}",
-        f"--data.init_args.num_workers={args.num_workers}",
-        f"--model.init_args.model_name={args.model}",
-        f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
-        f"--trainer.max_epochs={args.epochs}",
-        "--trainer.enable_progress_bar=false",
-        f"--seed_everything={args.seed}",
-    ]
+    data = {"data_dir": args.data_dir, "image_size": args.image_size}
+    data |= {"batch_size": args.batch_size, "num_workers": args.num_workers}
+    model = {"model_name": args.model}
+    common = overrides(CONFIG, args.epochs, data=data, model=model, seed_everything=args.seed)
     if args.reuse:
         run = finished_fit(args.reuse)
         tested = Tested(run.run / "test")

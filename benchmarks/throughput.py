@@ -3,13 +3,10 @@
     python benchmarks/throughput.py --device cuda
     python benchmarks/throughput.py --device cpu --image-size 64 --batch-size 8 --steps 6
 
-Arms: ``--models`` (the U-Net of configs/unet_lung.yaml at 256, timm's ResNet-50 at 224) x
-``--precisions`` x ``--layouts`` x ``--loops`` (``medvision``: a Trainer with NonFiniteGuard,
-the CSV logger and LearningRateMonitor; ``noguard``; ``plain``: a hand-written loop on the same
-network, loss, AdamW and batches) x ``--data`` (``memory`` batches on the device, or the lung
-datamodule's loader ``cached`` / ``uncached``). Each arm runs in its own process; the table
-gives images/s, the ratio to the plain arm of the same run, peak memory, data wait, NVML
-utilization, setup and arm seconds. docs/performance.md ("Throughput") explains every column.
+Arms: ``--models`` x ``--precisions`` x ``--layouts`` x ``--loops`` (medvision's Trainer, the
+same ``noguard``, or a ``plain`` hand-written loop on the same network, loss and batches) x
+``--data`` (batches in ``memory``, the lung datamodule ``cached`` / ``uncached``), each in its
+own process. docs/performance.md ("Throughput") explains the arms and every column.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ import math
 import sys
 import tempfile
 import time
+from itertools import product
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,11 +35,8 @@ MODELS, LOOPS = ("unet", "resnet50"), ("medvision", "noguard", "plain")
 PRECISIONS, LAYOUTS = ("32", "bf16-mixed", "16-mixed"), ("nchw", "channels_last")
 DATA = ("memory", "cached", "uncached")
 NAMES = {"unet": "U-Net", "resnet50": "ResNet-50"}
-FULL_SIZE, FULL_BATCH, FULL_STEPS = (
-    {"unet": 256, "resnet50": 224},
-    {"unet": 64, "resnet50": 256},
-    50,
-)
+FULL_SIZE, FULL_BATCH = {"unet": 256, "resnet50": 224}, {"unet": 64, "resnet50": 256}
+FULL_STEPS = 50
 CPU_SIZE, CPU_BATCH, CPU_STEPS = 64, 8, 6  # the full sizes would take hours on a few cores
 LOG_EVERY = {"unet": 5, "resnet50": 20}  # the configs' log_every_n_steps
 NUM_CLASSES, LR, WEIGHT_DECAY, UNET_ENCODER = 3, 1e-3, 1e-4, "resnet34"
@@ -202,14 +197,8 @@ def arm_spec(arm: Arm, args, work: Path) -> dict:
 def arms(args) -> list[Arm]:
     """Memory arms: every model x precision x layout x loop; data arms: the U-Net at the last
     precision and layout, every loop. The loop varies fastest: pairs run back to back."""
-    out = [
-        Arm(model, precision, layout, loop, "memory")
-        for model in args.models
-        for precision in args.precisions
-        for layout in args.layouts
-        for loop in args.loops
-        if "memory" in args.data
-    ]
+    matrix = product(args.models, args.precisions, args.layouts, args.loops)
+    out = [Arm(*arm, "memory") for arm in matrix] if "memory" in args.data else []
     if "unet" in args.models:
         last = args.precisions[-1], args.layouts[-1]
         data = [d for d in args.data if d != "memory"]
@@ -342,6 +331,7 @@ def print_rounds(results: dict[Arm, list[dict]]) -> None:
 
 
 def print_header(args, data: str) -> None:
+    """The sizes (or what was reduced), the machine, the steps, NVML and the data."""
     print(size_line(args))
     print(f"Machine: {machine_line()}; device used: {args.device}")
     print(
@@ -361,14 +351,8 @@ def data_line(args, matrix: list[Arm], work: Path) -> str:
         return "Data: memory batches only"
     source = str(args.data_dir)
     if args.data_dir is None:
-        started = time.perf_counter()
         slices = args.num_slices, args.slice_size, args.distinct
-        args.data_dir = synthetic_lung(work / "lung", *slices)
-        source = (
-            f"synthetic lung CT, {args.num_slices} slices stored at {args.slice_size}x"
-            f"{args.slice_size} ({args.distinct} distinct, linked over; written in "
-            f"{time.perf_counter() - started:.0f} s)"
-        )
+        args.data_dir, source = synthetic_lung(work / "lung", *slices)
     return (
         f"Data arms: {source}; U-Net, precision {args.precisions[-1]}, {args.layouts[-1]}; "
         f"augmentation {args.augmentation}; {args.num_workers} loader workers"

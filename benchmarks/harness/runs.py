@@ -23,13 +23,15 @@ from typing import NamedTuple
 from .machine import REPO
 
 MEDVISION = [sys.executable, "-m", "medvision.cli"]  # this interpreter's, from the checkout
-QUIET = {"enable_progress_bar": False}  # the trainer of a run logged to a file
 
 
-def overrides(config, **groups) -> list[str]:
+def overrides(config, epochs: int | None = None, **groups) -> list[str]:
     """``--config CONFIG``, then ``--<group>.<key>=<value>`` for each key of each group given
     as a dict (``data`` and ``model`` under ``init_args``; None left out; lists as ``[a,b]``;
-    booleans as ``true``/``false``), and ``--<name>=<value>`` for each other value."""
+    booleans as ``true``/``false``) and ``--<name>=<value>`` for each other value; ``epochs``:
+    ``max_epochs`` and the configs' cosine ``T_max`` to match. No progress bar: a benchmark's
+    runs log to files.
+    """
 
     def text(value) -> str:
         if isinstance(value, list | tuple):
@@ -43,13 +45,10 @@ def overrides(config, **groups) -> list[str]:
             out.append(f"--{group}={text(values)}")
             continue
         out += [f"{prefix}{key}={text(v)}" for key, v in values.items() if v is not None]
-    return out
-
-
-def epochs(count: int) -> list[str]:
-    """``--trainer.max_epochs`` and the configs' cosine schedule's ``T_max`` to match."""
-    schedule = "--model.init_args.lr_scheduler.init_args.T_max"
-    return [f"--trainer.max_epochs={count}", f"{schedule}={count}"]
+    if epochs is not None:
+        schedule = "--model.init_args.lr_scheduler.init_args.T_max"
+        out += [f"--trainer.max_epochs={epochs}", f"{schedule}={epochs}"]
+    return [*out, "--trainer.enable_progress_bar=false"]
 
 
 def run_logged(cmd: list[str], log: Path, poll: Callable | None = None) -> float:
@@ -217,10 +216,15 @@ def linked_lung_copies(source: Path, out: Path, num_slices: int) -> Path:
     return out
 
 
-def synthetic_lung(out: Path, num_slices: int, size: int, distinct: int) -> Path:
+def synthetic_lung(out: Path, num_slices: int, size: int, distinct: int) -> tuple[Path, str]:
     """``num_slices`` synthetic slices stored at ``size`` px in the Kaggle layout: ``distinct``
-    phantoms (``write_lung_ct``) in ``out/distinct``, linked over in ``out/linked``."""
+    phantoms (``write_lung_ct``) in ``out/distinct``, linked over in ``out/linked``; that
+    folder and its description."""
     from medvision.data.synthetic import write_lung_ct
 
     write_lung_ct(out / "distinct", num_slices=min(distinct, num_slices), size=size, seed=0)
-    return linked_lung_copies(out / "distinct", out / "linked", num_slices)
+    folder = linked_lung_copies(out / "distinct", out / "linked", num_slices)
+    return folder, (
+        f"synthetic lung CT, {num_slices} slices stored at {size}x{size} uint8 TIFF ({distinct} "
+        "distinct, linked over)"
+    )
