@@ -155,6 +155,7 @@ def run_plain(arm: Arm, spec: dict, timers: list, train: TimedBatches, infer) ->
 
 
 def timed_loop(timer: StepTimer, batches, step) -> None:
+    """``step(batch)`` of each batch, timed, until the timer's window closes."""
     for batch in batches:
         timer.start(len(batch["image"]))
         step(batch)
