@@ -5,13 +5,12 @@
 
 Loads one checkpoint, then saves it ``--repeats`` times, alternating, with Lightning's
 ``TorchCheckpointIO`` (serialize into memory, then write), medvision's ``AtomicCheckpointIO``
-(``torch.save`` into a temporary file, then rename) and a bare ``torch.save`` to a path, into a
-fresh temporary folder. Prints a table of seconds per save (median, min, max).
+(``torch.save`` into a temporary file, then rename) and a bare ``torch.save``, into a
+temporary folder. Prints seconds per save (median, min, max).
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -21,20 +20,12 @@ from harness.arms import Spread, alternate
 from harness.cli import script_parser
 from harness.machine import machine_line
 from harness.tables import Column, Table
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from medvision.training.checkpointing import AtomicCheckpointIO
-
-TABLE = Table(
-    "writer",
-    Column("median (s)", "median", "{:.3f}"),
-    Column("min (s)", "min", "{:.3f}"),
-    Column("max (s)", "max", "{:.3f}"),
-)
+TABLE = Table("writer", *(Column(f"{k} (s)", k, "{:.3f}") for k in ("median", "min", "max")))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
+def build_parser():
+    """The command line of this script."""
     parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
@@ -42,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from medvision.training.checkpointing import AtomicCheckpointIO
+
     args = build_parser().parse_args()
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     writers = {
         "Lightning TorchCheckpointIO": TorchCheckpointIO().save_checkpoint,
         "medvision AtomicCheckpointIO": AtomicCheckpointIO().save_checkpoint,
-        "torch.save to the path": lambda ckpt, path: torch.save(ckpt, path),
+        "torch.save to the path": torch.save,
     }
     with tempfile.TemporaryDirectory() as folder:
 

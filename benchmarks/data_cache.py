@@ -4,21 +4,15 @@
     python benchmarks/data_cache.py --data-dir ../shared/data/lung_ct_fullres_sample \
         --copies 21 --image-size 128
 
-For ``cache: false`` and ``cache: true`` at the same augmentation, in alternating rounds:
-1. ``fit``: ``configs/unet_lung.yaml`` (encoder ``--encoder``) for ``--epochs`` epochs; the
-   mean epoch wall time after the first (training, validation and checkpointing, as
-   :class:`medvision.training.EpochTimer` measures it).
-2. ``loader``: the same datamodule's train loader iterated ``--epochs`` times without a model;
-   the mean epoch time after the first (decoding, resizing, augmentation and collation only).
-
-``--copies N`` links every slice of ``--data-dir`` N times under new names into a temporary
-folder, to make a set of realistic size from the ten full-resolution slices. Printed: the
-machine, one row per round and arm, and the median over rounds with the time the cache saves.
+For ``cache: false`` and ``cache: true``, in alternating rounds: ``fit``, the mean epoch wall
+time after the first of configs/unet_lung.yaml (encoder ``--encoder``; training, validation and
+checkpoints, as EpochTimer measures it), and ``loader``, the mean time of a pass over the same
+train loader without a model. ``--copies N`` links every slice N times (a set of realistic size
+from a few slices). Printed: one row per round and arm, the medians and the time the cache saves.
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -27,44 +21,14 @@ import numpy as np
 import torch
 from harness.arms import alternate
 from harness.cli import script_parser
-from harness.machine import REPO, machine_line, mean_after_first
-from harness.runs import linked_lung_copies
+from harness.machine import DATA, REPO, machine_line, mean_after_first
+from harness.runs import linked_lung_copies, overrides
 from harness.tables import Column, Table
 
 ARMS = {"uncached": False, "cached": True}
-#: one row per round and arm
-ROUNDS = Table(
-    "round",
-    "arm",
-    Column("fit epoch (s)", "fit", "{:.3f}"),
-    Column("loader epoch (s)", "loader", "{:.3f}"),
-)
-#: the medians per arm, then the share of time the cache saves
-MEDIANS = Table(
-    Column("median over rounds", "arm"),
-    Column("fit epoch (s)", "fit", "{:.3f}"),
-    Column("loader epoch (s)", "loader", "{:.3f}"),
-)
-
-
-def cli_args(data_dir: Path, run_dir: Path, cache: bool, args) -> list[str]:
-    """``medvision fit`` arguments of one arm: the lung U-Net config at the benchmark's size."""
-    return [
-        "--config",
-        str(REPO / "configs/unet_lung.yaml"),
-        f"--data.init_args.data_dir={data_dir}",
-        f"--data.init_args.image_size={args.image_size}",
-        f"--data.init_args.num_workers={args.num_workers}",
-        f"--data.init_args.batch_size={args.batch_size}",
-        f"--data.init_args.augmentation={args.augmentation}",
-        f"--data.init_args.cache={str(cache).lower()}",
-        f"--model.init_args.encoder_name={args.encoder}",
-        f"--trainer.max_epochs={args.epochs}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
+TIMES = [Column("fit epoch (s)", "fit", "{:.3f}"), Column("loader epoch (s)", "loader", "{:.3f}")]
+ROUNDS = Table("round", "arm", *TIMES)
+MEDIANS = Table(Column("median over rounds", "arm"), *TIMES)
 
 
 def fit_epoch_s(data_dir: Path, run_dir: Path, cache: bool, args) -> float:
@@ -72,8 +36,14 @@ def fit_epoch_s(data_dir: Path, run_dir: Path, cache: bool, args) -> float:
     from medvision.cli import MedVisionCLI
     from medvision.training import EpochTimer
 
-    cli = MedVisionCLI(args=cli_args(data_dir, run_dir, cache, args), run=False)
-    timer = EpochTimer(output=run_dir / "epoch_times.json")
+    data = {"data_dir": data_dir, "image_size": args.image_size, "cache": cache}
+    data |= {key: getattr(args, key) for key in ("num_workers", "batch_size", "augmentation")}
+    trainer = {"max_epochs": args.epochs, "default_root_dir": run_dir}
+    trainer |= {"logger.init_args.save_dir": run_dir, "enable_model_summary": False}
+    model = {"encoder_name": args.encoder}
+    config = REPO / "configs/unet_lung.yaml"
+    cli = MedVisionCLI(args=overrides(config, data=data, model=model, trainer=trainer), run=False)
+    timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     return mean_after_first([epoch["wall_s"] for epoch in timer.epochs])
@@ -84,16 +54,11 @@ def loader_epoch_s(data_dir: Path, cache: bool, args) -> float:
     from medvision.data import LungCTDataModule
 
     datamodule = LungCTDataModule(
-        data_dir,
-        image_size=args.image_size,
-        augmentation=args.augmentation,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        cache=cache,
-    )
+        data_dir, image_size=args.image_size, augmentation=args.augmentation,
+        batch_size=args.batch_size, num_workers=args.num_workers, cache=cache,
+    )  # fmt: skip
     datamodule.setup("fit")
-    loader = datamodule.train_dataloader()
-    times = []
+    loader, times = datamodule.train_dataloader(), []
     for _ in range(args.epochs):
         start = time.perf_counter()
         for _batch in loader:
@@ -102,24 +67,22 @@ def loader_epoch_s(data_dir: Path, cache: bool, args) -> float:
     return mean_after_first(times)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     """The command line of this benchmark."""
-    parser = script_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/lung_ct")
-    parser.add_argument("--copies", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--augmentation", default="basic", choices=["none", "basic", "elastic"])
-    parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--skip-fit", action="store_true", help="time the loaders only")
+    parser = script_parser(
+        __doc__, data_dir=DATA / "lung_ct", rounds=2, num_workers=0, epochs=3, batch_size=16
+    )
+    add = parser.add_argument
+    add("--copies", type=int, default=1)
+    add("--image-size", type=int, default=64)
+    add("--augmentation", default="basic", choices=["none", "basic", "elastic"])
+    add("--encoder", default="resnet18")
+    add("--skip-fit", action="store_true", help="time the loaders only")
     return parser
 
 
 def main(argv=None) -> None:
-    """Run the rounds and print the table."""
+    """Run the rounds and print the tables."""
     args = build_parser().parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,11 +97,6 @@ def main(argv=None) -> None:
             return {"fit": fit, "loader": loader_epoch_s(data_dir, cache, args)}
 
         rounds = alternate(list(ARMS), measure, args.rounds)
-    print_table(rounds, args)
-
-
-def print_table(rounds: list[dict], args) -> None:
-    """Print the machine, the per-round rows and the medians with the time the cache saves."""
     print(f"Machine: {machine_line()}")
     print(
         f"Data: {args.data_dir} x{args.copies}, image_size {args.image_size}, augmentation "
@@ -146,14 +104,12 @@ def print_table(rounds: list[dict], args) -> None:
         f"encoder {args.encoder}, {args.epochs} epochs (first excluded)\n"
     )
     print(ROUNDS.markdown({"round": i, "arm": a, **r[a]} for i, r in enumerate(rounds) for a in r))
-    medians = {}
-    for arm in ARMS:
-        medians[arm] = {"arm": arm}
-        for key in ("fit", "loader"):
-            values = [r[arm][key] for r in rounds if r[arm][key] is not None]
-            medians[arm][key] = float(np.median(values)) if values else None
+    medians = {arm: {"arm": arm} for arm in ARMS}
     saved = {"arm": "time saved by the cache"}
     for key in ("fit", "loader"):
+        for arm in ARMS:
+            values = [r[arm][key] for r in rounds if r[arm][key] is not None]
+            medians[arm][key] = float(np.median(values)) if values else None
         before, after = medians["uncached"][key], medians["cached"][key]
         saved[key] = None if before is None else f"{1 - after / before:.0%}"
     print("\n" + MEDIANS.markdown([*medians.values(), saved]))

@@ -4,33 +4,18 @@
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the checkout's root
 #   bash benchmarks/gpu_check.sh --cpu      # a dry run of every step at minimal size on a CPU
 #
-# Steps (each under its own time limit; once 7.5 minutes have passed the rest are skipped):
-#   1. pytest -m gpu tests/test_gpu.py tests/test_gpu_augmentation.py
-#   2. benchmarks/throughput.py: ResNet-50 224 batch 256 and U-Net r34 256 batch 64,
-#      bf16-mixed, channels_last, medvision vs plain, data memory; the U-Net also with the lung
-#      datamodule's `cache: true` loader (synthetic slices stored at 512 px)
-#   3. benchmarks/step_overhead.py on the GPU: the fixed cost of a medvision step
-#   3b. benchmarks/data_path.py: the lung loader's images/s with 0/4/8 workers, pin_memory
-#      off/on, cache off/on (the data path's stages on this machine's CPU)
-#   4. one short fit per task with configs/trainer/gpu_amp.yaml on the real data in $DATA:
-#      lung U-Net (lung_ct, 3 epochs), chest X-ray ResNet-18 (chest_xray, 2), NIH multi-label
-#      ResNet-50 (nih_chestxray14, 2)
-#   5. benchmarks/gpu_check_table.py: arm, img/s, ratio to plain, NVML util %, pass/fail
+# Steps, each under its own time limit (none starts after 7.5 minutes): pytest -m gpu;
+# throughput.py (ResNet-50 and U-Net, bf16-mixed, channels_last, medvision vs plain, memory
+# batches and the cached lung loader); step_overhead.py; data_path.py; one short fit per task
+# with configs/trainer/gpu_amp.yaml on the real data; then gpu_check_table.py prints the table.
+# docs/performance.md ("GPU check") describes each step.
 #
-# Environment (all optional):
-#   WHEELS  folder of wheels to install first (default .whl/, skipped when absent): for a
-#           machine with torch, lightning, timm and torchmetrics but none of medvision's other
-#           dependencies, and no network. They go to $SITE with
-#           `pip install --no-index --no-deps --target`, and PYTHONPATH=$SITE:<checkout>.
-#           Download them on a networked machine (the list is benchmarks/gpu_wheels.txt):
-#             python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#               --implementation cp --platform manylinux_2_28_x86_64 \
-#               --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#               -d .whl -r benchmarks/gpu_wheels.txt
-#   DATA    the real data folders (default ../shared/data)
-#   WORK    where logs, runs and the table go (default: a new folder under /tmp)
-#   PYTHON  the interpreter (default python3)
-# The first argument that is not --cpu, if any, is the wheels folder.
+# Environment (all optional): WHEELS, a folder of wheels installed first with
+# `pip install --no-index --no-deps --target $SITE` (default .whl/, skipped when absent; the
+# list and its `pip download` command: benchmarks/gpu_wheels.txt); DATA, the real data folders
+# (default ../shared/data); WORK, where logs, runs and the table go (default: a new folder
+# under /tmp); PYTHON, the interpreter (default python3). The first argument that is not
+# --cpu, if any, is the wheels folder.
 #
 # Exit status: 0 when every row of the table passes, 1 otherwise.
 

@@ -2,16 +2,13 @@
 
     python benchmarks/gpu_check_table.py WORK [--cpu]
 
-``WORK`` holds ``steps.jsonl`` (one line per step the script ran: ``step``, ``rc``,
-``seconds``, ``status`` ``ran`` / ``timeout`` / ``skipped``, ``log``) and the steps' outputs:
-``throughput.json`` (``throughput.py --json``), the ``step_overhead.py``, ``data_path.py`` and
-``pytest`` logs,
-and per fit ``fit_<task>/`` (the CSV logger's ``metrics.csv``, ``epoch_times.json`` and
-``util.csv``, ``nvidia-smi``'s GPU-Util samples). Printed: one row per check with images/s,
-the ratio to the plain loop, NVML utilization, pass or fail, and a note. A medvision loop
-passes when it ran and its throughput ratio to the plain loop is at least 0.95 (not judged
-with ``--cpu``, whose minimal sizes say nothing about speed); everything else passes when it
-ran and exited 0. The exit status is 1 when a row fails.
+``WORK`` holds ``steps.jsonl`` (per step: ``step``, ``rc``, ``seconds``, ``status`` ``ran`` /
+``timeout`` / ``skipped``, ``log``), ``throughput.json``, the steps' logs and per fit
+``fit_<task>/`` (``metrics.csv``, ``epoch_times.json``, ``util.csv``: nvidia-smi's GPU-Util).
+One row per check: images/s, ratio to the plain loop, NVML utilization, pass or fail, a note.
+A medvision loop passes when it ran with a throughput ratio of at least 0.95 to the plain loop
+(not judged with ``--cpu``, whose minimal sizes say nothing about speed); everything else
+when it ran and exited 0. The exit status is 1 when a row fails.
 """
 
 from __future__ import annotations
@@ -39,7 +36,8 @@ OVERHEAD = re.compile(r"^step overhead: .*?([+-]\d+) us/step, throughput ratio (
 LOADER_ROW = re.compile(
     r"^\| (off|on) \| (\d+) \| (off|on) \| (\S+) \| [\d.]+ \| ([\d,]+) \|$", re.M
 )
-#: one row per check
+SUMMARY = r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*?)\s*=*$"
+PYTEST_SUMMARY = re.compile(SUMMARY, re.M)
 TABLE = Table(
     "check",
     # 4,054 from 100 up, one decimal below (the CPU dry run's tiny rates)
@@ -49,55 +47,47 @@ TABLE = Table(
     "result",
     "note",
 )
-PYTEST_SUMMARY = re.compile(
-    r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*?)\s*=*$", re.M
-)
 
 
 def row(check: str, result: str, note: str = "", **values) -> dict:
-    """A table row: ``check``, ``img_s``, ``vs_plain``, ``util``, ``result``, ``note``."""
     return {"check": check, "result": result, "note": note, **values}
 
 
-def step_failure(step: dict | None) -> str | None:
+def failure(step: dict | None) -> str | None:
     """Why a step gives no figures (not run, stopped, failed), or None when it exited 0."""
     if step is None or step["status"] == "skipped":
         return "skipped (time budget or an earlier setup failure)"
     if step["status"] == "timeout":
         return f"stopped after {step['seconds']:.0f} s"
-    if step["rc"] != 0:
-        return f"exit {step['rc']}, see {step['log']}"
-    return None
+    return f"exit {step['rc']}, see {step['log']}" if step["rc"] != 0 else None
+
+
+def log_of(step: dict | None) -> str:
+    """The step's log, empty when there is none."""
+    path = Path(step["log"]) if step else None
+    return path.read_text() if path and path.is_file() else ""
 
 
 def pytest_rows(step: dict | None) -> list[dict]:
+    found = PYTEST_SUMMARY.findall(log_of(step))
+    why = failure(step)
     check = "pytest -m gpu tests/test_gpu.py tests/test_gpu_augmentation.py"
-    summary = ""
-    if step is not None and Path(step["log"]).is_file():
-        found = PYTEST_SUMMARY.findall(Path(step["log"]).read_text())
-        summary = found[-1] if found else ""
-    failure = step_failure(step)
-    return [row(check, "fail" if failure else "pass", summary or failure or "")]
+    return [row(check, "fail" if why else "pass", (found[-1] if found else "") or why or "")]
 
 
 def throughput_rows(step: dict | None, path: Path, cpu: bool) -> list[dict]:
-    failure = step_failure(step)
     if not path.is_file():
-        return [row("throughput.py arms", "fail", failure or f"no {path.name}")]
+        return [row("throughput.py arms", "fail", failure(step) or f"no {path.name}")]
     rows = []
     for arm in json.loads(path.read_text()):
         precision = "fp32" if arm["precision"] == "32" else arm["precision"]
-        check = (
-            f"{NAMES[arm['model']]} {arm['size']} px b{arm['batch']} {precision} "
-            f"{arm['layout']}: {arm['loop']}, {arm['data']}"
-        )
-        ratio, note = arm["train_vs_plain"], ""
+        check = f"{NAMES[arm['model']]} {arm['size']} px b{arm['batch']} {precision} "
+        check += f"{arm['layout']}: {arm['loop']}, {arm['data']}"
+        ratio, result, note = arm["train_vs_plain"], "pass", ""
         if arm["error"]:
             result, note = "fail", arm["error"].splitlines()[-1][:120]
         elif arm["loop"] != "plain" and not cpu and ratio is not None and ratio < TARGET:
             result, note = "fail", f"ratio below {TARGET}"
-        else:
-            result = "pass"
         if arm["setup_s"] is not None and arm["data"] != "memory":
             note = f"{note}; loader setup {arm['setup_s']:.0f} s".lstrip("; ")
         values = {"img_s": arm["train_images_per_s"], "vs_plain": ratio}
@@ -106,11 +96,10 @@ def throughput_rows(step: dict | None, path: Path, cpu: bool) -> list[dict]:
 
 
 def overhead_rows(step: dict | None, cpu: bool) -> list[dict]:
-    check = "step_overhead.py: medvision vs plain, resnet10t 32 px b32"
-    failure = step_failure(step)
-    found = OVERHEAD.search(Path(step["log"]).read_text()) if step and not failure else None
+    check, why = "step_overhead.py: medvision vs plain, resnet10t 32 px b32", failure(step)
+    found = OVERHEAD.search(log_of(step)) if not why else None
     if found is None:
-        return [row(check, "fail", failure or "no 'step overhead:' line")]
+        return [row(check, "fail", why or "no 'step overhead:' line")]
     ratio = float(found[2])
     result = "fail" if not cpu and ratio < TARGET else "pass"
     return [row(check, result, f"{found[1]} us/step", vs_plain=ratio)]
@@ -118,63 +107,50 @@ def overhead_rows(step: dict | None, cpu: bool) -> list[dict]:
 
 def data_path_rows(step: dict | None) -> list[dict]:
     """The fastest loader setting of ``data_path.py`` with the cache off and on."""
-    failure = step_failure(step)
-    settings = LOADER_ROW.findall(Path(step["log"]).read_text()) if step and not failure else []
+    why = failure(step)
+    settings = LOADER_ROW.findall(log_of(step)) if not why else []
     if not settings:
-        return [row("data_path.py: lung loader", "fail", failure or "no loader table")]
+        return [row("data_path.py: lung loader", "fail", why or "no loader table")]
     rows = []
     for cache in ("off", "on"):
         found = [s for s in settings if s[0] == cache]
-        if not found:
-            continue
-        _, workers, pin, prefetch, speed = max(found, key=lambda s: float(s[4].replace(",", "")))
-        check = f"data_path.py: lung loader, cache {cache}, best setting"
-        note = f"{workers} workers, pin_memory {pin}, prefetch {prefetch}"
-        rows.append(row(check, "pass", note, img_s=float(speed.replace(",", ""))))
+        if found:
+            best = max(found, key=lambda s: float(s[4].replace(",", "")))
+            _, workers, pin, prefetch, speed = best
+            check = f"data_path.py: lung loader, cache {cache}, best setting"
+            note = f"{workers} workers, pin_memory {pin}, prefetch {prefetch}"
+            rows.append(row(check, "pass", note, img_s=float(speed.replace(",", ""))))
     return rows
 
 
 def fit_rows(steps: dict, work: Path, cpu: bool) -> list[dict]:
     rows = []
     for name, (task, monitor) in FITS.items():
-        step, folder = steps.get(name), work / name
-        how = "minimal, on the CPU" if cpu else "configs/trainer/gpu_amp.yaml"
-        check = f"fit {task}, {how}"
-        failure = step_failure(step)
+        folder, why = work / name, failure(steps.get(name))
+        check = f"fit {task}, {'minimal, on the CPU' if cpu else 'configs/trainer/gpu_amp.yaml'}"
         metrics = folder / "version_0/metrics.csv"
-        if failure or not metrics.is_file():
-            rows.append(row(check, "fail", failure or f"no {metrics}"))
+        if why or not metrics.is_file():
+            rows.append(row(check, "fail", why or f"no {metrics}"))
             continue
         history = read_csv_rows(metrics)
         best = best_row(history, monitor) if logged(history, monitor) else None
         note = f"best {monitor} {float(best[monitor]):.3f}" if best else "no validation logged"
-        times = folder / "epoch_times.json"
-        if times.is_file():
-            epochs = [e["wall_s"] for e in json.loads(times.read_text())]
-            seconds = mean_after_first(epochs)
+        if (folder / "epoch_times.json").is_file():
+            epochs = [e["wall_s"] for e in json.loads((folder / "epoch_times.json").read_text())]
             first = " (first left out)" if len(epochs) > 1 else ""
-            note += f", {len(epochs)} epoch(s), {seconds:.1f} s/epoch{first}"
-        rows.append(row(check, "pass" if best else "fail", note, util=mean_util(folder)))
+            note += f", {len(epochs)} epoch(s), {mean_after_first(epochs):.1f} s/epoch{first}"
+        util = (folder / "util.csv").read_text().split() if (folder / "util.csv").is_file() else []
+        samples = [float(x) for x in util if x.replace(".", "", 1).isdigit()]
+        mean = float(np.mean(samples)) if samples else None
+        rows.append(row(check, "pass" if best else "fail", note, util=mean))
     return rows
-
-
-def mean_util(folder: Path) -> float | None:
-    """Mean of ``nvidia-smi``'s GPU-Util samples in ``folder/util.csv`` (None without any)."""
-    path = folder / "util.csv"
-    if not path.is_file():
-        return None
-    samples = [float(x) for x in path.read_text().split() if x.replace(".", "", 1).isdigit()]
-    return float(np.mean(samples)) if samples else None
 
 
 def collect(work: Path, cpu: bool) -> list[dict]:
     """Every row, in the order the script runs its steps."""
-    steps = {}
     log = work / "steps.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            steps[record["step"]] = record
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    steps = {record["step"]: record for record in records}
     return [
         *pytest_rows(steps.get("pytest_gpu")),
         *throughput_rows(steps.get("throughput"), work / "throughput.json", cpu),

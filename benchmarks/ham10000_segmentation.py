@@ -3,226 +3,119 @@
     python benchmarks/ham10000_segmentation.py --data-dir ../shared/data/ham10000 --epochs 1 \\
         --image-size 160 224 --encoder resnet34 --num-workers 2
 
-The diagnosis classification arms (segment-then-classify included) are
-``benchmarks/ham10000_classification.py``. What this one does, on a HAM10000-layout folder
-(``images/``, ``masks/``, ``HAM10000_metadata.csv``):
+1. ``medvision fit`` with configs/unet_ham10000.yaml (overriding only the epochs and the cosine
+   ``T_max``, image size, encoder, batch size, loader workers, ``limit_train_batches``); the
+   datamodule splits by lesion and the checkpoint is picked on ``val/iou``.
+2. The test split, rebuilt as ``medvision fit`` built it, is symlinked into ``<out>/holdout``.
+3. ``medvision predict`` with ``best.ckpt`` on it scores each mask at its image's own size
+   (``predictions/metrics.csv``); again at threshold 0.4 unless ``--no-threshold-04``.
 
-1. ``medvision fit`` with ``configs/unet_ham10000.yaml``, overriding only the epochs (and the
-   cosine schedule's ``T_max`` with them), image size, encoder, batch size, loader workers and,
-   optionally, ``limit_train_batches``. The datamodule splits by lesion (seed and fractions
-   from the config); the checkpoint is the config's ``best.ckpt``, picked on ``val/iou``, so
-   the test split plays no part in choosing it.
-2. The test split, rebuilt exactly as ``medvision fit`` built it (``HAM10000DataModule`` with
-   the config's seed and fractions, ``setup("fit")``, ``datasets["test"]``), is symlinked into
-   ``<out>/holdout/{images,masks}``: no image in it shares a lesion with a training or
-   validation image.
-3. ``medvision predict`` with the best checkpoint on that folder writes the masks at each
-   image's own size and scores them (``predictions/metrics.csv``); a second predict at
-   threshold 0.4 (the seed study's) unless ``--no-threshold-04``, via
-   ``--prediction_writer.threshold`` (with ``--ckpt_path`` LightningCLI lets the checkpoint's
-   hyperparameters override ``--model.init_args.threshold``).
-
-``--reuse-fit`` redoes steps 2-3 on the fit already in ``--out``; ``--report`` only reprints
-the table of the run in ``--out`` (from its ``result.json``).
-
-Printed: a Markdown table of the best validation IoU, held-out mean Dice, IoU and ISIC 2018
-thresholded Jaccard (an image's IoU below 0.65 counts 0) at the images' own size, the held-out
-IoU at threshold 0.4, and the fit wall time per epoch (training + validation, measured by a
-callback) and in all (process start to end). ``--write-docs`` puts it into docs/ham10000.md.
+Printed: best validation IoU, held-out Dice, IoU and ISIC thresholded Jaccard (IoU < 0.65 counts
+0), held-out IoU at 0.4, epoch and fit wall time. ``--reuse-fit`` redoes steps 2-3 on the fit in
+``--out``; ``--report`` reprints its table; ``--write-docs`` puts it into docs/ham10000.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-from _ham10000 import DOCS, add_shared_options, limit_args, prepare, this_command
-from harness.cli import script_parser
+from _ham10000 import DOCS, PRINT_ONLY, ham_parser, limit_args, prepare
+from harness.cli import this_command
 from harness.machine import REPO, machine_line
-from harness.runs import best_row, finished_fit, fit, medvision, read_csv_rows
-from harness.tables import Column, Table, write_marked
+from harness.runs import Fit, best_row, finished_fit, fit, medvision, overrides, read_csv_rows
+from harness.tables import Column, Table, publish
 
 SCRIPT = "ham10000_segmentation.py"
 CONFIG = REPO / "configs/unet_ham10000.yaml"
-TABLE_START, TABLE_END = "<!-- ham10000-table:start -->", "<!-- ham10000-table:end -->"
-ISIC_JACCARD_FLOOR = 0.65
-SEED_STUDY_THRESHOLD = 0.4
-#: the run's one row (``table``'s dict of the finished run)
+MARKERS = "<!-- ham10000-table:start -->", "<!-- ham10000-table:end -->"
+ISIC_FLOOR, LOW_THRESHOLD = 0.65, 0.4  # ISIC 2018's Jaccard floor; the seed study's threshold
 TABLE = Table(
-    "encoder",
-    "epochs",
-    "image size",
-    "batch",
-    "train batches/epoch",
-    Column("best val IoU (epoch)", lambda r: "{val_iou:.4f} ({best_epoch})".format(**r["fit"])),
+    *("encoder", "epochs", "image size", "batch", "train batches/epoch"),
+    Column("best val IoU (epoch)", "fit", "{0[val_iou]:.4f} ({0[best_epoch]})"),
     Column("held-out Dice", "main.dice", "{:.4f}"),
     Column("held-out IoU", "main.iou", "{:.4f}"),
     Column("ISIC thresholded Jaccard (IoU < 0.65 = 0)", "main.thresholded_iou", "{:.4f}"),
-    Column(f"held-out IoU @ {SEED_STUDY_THRESHOLD}", "t04.iou", "{:.4f}"),
+    Column(f"held-out IoU @ {LOW_THRESHOLD}", "t04.iou", "{:.4f}"),
     Column("epoch wall (s)", lambda r: np.mean(r["fit"]["epoch_s"]), "{:.0f}"),
     Column("fit wall (s)", "fit.fit_s", "{:.0f}"),
 )
 
 
-# ---------------------------------------------------------------------------------------------
-def config_split() -> dict:
-    """The config's data arguments that decide the split (seed, fractions, folds)."""
+def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path, int, int]:
+    """Symlink the test split ``medvision fit`` uses into ``out/{images,masks}``; the folder,
+    its number of images and of lesions. Stops if a test lesion has a train/val image."""
     import yaml
 
-    init = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
-    keys = ("val_fraction", "test_fraction", "seed", "num_folds", "fold")
-    return {k: init[k] for k in keys if k in init}
-
-
-def make_holdout(data_dir: Path, out: Path, image_size: list[int]) -> tuple[Path, int, int]:
-    """Symlink the test split ``medvision fit`` uses into ``out/{images,masks}``.
-
-    Returns the folder, its number of images and of lesions.
-    """
     from medvision.data import HAM10000DataModule
     from medvision.data.ham10000_metadata import read_metadata
 
+    init = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
+    keys = ("val_fraction", "test_fraction", "seed", "num_folds", "fold")  # what decides it
+    split = {key: init[key] for key in keys if key in init}
     datamodule = HAM10000DataModule(
-        data_dir,
-        task="segmentation",
-        image_size=image_size,
-        check_images=False,  # `medvision fit` decoded every file already
-        **config_split(),
-    )
+        data_dir, task="segmentation", image_size=image_size, check_images=False, **split
+    )  # fit decoded every file already
     datamodule.setup("fit")
     test = datamodule.datasets["test"]
-    if out.exists():
-        shutil.rmtree(out)
+    shutil.rmtree(out, ignore_errors=True)
     for sub, paths in (("images", test.image_paths), ("masks", test.mask_paths)):
         (out / sub).mkdir(parents=True)
         for path in paths:
             (out / sub / path.name).symlink_to(path.resolve())
-    stems = {p.stem for p in test.image_paths}
-    lesions = {
-        r.lesion_id
-        for r in read_metadata(data_dir / "HAM10000_metadata.csv")
-        if r.image_id in stems
-    }
-    # the split's promise, checked: no test lesion has an image in train or validation
-    seen = {p.stem for stage in ("train", "val") for p in datamodule.datasets[stage].image_paths}
-    leaked = {
-        r.lesion_id for r in read_metadata(data_dir / "HAM10000_metadata.csv") if r.image_id in seen
-    } & lesions
-    if leaked:
+    lesion = {r.image_id: r.lesion_id for r in read_metadata(data_dir / "HAM10000_metadata.csv")}
+    lesions = {lesion[p.stem] for p in test.image_paths}
+    seen = [p.stem for stage in ("train", "val") for p in datamodule.datasets[stage].image_paths]
+    if leaked := {lesion[stem] for stem in seen} & lesions:
         sys.exit(f"lesions in both test and train/val: {sorted(leaked)[:5]}")
-    return out, len(stems), len(lesions)
+    return out, len(test.image_paths), len(lesions)
 
 
-def common_args(args) -> list[str]:
-    return [
-        "--config",
-        str(CONFIG),
-        f"--data.init_args.data_dir={args.data_dir}",
-        f"--data.init_args.image_size=[{args.image_size[0]},{args.image_size[1]}]",
-        f"--data.init_args.batch_size={args.batch_size}",
-        f"--data.init_args.num_workers={args.num_workers}",
-        f"--model.init_args.encoder_name={args.encoder}",
-        "--trainer.enable_progress_bar=false",
-    ]
+def common_args(args, epochs: int | None = None) -> list[str]:
+    data = {"data_dir": args.data_dir, "image_size": args.image_size}
+    data |= {"batch_size": args.batch_size, "num_workers": args.num_workers}
+    return overrides(CONFIG, epochs, data=data, model={"encoder_name": args.encoder})
 
 
-def run_fit(args, out: Path) -> dict:
-    """``medvision fit``; returns the best checkpoint, its validation scores and timings."""
-    run = fit(
-        out / "fit",
-        *common_args(args),
-        f"--trainer.max_epochs={args.epochs}",
-        f"--model.init_args.lr_scheduler.init_args.T_max={args.epochs}",
-        *limit_args(args.limit_train_batches),
-    )
-    return read_fit(out / "fit", run.fit_s)
-
-
-def read_fit(run_dir: Path, wall: float) -> dict:
-    """The best checkpoint of a finished fit in ``run_dir``, its validation scores and timings."""
-    run = finished_fit(run_dir, wall)
-    # the validation scores of the epoch the checkpoint comes from (highest val/iou)
+def fit_scores(run: Fit) -> dict:
+    """The validation scores of the epoch ``best.ckpt`` comes from (highest ``val/iou``)."""
     row = best_row(run.metrics, "val/iou", "max")
     return {
-        "checkpoint": run.best,
+        "checkpoint": str(run.best),
         "val_iou": float(row["val/iou"]),
         "val_dice": float(row["val/dice"]),
         "val_thresholded_iou": float(row.get("val/thresholded_iou") or "nan"),
         "best_epoch": int(row["epoch"]),
         "epoch_s": run.epoch_s,
-        "fit_s": wall,
+        "fit_s": run.fit_s,
     }
 
 
-def predict(args, out: Path, holdout: Path, checkpoint: Path, threshold: float | None) -> dict:
-    """``medvision predict`` on the held-out folder; returns per-image scores and wall time."""
-    name = "predict" if threshold is None else f"predict_t{threshold}"
-    pred_dir = out / name
-    if pred_dir.exists():
-        shutil.rmtree(pred_dir)
-    pred_dir.mkdir(parents=True)
-    extra = []
-    if threshold is not None:
-        # the writer's threshold: --model.init_args.threshold would lose to the checkpoint's
-        extra = [f"--prediction_writer.threshold={threshold}", "--prediction_writer.overlays=false"]
-    wall = medvision(
-        "predict",
-        *common_args(args),
-        f"--data.init_args.predict_dir={holdout}",
-        f"--trainer.default_root_dir={pred_dir}",
-        f"--trainer.logger.init_args.save_dir={pred_dir}",
-        f"--prediction_writer.output_dir={pred_dir / 'predictions'}",
-        f"--ckpt_path={checkpoint}",
-        *extra,
-        log=pred_dir / "predict.log",
-    )
-    rows = read_csv_rows(pred_dir / "predictions/metrics.csv")
-    dice = np.array([float(r["dice"]) for r in rows])
-    iou = np.array([float(r["iou"]) for r in rows])
+def predict(args, out: Path, holdout: Path, checkpoint: str, threshold: float | None) -> dict:
+    """``medvision predict`` on the held-out folder; the mean per-image scores and wall time."""
+    folder = out / ("predict" if threshold is None else f"predict_t{threshold}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    extra = [f"--data.init_args.predict_dir={holdout}", f"--ckpt_path={checkpoint}"]
+    extra += [f"--prediction_writer.output_dir={folder / 'predictions'}"]
+    if threshold is not None:  # the writer's: --model.init_args.threshold loses to the ckpt's
+        extra += [f"--prediction_writer.threshold={threshold}"]
+        extra += ["--prediction_writer.overlays=false"]
+    wall = medvision("predict", *common_args(args), *extra, log=folder / "predict.log")
+    rows = read_csv_rows(folder / "predictions/metrics.csv")
+    dice, iou = (np.array([float(r[key]) for r in rows]) for key in ("dice", "iou"))
     return {
         "num_images": len(rows),
         "dice": float(dice.mean()),
         "iou": float(iou.mean()),
-        "thresholded_iou": float(np.where(iou < ISIC_JACCARD_FLOOR, 0.0, iou).mean()),
-        "below_floor": int((iou < ISIC_JACCARD_FLOOR).sum()),
+        "thresholded_iou": float(np.where(iou < ISIC_FLOOR, 0.0, iou).mean()),
+        "below_floor": int((iou < ISIC_FLOOR).sum()),
         "predict_s": wall,
-        "folder": str(pred_dir / "predictions"),
+        "folder": str(folder / "predictions"),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-def table(args, result: dict) -> str:
-    """The finished run's Markdown table, with a header line naming data and machine."""
-    main, low, epochs = result["main"], result.get("t04"), result["fit"]["epoch_s"]
-    row = {
-        **result,
-        "encoder": args.encoder,
-        "epochs": args.epochs,
-        "image size": f"{args.image_size[0]}x{args.image_size[1]}",
-        "batch": args.batch_size,
-        "train batches/epoch": args.limit_train_batches or "all",
-    }
-    low_wall = "" if low is None else f" (at {SEED_STUDY_THRESHOLD}: {low['predict_s']:.0f} s)"
-    return "\n".join(
-        [
-            f"HAM10000 lesion segmentation (configs/unet_ham10000.yaml): {args.data_dir} | "
-            f"{result['num_holdout']} held-out images of {result['num_lesions']} lesions never "
-            f"seen in training or validation | {machine_line()}",
-            "",
-            TABLE.markdown([row]),
-            "",
-            f"Held-out scores at threshold 0.5, at each image's own size ({result['sizes']} px): "
-            f"{main['below_floor']} of {main['num_images']} images have IoU < "
-            f"{ISIC_JACCARD_FLOOR}. Epoch wall: training + validation, mean of "
-            f"{len(epochs)} epoch(s) ({', '.join(f'{t:.0f}' for t in epochs)} s); fit wall: the "
-            "whole `medvision fit` process (start-up and the image check included). Predict "
-            f"wall: {main['predict_s']:.0f} s{low_wall}.",
-        ]
-    )
 
 
 def image_sizes(folder: Path) -> str:
@@ -238,27 +131,33 @@ def image_sizes(folder: Path) -> str:
     return ", ".join(size if len(counts) == 1 else f"{size} ({n})" for size, n in counts.items())
 
 
-def write_docs(text: str, command: str) -> None:
-    """Put ``command`` (a code block) and ``text`` between the table's markers in the docs."""
-    body = f"```\n{command}\n```\n\n{text}"
-    write_marked(DOCS, TABLE_START, TABLE_END, body, title="HAM10000 lesion segmentation")
+def report(args, result: dict) -> str:
+    """The finished run's table under a line naming data and machine, and what it means."""
+    main, low, epochs = result["main"], result.get("t04"), result["fit"]["epoch_s"]
+    row = {**result, "encoder": args.encoder, "epochs": args.epochs, "batch": args.batch_size}
+    row["image size"] = "{}x{}".format(*args.image_size)
+    row["train batches/epoch"] = args.limit_train_batches or "all"
+    low_wall = "" if low is None else f" (at {LOW_THRESHOLD}: {low['predict_s']:.0f} s)"
+    return (
+        f"HAM10000 lesion segmentation (configs/unet_ham10000.yaml): {args.data_dir} | "
+        f"{result['num_holdout']} held-out images of {result['num_lesions']} lesions never "
+        f"seen in training or validation | {machine_line()}\n\n{TABLE.markdown([row])}\n\n"
+        f"Held-out scores at threshold 0.5, at each image's own size ({result['sizes']} px): "
+        f"{main['below_floor']} of {main['num_images']} images have IoU < {ISIC_FLOOR}. "
+        f"Epoch wall: training + validation, mean of {len(epochs)} epoch(s) "
+        f"({', '.join(f'{t:.0f}' for t in epochs)} s); fit wall: the whole `medvision fit` "
+        f"process (start-up and the image check included). Predict wall: "
+        f"{main['predict_s']:.0f} s{low_wall}."
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of this script (``main`` parses ``sys.argv`` with it)."""
-    parser = script_parser(__doc__)
-    add_shared_options(parser, epochs="default: the config's 30", batch="default: the config's 16")
-    parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument(
-        "--no-threshold-04",
-        action="store_true",
-        help=f"skip the second predict at threshold {SEED_STUDY_THRESHOLD}",
-    )
-    parser.add_argument(
-        "--reuse-fit",
-        action="store_true",
-        help="train nothing: take the finished fit in --out and redo the held-out predictions",
-    )
+def build_parser():
+    """The command line of this script."""
+    parser = ham_parser(__doc__, "default: the config's 30", "default: the config's 16")
+    add = parser.add_argument
+    add("--encoder", default="resnet34")
+    add("--no-threshold-04", action="store_true", help="skip the predict at threshold 0.4")
+    add("--reuse-fit", action="store_true", help="take the fit in --out, redo the predictions")
     return parser
 
 
@@ -267,46 +166,33 @@ def main() -> None:
     out = prepare(args, "medvision_ham10000_bench_")
     args.epochs = 30 if args.epochs is None else args.epochs
     args.batch_size = 16 if args.batch_size is None else args.batch_size
-    if args.report:
-        result = json.loads((out / "result.json").read_text())
-        stored = {k: v for k, v in result.get("args", {}).items() if k != "write_docs"}
-        report(argparse.Namespace(**{**vars(args), **stored}), result, out)
-        return
-
-    if args.reuse_fit:  # the fit's wall time is only known from the run that made it
-        previous = out / "result.json"
-        wall = json.loads(previous.read_text())["fit"]["fit_s"] if previous.exists() else np.nan
-        result: dict = {"fit": read_fit(out / "fit", wall)}
+    saved = out / "result.json"
+    if args.report:  # the table of the run in --out, with that run's options
+        result = json.loads(saved.read_text())
+        stored = {k: v for k, v in result["args"].items() if k != "write_docs"}
+        args, command = type(args)(**{**vars(args), **stored}), stored["command"]
+        result.setdefault("sizes", image_sizes(out / "holdout/images"))
     else:
-        result = {"fit": run_fit(args, out)}
-    print(f"fit: {result['fit']}", file=sys.stderr, flush=True)
-    holdout, result["num_holdout"], result["num_lesions"] = make_holdout(
-        args.data_dir, out / "holdout", args.image_size
-    )
-    result["main"] = predict(args, out, holdout, result["fit"]["checkpoint"], None)
-    print(f"predict: {result['main']}", file=sys.stderr, flush=True)
-    if not args.no_threshold_04:
-        result["t04"] = predict(
-            args, out, holdout, result["fit"]["checkpoint"], SEED_STUDY_THRESHOLD
+        if args.reuse_fit:  # its wall time is known only from the run that made it
+            wall = json.loads(saved.read_text())["fit"]["fit_s"] if saved.exists() else np.nan
+            run = finished_fit(out / "fit", wall)
+        else:
+            limit = limit_args(args.limit_train_batches)
+            run = fit(out / "fit", *common_args(args, args.epochs), *limit)
+        result = {"fit": fit_scores(run)}
+        holdout, result["num_holdout"], result["num_lesions"] = make_holdout(
+            args.data_dir, out / "holdout", args.image_size
         )
-        print(f"predict @ {SEED_STUDY_THRESHOLD}: {result['t04']}", file=sys.stderr, flush=True)
-    result["fit"]["checkpoint"] = str(result["fit"]["checkpoint"])
-    result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    result["args"]["command"] = this_command(SCRIPT)
-    result["sizes"] = image_sizes(holdout / "images")
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    report(args, result, out)
-
-
-def report(args, result: dict, out: Path) -> None:
-    """Print the table of a finished run; with ``--write-docs`` put it into the docs page."""
-    result.setdefault("sizes", image_sizes(out / "holdout/images"))
-    text = table(args, result)
-    print("\n" + text)
+        checkpoint = result["fit"]["checkpoint"]
+        result["main"] = predict(args, out, holdout, checkpoint, None)
+        if not args.no_threshold_04:
+            result["t04"] = predict(args, out, holdout, checkpoint, LOW_THRESHOLD)
+        command = this_command(SCRIPT, PRINT_ONLY)
+        result["args"] = json.loads(json.dumps(vars(args), default=str)) | {"command": command}
+        result["sizes"] = image_sizes(holdout / "images")
+        saved.write_text(json.dumps(result, indent=2))
+    publish(report(args, result), DOCS if args.write_docs else None, MARKERS, command)
     print(f"\nRuns, checkpoint and predictions: {out}")
-    if args.write_docs:
-        write_docs(text, getattr(args, "command", None) or this_command(SCRIPT))
-        print(f"Table written to {DOCS}")
 
 
 if __name__ == "__main__":

@@ -220,3 +220,57 @@ def test_plain_train_step_changes_the_weights(common):
     loss = common.train_step(model, optimizer, batch["image"], batch["label"])
     assert torch.isfinite(loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))
+
+
+def test_overrides_write_groups_epochs_and_no_progress_bar(common):
+    args = common.overrides(
+        "configs/x.yaml",
+        3,
+        data={"data_dir": Path("/d"), "image_size": [96, 128], "cache": True, "sampler": None},
+        model={"model_name": "resnet18"},
+        trainer={"limit_train_batches": 2},
+        seed_everything=42,
+    )
+    assert args == [
+        "--config",
+        "configs/x.yaml",
+        "--data.init_args.data_dir=/d",
+        "--data.init_args.image_size=[96,128]",
+        "--data.init_args.cache=true",
+        "--model.init_args.model_name=resnet18",
+        "--trainer.limit_train_batches=2",
+        "--seed_everything=42",
+        "--trainer.max_epochs=3",
+        "--model.init_args.lr_scheduler.init_args.T_max=3",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+def test_fit_and_test_are_read_from_what_medvision_wrote(common, tmp_path: Path):
+    run = tmp_path / "fit/version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints/best.ckpt").write_bytes(b"")
+    (run / "metrics.csv").write_text("epoch,val/f1\n0,0.5\n1,0.75\n")
+    (run / "epoch_times.json").write_text('[{"wall_s": 9.0, "cpu_s": 1}, {"wall_s": 3.0}]')
+    (run / "test").mkdir()
+    (run / "test/metrics.csv").write_text("epoch,test/f1,test/auroc\n0,0.7,\n0,,0.9\n")
+    summary = "metric,value,ci_low,ci_high,n\nf1,0.7,0.55,0.84,110\n"
+    (run / "test/test_summary.csv").write_text(summary)
+    fit = common.finished_fit(tmp_path / "fit", 12.0)
+    assert (fit.epoch_s, fit.fit_s, fit.best) == ([9.0, 3.0], 12.0, run / "checkpoints/best.ckpt")
+    assert common.best_row(fit.metrics, "val/f1")["epoch"] == "1"
+    tested = common.Tested(fit.run / "test")
+    assert tested.metrics == {"f1": 0.7, "auroc": 0.9}
+    assert tested.summary["f1"] == {"value": 0.7, "ci_low": 0.55, "ci_high": 0.84, "n": 110.0}
+    with pytest.raises(SystemExit, match="no .*best.ckpt after fit"):
+        common.finished_fit(tmp_path / "none")
+
+
+def test_publish_prints_and_writes_under_the_command(common, tmp_path: Path, capsys):
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n<!-- t -->\nold\n<!-- /t -->\n")
+    common.publish("| a |", None, ("<!-- t -->", "<!-- /t -->"))
+    assert page.read_text().count("old") == 1 and capsys.readouterr().out == "| a |\n"
+    common.publish("| a |", page, ("<!-- t -->", "<!-- /t -->"), "python benchmarks/x.py")
+    block = "<!-- t -->\n\n```\npython benchmarks/x.py\n```\n\n| a |\n\n<!-- /t -->"
+    assert page.read_text() == f"# Page\n{block}\n"

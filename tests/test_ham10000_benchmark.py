@@ -101,6 +101,6 @@ def test_parsers_take_each_benchmarks_own_options(ham, ham_segmentation):
 def test_recorded_command_names_the_script_and_one_arm(ham, monkeypatch):
     argv = ["x", "--epochs", "2", "--arms", "7class", "3class", "--out", "/o", "--write-docs"]
     monkeypatch.setattr("sys.argv", argv)
-    assert ham.this_command(ham.SCRIPT, arms=["3class"]) == (
+    assert ham.this_command(ham.SCRIPT, ham.PRINT_ONLY, arms=["3class"]) == (
         "python benchmarks/ham10000_classification.py --epochs 2 --out /o --arms 3class"
     )

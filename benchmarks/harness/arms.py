@@ -1,9 +1,8 @@
-"""Arms in alternating rounds, in-process or each in its own process, and their ratios.
+"""Arms in alternating rounds, in-process or each in its own process; ratios and spreads.
 
-An arm is one thing measured: medvision's loop or the plain PyTorch loop on the same model and
-data, one checkout or another, one writer or another. Arms that are compared run back to back
-in each round, so that the slow drifts of a shared machine's speed hit them alike; a ratio is
-taken between arms of the same run, never against a figure from another run.
+Arms that are compared run back to back in each round, so that the slow drifts of a shared
+machine's speed hit them alike; a ratio is taken between arms of the same run, never against
+a figure from another run.
 """
 
 from __future__ import annotations
@@ -18,32 +17,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: the prefix of the one line a child process prints its result on (JSON after it)
-RESULT = "RESULT "
+RESULT = "RESULT "  # the prefix of the line a child process prints its result on, as JSON
 
 
 def alternate(
-    arms: Sequence[Hashable],
-    measure: Callable[[Hashable, int], object],
-    rounds: int = 1,
-    rotate: bool = False,
-    progress: bool = False,
+    arms: Sequence[Hashable], measure: Callable, rounds=1, rotate=False, progress=False
 ) -> list[dict]:
-    """Measure every arm once per round, the arms back to back.
+    """``measure(arm, round_index)`` of every arm in each of ``rounds`` rounds, back to back.
 
-    Args:
-        arms: the arms, in the order of the table (names, tuples, ...).
-        measure: ``measure(arm, round_index)``: the arm's result in that round.
-        rounds: how many rounds.
-        rotate: start round ``r`` at arm ``r`` (modulo their number), so that no arm is
-            always first.
-        progress: print ``round R ARM: RESULT`` to stderr after each arm.
-
-    Returns:
-        One dict per round: ``{arm: result}`` in the order of ``arms``.
+    ``rotate`` starts round ``r`` at arm ``r`` (no arm always first); ``progress`` prints each
+    result to stderr. Returns one ``{arm: result}`` per round, in the order of ``arms``.
     """
-    arms = list(arms)
-    out = []
+    arms, out = list(arms), []
     for index in range(rounds):
         shift = index % len(arms) if rotate else 0
         results = {}
@@ -57,25 +42,12 @@ def alternate(
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
-    """``value / reference``, or None when either is missing or the reference is 0.
-
-    Args:
-        value: the arm's figure (images/s, seconds).
-        reference: the reference arm's figure from the same run.
-    """
-    if value is None or not reference:
-        return None
-    return value / reference
+    """``value / reference``, None when either is missing or the reference is 0."""
+    return None if value is None or not reference else value / reference
 
 
 class Spread(NamedTuple):
-    """Median, minimum and maximum of repeated measures.
-
-    Args:
-        median: the median.
-        min: the smallest value.
-        max: the largest value.
-    """
+    """Median, minimum and maximum of repeated measures."""
 
     median: float
     min: float
@@ -83,91 +55,41 @@ class Spread(NamedTuple):
 
     @classmethod
     def of(cls, values: Iterable[float | None]) -> Spread | None:
-        """The spread of ``values`` (Nones left out); None when no value is left.
-
-        Args:
-            values: the measures.
-        """
+        """The spread of ``values`` (Nones left out); None when none is left."""
         kept = [float(v) for v in values if v is not None]
-        if not kept:
-            return None
-        return cls(float(np.median(kept)), min(kept), max(kept))
+        return cls(float(np.median(kept)), min(kept), max(kept)) if kept else None
 
 
-# --- arms in child processes ---------------------------------------------------------------------
 class ChildFailed(SystemExit):
-    """A child process failed or printed no result; uncaught, it ends the script with its
-    message (a ``SystemExit``), and a script that goes on without that child catches it."""
+    """A child process failed or printed no result (uncaught, it ends the script)."""
 
 
 def print_result(result: dict) -> None:
-    """Print a child's result as its :data:`RESULT` line (read by :func:`child_result`).
-
-    Args:
-        result: JSON-able values.
-    """
+    """Print a child's result as its :data:`RESULT` line."""
     print(RESULT + json.dumps(result), flush=True)
 
 
-def child_result(
-    cmd: list[str],
-    what: str,
-    timeout: float | None = None,
-    env: dict | None = None,
-    cwd: Path | None = None,
-) -> dict:
-    """Run a child process and return the JSON of its last :data:`RESULT` line.
-
-    Args:
-        cmd: the command.
-        what: what it runs, for the error message (e.g. ``arm plain``).
-        timeout: seconds before the child is stopped (None: no limit).
-        env: its environment (default: this process's).
-        cwd: its working folder (default: this process's).
-
-    Returns:
-        The decoded result.
-
-    Raises:
-        ChildFailed: with the child's stderr tail when it fails or prints no result.
-        subprocess.TimeoutExpired: when it runs past ``timeout``.
-    """
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+def child_result(cmd: list[str], what: str, timeout: float | None = None, env=None) -> dict:
+    """Run ``cmd``; the JSON of its last :data:`RESULT` line. Raises :class:`ChildFailed`
+    (naming ``what``, with the stderr tail) or ``subprocess.TimeoutExpired``."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         raise ChildFailed(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len(RESULT) :])
 
 
-def run_arm_child(
-    script: str | Path,
-    spec: dict,
-    timeout: float | None = None,
-    keep_going: bool = False,
-    env: dict | None = None,
-) -> dict:
-    """One arm in a fresh Python process (its own peak memory): ``script --arm SPEC``.
+def run_arm_child(script, spec: dict, timeout=None, keep_going=False, env=None) -> dict:
+    """One arm in a fresh process (its own peak memory): ``script --arm SPEC``, whose ``main``
+    measures the arm ``spec`` (JSON) names and prints :func:`print_result`.
 
-    The script's ``main`` sees ``--arm`` (a hidden option holding ``spec`` as JSON), measures
-    that one arm and prints its result with :func:`print_result`.
-
-    Args:
-        script: the benchmark script (its ``__file__``).
-        spec: everything the arm needs, JSON-able; ``spec["arm"]`` names it in messages.
-        timeout: seconds before the child is stopped (None: no limit).
-        keep_going: on failure or timeout, return ``{"error": why}`` instead of stopping.
-        env: the child's environment (default: this process's).
-
-    Returns:
-        The child's result, with ``arm_s``: the process's wall time in seconds.
-
-    Raises:
-        ChildFailed: when the child fails and ``keep_going`` is False.
+    Returns its result with ``arm_s``, the process's wall time; with ``keep_going`` a failure
+    or a stop after ``timeout`` seconds gives ``{"error": why}`` instead of ending the script.
     """
-    cmd = [sys.executable, str(Path(script).resolve()), "--arm", json.dumps(spec)]
+    cmd = [sys.executable, str(Path(script).resolve()), "--arm", json.dumps(spec, default=str)]
     started = time.perf_counter()
     try:
-        result = child_result(cmd, f"arm {spec.get('arm')}", timeout=timeout, env=env)
+        result = child_result(cmd, f"arm {spec.get('arm')}", timeout, env)
     except subprocess.TimeoutExpired:
         if not keep_going:
             raise

@@ -1,8 +1,5 @@
-"""The plain PyTorch reference that medvision's loop is held against.
-
-The same networks and losses as medvision's modules, built directly from smp and timm, and a
-hand-written training step: no Lightning, no medvision, no host sync.
-"""
+"""The plain PyTorch reference that medvision's loop is held against: the same networks and
+losses, built directly from smp and timm, and a hand-written step (no Lightning, no host sync)."""
 
 from __future__ import annotations
 
@@ -11,15 +8,9 @@ from typing import NamedTuple
 
 
 class Plain(NamedTuple):
-    """A network with what a plain loop needs around it.
-
-    Args:
-        net: the ``nn.Module``.
-        preprocess: the input standardization (``B x C x H x W`` in, same out).
-        loss: ``loss(logits, target)``, a scalar.
-        target: the batch key of the target: ``mask`` or ``label``.
-        probabilities: logits to probabilities (sigmoid or softmax over classes).
-    """
+    """A network (``net``) with what a plain loop needs around it: ``preprocess`` (the input
+    standardization), ``loss(logits, target)``, ``target`` (the batch key: ``mask`` or
+    ``label``) and ``probabilities`` (of the logits)."""
 
     net: object
     preprocess: Callable
@@ -29,12 +20,7 @@ class Plain(NamedTuple):
 
 
 def unet(encoder: str = "resnet34", in_channels: int = 1) -> Plain:
-    """smp's U-Net (one output channel, no pretrained weights) with BCE + Dice on its logits.
-
-    Args:
-        encoder: the smp encoder.
-        in_channels: the input's channels.
-    """
+    """smp's U-Net (one output channel, no pretrained weights), BCE + Dice on its logits."""
     import segmentation_models_pytorch as smp
     import torch
 
@@ -50,14 +36,8 @@ def unet(encoder: str = "resnet34", in_channels: int = 1) -> Plain:
 
 
 def classifier(model_name: str, in_channels: int, num_classes: int, class_weight=None) -> Plain:
-    """A timm classifier that standardizes its input, with cross-entropy on float32 logits.
-
-    Args:
-        model_name: the timm model.
-        in_channels: the input's channels; for one, the mean of timm's RGB mean and std.
-        num_classes: the classes.
-        class_weight: cross-entropy's per-class weights (a CPU tensor), or None.
-    """
+    """A timm classifier standardizing its input (with one channel, by the mean of timm's RGB
+    mean and std), cross-entropy (``class_weight``: a CPU tensor or None) on float32 logits."""
     import timm
     import torch
 
@@ -85,23 +65,14 @@ def classifier(model_name: str, in_channels: int, num_classes: int, class_weight
 
 
 def memory_format(layout: str):
-    """``torch.channels_last`` for ``channels_last``, else ``torch.contiguous_format``.
-
-    Args:
-        layout: ``nchw`` or ``channels_last``.
-    """
+    """``torch.channels_last`` for ``channels_last``, else ``torch.contiguous_format``."""
     import torch
 
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
 
 def autocast(device: str, precision: str):
-    """The autocast context of a Lightning precision (``32``: disabled).
-
-    Args:
-        device: ``cpu`` or ``cuda``.
-        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
-    """
+    """The autocast context of a Lightning precision (``32``: disabled)."""
     import torch
 
     dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
@@ -109,19 +80,8 @@ def autocast(device: str, precision: str):
 
 
 def train_step(plain: Plain, optimizer, image, target, precision: str = "32", scaler=None):
-    """One plain training step: forward under autocast, loss, backward, optimizer step.
-
-    Args:
-        plain: the network and its loss.
-        optimizer: its optimizer.
-        image: the batch's images, on the device and in the layout wanted.
-        target: the batch's targets, on the device.
-        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
-        scaler: a ``torch.amp.GradScaler`` (with ``16-mixed``), or None.
-
-    Returns:
-        The loss (a device tensor; not read on the host).
-    """
+    """Forward under autocast, loss, backward, optimizer step (through a GradScaler with
+    ``16-mixed``); the loss, a device tensor never read on the host."""
     with autocast(image.device.type, precision):
         loss = plain.loss(plain.net(plain.preprocess(image)), target)
     optimizer.zero_grad(set_to_none=True)
@@ -135,39 +95,17 @@ def train_step(plain: Plain, optimizer, image, target, precision: str = "32", sc
     return loss
 
 
-def random_batches(
-    count: int,
-    batch_size: int,
-    channels: int,
-    size: int,
-    target: str,
-    device: str = "cpu",
-    num_classes: int = 2,
-) -> list[dict]:
-    """``count`` random batches, made once (seeded), on ``device``.
-
-    Args:
-        count: how many batches.
-        batch_size: images per batch.
-        channels: image channels.
-        size: image side in pixels.
-        target: ``mask`` (float 0/1, ``B x 1 x size x size``) or ``label`` (int64 ``B``,
-            cycling over the classes, so a batch of at least ``num_classes`` holds each).
-        device: where the tensors live.
-        num_classes: the classes of ``label``.
-
-    Returns:
-        Dicts with ``image`` (float32 ``B x channels x size x size`` in [0, 1]) and ``target``.
-    """
+def random_batches(count, batch_size, channels, size, target, device="cpu", num_classes=2):
+    """``count`` seeded random batches on ``device``: ``image`` (float32 in [0, 1]) and
+    ``mask`` (0/1, one channel) or ``label`` (cycling over the classes: each in each batch)."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
-    batches = []
+    generator, batches = torch.Generator().manual_seed(0), []
     for _ in range(count):
         batch = {"image": torch.rand(batch_size, channels, size, size, generator=generator)}
         if target == "mask":
-            mask = torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
-            batch["mask"] = mask.float()
+            batch["mask"] = torch.rand(batch_size, 1, size, size, generator=generator) > 0.5
+            batch["mask"] = batch["mask"].float()
         else:
             batch["label"] = torch.arange(batch_size) % num_classes
         batches.append({key: value.to(device) for key, value in batch.items()})

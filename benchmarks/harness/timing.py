@@ -1,13 +1,10 @@
-"""Timed windows of a training loop, timed loaders and NVML GPU utilization.
+"""Timed windows of a loop, timed loaders and NVML GPU utilization.
 
 :class:`StepTimer` times images/s over the steps after a warm-up (``throughput.py``);
-:class:`Window` times whole step cycles in wall and CPU time (``step_overhead.py``).
-
-The GPU-busy figure is NVML's utilization (``nvidia-smi``'s "GPU-Util": the share of time in
-which at least one kernel ran), sampled from a thread while the timed steps run. It needs the
-``pynvml`` module (package ``nvidia-ml-py``, medvision's extra ``gpu``). CUDA events recorded
-at a step's start and end are not used: they cannot see the GPU idle inside a step while the
-host waits on a sync.
+:class:`Window` times whole step cycles in wall and CPU time (``step_overhead.py``). The GPU
+figure is NVML's utilization (``nvidia-smi``'s "GPU-Util": the share of time in which at least
+one kernel ran), sampled from a thread over the timed steps; CUDA events would not see the GPU
+idle inside a step while the host waits on a sync.
 """
 
 from __future__ import annotations
@@ -25,19 +22,10 @@ NVML_HINT = 'pip install "medvision-lightning[gpu]" (nvidia-ml-py, the module py
 
 
 class TimedBatches:
-    """``length`` batches from ``source`` (restarted when it runs out), timing each ``next()``.
+    """``length`` batches from ``source`` (a list or a loader, restarted when it runs out);
+    ``waits`` holds ``(start, seconds)`` of every ``next()``, a restart included."""
 
-    Args:
-        source: a list of batch dicts or a DataLoader.
-        length: how many batches to serve in all.
-        clock: the wall clock (seconds).
-
-    ``waits`` holds ``(start, seconds)`` of every batch request, a loader restart included.
-    """
-
-    def __init__(
-        self, source: Iterable, length: int, clock: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, source: Iterable, length: int, clock: Callable = time.perf_counter):
         self.source, self.length, self.clock = source, length, clock
         self.waits: list[tuple[float, float]] = []
 
@@ -68,68 +56,43 @@ def nvml_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("pynvml") is not None
 
 
-class UtilizationSampler:
-    """NVML GPU utilization (percent) of the current CUDA device, every ``interval`` seconds.
-
-    Args:
-        interval: seconds between samples. NVML reports the busy share over its own last
-            sample period (1/6 s to 1 s, by GPU model), so samples overlap and a window
-            shorter than a second is poorly resolved.
-    """
+class UtilizationSampler(threading.Thread):
+    """NVML GPU utilization (percent) of the current CUDA device, every ``interval`` seconds
+    (NVML's own sample period is 1/6 s to 1 s by GPU model, so samples overlap)."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.samples = interval, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(daemon=True)
+        self.interval, self.samples, self.halt = interval, [], threading.Event()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         import torch
 
-        while not self._stop.wait(self.interval):
+        while not self.halt.wait(self.interval):
             self.samples.append(torch.cuda.utilization())
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self) -> float | None:
         """Stop sampling; the mean utilization in percent (None when nothing was sampled)."""
-        self._stop.set()
-        self._thread.join()
+        self.halt.set()
+        self.join()
         return float(np.mean(self.samples)) if self.samples else None
 
 
 class StepTimer:
-    """The timed window of a training or inference loop that calls ``start`` and ``end``.
+    """The timed window of a loop that calls ``start(num_images)`` at each step's start (batch
+    loaded) and ``end()`` at its end.
 
-    ``start(num_images)`` at each step's start (batch loaded), ``end()`` at its end. Warm-up
-    ends after ``warmup`` steps, or earlier once ``warmup_seconds`` have passed since the first
-    step started (a time box for slow first steps: loader workers starting, autotuning). The
-    window then runs from a device sync at the end of the last warm-up step (so it holds the
-    loading of the first timed batch) to one after ``steps`` more steps; :attr:`done` says the
-    loop may stop.
-
-    Args:
-        device: ``cuda`` (syncs, and NVML sampling when available) or ``cpu``.
-        warmup: untimed steps at most.
-        steps: timed steps.
-        warmup_seconds: the warm-up's time box.
-        clock: the wall clock (seconds).
+    Warm-up ends after ``warmup`` steps, or once ``warmup_seconds`` have passed since the first
+    step started (a time box for slow first steps). The window then runs from a device sync (on
+    ``cuda``, where NVML is sampled too) at the end of the last warm-up step, so that it holds
+    the loading of the first timed batch, to one after ``steps`` more steps; :attr:`done` says
+    the loop may stop.
     """
 
-    def __init__(
-        self,
-        device: str,
-        warmup: int,
-        steps: int,
-        warmup_seconds: float = math.inf,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.cuda = device == "cuda"
+    def __init__(self, device, warmup, steps, warmup_seconds=math.inf, clock=time.perf_counter):
+        self.cuda, self.clock = device == "cuda", clock
         self.warmup, self.steps, self.warmup_seconds = warmup, steps, warmup_seconds
-        self.clock = clock
-        self.index, self.images, self.timed = 0, 0, 0
+        self.index = self.images = self.timed = self.warmup_steps = 0
         self.first = self.begin = self.finish = None
-        self.warmup_steps = 0
         self.sampler = UtilizationSampler() if self.cuda and nvml_available() else None
 
     @property
@@ -162,7 +125,7 @@ class StepTimer:
         if self.begin is None:
             boxed = self.clock() - self.first >= self.warmup_seconds
             if self.index == self.warmup - 1 or boxed:
-                self._open_window()  # so the window holds the first timed batch's loading
+                self._open_window()
         elif not self.done:
             self.timed += 1
             if self.timed == self.steps:
@@ -171,16 +134,8 @@ class StepTimer:
         self.index += 1
 
     def result(self, batches: TimedBatches | None) -> dict:
-        """Images/s over the window, warm-up steps run, data-wait share and NVML utilization.
-
-        Args:
-            batches: the loader, to read its waits (None: no data-wait share).
-
-        Returns:
-            ``images_per_s``, ``wall_s``, ``warmup_steps``; ``data_wait`` (fraction of the
-            window spent in ``next()``) with ``batches``; ``nvml_util`` (percent) on a GPU
-            with NVML.
-        """
+        """``images_per_s``, ``wall_s``, ``warmup_steps``; ``data_wait`` (share of the window
+        spent in the ``batches``' ``next()``) given them; ``nvml_util`` (percent) on a GPU."""
         if not self.done:
             raise RuntimeError(
                 f"the loop ran {self.index} steps: the window of {self.steps} steps after "
@@ -197,27 +152,11 @@ class StepTimer:
 
 
 class Window:
-    """Wall and CPU time from the start of step ``warmup`` to the start of ``warmup + steps``.
+    """Wall and CPU time (this process's, all threads) from the start of step ``warmup`` to
+    the start of ``warmup + steps``: whole step cycles (the batch fetch, every hook and logger
+    call), no start-up; a device sync at both ends on ``cuda``."""
 
-    Call :meth:`at_step_start` at the start of every step: the window holds whole step cycles
-    (the batch fetch, every hook and logger call) and leaves out start-up and what follows.
-
-    Args:
-        warmup: untimed steps.
-        steps: timed steps.
-        device: ``cuda`` (a device sync at both ends of the window) or ``cpu``.
-        clock: the wall clock (seconds).
-        cpu_clock: this process's CPU time (seconds, all its threads).
-    """
-
-    def __init__(
-        self,
-        warmup: int,
-        steps: int,
-        device: str,
-        clock: Callable[[], float] = time.perf_counter,
-        cpu_clock: Callable[[], float] = time.process_time,
-    ) -> None:
+    def __init__(self, warmup, steps, device, clock=time.perf_counter, cpu_clock=time.process_time):
         self.warmup, self.steps, self.cuda = warmup, steps, device == "cuda"
         self.clock, self.cpu_clock = clock, cpu_clock
         self.begin = self.end = None
@@ -245,14 +184,8 @@ class Window:
 
 
 def lightning_timers(train: StepTimer, infer: StepTimer | None = None):
-    """A Lightning callback driving a training (and a predict) :class:`StepTimer`.
-
-    It stops ``fit`` once the training window has closed.
-
-    Args:
-        train: the timer of the training steps.
-        infer: the timer of the predict steps, or None.
-    """
+    """A Lightning callback driving a training (and a predict) :class:`StepTimer`; it stops
+    ``fit`` once the training window has closed."""
     from lightning.pytorch import Callback
 
     class Timers(Callback):
