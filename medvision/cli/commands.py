@@ -266,6 +266,11 @@ def main(args: ArgsType = None) -> None:
 
         export_main(args[1:])
         return
+    if args[:1] == ["tune"]:
+        from medvision.cli.tune import main as tune_main
+
+        tune_main(args[1:], debug=debug)
+        return
     try:
         cli = MedVisionCLI(args=args)
     except SIGTERMException:
