@@ -86,7 +86,8 @@ def main(args: Sequence[str] | None = None, debug: bool = False) -> None:
     except (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError, ImportError) as error:
         if debug:
             raise
-        log.error("%s", user_error(error))
+        # a message raised "from None" is the whole story; else the innermost error's line
+        log.error("%s", str(error) if error.__suppress_context__ else user_error(error))
         log.error("(medvision tune --debug shows the whole traceback)")
         raise SystemExit(2) from None
     if text:
@@ -108,6 +109,11 @@ def tune(options: argparse.Namespace, fit_args: list[str]) -> str:
     name = options.study or _default_study(fit_args)
     output = options.output or Path("runs") / name
     if options.summary:
+        if options.storage is None and not (output / storages.JOURNAL).is_file():
+            raise ValueError(
+                f"no study at {output / storages.JOURNAL}: give --study (or --output) and "
+                "--storage as when it ran"
+            )
         store = storages.open_storage(options.storage, output)
         return write_summary(_existing_study(name, store, output), output)
     if options.search is None:
@@ -178,7 +184,9 @@ def _existing_study(name: str, store, output: Path):
     try:
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        where = "its --storage" if not hasattr(store, "_backend") else output
+        from medvision.cli.tune.storage import JOURNAL, RDBStorage
+
+        where = "the --storage database" if isinstance(store, RDBStorage) else output / JOURNAL
         raise ValueError(
             f"no study {name} in {where}: give its --study, --output and --storage as when it ran"
         ) from None

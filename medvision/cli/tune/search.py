@@ -187,14 +187,14 @@ def check_keys(parameters: list[Parameter], config: Namespace, path: str | Path)
         path: The search file, for the message.
 
     Raises:
-        ValueError: For the first unknown key, with the closest keys the config has.
+        ValueError: For the first unknown key, with the closest key the config has.
     """
     known = set(flat_keys(config))
     for parameter in parameters:
         if parameter.key in known:
             continue
-        close = difflib.get_close_matches(parameter.key, known, n=3, cutoff=0.6)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        close = difflib.get_close_matches(parameter.key, known, n=1, cutoff=0.8)
+        hint = f" Did you mean {close[0]}?" if close else ""
         raise ValueError(
             f"{path}: {parameter.key} is not a setting of this config "
             f"(see medvision fit --print_config).{hint}"

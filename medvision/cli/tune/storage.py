@@ -99,9 +99,11 @@ def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
         return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
     engine = {"connect_args": {"connect_timeout": 10}} if kind in ("postgresql", "mysql") else {}
     try:
-        return RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-        )
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
     except ModuleNotFoundError as error:
         raise ValueError(
             f"--storage {hide_password(url)}: its database driver is missing ({error.name}): "
