@@ -84,7 +84,9 @@ def hide_password(url: str) -> str:
 def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
     """The study's storage: a journal file in ``folder``, or the database at ``url``.
 
-    Connects at once, so that a URL that cannot be reached stops ``tune`` before training.
+    Connects at once, so that a URL that cannot be reached stops ``tune`` before training. A
+    ``postgresql://`` URL uses the psycopg (3) driver, which the ``tune`` extra installs
+    (SQLAlchemy 2.0 would pick psycopg2); ``postgresql+psycopg2://`` chooses that one.
 
     Args:
         url: The ``--storage`` URL; None: ``<folder>/study.journal``.
@@ -97,21 +99,61 @@ def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
     if kind is None:
         folder.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    shown = hide_password(url)
+    if url.startswith("postgresql://"):  # the driver the tune extra installs (psycopg 3)
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = {"connect_args": {"connect_timeout": 10}} if kind in ("postgresql", "mysql") else {}
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # workers started together on a new database would race to create Optuna's tables
+        with _creating_tables(url, kind, engine), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat
             return RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
             )
-    except ModuleNotFoundError as error:
+    except ImportError as error:  # Optuna's, from the driver's ModuleNotFoundError
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None)
         raise ValueError(
-            f"--storage {hide_password(url)}: its database driver is missing ({error.name}): "
-            "pip install 'medvision-lightning[tune]'"
+            f"--storage {shown}: its database driver ({missing}) is not installed: "
+            "pip install 'medvision-lightning[tune]' (PostgreSQL), or a driver for the URL"
         ) from None
     except Exception as error:  # sqlalchemy's OperationalError and friends, one line of it
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise ValueError(f"--storage {hide_password(url)}: cannot connect ({reason})") from None
+        raise ValueError(f"--storage {shown}: cannot connect ({reason})") from None
+
+
+@contextlib.contextmanager
+def _creating_tables(url: str, kind: str, engine_kwargs: dict) -> Iterator[None]:
+    """Hold a database-wide lock (PostgreSQL, MySQL) while Optuna creates its tables."""
+    if kind == "sqlite":
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as connection, _held(connection, "medvision-tune:tables"):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _held(connection, name: str) -> Iterator[None]:
+    """Hold the named lock of a PostgreSQL (advisory) or MySQL (``GET_LOCK``) session."""
+    from sqlalchemy import text
+
+    key = zlib.crc32(name.encode())
+    if connection.dialect.name == "postgresql":
+        take, give = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
+    else:
+        take = "SELECT GET_LOCK(CAST(:key AS CHAR), -1)"
+        give = "SELECT RELEASE_LOCK(CAST(:key AS CHAR))"
+    connection.execute(text(take), {"key": key})
+    try:
+        yield
+    finally:
+        connection.execute(text(give), {"key": key})
+        connection.commit()
 
 
 @contextlib.contextmanager
@@ -135,23 +177,8 @@ def study_lock(storage, folder: Path, study_name: str) -> Iterator[None]:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
-    from sqlalchemy import text
-
-    key = zlib.crc32(f"medvision-tune:{study_name}".encode())
-    if storage.engine.dialect.name == "postgresql":
-        take, give = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
-    else:
-        take, give = (
-            "SELECT GET_LOCK(CAST(:key AS CHAR), -1)",
-            "SELECT RELEASE_LOCK(CAST(:key AS CHAR))",
-        )
-    with storage.engine.connect() as connection:
-        connection.execute(text(take), {"key": key})
-        try:
-            yield
-        finally:
-            connection.execute(text(give), {"key": key})
-            connection.commit()
+    with storage.engine.connect() as connection, _held(connection, f"medvision-tune:{study_name}"):
+        yield
 
 
 def owner() -> dict:
