@@ -22,11 +22,13 @@ optuna = pytest.importorskip("optuna", reason="medvision tune needs the tune ext
 pytest.importorskip("optuna_integration", reason="medvision tune needs optuna-integration")
 
 from medvision.cli import main  # noqa: E402
-from medvision.cli.tune.search import parse_parameter, short_names  # noqa: E402
+from medvision.cli.crossval import parse_fit_config  # noqa: E402
+from medvision.cli.tune.command import check_values  # noqa: E402
+from medvision.cli.tune.search import check_keys, parse_parameter, read_search, short_names  # noqa: E402
 from medvision.data.synthetic import write_lung_ct  # noqa: E402
 from medvision.utils.files import read_csv  # noqa: E402
 
-from .conftest import REPO, subprocess_env  # noqa: E402
+from .conftest import CONFIGS, REPO, load_benchmark, subprocess_env  # noqa: E402
 
 SEARCH = {
     "model.init_args.optimizer.init_args.lr": {"float": [1.0e-4, 1.0e-2], "log": True},
@@ -374,3 +376,33 @@ def test_search_entries_are_parsed_and_checked():
         "b.init_args.lr": "b.init_args.lr",
         "c.encoder_name": "encoder_name",
     }
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "search").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_search_files_fit_their_configs(path):
+    """``configs/search/<name>.yaml`` searches settings that ``configs/<name>.yaml`` has, with
+    values those settings take."""
+    fit_args = ["--config", str(CONFIGS / path.name)]
+    parameters = read_search(path)
+    check_keys(parameters, parse_fit_config(fit_args), path)
+    check_values(parameters, fit_args, path)
+
+
+@pytest.mark.slow
+def test_tuning_benchmark_writes_its_table_and_plots(tmp_path):
+    """benchmarks/tuning.py on synthetic slices, in two short trials: the docs block and plots."""
+    data_dir = tmp_path / "lung"
+    write_lung_ct(data_dir, num_slices=20, size=64, seed=0)
+    page = tmp_path / "docs" / "tuning.md"
+    page.parent.mkdir()
+    page.write_text("# page\n\n<!-- tuning-table:start -->\n<!-- tuning-table:end -->\n")
+    script = load_benchmark(REPO / "benchmarks" / "tuning.py")
+    quick = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--startup-trials", "1"]
+    paths = ["--output", str(tmp_path / "study"), "--docs", str(page)]
+    script.main(["--data-dir", str(data_dir), *quick, *paths])
+    text = page.read_text()
+    rows = read_csv(tmp_path / "study" / "trials.csv")
+    assert len(rows) == 2 and "Machine: " in text and "Smoke run" in text
+    for row in rows:
+        assert f"| {row['number']} | {row['state']} |" in text
+    assert (page.parent / "figures" / "tuning_optimization_history.png").read_bytes()[:8] == PNG

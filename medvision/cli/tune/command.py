@@ -124,7 +124,7 @@ def tune(options: argparse.Namespace, fit_args: list[str]) -> str:
     config = parse_fit_config(fit_args)
     check_keys(parameters, config, options.search)
     monitor, mode = _objective(config, options.monitor, options.mode)
-    _check_values(parameters, fit_args, options.search)
+    check_values(parameters, fit_args, options.search)
     store = storages.open_storage(options.storage, output)
     return _run(options, fit_args, parameters, config, name, output, store, monitor, mode)
 
@@ -206,9 +206,18 @@ def _objective(config: Namespace, monitor: str | None, mode: str | None) -> tupl
     return monitor, mode
 
 
-def _check_values(parameters, fit_args: list[str], search: Path) -> None:
+def check_values(parameters, fit_args: list[str], search: Path) -> None:
     """Parse the fit config with each edge of every range (bounds, choices): a value the
-    option does not take is refused now, naming the key, not in some later trial."""
+    option does not take is refused now, naming the key, not in some later trial.
+
+    Args:
+        parameters: The search's parameters (:class:`~medvision.cli.tune.search.Parameter`).
+        fit_args: The ``medvision fit`` arguments.
+        search: The search file, for the message.
+
+    Raises:
+        ValueError: The first value refused, in one line naming the file and the key.
+    """
     from medvision.cli.tune.search import fit_arguments
 
     rounds = max(len(parameter.corners()) for parameter in parameters)

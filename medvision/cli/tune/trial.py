@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -25,7 +25,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 from optuna_integration import PyTorchLightningPruningCallback
 
-from medvision.cli.commands import MedVisionCLI
+from medvision.cli import MedVisionCLI
 from medvision.cli.crossval import _in_process_cli
 from medvision.cli.runs import fit_run_in
 from medvision.cli.tune.search import Parameter, fit_arguments
@@ -50,7 +50,6 @@ class TrialPlan:
         mode: ``max`` or ``min``.
         config: The parsed ``fit`` config (its loggers and trainer).
         distributed: Whether trials run as several DDP processes.
-        ddp_started: Whether Lightning has started this worker's other DDP processes.
     """
 
     fit_args: list[str]
@@ -61,7 +60,6 @@ class TrialPlan:
     mode: str
     config: Namespace
     distributed: bool = False
-    ddp_started: bool = field(default=False, repr=False)
 
 
 class TrialPruning(PyTorchLightningPruningCallback):
@@ -177,7 +175,7 @@ def run_trial(trial: optuna.trial.Trial, plan: TrialPlan) -> float:
     trial.set_user_attr("folder", str(folder))
     log.info("Trial %d in %s: %s", trial.number, folder, values)
     if plan.distributed:
-        announce_trial(trial._trial_id, plan)
+        announce_trial(trial._trial_id)
     pruning = TrialPruning(trial, plan.monitor)
     try:
         with _in_process_cli():
@@ -254,20 +252,23 @@ def is_distributed(config: Namespace) -> bool:
     return several or nodes > 1 or "ddp" in str(trainer.get("strategy") or "")
 
 
-def announce_trial(trial_id: int, plan: TrialPlan) -> None:
+def announce_trial(trial_id: int | None) -> None:
     """Rank 0 tells the other DDP processes which trial comes next (see :func:`follow_rank_zero`).
 
+    Before the first DDP fit the processes do not exist yet: the trial goes into
+    :data:`TRIAL_VARIABLE`, which the processes Lightning starts inherit. After it, rank 0
+    broadcasts each trial (None: no more trials) over the fit's process group, which Lightning
+    keeps until the process exits.
+
     Args:
-        trial_id: The trial's storage id (None: no more trials).
-        plan: The study's shared settings.
+        trial_id: The next trial's storage id, or None when this worker is done.
     """
-    if not plan.ddp_started:
-        os.environ[TRIAL_VARIABLE] = str(trial_id)  # the processes Lightning starts inherit it
-        plan.ddp_started = trial_id is not None
-        return
     import torch.distributed as dist
 
-    dist.broadcast_object_list([trial_id], src=0)
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list([trial_id], src=0)
+    elif trial_id is not None:
+        os.environ[TRIAL_VARIABLE] = str(trial_id)
 
 
 def follow_rank_zero(study: optuna.Study, plan: TrialPlan) -> None:

@@ -136,8 +136,8 @@ def optimize(study: optuna.Study, storage, plan: TrialPlan, budget: Budget) -> N
             waiting = False
             _run(study, storage, trial, plan)
     finally:
-        if plan.ddp_started:
-            announce_trial(None, plan)  # the other DDP processes stop following
+        if plan.distributed:
+            announce_trial(None)  # the other DDP processes stop following
 
 
 def _next_trial(study: optuna.Study, budget: Budget):
