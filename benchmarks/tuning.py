@@ -16,6 +16,7 @@ of PAGE and copies the study's plots to ``docs/figures/tuning_<plot>.png``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def build_parser():
     add("--num-workers", type=int, default=0, help="loader workers (0: the slices are cached)")
     add("--output", type=Path, default=REPO / "runs" / "lung_smoke")
     add("--docs", type=Path, help="write the table into this page (docs/tuning.md)")
+    add("--no-run", action="store_true", help="report the study already in --output")
     return parser
 
 
@@ -72,12 +74,26 @@ def tune_command(args) -> list[str]:
     return command
 
 
-def report(args, wall_s: float) -> str:
-    """The Markdown block: what ran, where, and the trials table with the best trial."""
+def typed(value: str):
+    """A CSV cell as a float when it is a decimal number (for the table's rounding)."""
+    try:
+        return value if value.lstrip("-").isdigit() else float(value)
+    except ValueError:
+        return value
+
+
+def report(args, run: dict) -> str:
+    """The Markdown block: what ran, where, and the trials table with the best trial.
+
+    Args:
+        args: The script's options.
+        run: ``{"wall_s", "code"}`` of the run (``run.json`` in the study's folder).
+    """
     from medvision.cli.tune.summary import format_table
     from medvision.utils.files import read_csv
 
     rows = read_csv(args.output / "trials.csv")
+    table = [{k: typed(v) for k, v in row.items() if k != "folder"} for row in rows]
     complete = [row for row in rows if row["state"] == "COMPLETE"]
     best = max(complete, key=lambda row: float(row["value"]))
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -85,7 +101,7 @@ def report(args, wall_s: float) -> str:
     command += f"--epochs {args.epochs} --image-size {args.image_size} --encoder {args.encoder}"
     return "\n".join(
         [
-            f"Smoke run (not a tuned result): `{command}`, {code_version()}.",
+            f"Smoke run (not a tuned result): `{command}`, {run['code']}.",
             "",
             f"Machine: {machine_line()}.",
             "",
@@ -95,11 +111,20 @@ def report(args, wall_s: float) -> str:
             f"shipped; median pruner "
             f"after {args.startup_trials} trials; TPE sampler, seed 0. "
             f"{len(rows)} trials ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-            f"{counts['FAIL']} failed) in {wall_s / 60:.1f} min; value = best val/dice.",
+            f"{counts['FAIL']} failed) in {run['wall_s'] / 60:.1f} min; value = best val/dice.",
             "",
-            format_table([{k: v for k, v in r.items() if k != "folder"} for r in rows], True),
+            format_table(table, markdown=True),
             "",
-            f"Best: trial {best['number']}, val/dice {float(best['value']):.4f}.",
+            f"Best: trial {best['number']}, val/dice {float(best['value']):.4f}. Pruned: "
+            + (
+                ", ".join(
+                    f"trial {r['number']} after {r['epochs']} of {args.epochs} epochs"
+                    for r in rows
+                    if r["state"] == "PRUNED"
+                )
+                or "none"
+            )
+            + ".",
         ]
     )
 
@@ -107,8 +132,11 @@ def report(args, wall_s: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
-    wall = run_logged(tune_command(args), args.output / "tune.log")  # stops if it fails
-    block = report(args, wall)
+    record = args.output / "run.json"
+    if not args.no_run:
+        wall = run_logged(tune_command(args), args.output / "tune.log")  # stops if it fails
+        record.write_text(json.dumps({"wall_s": wall, "code": code_version()}))
+    block = report(args, json.loads(record.read_text()))
     print(block)
     if args.docs is not None:
         write_marked(args.docs, *MARKERS, block, append=False)

@@ -222,6 +222,31 @@ def test_two_workers_share_the_default_local_study(tmp_path):
     assert (output / "study.journal").is_file()
 
 
+@pytest.mark.slow
+def test_ddp_trials_follow_rank_zero_and_are_pruned_together(tmp_path):
+    """Two gloo CPU processes per trial: the second process follows rank 0 from trial to trial,
+    and a trial pruned on rank 0 stops both (the pruning test's design, three trials)."""
+    search = {"model.init_args.optimizer.init_args.maximize": {"choice": [False, True]}}
+    output = tmp_path / "runs" / "ddp"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"  # DDP pruning needs a database storage
+    args = tune_args(tmp_path, search, output, "--trials", "3", "--seed", "0", "--storage", storage)
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=3"]
+    learning = ["--model.init_args.optimizer.init_args.lr=0.003", "--trainer.limit_train_batches=4"]
+    command = [sys.executable, "-m", "medvision.cli", "tune", *args, "--startup-trials=1"]
+    result = subprocess.run(
+        [*command, *ddp, *learning], cwd=REPO, env=subprocess_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = read_csv(output / "trials.csv")
+    assert [row["number"] for row in rows] == ["0", "1", "2"]  # no trial asked by rank 1
+    key = "model.init_args.optimizer.init_args.maximize"
+    assert {row["state"] for row in rows if row[key] == "True" and row["number"] != "0"} == {
+        "PRUNED"
+    }
+    assert all(int(row["epochs"]) < 3 for row in rows if row["state"] == "PRUNED")
+    assert (output / "trial_2" / "config.yaml").is_file()
+
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 def postgres_bin() -> Path | None:
     """The folder of ``initdb`` and ``pg_ctl``: on PATH, else the newest
@@ -346,6 +371,14 @@ def test_unreachable_storage_is_one_line_before_training(tmp_path, monkeypatch, 
     assert f"--storage {hidden}: cannot connect (" in errors[0]
     assert "refused" in errors[0]  # the server's answer, not a missing driver
     assert "secret" not in errors[0] and not output.exists()
+
+
+def test_timeout_stops_starting_trials(tmp_path, caplog):
+    output = tmp_path / "runs" / "late"
+    with caplog.at_level("INFO", logger="medvision.cli.tune.worker"):
+        main(["tune", *tune_args(tmp_path, SEARCH, output, "--timeout", "0")])
+    assert "--timeout 0.0 s reached: no new trial started." in caplog.text
+    assert not list(output.glob("trial_*")) and (output / "study.journal").is_file()
 
 
 def test_search_entries_are_parsed_and_checked():

@@ -80,8 +80,9 @@ examples:
   medvision predict --ckpt_path RUNS/version_0/checkpoints/best.ckpt --data.predict_dir IMAGES
 
 help on one class: medvision fit --model.help SegmentationModule, --data.help LungCTDataModule
-companion commands: medvision-cv (k-fold cross-validation of any fit), medvision-report
-(several runs side by side). --debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
+companion commands: medvision tune (Optuna search over any fit: medvision tune --help),
+medvision-cv (k-fold cross-validation of any fit), medvision-report (several runs side by side).
+--debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
 
 
 def import_exported_classes() -> None:

@@ -85,11 +85,11 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 def _cell(value, column: str) -> str:
-    if column == "duration_s" and isinstance(value, float):
+    if not isinstance(value, float):
+        return str(value)
+    if column == "duration_s":
         return f"{value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
-    return str(value)
+    return f"{value:.4f}" if column == "value" else f"{value:.4g}"
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
