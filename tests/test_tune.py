@@ -237,6 +237,7 @@ def test_ddp_trials_follow_rank_zero_and_are_pruned_together(tmp_path):
         [*command, *ddp, *learning], cwd=REPO, env=subprocess_env(), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count("MEMBER: 2/2") == 1  # rank 1 joined once and followed rank 0
     rows = read_csv(output / "trials.csv")
     assert [row["number"] for row in rows] == ["0", "1", "2"]  # no trial asked by rank 1
     key = "model.init_args.optimizer.init_args.maximize"

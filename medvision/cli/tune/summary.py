@@ -159,6 +159,7 @@ def write_plots(study: optuna.Study, output: Path) -> list[Path]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.filterwarnings("ignore", "Attempting to set identical low and high")
                 axes = getattr(optuna_plots, function)(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
             log.warning("%s not drawn: %s", path.name, error)
