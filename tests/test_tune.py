@@ -151,6 +151,24 @@ def test_median_pruner_cuts_the_trials_that_ascend_the_loss(tmp_path, one_thread
     assert all(row["epochs"] == "3" for row in rows if row[key] == "False")
 
 
+@pytest.mark.slow
+def test_wandb_trials_are_grouped_by_study_with_their_parameters(tmp_path, monkeypatch, one_thread):
+    for variable in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login: offline
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    search = {"model.init_args.optimizer.init_args.lr": {"choice": [0.00123]}}
+    output = tmp_path / "runs" / "grouped"
+    args = tune_args(tmp_path, search, output, "--trials", "1", "--study", "grouped")
+    main(["tune", *args, f"--config={CONFIGS / 'logger' / 'wandb.yaml'}"])
+    runs = list((output / "trial_0" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"grouped/trial_0" in record  # the run's name
+    assert b'"tune"' in record and b"0.00123" in record  # the trial's parameters in its config
+    assert b"\x07grouped" in record  # a protobuf string field that is exactly the study: the group
+
+
 def run_tune(args: list[str], log: Path) -> subprocess.Popen:
     """``python -m medvision.cli tune ARGS`` in the background, its output into ``log``."""
     command = [sys.executable, "-m", "medvision.cli", "tune", *args]
@@ -361,6 +379,7 @@ def test_bad_search_is_one_line_before_training(tmp_path, monkeypatch, capsys, s
 
 
 def test_unreachable_storage_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("psycopg", reason="PostgreSQL studies need psycopg (the tune extra)")
     monkeypatch.delenv("MEDVISION_DEBUG")
     output = tmp_path / "runs" / "nowhere"
     port = free_port()  # nothing listens there

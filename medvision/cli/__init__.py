@@ -6,7 +6,7 @@
 - :mod:`~medvision.cli.checkpoint_config`: predict from a checkpoint's own record.
 - :mod:`~medvision.cli.console`: log lines, less noise, one-line errors.
 - :mod:`~medvision.cli.crossval`: ``medvision-cv``; :mod:`~medvision.cli.compare`:
-  ``medvision-report``.
+  ``medvision-report``; :mod:`~medvision.cli.tune`: ``medvision tune`` (Optuna).
 
 Names load on first use: ``from medvision.cli import MedVisionCLI, main``.
 """
