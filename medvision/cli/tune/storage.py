@@ -217,7 +217,8 @@ def owner_alive(record: dict) -> bool:
 
 def fail_orphans(study: optuna.Study) -> list[int]:
     """Mark ``FAIL`` every running trial whose process ended (killed mid-trial); call it under
-    :func:`study_lock`. Stale trials of other machines are failed by Optuna's heartbeat check.
+    the study's lock (:func:`study_lock`). Stale trials of other machines are failed by
+    Optuna's heartbeat check.
 
     Args:
         study: The study.

@@ -255,10 +255,10 @@ def is_distributed(config: Namespace) -> bool:
 def announce_trial(trial_id: int | None) -> None:
     """Rank 0 tells the other DDP processes which trial comes next (see :func:`follow_rank_zero`).
 
-    Before the first DDP fit the processes do not exist yet: the trial goes into
-    :data:`TRIAL_VARIABLE`, which the processes Lightning starts inherit. After it, rank 0
-    broadcasts each trial (None: no more trials) over the fit's process group, which Lightning
-    keeps until the process exits.
+    Before the first DDP fit the processes do not exist yet: the trial goes into the
+    environment (:data:`TRIAL_VARIABLE`), which the processes Lightning starts inherit. After
+    it, rank 0 broadcasts each trial (None: no more trials) over the fit's process group, which
+    Lightning keeps until the process exits.
 
     Args:
         trial_id: The next trial's storage id, or None when this worker is done.
