@@ -17,6 +17,8 @@ as code. Each command is handled by what it starts:
 - ``medvision-cv`` (2 folds), ``medvision-report``: likewise, once ``medvision.cli.crossval`` /
   ``medvision.cli.compare`` exist (skipped, naming the missing module, until then). A report's runs
   are made by the documented command whose ``--output`` they are, if not yet there.
+- ``medvision tune``: two one-epoch trials of the documented search in the test's folder (a
+  ``--storage`` database URL is left out; ``--summary`` summarizes such a study).
 - ``python benchmarks/X.py ...``: the documented flags must parse with the script's
   ``build_parser()`` (the benchmarks take minutes to hours on real data). ``bash
   benchmarks/X.sh ...``: the script parses (``bash -n``) and takes every documented ``--flag``.
@@ -650,6 +652,8 @@ def workspace(tmp_path_factory) -> Iterator[Workspace]:
 
 def run_medvision(tokens: list[str], command: DocCommand, workspace: Workspace, out: Path):
     subcommand, args = tokens[1], tokens[2:]
+    if subcommand == "tune":
+        return run_tune(tokens, command, workspace, out)
     assert subcommand in MEDVISION_SUBCOMMANDS, f"unknown medvision subcommand {subcommand!r}"
     if any(arg.split("=")[0] in PRINT_AND_EXIT for arg in args):
         assert exit_output([subcommand, *[workspace.fill(a, None, out) for a in args]]).strip()
@@ -725,6 +729,51 @@ def run_module_command(tokens: list[str], command: DocCommand, workspace: Worksp
 
 #: medvision-cv's own options (the rest go to medvision fit) and their values
 CV_OPTIONS = ("--folds", "--seeds", "--output", "--name")
+#: medvision tune's own options (the rest go to medvision fit), and those a quick run replaces
+TUNE_OPTIONS = (
+    *("--search", "--trials", "--timeout", "--study", "--storage", "--output", "--monitor"),
+    *("--mode", "--pruner", "--startup-trials", "--warmup-epochs", "--seed"),
+)
+TUNE_REPLACED = ("--trials", "--timeout", "--storage", "--output")
+
+
+def run_tune(tokens: list[str], command: DocCommand, workspace: Workspace, out: Path):
+    """``medvision tune``: two one-epoch trials of the documented search, the study in ``out``.
+
+    A ``--storage`` database URL is left out (the study goes to the default journal file;
+    tests/test_tune.py runs PostgreSQL). ``--summary`` summarizes the study that the page's
+    first ``tune --config`` command makes first, under the same ``--study`` name.
+    """
+    pytest.importorskip("optuna", reason="medvision tune needs the tune extra")
+    args = [arg for arg in tokens[2:] if arg != "--summary"]
+    kept = own_options(strip_option(args, TUNE_REPLACED.__contains__), TUNE_OPTIONS)
+    own = [*kept, "--trials=2", f"--output={out / 'study'}"]
+    if "--summary" in tokens:
+        first = next(c for c in COMMANDS if c.page == command.page and "tune --config" in c.text)
+        made = strip_option(shlex.split(first.text), "--study")
+        run_tune([*made, *[o for o in own if o.startswith("--study=")]], command, workspace, out)
+        medvision.cli.main(["tune", "--summary", *own])
+    else:
+        filled, config = workspace.substitute(
+            "fit", strip_option(args, TUNE_OPTIONS.__contains__), out
+        )
+        quick = workspace.quick_args(config, out, full=True)
+        medvision.cli.main(["tune", *own, *filled, *quick])
+    assert (out / "study" / "trials.csv").is_file(), f"tune wrote no trials.csv in {out}"
+
+
+def own_options(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """The options ``names`` of ``args``, each as ``--name=value``."""
+    own, index = [], 0
+    while index < len(args):
+        name, equals, value = args[index].partition("=")
+        if name in names:
+            if not equals:
+                index += 1
+                value = args[index]
+            own.append(f"{name}={value}")
+        index += 1
+    return own
 
 
 def cv_options(args: list[str]) -> list[str]:

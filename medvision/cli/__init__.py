@@ -7,7 +7,7 @@
 - :mod:`~medvision.cli.console`: log lines, less noise, one-line errors.
 - :mod:`~medvision.cli.crossval`: ``medvision-cv`` (folds, seeds), its study's layout and
   summary in :mod:`~medvision.cli.cv_summary`; :mod:`~medvision.cli.compare`:
-  ``medvision-report``.
+  ``medvision-report``; :mod:`~medvision.cli.tune`: ``medvision tune`` (Optuna).
 
 Names load on first use: ``from medvision.cli import MedVisionCLI, main``.
 """

@@ -81,8 +81,9 @@ examples:
   medvision predict --ckpt_path RUNS/version_0/checkpoints/best.ckpt --data.predict_dir IMAGES
 
 help on one class: medvision fit --model.help SegmentationModule, --data.help LungCTDataModule
-companion commands: medvision-cv (k-fold cross-validation of any fit), medvision-report
-(several runs side by side). --debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
+companion commands: medvision tune (Optuna search over any fit: medvision tune --help),
+medvision-cv (k-fold cross-validation of any fit), medvision-report (several runs side by side).
+--debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
 
 
 def import_exported_classes() -> None:
@@ -294,6 +295,11 @@ def main(args: ArgsType = None) -> None:
         from medvision.apply.export import main as export_main
 
         export_main(args[1:])
+        return
+    if args[:1] == ["tune"]:
+        from medvision.cli.tune import main as tune_main
+
+        tune_main(args[1:], debug=debug)
         return
     try:
         cli = MedVisionCLI(args=args)

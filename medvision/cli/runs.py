@@ -88,6 +88,20 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
     return runs
 
 
+def fit_run_in(config: Namespace, folder: Path) -> Runs:
+    """A ``fit`` in a folder named by its caller (``medvision tune``'s ``trial_<k>``), not the
+    next ``version_<N>``: ``default_root_dir`` becomes the folder's parent and the loggers point
+    at the folder (``config`` is changed).
+
+    Args:
+        config: The ``fit`` command's parsed config.
+        folder: The run's folder; every DDP process of the run must be given the same one.
+    """
+    config.trainer.default_root_dir = str(folder.parent)
+    point_loggers(config.trainer, folder)
+    return Runs(folder)
+
+
 def _fit_folder(config: Namespace, root: Path, launched_by_rank_zero: bool) -> Runs:
     inherited = os.environ.get(RUN_DIR_VARIABLE)
     if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
