@@ -20,15 +20,10 @@ import json
 import shutil
 from pathlib import Path
 
-from _common import (
-    MEDVISION,
-    REPO,
-    code_version,
-    machine_line,
-    run_logged,
-    script_parser,
-    write_marked,
-)
+from harness.cli import script_parser
+from harness.machine import REPO, code_version, machine_line
+from harness.runs import MEDVISION, run_logged
+from harness.tables import write_marked
 
 CONFIG, SEARCH = "configs/unet_lung.yaml", "configs/search/unet_lung.yaml"
 #: What the shipped config uses, for the "reduced" line.
