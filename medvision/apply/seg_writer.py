@@ -20,6 +20,7 @@ import numpy as np
 import medvision
 from medvision.data.dicom_seg_build import GENERIC_CODE, Code, SegmentSpec, build_seg
 from medvision.data.dicom_series import open_series
+from medvision.data.errors import ImageReadError
 from medvision.data.visualize import class_color
 from medvision.models.record import Preprocessing
 from medvision.utils.files import write_atomically
@@ -205,8 +206,9 @@ def write_seg(path: str | Path, labels, series: str | Path, settings: SegSetting
         settings: The model's :class:`SegSettings`.
 
     Raises:
-        ValueError: labels that do not fit the series, or a series a SEG cannot refer to
-            (no ``FrameOfReferenceUID``), naming the file.
+        ValueError: labels that do not fit the series, or a series a SEG cannot be derived
+            from (no ``FrameOfReferenceUID``, no positions), naming the file.
+        ImportError: highdicom is not installed (naming the extra).
     """
     sources, files, _, _ = open_series(series)
     data = np.asarray(getattr(labels, "dataobj", labels)).transpose(2, 1, 0)
@@ -227,7 +229,7 @@ def write_seg(path: str | Path, labels, series: str | Path, settings: SegSetting
             software_version=medvision.__version__,
             parameters=settings.parameters,
         )
-    except ValueError:
+    except (ImageReadError, ImportError):
         raise
     except Exception as exc:  # highdicom on a series it cannot derive from
         raise ValueError(

@@ -128,7 +128,7 @@ class VolumePredictionWriter(FolderPredictionWriter):
                 else:
                     seg = self.seg or SegSettings(tuple(self.outputs.class_names))
                     write_seg(path, image, volume, seg)
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, ImportError) as exc:  # ImportError: no highdicom
                 if self.output_format is None and kind == "seg":  # a default, not asked for
                     log.warning("%s: no DICOM SEG written, only NIfTI: %s", volume, exc)
                 else:

@@ -154,7 +154,7 @@ class DicomCase:
 
 
 def read_case(
-    folder: str | Path,
+    folder: str | Path | CaseFiles,
     class_names: Sequence[str],
     unlisted: Unlisted = "error",
     overlap: Overlap = "error",
@@ -162,7 +162,7 @@ def read_case(
     """Read a case folder's series and SEG into canonical image and label volumes.
 
     Args:
-        folder: The case folder (:func:`find_case_files`).
+        folder: The case folder, or its files as :func:`find_case_files` found them.
         class_names: The classes (:func:`~medvision.data.dicom_seg.segment_classes`).
         unlisted: What a segment outside ``class_names`` does: ``error`` or ``ignore``.
         overlap: Several classes on one pixel: ``error``, or ``last`` (the class listed later in
@@ -172,7 +172,7 @@ def read_case(
         ImageReadError: as :func:`find_case_files`, :func:`check_positions` and
             :func:`~medvision.data.dicom_seg.seg_labels`, naming the file and the fix.
     """
-    files = find_case_files(folder)
+    files = folder if isinstance(folder, CaseFiles) else find_case_files(folder)
     volume, info = read_dicom_series(files.folder)
     check_positions(info)
     uids = [files.sop_uids[Path(p)] for p in info.files]

@@ -172,9 +172,8 @@ class DicomSegDataModule(VolumeSliceDataModule):
         def decode(item: tuple[int, Path]) -> None:
             index, case = item
             fraction = self.empty_slice_fraction if index in train else None
-            decoded[index] = self._decode_case(
-                case, fraction, np.random.default_rng([self.seed, index])
-            )
+            rng = np.random.default_rng([self.seed, index])
+            decoded[index] = self._decode_case(scanned[case], fraction, rng)
 
         scannable = [(i, c) for i, c in enumerate(cases) if c in scanned]
         _, unreadable = scan_files(scannable, decode, lambda item: item[1])
@@ -193,7 +192,7 @@ class DicomSegDataModule(VolumeSliceDataModule):
             ),
         )
 
-    def _decode_case(self, case: Path, fraction: float | None, rng) -> VolumeSlices:
+    def _decode_case(self, case: CaseFiles, fraction: float | None, rng) -> VolumeSlices:
         read = read_case(case, self.class_names, self.unlisted_segments, self.overlap)
         return cut_slices(
             read.image,

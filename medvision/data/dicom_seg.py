@@ -90,7 +90,8 @@ def read_seg(path: str | Path):
 
 
 def segments_of(seg) -> list[Segment]:
-    """The segments a SEG describes (``SegmentSequence``), by number.
+    """The segments a SEG describes (``SegmentSequence``), by number; segment 0 (the background
+    a label-map SEG may describe) is not one.
 
     Args:
         seg: A SEG (:func:`read_seg`, or a pydicom dataset of one).
@@ -98,6 +99,7 @@ def segments_of(seg) -> list[Segment]:
     found = [
         Segment(int(item.SegmentNumber), str(item.get("SegmentLabel", "")).strip())
         for item in seg.get("SegmentSequence", [])
+        if int(item.SegmentNumber) != 0
     ]
     return sorted(found, key=lambda s: s.number)
 

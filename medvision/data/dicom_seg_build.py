@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medvision.data.dicom_seg import highdicom_quiet, require_highdicom
+from medvision.data.errors import ImageReadError
 
 #: A coded concept: ``(scheme, code, meaning)``, e.g. ``("SCT", "39607008", "Lung")``.
 Code = tuple[str, str, str]
@@ -81,8 +82,7 @@ def build_seg(
         The ``highdicom.seg.Segmentation`` (a pydicom dataset: ``save_as``).
 
     Raises:
-        ValueError: a source without the frame of reference or positions a SEG needs, naming
-            its file.
+        ImageReadError: a source without the frame of reference a SEG needs, naming its file.
     """
     hd = require_highdicom()
     from highdicom.seg import SegmentAlgorithmTypeValues as Kind
@@ -90,10 +90,12 @@ def build_seg(
 
     for ds in sources:
         if "FrameOfReferenceUID" not in ds:
-            raise ValueError(
-                f"{getattr(ds, 'filename', 'a source slice')}: has no FrameOfReferenceUID, which "
-                "a SEG needs to lie on its series (an anonymizer may have removed it). Write "
-                "NIfTI instead (--output_format nifti)."
+            where = getattr(ds, "filename", None) or "a source slice"
+            raise ImageReadError(
+                f"{where}: has no FrameOfReferenceUID, which a SEG needs to lie on its series "
+                "(an anonymizer may have removed it). Write NIfTI instead (--output_format "
+                "nifti).",
+                where,
             )
         for keyword in _TYPE2:
             if keyword not in ds:
