@@ -231,6 +231,7 @@ DATA_KINDS = {
     "VolumeSliceDataModule": "volumes",
     "SyntheticVolumeSliceDataModule": None,
     "SyntheticDicomChestXrayDataModule": None,
+    "SyntheticDicomSegDataModule": None,
     "LungCTDataModule": "lung",
     "SyntheticLungCTDataModule": None,
     "SyntheticMultiClassDataModule": None,

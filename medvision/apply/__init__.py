@@ -6,7 +6,8 @@
 - :mod:`~medvision.apply.explain`, :mod:`~medvision.apply.explanations`: Grad-CAM heat maps.
 - :mod:`~medvision.apply.export`: ONNX, TorchScript and weight files with their record.
 - :mod:`~medvision.apply.prediction`, :mod:`~medvision.apply.prediction_output`,
-  :mod:`~medvision.apply.volume_writer`: what ``medvision predict`` writes.
+  :mod:`~medvision.apply.volume_writer`, :mod:`~medvision.apply.seg_writer`: what
+  ``medvision predict`` writes (DICOM SEG included).
 
 The preprocessing record these read is :mod:`medvision.models.record`. Names load on first use.
 """

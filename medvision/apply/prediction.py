@@ -25,7 +25,9 @@ from medvision.apply.prediction_output import (
     ModelOutputs,
     prediction_folder,
     report_failures,
+    with_dicom_uids,
 )
+from medvision.apply.seg_writer import SegSettings, check_output_format, parse_output_format
 from medvision.apply.tta import PredictionModule, check_tta
 from medvision.apply.volume_writer import VolumePredictionWriter
 from medvision.data.datasets import resize_mask
@@ -175,7 +177,9 @@ class SegmentationPredictionWriter(FolderPredictionWriter):
 class ClassificationPredictionWriter(FolderPredictionWriter):
     """Writes ``predictions.csv`` for what ``medvision predict`` makes of each image.
 
-    Columns: ``file`` (the input as found, subfolders included), ``pred`` (class name),
+    Columns: ``file`` (the input as found, subfolders included; when inputs are DICOM, then
+    their ``StudyInstanceUID``, ``SeriesInstanceUID`` and ``SOPInstanceUID``, to join the
+    results back to the PACS), ``pred`` (class name),
     ``label`` (true class name, when the images sit in class folders), then ``prob_<class>``
     for every class. For a multi-label model ``pred`` (and ``label``) list the labels above
     the model's tuned thresholds, joined by ``|``. Written atomically under ``output_dir``
@@ -233,7 +237,7 @@ class ClassificationPredictionWriter(FolderPredictionWriter):
             if trainer.world_size == 1
             else f"predictions.rank{trainer.global_rank}.csv"
         )
-        write_csv(root / name, self._rows)
+        write_csv(root / name, *with_dicom_uids(self._rows))
         if "label" in self._rows[0]:
             correct = sum(r["pred"] == r["label"] for r in self._rows)
             log.info(
@@ -269,7 +273,8 @@ class PredictionWriter(FolderPredictionWriter):
     (:mod:`medvision.models.record`), once: segmentation of images gets
     :class:`SegmentationPredictionWriter`'s masks, overlays and metrics, segmentation of
     volumes :class:`~medvision.apply.volume_writer.VolumePredictionWriter`'s NIfTI label
-    volumes, classifiers :class:`ClassificationPredictionWriter`'s ``predictions.csv``. All go
+    volumes and DICOM SEGs (``output_format``), classifiers
+    :class:`ClassificationPredictionWriter`'s ``predictions.csv``. All go
     under ``output_dir`` (``--output DIR``; default: a new ``predictions/<timestamp>`` folder
     in the checkpoint's run folder, see :mod:`~medvision.apply.prediction_output`), with
     ``prediction_info.json`` (the checkpoint, ``tta``, threshold and the preprocessing used).
@@ -300,6 +305,12 @@ class PredictionWriter(FolderPredictionWriter):
             ``features``); None: its last spatial feature map.
         cam_class: The class every heat map explains (name or index); None: each image's
             predicted class.
+        output_format: What to write (``--output_format``): ``png`` (2D images), ``nifti``
+            and/or ``seg`` (volumes: a DICOM series gets a DICOM SEG), as a list or
+            ``"seg,nifti"``; None: each input's default (see
+            :mod:`~medvision.apply.seg_writer`).
+        segment_codes: A SEG's coded concepts per class name: ``{class: {category: [scheme,
+            code, meaning], type: [...]}}``; classes without get SNOMED CT "Tissue".
     """
 
     def __init__(
@@ -311,9 +322,13 @@ class PredictionWriter(FolderPredictionWriter):
         cam: str | None = None,
         cam_target_layer: str | None = None,
         cam_class: int | str | None = None,
+        output_format: str | list[str] | None = None,
+        segment_codes: dict[str, dict[str, list[str]]] | None = None,
     ) -> None:
         super().__init__(output_dir)
         self.overlays, self.threshold = overlays, threshold
+        self.output_format = parse_output_format(output_format)
+        self.segment_codes = segment_codes
         self.tta = check_tta(tta)
         self.cam = check_cam(cam)
         if cam is None and (cam_target_layer is not None or cam_class is not None):
@@ -339,10 +354,14 @@ class PredictionWriter(FolderPredictionWriter):
             checkpoint: The checkpoint it came from (recorded; names the default folder).
         """
         self.record, self.model, self.checkpoint = record, model, checkpoint
+        check_output_format(self.output_format, record)
         if record.task == "classification":
             writer = ClassificationPredictionWriter(self.output_dir)
         elif record.input == "volume":
-            writer = VolumePredictionWriter(self.output_dir, self.threshold)
+            seg = SegSettings.from_record(record, checkpoint, self.segment_codes)
+            writer = VolumePredictionWriter(
+                self.output_dir, self.threshold, self.output_format, seg
+            )
         else:
             writer = SegmentationPredictionWriter(self.output_dir, self.overlays, self.threshold)
         writer.outputs, writer.checkpoint = ModelOutputs.from_record(record), checkpoint
@@ -404,6 +423,7 @@ class PredictionWriter(FolderPredictionWriter):
             "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "tta": self.tta,
             "threshold": self.threshold,
+            "output_format": None if self.output_format is None else list(self.output_format),
             "cam": None if self.explainer is None else self.explainer.describe(),
             "preprocessing": self.record.to_dict(),
         }

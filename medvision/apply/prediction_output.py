@@ -10,6 +10,8 @@ from pathlib import Path
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medvision.data.dicom import INSTANCE_UIDS, instance_uids
+from medvision.data.dicom_series import is_dicom_file
 from medvision.data.screening import BadFile, output_name
 from medvision.models.record import Preprocessing
 from medvision.utils.files import write_csv
@@ -198,6 +200,29 @@ def _new_prediction_folder(
     checkpoint_run = checkpoint_run_folder(checkpoint) if checkpoint else None
     base = checkpoint_run or Path(trainer.default_root_dir)
     return new_folder(base / "predictions")
+
+
+def with_dicom_uids(rows: list[dict], key: str = "file") -> tuple[list[dict], list[str]]:
+    """CSV rows with the DICOM inputs' Study, Series and SOP Instance UIDs beside ``key``.
+
+    Rows of other files get empty UIDs; without any DICOM input the rows are returned as they
+    are. The UIDs are read from the headers (:func:`medvision.data.dicom.instance_uids`).
+
+    Args:
+        rows: One dict per input, its file under ``key``.
+        key: The column holding the input file.
+
+    Returns:
+        ``(rows, columns)``: the rows, and the columns in order (the UIDs after ``key``).
+    """
+    found = [instance_uids(row[key]) if is_dicom_file(Path(row[key])) else None for row in rows]
+    columns = list(rows[0]) if rows else []
+    if not any(found):
+        return rows, columns
+    at = columns.index(key) + 1
+    columns[at:at] = list(INSTANCE_UIDS)
+    empty = dict.fromkeys(INSTANCE_UIDS, "")
+    return [{**row, **(uids or empty)} for row, uids in zip(rows, found, strict=True)], columns
 
 
 def report_failures(trainer: Trainer, root: Path, own: list[BadFile]) -> list[BadFile]:

@@ -9,7 +9,14 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 
 from medvision.apply.prediction_output import FolderPredictionWriter, report_failures
-from medvision.data.nifti import write_predicted_volume
+from medvision.apply.seg_writer import (
+    SUFFIXES,
+    SegSettings,
+    default_formats,
+    parse_output_format,
+    write_seg,
+)
+from medvision.data.nifti import assemble_slices, label_image, save_nifti
 from medvision.data.screening import BadFile
 from medvision.evaluation.label_maps import labels_at_size
 
@@ -35,6 +42,13 @@ class VolumePredictionWriter(FolderPredictionWriter):
     gives it). The prediction writer
     (:class:`~medvision.apply.PredictionWriter`) hands its folder over as :attr:`root`.
 
+    ``output_format`` chooses the files: ``nifti`` (``<name>.nii.gz``) and ``seg``
+    (``<name>.seg.dcm``, a DICOM SEG of a DICOM series input, see
+    :func:`~medvision.apply.seg_writer.write_seg`); by default a DICOM series gets both and a
+    NIfTI file its NIfTI (:func:`~medvision.apply.seg_writer.default_formats`); a series that
+    cannot have a SEG (no ``FrameOfReferenceUID``) then gets its NIfTI and a warning, while an
+    ``output_format`` that asks for ``seg`` lists it as failed.
+
     Volumes that could not be written, or that did not get all their slices, are listed in
     ``failed.csv`` with the datamodule's
     ``predict_failures`` and kept in :attr:`failures`. A volume's slices must all reach one
@@ -46,11 +60,22 @@ class VolumePredictionWriter(FolderPredictionWriter):
             :func:`~medvision.apply.prediction_output.prediction_folder`).
         threshold: Probability in [0, 1] above which a voxel of a binary model is foreground;
             None: the model's. Unused by multi-class models.
+        output_format: ``nifti``, ``seg`` or both (a list, or ``"seg,nifti"``); None: each
+            input's default.
+        seg: What a SEG says of the model; None: its class names only (a generic name).
     """
 
-    def __init__(self, output_dir: str | None = None, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        threshold: float | None = None,
+        output_format: str | list[str] | None = None,
+        seg: SegSettings | None = None,
+    ) -> None:
         super().__init__(output_dir)
         self.threshold = threshold
+        self.output_format = parse_output_format(output_format)
+        self.seg = seg
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         self._expected: dict[str, int] = {}
         self._own_failures: list[BadFile] = []
@@ -83,14 +108,37 @@ class VolumePredictionWriter(FolderPredictionWriter):
 
     def _write(self, trainer: Trainer, volume: str, axis: int) -> None:
         slices = self._pending.pop(volume)
-        path = self.folder(trainer) / f"{self.name(volume)}.nii.gz"
+        stem = self.folder(trainer) / self.name(volume)
         try:
-            write_predicted_volume(path, [slices[k] for k in sorted(slices)], axis, volume)
+            labels = assemble_slices([slices[k] for k in sorted(slices)], axis)
+            image = label_image(labels, volume, f"{stem}.*")
         except (ValueError, OSError) as exc:  # this volume fails; the others go on
-            self._own_failures.append(BadFile(volume, f"not predicted: {exc}"))
-            log.warning("Not predicted: %s", self._own_failures[-1])
+            self._fail(volume, f"not predicted: {exc}")
             return
-        self.written.append(path)
+        for kind in self.output_format or default_formats(volume):
+            path = stem.with_name(stem.name + SUFFIXES[kind])
+            try:
+                if kind == "nifti":
+                    save_nifti(path, image)
+                elif not Path(volume).is_dir():
+                    raise ValueError(
+                        "a SEG refers to the DICOM instances it segments, and this input is a "
+                        "NIfTI file. Predict its DICOM series, or drop seg from --output_format."
+                    )
+                else:
+                    seg = self.seg or SegSettings(tuple(self.outputs.class_names))
+                    write_seg(path, image, volume, seg)
+            except (ValueError, OSError, ImportError) as exc:  # ImportError: no highdicom
+                if self.output_format is None and kind == "seg":  # a default, not asked for
+                    log.warning("%s: no DICOM SEG written, only NIfTI: %s", volume, exc)
+                else:
+                    self._fail(volume, f"not written as {kind}: {exc}")
+                continue
+            self.written.append(path)
+
+    def _fail(self, volume: str, problem: str) -> None:
+        self._own_failures.append(BadFile(volume, problem))
+        log.warning("Not predicted: %s", self._own_failures[-1])
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for volume, slices in self._pending.items():
@@ -105,7 +153,7 @@ class VolumePredictionWriter(FolderPredictionWriter):
         root = self.folder(trainer)
         self.failures = report_failures(trainer, root, self._own_failures)
         if self.written:
-            log.info("%d predicted mask volumes written to %s", len(self.written), root)
+            log.info("%d predicted label files written to %s", len(self.written), root)
 
 
 __all__ = ["VolumePredictionWriter"]

@@ -15,9 +15,10 @@ line (an override, logged); one the config leaves unset is the record's (never t
 datamodule's default). A checkpoint without a record (an older medvision) predicts with its
 config and a warning.
 
-``--output DIR``, ``--tta NAME`` and ``--cam METHOD`` are short for
-``--prediction_writer.output_dir``, ``.tta`` and ``.cam``. They, a non-empty output folder and
-``--cam`` on a segmenter are refused before the checkpoint or the model is loaded.
+``--output DIR``, ``--tta NAME``, ``--cam METHOD`` and ``--output_format seg,nifti`` are
+short for ``--prediction_writer.output_dir``, ``.tta``, ``.cam`` and ``.output_format``. They,
+a non-empty output folder, ``--cam`` on a segmenter and a format the model cannot write are
+refused before the model is loaded.
 :meth:`PredictRequest.prepare` loads the weights (as :func:`medvision.load_model` does: no
 training state, so Lightning restores no callbacks), hands the record to the
 :class:`~medvision.apply.PredictionWriter` (which picks its writer from it) and wraps the
@@ -39,6 +40,7 @@ from medvision.apply.explanations import check_cam
 from medvision.apply.inference import load_weights
 from medvision.apply.prediction import PredictionWriter
 from medvision.apply.prediction_output import check_output_folder
+from medvision.apply.seg_writer import check_output_format, parse_output_format
 from medvision.apply.tta import PredictionModule, check_tta
 from medvision.models.record import (
     FORMAT_VERSION,
@@ -59,7 +61,7 @@ PREDICT_DATAMODULES = {
     "volume": "medvision.data.volumes.VolumeSliceDataModule",
 }
 #: Predict's shorthands -> the ``prediction_writer`` options they stand for.
-SHORTHANDS = {"output": "output_dir", "tta": "tta", "cam": "cam"}
+SHORTHANDS = {"output": "output_dir", "tta": "tta", "cam": "cam", "output_format": "output_format"}
 
 
 def add_predict_arguments(parser) -> None:
@@ -72,6 +74,8 @@ def add_predict_arguments(parser) -> None:
         "output": "Short for --prediction_writer.output_dir: a new or empty folder.",
         "tta": "Short for --prediction_writer.tta: test-time augmentation (flip).",
         "cam": "Short for --prediction_writer.cam: heat maps of a classifier (gradcam, hirescam).",
+        "output_format": "Short for --prediction_writer.output_format: seg, nifti, png, or "
+        "several (seg,nifti).",
     }
     for name, text in shorthand_help.items():
         parser.add_argument(f"--{name}", type=str | None, default=None, help=text)
@@ -149,6 +153,7 @@ class PredictRequest:
             peek.add_argument(f"--data.{key}", f"--data.init_args.{key}", dest=key)
         known, _ = peek.parse_known_args(args[1:])
         check_options(known.tta, known.cam, known.output)
+        formats = parse_output_format(known.output_format)
         explicit = {key for key in CHECKED if getattr(known, key) is not None}
         request = cls(explicit=explicit, configs=list(known.config))
         if known.ckpt_path is None:
@@ -159,6 +164,7 @@ class PredictRequest:
             request.record = require_record(request.loaded, request.checkpoint)
             request.check_cam(known.cam)
             refuse_lesion_focus(request.record, request.checkpoint)
+            check_output_format(formats, request.record)
             parser.set_defaults(record_defaults(request.record))
         return request
 

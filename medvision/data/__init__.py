@@ -7,6 +7,7 @@ from medvision.utils.imports import lazy_attributes
 
 _WHERE = {
     "CheXpertDataModule": "chexpert",
+    "DicomSegDataModule": "dicom_cases",
     "ChestXrayDataModule": "chest_xray",
     "HAM10000DataModule": "ham10000",
     "ImageFolderPredictDataModule": "predict_folder",
@@ -16,6 +17,7 @@ _WHERE = {
     "SyntheticChestXrayDataModule": "chest_xray",
     "SyntheticLungCTDataModule": "lung_ct",
     "SyntheticDicomChestXrayDataModule": "synthetic_volumes",
+    "SyntheticDicomSegDataModule": "synthetic_dicom",
     "SyntheticMultiClassDataModule": "synthetic_label_maps",
     "SyntheticVolumeSliceDataModule": "synthetic_volumes",
     "VolumeSliceDataModule": "volumes",

@@ -147,6 +147,34 @@ def read_dicom_slice(path: str | Path) -> np.ndarray:
     return dicom_values(ds, path, None)
 
 
+#: The UIDs that place a DICOM file in its PACS: study, series, instance.
+INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def instance_uids(path: str | Path) -> dict[str, str]:
+    """The Study, Series and SOP Instance UIDs of a DICOM file (header only, pixels not read).
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``{"StudyInstanceUID": ..., "SeriesInstanceUID": ..., "SOPInstanceUID": ...}``; ``""``
+        for a UID the file lacks.
+
+    Raises:
+        ImageReadError: not a readable DICOM file, naming it.
+    """
+    pydicom = require_pydicom()
+    try:
+        with _pydicom_silenced():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(INSTANCE_UIDS))
+    except Exception as exc:
+        raise ImageReadError(
+            f"{path}: is not a readable DICOM file ({type(exc).__name__}: {exc}).", path
+        ) from exc
+    return {key: str(ds.get(key, "")) for key in INSTANCE_UIDS}
+
+
 # --- one file ---------------------------------------------------------------------------------
 
 
@@ -394,9 +422,11 @@ def _orientation(ds) -> tuple[float, ...] | None:
 __all__ = [
     "DICOM_EXTRA",
     "DicomInfo",
+    "INSTANCE_UIDS",
     "Window",
     "dicom_values",
     "header_fields",
+    "instance_uids",
     "open_dicom",
     "read_dicom",
     "read_dicom_slice",

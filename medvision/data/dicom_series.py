@@ -17,6 +17,9 @@ from medvision.data.errors import ImageReadError
 
 log = logging.getLogger(__name__)
 
+#: SOP classes of segmentation objects: Segmentation Storage, Label Map Segmentation Storage.
+SEGMENTATION_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+
 
 def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.ndarray, DicomInfo]:
     """Decode a folder holding the single-frame files of one series into a volume.
@@ -24,7 +27,8 @@ def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.nda
     Slices are sorted by their position along the slice normal (``ImagePositionPatient``
     projected on the cross product of the ``ImageOrientationPatient`` row and column
     directions), or, when a file lacks those, by ``InstanceNumber``. Each slice gets its own
-    rescale. Hidden files are ignored; every other file must be a DICOM image of the series.
+    rescale. Hidden files and segmentation objects (DICOM SEG: the series' annotation) are
+    left out; every other file must be a DICOM image of the series.
 
     Args:
         folder: the series folder (files of any name, e.g. ``IM0001`` or ``1.2.3.dcm``).
@@ -41,7 +45,7 @@ def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.nda
             orientations, or at one position.
     """
     folder = Path(folder)
-    datasets, files, positions, kind = _open_series(folder)
+    datasets, files, positions, kind = open_series(folder)
     volume = np.stack([dicom_values(ds, p, window) for ds, p in zip(datasets, files, strict=True)])
     info = DicomInfo(
         path=str(folder),
@@ -57,13 +61,32 @@ def read_dicom_series(folder: str | Path, window: Window = None) -> tuple[np.nda
     return volume, info
 
 
-def _open_series(folder: Path) -> tuple[list, list[Path], np.ndarray | None, str]:
-    """The series' datasets and files in slice order (pixels not decoded), checked to be one
-    stack of single-frame slices of one size: ``(datasets, files, positions, order kind)``."""
+def open_series(folder: str | Path) -> tuple[list, list[Path], np.ndarray | None, str]:
+    """The datasets and files of a series folder in slice order, pixels not decoded.
+
+    Checked as :func:`read_dicom_series` checks them: one stack of single-frame slices of one
+    size. Segmentation objects (DICOM SEG) in the folder are not slices and are left out.
+
+    Args:
+        folder: The series folder.
+
+    Returns:
+        ``(datasets, files, positions, order kind)``: positions ``N x 3`` (mm) in slice order,
+        or None when sorted by ``InstanceNumber``; kind ``"position"`` or ``"instance number"``.
+
+    Raises:
+        FileNotFoundError: no files, or only SEG files, in ``folder``.
+        ImageReadError: as :func:`read_dicom_series`.
+    """
+    folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"{folder}: holds no DICOM files.")
-    datasets = [open_dicom(p) for p in files]
+    opened = [(open_dicom(p), p) for p in files]
+    opened = [(ds, p) for ds, p in opened if not is_segmentation(ds)]
+    if not opened:
+        raise FileNotFoundError(f"{folder}: holds DICOM SEG files but no image series.")
+    datasets, files = [ds for ds, _ in opened], [p for _, p in opened]
     _check_one_series(datasets, files)
     order, positions, kind = _slice_order(datasets, files)
     datasets, files = [datasets[i] for i in order], [files[i] for i in order]
@@ -118,6 +141,17 @@ def series_affine(info: DicomInfo) -> np.ndarray:
     lps[:3, 2] = step
     lps[:3, 3] = positions[0] if positions is not None else 0.0
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def is_segmentation(ds) -> bool:
+    """Whether a dataset is a DICOM Segmentation (``Modality`` SEG), not an image slice.
+
+    Args:
+        ds: A pydicom ``Dataset`` (its header).
+    """
+    return str(ds.get("Modality", "")).upper() == "SEG" or str(ds.get("SOPClassUID", "")) in (
+        SEGMENTATION_SOP_CLASSES
+    )
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -212,4 +246,11 @@ def _series_spacing(first, positions: np.ndarray | None, folder: Path) -> float 
     return None if value is None else float(value)
 
 
-__all__ = ["is_dicom_file", "read_dicom_series", "series_affine"]
+__all__ = [
+    "SEGMENTATION_SOP_CLASSES",
+    "is_dicom_file",
+    "is_segmentation",
+    "open_series",
+    "read_dicom_series",
+    "series_affine",
+]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medvision.data.dicom import DicomInfo
 from medvision.data.dicom_series import read_dicom_series, series_affine
 from medvision.data.errors import ImageReadError
 from medvision.utils.files import write_atomically
@@ -111,9 +112,22 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, VolumeInfo]:
         ImageReadError: not a NIfTI file, unreadable or truncated voxels, or not 3D (a 4D time
             series or multi-channel volume is refused); the message names the file and the fix.
     """
-    nib = require_nibabel()
     path = Path(path)
-    image = _open(path)
+    return canonical_volume(_open(path), path)
+
+
+def canonical_volume(image, path: str | Path) -> tuple[np.ndarray, VolumeInfo]:
+    """A 3D nibabel image (a file's, or one made in memory) in the closest canonical (RAS+)
+    orientation, as :func:`load_volume` gives it.
+
+    Args:
+        image: The nibabel image.
+        path: Its file (or series folder), recorded and named in errors.
+
+    Returns:
+        ``(volume, info)`` as :func:`load_volume`.
+    """
+    nib = require_nibabel()
     try:
         canonical = nib.as_closest_canonical(image)
         volume = np.asanyarray(canonical.dataobj)
@@ -183,13 +197,26 @@ def series_image(folder: str | Path):
         ImageReadError: as :func:`~medvision.data.dicom_series.read_dicom_series`, naming the
             file.
     """
-    nib = require_nibabel()
     try:
         volume, info = read_dicom_series(folder)
     except FileNotFoundError as error:
         raise ImageReadError(str(error), folder) from None
+    return series_nifti(volume, info)
+
+
+def series_nifti(slices: np.ndarray, info: DicomInfo):
+    """Slices of a DICOM series (or labels of them) as an in-memory NIfTI image on the grid
+    dcm2niix would write: ``columns x rows x slices``, the affine of
+    :func:`~medvision.data.dicom_series.series_affine` as qform and sform.
+
+    Args:
+        slices: ``S x rows x columns``, in the order of ``info.files`` (any dtype).
+        info: The series' :class:`~medvision.data.dicom.DicomInfo`
+            (:func:`~medvision.data.dicom_series.read_dicom_series`).
+    """
+    nib = require_nibabel()
     affine = series_affine(info)
-    image = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)), affine)
+    image = nib.Nifti1Image(np.ascontiguousarray(slices.transpose(2, 1, 0)), affine)
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
     return image
@@ -307,8 +334,18 @@ def write_label_volume(path: str | Path, labels: np.ndarray, reference: str | Pa
     Raises:
         ValueError: ``labels`` not of the reference's canonical shape, or outside 0-255.
     """
+    save_nifti(path, label_image(labels, reference, str(path)))
+
+
+def save_nifti(path: str | Path, image) -> None:
+    """Write a nibabel image atomically; gzip-compressed when ``path`` ends in ``.gz``.
+
+    Args:
+        path: output ``.nii`` or ``.nii.gz``.
+        image: The nibabel image (e.g. :func:`label_image`'s).
+    """
     path = Path(path)
-    blob = label_image(labels, reference, str(path)).to_bytes()
+    blob = image.to_bytes()
     if path.name.lower().endswith(".gz"):
         blob = gzip.compress(blob, compresslevel=6, mtime=0)
     write_atomically(path, lambda tmp: tmp.write_bytes(blob))
@@ -335,13 +372,16 @@ __all__ = [
     "VolumeInfo",
     "assemble_slices",
     "canonical_shape",
+    "canonical_volume",
     "check_same_geometry",
     "is_nifti",
     "label_image",
     "load_volume",
     "nifti_stem",
     "require_nibabel",
+    "save_nifti",
     "series_image",
+    "series_nifti",
     "slices_along",
     "write_label_volume",
     "write_predicted_volume",

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from medvision.data.datasets import mask_tensor
 from medvision.data.io import ImageReadError, normalize_intensity
-from medvision.data.nifti import check_same_geometry, load_volume, slices_along
+from medvision.data.nifti import VolumeInfo, check_same_geometry, load_volume, slices_along
 from medvision.data.transforms import reseed_for_worker, segmentation_transform
 from medvision.utils.sizes import as_hw
 
@@ -131,18 +131,56 @@ def decode_volume(
             the message names the file.
     """
     image, info = load_volume(image_path)
-    image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        raise ImageReadError(
-            f"{image_path}: holds NaN or infinite values. Re-export it with finite intensities.",
-            image_path,
-        )
-    image = slices_along(normalize_intensity(image, window), axis)
     labels = None
     if mask_path is not None:
+        _check_finite(image, image_path)
         mask, mask_info = load_volume(mask_path)
         check_same_geometry(info, mask_info)
-        labels = slices_along(mask_labels(mask, mask_path, num_classes), axis)
+        labels = mask_labels(mask, mask_path, num_classes)
+    return cut_slices(
+        image, labels, info, axis, image_size, window, empty_slice_fraction, rng, mask_path
+    )
+
+
+def cut_slices(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    info: VolumeInfo,
+    axis: int,
+    image_size: int | tuple[int, int],
+    window: tuple[float, float] | None = None,
+    empty_slice_fraction: float | None = None,
+    rng: np.random.Generator | None = None,
+    mask_path: str | Path | None = None,
+) -> VolumeSlices:
+    """The slices of a canonical volume (and its labels) along ``axis``, scaled and resized.
+
+    What :func:`decode_volume` does once the files are read; a reader of another layout (DICOM
+    series with their SEG, :mod:`medvision.data.dicom_seg`) gives its arrays here.
+
+    Args:
+        image: The canonical (RAS+) volume ``x x y x z`` as stored (HU for CT).
+        labels: uint8 labels of the same shape (:func:`mask_labels`), or None.
+        info: The image's :class:`~medvision.data.nifti.VolumeInfo` (``path``, spacing).
+        axis: The axis to slice along: 0, 1 or 2.
+        image_size: Size slices are resized to: one side of a square, or ``(height, width)``.
+        window: ``[low, high]`` clipped and scaled to [0, 1]; None: min-max over the volume.
+        empty_slice_fraction: As in :func:`decode_volume`; needs ``labels``.
+        rng: Draws the empty slices kept.
+        mask_path: The labels' file, recorded in each slice's ``mask_path``.
+
+    Returns:
+        The kept slices, resized, with a record each.
+
+    Raises:
+        ImageReadError: non-finite intensities, naming ``info.path``.
+    """
+    image_path = info.path
+    image = image.astype(np.float32, copy=False)
+    _check_finite(image, image_path)
+    image = slices_along(normalize_intensity(image, window), axis)
+    if labels is not None:
+        labels = slices_along(labels, axis)
     keep = np.arange(len(image))
     if labels is not None and empty_slice_fraction is not None:
         filled = labels.reshape(len(labels), -1).any(axis=1)
@@ -172,6 +210,14 @@ def decode_volume(
             record["mask_path"] = str(mask_path)
         records.append(record)
     return VolumeSlices(images, masks, records)
+
+
+def _check_finite(image: np.ndarray, path: str | Path) -> None:
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ImageReadError(
+            f"{path}: holds NaN or infinite values. Re-export it with finite intensities.",
+            path,
+        )
 
 
 class VolumeSliceDataset(Dataset):
@@ -222,4 +268,4 @@ class VolumeSliceDataset(Dataset):
         return sample
 
 
-__all__ = ["VolumeSliceDataset", "VolumeSlices", "decode_volume", "mask_labels"]
+__all__ = ["VolumeSliceDataset", "VolumeSlices", "cut_slices", "decode_volume", "mask_labels"]
