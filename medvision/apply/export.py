@@ -24,7 +24,6 @@ networks (a fraction of ``best.ckpt``); :func:`medvision.load_model` and ``medvi
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import warnings
@@ -271,31 +270,3 @@ def check_export(path: Path, format: str, network: nn.Module, record: Preprocess
         )
     log.info("%s matches PyTorch within %.1e on random images", path, difference)
     return difference
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``medvision export`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="medvision export",
-        description="Export a medvision checkpoint as ONNX, TorchScript or a slim weights "
-        "file, with its preprocessing beside it (<output>.json).",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="best.ckpt or last.ckpt of a fit")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--output", required=True, help="the file to write (must not exist)")
-    parser.add_argument(
-        "--no-check", dest="check", action="store_false", help="skip comparing with PyTorch"
-    )
-    return parser
-
-
-def main(args: list[str] | None = None) -> None:
-    """``medvision export ...``.
-
-    Args:
-        args: The command line after the word ``export``; None reads ``sys.argv[1:]``.
-    """
-    options = build_parser().parse_args(args)
-    for name in ("onnxscript", "onnx_ir"):  # the exporter's pass-by-pass notes
-        logging.getLogger(name).setLevel(logging.WARNING)
-    export(options.ckpt_path, options.format, options.output, options.check)

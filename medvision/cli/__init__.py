@@ -1,7 +1,11 @@
-"""The commands: ``medvision`` (fit, validate, test, predict, export), ``medvision-cv``,
+"""The commands: ``medvision`` (fit, validate, test, predict, export, tune), ``medvision-cv``,
 ``medvision-report``. The only layer, with ``pipelines``, that joins data and models.
 
-- :mod:`~medvision.cli.commands`: :class:`MedVisionCLI` (LightningCLI) and :func:`main`.
+- :mod:`~medvision.cli.entry`: :func:`main`, the ``medvision`` command's front door (help,
+  version, the choice of command) without torch or Lightning.
+- :mod:`~medvision.cli.commands`: :class:`MedVisionCLI` (LightningCLI): fit, validate, test,
+  predict.
+- :mod:`~medvision.cli.export`: ``medvision export``'s command line.
 - :mod:`~medvision.cli.runs`: run folders, loggers and checkpoints of a command.
 - :mod:`~medvision.cli.predict`: ``medvision predict`` from a checkpoint's own record.
 - :mod:`~medvision.cli.console`: log lines, less noise, one-line errors.
@@ -9,12 +13,18 @@
   summary in :mod:`~medvision.cli.cv_summary`; :mod:`~medvision.cli.compare`:
   ``medvision-report``; :mod:`~medvision.cli.tune`: ``medvision tune`` (Optuna).
 
-Names load on first use: ``from medvision.cli import MedVisionCLI, main``.
+``import medvision.cli`` stays light (no torch); :class:`MedVisionCLI` loads on first use:
+``from medvision.cli import MedVisionCLI, main``.
 """
 
+from medvision.cli.entry import main
 from medvision.utils.imports import lazy_attributes
 
-_WHERE = {"MedVisionCLI": "commands", "main": "commands"}
+_WHERE = {"MedVisionCLI": "commands"}
 
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__all__ = ["MedVisionCLI", "main"]
+__getattr__, _ = lazy_attributes(__name__, _WHERE)
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -1,11 +1,12 @@
-"""``medvision fit|validate|test|predict|export``: LightningCLI with medvision's runs and links.
+"""``medvision fit|validate|test|predict``: LightningCLI with medvision's runs and links.
 
 Any LightningModule and LightningDataModule can be picked in YAML by ``class_path`` (or by
 short name: ``--model SegmentationModule``). The datamodule's ``in_channels``,
 ``num_classes`` and ``class_names`` are passed to the model when both are built, so configs
 never repeat them. Every ``fit`` gets a run folder of its own (see :mod:`medvision.utils.runs`), a
 best and a last checkpoint (``--checkpoint.*``, ``--last_checkpoint.*``), a CSV logger unless
-the config names another, and a NaN/inf guard.
+the config names another, and a NaN/inf guard. ``medvision`` itself (help, version, the choice
+of command) is :mod:`medvision.cli.entry`, which imports this module only for these commands.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 from jsonargparse import ArgumentError, DefaultHelpFormatter
@@ -24,16 +26,20 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medvision.apply.prediction import PredictionWriter
 from medvision.cli.console import (
+    closest_options,
     debugging,
-    parse_error_summary,
+    parse_error_lines,
     quiet_lightning,
     setup_logging,
     user_error,
 )
 from medvision.cli.predict import PredictRequest, add_predict_arguments
 from medvision.cli.runs import (
+    DEFAULT_LOGGER,
     add_missing_callbacks,
     check_linked_values,
+    drop_learning_rate_monitors,
+    logger_class_paths,
     one_batch_limits,
     point_checkpoints,
     requested_links,
@@ -41,9 +47,11 @@ from medvision.cli.runs import (
     runs_for,
     task_callbacks,
 )
+from medvision.cli.usage import COMMANDS, DESCRIPTION, EXAMPLES
 from medvision.training.checkpointing import LastCheckpoint, use_atomic_checkpoints
 from medvision.training.curves import LearningCurves
 from medvision.training.guards import NonFiniteGuard
+from medvision.training.loggers import DeferredLoggers
 from medvision.training.progress import use_medvision_progress_bar
 from medvision.training.run_config import LoggedSaveConfigCallback
 from medvision.utils.checkpoints import load_checkpoint
@@ -64,27 +72,6 @@ LINKED_DATA_PROPERTIES = (
 #: their lazy name tables (``__all__``) are the one registry of medvision's classes.
 CLASS_PACKAGES = ("medvision.models", "medvision.data", "medvision.pipelines")
 
-#: The logger of a config that names none (the CLI points it at the run folder).
-DEFAULT_LOGGER = {
-    "class_path": "medvision.training.loggers.CSVLogger",
-    "init_args": {"save_dir": "runs"},
-}
-
-DESCRIPTION = """\
-medvision: train, test and apply 2D medical image models (segmentation and classification)
-from YAML configs, on a CPU or GPUs, logging to CSV or Weights & Biases.
-
-examples:
-  medvision fit --config configs/quickstart.yaml
-  medvision fit --config configs/unet_lung.yaml --data.data_dir DATA --trainer.default_root_dir RUNS
-  medvision test --config configs/unet_lung.yaml --ckpt_path RUNS/version_0/checkpoints/best.ckpt
-  medvision predict --ckpt_path RUNS/version_0/checkpoints/best.ckpt --data.predict_dir IMAGES
-
-help on one class: medvision fit --model.help SegmentationModule, --data.help LungCTDataModule
-companion commands: medvision tune (Optuna search over any fit: medvision tune --help),
-medvision-cv (k-fold cross-validation of any fit), medvision-report (several runs side by side).
---debug (or MEDVISION_DEBUG=1) shows whole tracebacks."""
-
 
 def import_exported_classes() -> None:
     """Import every class the packages of :data:`CLASS_PACKAGES` export (their ``__all__``)."""
@@ -99,14 +86,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 
 def parser_kwargs() -> dict:
-    """The main parser's description and examples; errors raised, not printed (see :func:`main`);
-    each subcommand's parser told its name (:class:`MedVisionParser`)."""
-    subcommands = ("fit", "validate", "test", "predict")
+    """The parsers' descriptions; errors raised, not printed (see :func:`main`); each
+    subcommand's parser told its name (:class:`MedVisionParser`); no abbreviations (argparse
+    would take ``--trainer.max_epoch`` for ``--trainer.max_epochs``)."""
+    common = {"exit_on_error": False, "allow_abbrev": False}
     return {
-        "description": DESCRIPTION,
+        "description": f"{DESCRIPTION}\n\n{EXAMPLES}",
         "formatter_class": HelpFormatter,
-        "exit_on_error": False,
-        **{name: {"exit_on_error": False, "command": name} for name in subcommands},
+        **common,
+        **{
+            name: {"description": textwrap.fill(COMMANDS[name], 88), "command": name, **common}
+            for name in LightningCLI.subcommands()
+        },
     }
 
 
@@ -141,10 +132,14 @@ class MedVisionCLI(LightningCLI):
     another checkpoint IO. Every trainer gets a :class:`~medvision.training.NonFiniteGuard`
     unless the config lists one, and a :class:`~medvision.training.MedVisionProgressBar`
     (which never waits for the GPU between logging steps) unless it names another bar. Each ``fit``
-    writes into a run folder of its own, ``<default_root_dir>/version_<N>``; ``test`` and
-    ``validate`` on a checkpoint write into its run's ``test/`` (``validate/``) folder; see
+    writes into a run folder of its own, ``<default_root_dir>/version_<N>``, made only once the
+    datamodule's ``setup`` has succeeded (:class:`~medvision.training.loggers.DeferredLoggers`);
+    each ``test`` and ``validate`` on a checkpoint into a new folder of its run, ``test/``
+    (``validate/``) the first time and ``test-<date-time>/`` after; see
     :mod:`medvision.utils.runs`. ``fit --ckpt_path last`` resumes the newest run's ``last.ckpt`` in
-    its own folder. ``limit_*_batches: 1`` means one batch.
+    its own folder. ``limit_*_batches: 1`` means one batch. Without a logger
+    (``--trainer.logger false``) a ``LearningRateMonitor`` of the config is dropped.
+    ``--trainer.logger WandbLogger`` (``CSVLogger``) names medvision's logger.
 
     Args:
         args: Command-line arguments (``["fit", "--config", ...]``); ``sys.argv`` when None.
@@ -155,25 +150,45 @@ class MedVisionCLI(LightningCLI):
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs) -> None:
         self.predict_request: PredictRequest | None = None  # see medvision.cli.predict
         self._predict_parser = None
+        self._parsers: list = []  # every parser built: the options a typo is compared with
         import_exported_classes()  # short class names resolve among imported classes
         quiet_lightning()
+        if args is None or isinstance(args, list | tuple):
+            given = list(sys.argv[1:] if args is None else args)
+            if logger_class_paths(given) != given:  # --trainer.logger WandbLogger: medvision's
+                args = logger_class_paths(given)
         kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("trainer_defaults", {})
         kwargs["trainer_defaults"].setdefault("logger", DEFAULT_LOGGER)
         kwargs.setdefault("parser_kwargs", parser_kwargs())
         kwargs.setdefault("parser_class", MedVisionParser)
-        super().__init__(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                LightningModule,
+                LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                args=args,
+                run=run,
+                **kwargs,
+            )
+        except ArgumentError as error:  # an unknown option: name the closest known one
+            hint = closest_options(str(error), self._option_strings(args))
+            if not hint:
+                raise
+            raise ArgumentError(None, f"{error}{hint}") from error
+
+    def _option_strings(self, args: ArgsType) -> list[str]:
+        """The options of the parsers of the command in ``args`` (all parsers' if unknown)."""
+        words = set(args) if isinstance(args, list | tuple) else set()
+        parsers = [p for p in self._parsers if getattr(p, "subcommand", None) in words]
+        # argparse has no public list of a parser's options: its actions hold them
+        actions = [a for p in parsers or self._parsers for a in p._actions]
+        return sorted({option for action in actions for option in action.option_strings})
 
     def add_arguments_to_parser(self, parser) -> None:
+        self._parsers.append(parser)
         for name in LINKED_DATA_PROPERTIES:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -212,8 +227,8 @@ class MedVisionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self.runs = runs_for(self.subcommand, self.command_config, self.config_paths())
-        if self.runs.resumed or self.subcommand in ("test", "validate"):
-            self.save_config_kwargs["overwrite"] = True  # a resumed run, or a re-test
+        if self.runs.resumed:
+            self.save_config_kwargs["overwrite"] = True  # a resumed run writes its config again
         if self.subcommand == "predict":
             self.save_config_callback = None  # predictions record their own inputs
             self.predict_request.before_instantiation(self.command_config)
@@ -222,6 +237,11 @@ class MedVisionCLI(LightningCLI):
     def command_config(self):
         """The parsed config of this command (of its subcommand, when there is one)."""
         return self.config[self.subcommand] if self.subcommand else self.config
+
+    @property
+    def command_config_init(self):
+        """:attr:`command_config` with its classes instantiated (after they are)."""
+        return self.config_init[self.subcommand] if self.subcommand else self.config_init
 
     def config_paths(self) -> list[str]:
         """The ``--config`` files given, in order (for naming runs)."""
@@ -245,15 +265,18 @@ class MedVisionCLI(LightningCLI):
         if self.runs.folder is not None:
             kwargs.setdefault("default_root_dir", str(self.runs.folder))
         # the configured callbacks, before Lightning adds its defaults to the same list
-        given = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
+        given = list((self.command_config_init.get("trainer") or {}).get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
         if not any(isinstance(c, NonFiniteGuard) for c in trainer.callbacks):
             trainer.callbacks.append(NonFiniteGuard())
         use_medvision_progress_bar(trainer, given)  # no read of the loss every step
         add_missing_callbacks(trainer, task_callbacks(self.model))
+        drop_learning_rate_monitors(trainer)  # --trainer.logger false: nothing to log it to
         if self.subcommand == "fit" or self.subcommand is None:
             point_checkpoints(trainer, self.runs.folder)
+        if self.subcommand is not None:  # run=False (a notebook) keeps trainer.logger at hand
+            DeferredLoggers.attach(trainer)  # no run folder before the datamodule's setup works
         return trainer
 
     def after_fit(self) -> None:
@@ -278,12 +301,14 @@ class MedVisionCLI(LightningCLI):
 
 
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``medvision`` command; ``main(["fit", "--config", ...])`` in Python.
+    """Run ``medvision fit|validate|test|predict|tune``; ``main(["fit", ...])`` in Python.
 
-    A configuration or input error ends with its one useful line on stderr and exit status 2
-    (``--debug`` or ``MEDVISION_DEBUG=1``: the whole traceback). To keep the trained objects
-    (in a notebook), use ``cli = MedVisionCLI(args=[...])`` and read ``cli.model``,
-    ``cli.datamodule`` and ``cli.trainer``.
+    The ``medvision`` command is :func:`medvision.cli.entry.main` (also ``medvision.cli.main``),
+    which comes here for these commands. A configuration or input error ends with its one
+    useful line on stderr and exit status 2 (``--debug`` or ``MEDVISION_DEBUG=1``: the whole
+    traceback). To keep the trained objects (in a notebook), use
+    ``cli = MedVisionCLI(args=[...])`` and read ``cli.model``, ``cli.datamodule`` and
+    ``cli.trainer``.
 
     Args:
         args: The command's arguments; ``sys.argv[1:]`` when None.
@@ -291,11 +316,6 @@ def main(args: ArgsType = None) -> None:
     debug = debugging(args)
     args = [a for a in (sys.argv[1:] if args is None else list(args)) if a != "--debug"]
     setup_logging()
-    if args[:1] == ["export"]:
-        from medvision.apply.export import main as export_main
-
-        export_main(args[1:])
-        return
     if args[:1] == ["tune"]:
         from medvision.cli.tune import main as tune_main
 
@@ -309,8 +329,8 @@ def main(args: ArgsType = None) -> None:
     except ArgumentError as error:
         if debug:
             raise
-        log.error("%s", parse_error_summary(str(error), args[0] if args else "fit"))
-        log.error("(medvision %s --help lists every option)", " ".join(args[:1]))
+        for line in parse_error_lines(str(error), args[0] if args else "fit"):
+            log.error("%s", line)
         raise SystemExit(2) from None
     except (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError) as error:
         if debug:

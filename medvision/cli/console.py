@@ -8,17 +8,24 @@
 - :func:`user_error` turns a configuration error into its one useful line: the innermost
   exception of a chain, without jsonargparse's ``Namespace(...)`` dumps. ``--debug`` (or
   ``MEDVISION_DEBUG=1``) shows the whole traceback instead.
+- :func:`parse_error_lines` does the same for a command-line error, and
+  :func:`closest_options` names the option a typo was meant to be.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from tqdm import tqdm
+
+from medvision.utils.imports import import_object
 
 #: Lightning log messages (substrings) dropped by :func:`quiet_lightning`.
 NOISE_MESSAGES = ("litlogger",)
@@ -142,9 +149,13 @@ def parse_error_summary(message: str, subcommand: str = "fit") -> str:
         if inner and problem + 2 < len(lines):  # a bad value of one of the class's options
             return f"--{key}.init_args.{inner.group(1)}: {lines[problem + 2]}"
         return (
-            f"--{key}: {detail} by {short}. Its options: "
+            f"--{key}: {detail} by {short}{_closest_init_arg(detail, class_path)}. Its options: "
             f"medvision {subcommand} --{key}.help {short}"
         )
+    ambiguous = re.search(r"Multiple subclasses with name (\w+)\. .*?: (.+?)\.?$", message, re.M)
+    if key and ambiguous:  # --trainer.logger WandbLogger given in a YAML file
+        name, paths = ambiguous.groups()
+        return f"--{key}: {name} names several classes ({paths}); give the class path."
     given = next((line for line in lines if line.startswith("Given value:")), None)
     expected = [m.group(1) for m in re.finditer(r"Expected an? <class '([^']+)'>", message)]
     if key and given and expected:
@@ -152,3 +163,60 @@ def parse_error_summary(message: str, subcommand: str = "fit") -> str:
         wanted = " or ".join(t for t in expected if t != "NoneType") or "null"
         return f"--{key}: {value!r} is not a valid {wanted}."
     return lines[0] if lines else message
+
+
+_MISSING_CONFIG = re.compile(r'Parser key "config": File does not exist: \'(.+)\'')
+
+
+def parse_error_lines(message: str, subcommand: str = "fit") -> list[str]:
+    """What a command-line error shows: its one line (:func:`parse_error_summary`), and where
+    to look for the right option, unless the error is a ``--config`` file that does not exist.
+
+    Args:
+        message: The text of the ``ArgumentError``.
+        subcommand: The command given (for the help hint).
+    """
+    missing = _MISSING_CONFIG.search(message)
+    if missing:
+        path = Path(missing.group(1))
+        siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+        close = difflib.get_close_matches(path.name, siblings, n=1)
+        hint = f" (did you mean {path.parent / close[0]}?)" if close else ""
+        return [f"--config {path}: the file does not exist{hint}."]
+    return [
+        parse_error_summary(message, subcommand),
+        f"(medvision {subcommand} --help lists every option)",
+    ]
+
+
+def closest_options(message: str, options: list[str]) -> str:
+    """`` (did you mean --x?)`` for each unknown option an ``unrecognized arguments`` error
+    names that is close to one of ``options``; empty for any other error.
+
+    Args:
+        message: The text of the ``ArgumentError``.
+        options: The parser's option strings (``--trainer.max_epochs``, ...).
+    """
+    found = re.match(r"unrecognized arguments: (.*)", message, re.IGNORECASE)
+    if not found:
+        return ""
+    unknown = [word.split("=", 1)[0] for word in found.group(1).split() if word.startswith("-")]
+    meant = []
+    for option in unknown:
+        close = difflib.get_close_matches(option, options, n=1, cutoff=0.75)
+        if close:
+            meant.append(close[0])
+    return f" (did you mean {', '.join(meant)}?)" if meant else ""
+
+
+def _closest_init_arg(detail: str, class_path: str) -> str:
+    """`` (did you mean x?)`` when ``detail`` is "Option 'y' is not accepted" by the class."""
+    found = re.match(r"Option '(\w+)' is not accepted", detail)
+    if not found:
+        return ""
+    try:
+        parameters = list(inspect.signature(import_object(class_path)).parameters)
+    except (ValueError, TypeError):
+        return ""
+    close = difflib.get_close_matches(found.group(1), parameters, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""

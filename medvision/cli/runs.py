@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from medvision.evaluation import ClassificationTestReport, SegmentationTestReport
@@ -24,6 +24,7 @@ from medvision.training.checkpointing import LastCheckpoint
 from medvision.utils.imports import import_object
 from medvision.utils.runs import (
     checkpoint_run_folder,
+    evaluation_folder,
     find_last_checkpoint,
     new_folder,
     next_run_folder,
@@ -34,6 +35,19 @@ log = logging.getLogger(__name__)
 
 #: Set by rank 0 for the DDP processes it launches, so that all ranks share one run folder.
 RUN_DIR_VARIABLE = "MEDVISION_RUN_DIR"
+#: The logger of a config that names none (the CLI points it at the run folder).
+DEFAULT_LOGGER = {
+    "class_path": "medvision.training.loggers.CSVLogger",
+    "init_args": {"save_dir": "runs"},
+}
+#: medvision's loggers by short name: ``--trainer.logger WandbLogger`` means these, not
+#: Lightning's classes of the same names (which they extend).
+LOGGERS = {name: f"medvision.training.loggers.{name}" for name in ("CSVLogger", "WandbLogger")}
+#: The name a W&B logger inherits from the default CSV logger's settings when a config replaces
+#: it (jsonargparse keeps the arguments both classes take): not a name anyone chose.
+_CSV_NAME = inspect.signature(CSVLogger).parameters["name"].default
+#: The options whose value may be a logger's short name.
+LOGGER_OPTIONS = ("--trainer.logger", "--trainer.logger+", "--trainer.logger.class_path")
 LIMIT_KEYS = (
     "limit_train_batches",
     "limit_val_batches",
@@ -59,9 +73,13 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
     """Choose this command's folder and point the loggers there (``config`` is changed).
 
     ``fit`` (and ``run=False``): a new ``<default_root_dir>/version_<N>``, or with
-    ``--ckpt_path last`` the folder of the newest ``last.ckpt``. ``test``/``validate``: the
-    ``test/`` (``validate/``) folder of the checkpoint's run, else a time-stamped folder under
-    ``default_root_dir``. ``predict``: no logger; the prediction writer writes into a new
+    ``--ckpt_path last`` the folder of the newest ``last.ckpt``. ``test``/``validate``: a new
+    folder in the checkpoint's run, ``test/`` (``validate/``) the first time and
+    ``test-<date-time>/`` after (:func:`~medvision.utils.runs.evaluation_folder`), else a new
+    ``test-<date-time>/`` under ``default_root_dir``. Under DDP the processes rank 0 starts
+    take its folder (:data:`RUN_DIR_VARIABLE`). Nothing is made here: the folder appears when
+    the command writes into it, after the datamodule's ``setup``. ``predict``: no logger; the
+    prediction writer writes into a new
     ``predictions/<date-time>/`` folder of the checkpoint's run (see
     :func:`medvision.apply.prediction_output.prediction_folder`).
 
@@ -80,7 +98,11 @@ def runs_for(subcommand: str | None, config: Namespace, config_paths: list[str])
         trainer.logger = False
         return Runs(None)
     if subcommand in ("test", "validate"):
-        folder = checkpoint_run / subcommand if checkpoint_run else new_folder(root, subcommand)
+        folder = _inherited_folder()
+        if folder is None:
+            run = checkpoint_run
+            folder = evaluation_folder(run, subcommand) if run else new_folder(root, subcommand)
+            os.environ[RUN_DIR_VARIABLE] = str(folder)
         point_loggers(trainer, folder)
         return Runs(folder)
     runs = _fit_folder(config, root, launched_by_rank_zero=subcommand == "fit")
@@ -102,10 +124,18 @@ def fit_run_in(config: Namespace, folder: Path) -> Runs:
     return Runs(folder)
 
 
-def _fit_folder(config: Namespace, root: Path, launched_by_rank_zero: bool) -> Runs:
+def _inherited_folder() -> Path | None:
+    """The folder rank 0 chose, in a DDP process it started; else None."""
     inherited = os.environ.get(RUN_DIR_VARIABLE)
     if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
-        return Runs(Path(inherited), resumed=config.get("ckpt_path") == "last")
+        return Path(inherited)
+    return None
+
+
+def _fit_folder(config: Namespace, root: Path, launched_by_rank_zero: bool) -> Runs:
+    inherited = _inherited_folder()
+    if inherited is not None:
+        return Runs(inherited, resumed=config.get("ckpt_path") == "last")
     runs = Runs(next_run_folder(root))
     if config.get("ckpt_path") == "last":
         checkpoint = find_last_checkpoint(root)
@@ -128,7 +158,9 @@ def point_loggers(trainer: Namespace, folder: Path) -> None:
 
     CSV and TensorBoard loggers get ``save_dir``/``name``/``version`` that make their
     ``log_dir`` the folder; other loggers (W&B) get ``save_dir: folder``, and W&B a run name
-    from the folder (``unet_lung/version_3``) unless the config names one.
+    from the folder (``unet_lung/version_3``) unless the config names one. A config whose one
+    logger is a W&B logger also gets medvision's CSV logger after it, so that every run folder
+    holds its ``metrics.csv``; a config that lists its loggers gets exactly those.
 
     Args:
         trainer: The parsed ``trainer`` config.
@@ -138,7 +170,9 @@ def point_loggers(trainer: Namespace, folder: Path) -> None:
     if loggers in (None, False):
         return
     if loggers is True:
-        loggers = trainer.logger = Namespace(class_path="medvision.training.loggers.CSVLogger")
+        loggers = trainer.logger = Namespace(class_path=LOGGERS["CSVLogger"])
+    if not isinstance(loggers, list) and issubclass(import_object(loggers.class_path), WandbLogger):
+        loggers = trainer.logger = [loggers, Namespace(class_path=LOGGERS["CSVLogger"])]
     for entry in loggers if isinstance(loggers, list) else [loggers]:
         logger_class = import_object(entry.class_path)
         init = entry.get("init_args") or Namespace()
@@ -149,8 +183,47 @@ def point_loggers(trainer: Namespace, folder: Path) -> None:
             init.version = folder.name if number is None else number
         elif "save_dir" in inspect.signature(logger_class).parameters:
             init.save_dir = str(folder)
-        if issubclass(logger_class, WandbLogger) and init.get("name") is None:
+        if issubclass(logger_class, WandbLogger) and init.get("name") in (None, _CSV_NAME):
             init.name = f"{folder.parent.name}/{folder.name}"
+
+
+def logger_class_paths(args: list[str]) -> list[str]:
+    """``--trainer.logger WandbLogger`` (or ``CSVLogger``) as medvision's class path.
+
+    Lightning's classes of the same names make the short name ambiguous to jsonargparse;
+    on the medvision command line it names medvision's logger (:data:`LOGGERS`).
+
+    Args:
+        args: The command line (``["fit", "--trainer.logger", "WandbLogger", ...]``).
+
+    Returns:
+        The command line with each such short name replaced; other arguments unchanged.
+    """
+    rewritten = list(args)
+    for index, arg in enumerate(rewritten):
+        option, equals, value = arg.partition("=")
+        if option not in LOGGER_OPTIONS:
+            continue
+        if equals and value in LOGGERS:
+            rewritten[index] = f"{option}={LOGGERS[value]}"
+        elif not equals and index + 1 < len(rewritten) and rewritten[index + 1] in LOGGERS:
+            rewritten[index + 1] = LOGGERS[rewritten[index + 1]]
+    return rewritten
+
+
+def drop_learning_rate_monitors(trainer: Trainer) -> None:
+    """Without a logger (``--trainer.logger false``), drop ``LearningRateMonitor`` callbacks,
+    saying so once: there is nothing to log the learning rate to (Lightning would stop).
+
+    Args:
+        trainer: The built trainer (its ``callbacks`` list is changed).
+    """
+    if trainer.loggers:
+        return
+    kept = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+    if len(kept) < len(trainer.callbacks):
+        trainer.callbacks[:] = kept
+        log.info("No logger (trainer.logger: false): the learning rate is not logged.")
 
 
 def point_checkpoints(trainer: Trainer, folder: Path | None) -> None:
@@ -255,6 +328,10 @@ def add_missing_callbacks(trainer: Trainer, callbacks: list[Callback]) -> None:
 def run_summary(trainer: Trainer, folder: Path) -> str:
     """The block ``fit`` ends with: best and last checkpoints, the run folder, what next.
 
+    Each ``next:`` command runs as printed: without a test split the test command is the one
+    that gives the data one (:func:`option_for_a_test_split`), or none is printed and the block says
+    how to get one.
+
     Args:
         trainer: The trainer that has just fitted.
         folder: The run's folder.
@@ -272,10 +349,57 @@ def run_summary(trainer: Trainer, folder: Path) -> str:
     last_path = "" if last is None else last.best_model_path or last.last_model_path
     if last_path:
         lines.append(f"  last checkpoint: {last_path} (resume: medvision fit ... --ckpt_path last)")
-    checkpoint = best_path or last_path or "CKPT"
-    lines += [
-        "  next:",
-        f"    medvision test --config {folder / 'config.yaml'} --ckpt_path {checkpoint}",
-        f"    medvision predict --ckpt_path {checkpoint} --data.predict_dir DIR",
-    ]
+    checkpoint = best_path or last_path
+    if not checkpoint:
+        return "\n".join([*lines, "  next: no checkpoint to test or apply (see --checkpoint.*)"])
+    test = f"medvision test --config {folder / 'config.yaml'} --ckpt_path {checkpoint}"
+    lines.append("  next:")
+    datamodule = trainer.datamodule
+    if has_test_split(datamodule):
+        lines.append(f"    {test}")
+    else:
+        name = type(datamodule).__name__
+        option = option_for_a_test_split(datamodule)
+        if option is None:
+            hint = getattr(datamodule, "test_split_hint", "")
+            lines.append(f"    (no test split: {name} found no test images. {hint})".rstrip())
+        else:
+            lines.append(
+                f"    (no test split: {name} found no test images. This tests on the validation"
+                " images, which chose this checkpoint: an optimistic score.)"
+            )
+            lines.append(f"    {test} {option}")
+    lines.append(f"    medvision predict --ckpt_path {checkpoint} --data.predict_dir DIR")
     return "\n".join(lines)
+
+
+def has_test_split(datamodule) -> bool:
+    """Whether a fitted datamodule has test images (one that keeps no ``datasets``: assumed).
+
+    Args:
+        datamodule: The datamodule after ``setup("fit")``.
+    """
+    datasets = getattr(datamodule, "datasets", None)
+    if not isinstance(datasets, dict) or "train" not in datasets:
+        return True
+    return len(datasets.get("test") or ()) > 0
+
+
+def option_for_a_test_split(datamodule) -> str | None:
+    """The option that gives a datamodule without a test split one: ``--data.init_args.test_split
+    val`` for a folder layout with ``train/`` and ``val/`` (the chest X-ray layout), which tests
+    on ``val/``; None when there is no such option (a test split must come from the data).
+
+    Args:
+        datamodule: The datamodule after ``setup("fit")``.
+    """
+    data_dir = getattr(datamodule, "data_dir", None)
+    if (
+        getattr(datamodule, "test_split", None) in (None, "val")
+        or "val" not in getattr(datamodule, "split_dirnames", ())
+        or getattr(datamodule, "merge_val_into_train", False)  # val/ images were trained on
+        or data_dir is None
+        or not (Path(data_dir) / "val").is_dir()
+    ):
+        return None
+    return "--data.init_args.test_split val"

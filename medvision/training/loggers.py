@@ -1,4 +1,5 @@
-"""Loggers: Weights & Biases that never blocks on a login prompt, a CSV logger that resumes."""
+"""Loggers: Weights & Biases that never blocks on a login prompt, a CSV logger that resumes,
+and :class:`DeferredLoggers`, which starts a trainer's loggers only once its data is set up."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -34,6 +37,7 @@ class WandbLogger(_LightningWandbLogger):
 
     Offline runs are written under ``save_dir`` and the command to upload them is logged at
     the end. Further keyword arguments go to Lightning's ``WandbLogger`` (and ``wandb.init``).
+    ``save_dir`` is made when the W&B run starts, not when the logger is built.
 
     Args:
         project: The W&B project.
@@ -64,7 +68,6 @@ class WandbLogger(_LightningWandbLogger):
                     "logging offline under %s",
                     save_dir,
                 )
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(
             project=project,
             save_dir=save_dir,
@@ -75,6 +78,13 @@ class WandbLogger(_LightningWandbLogger):
             **kwargs,
         )
         self._is_offline = offline
+
+    @property
+    def experiment(self):
+        """The W&B run, started (and ``save_dir`` made) on first use."""
+        if self._experiment is None and self.save_dir is not None:
+            Path(self.save_dir).mkdir(parents=True, exist_ok=True)  # wandb.init's dir
+        return super().experiment
 
     def end_run(self) -> None:
         """Finish this logger's W&B run, so that the next run in this process starts its own.
@@ -138,3 +148,40 @@ class _ResumingWriter(ExperimentWriter):
                 first_step,
             )
         super().save()
+
+
+class DeferredLoggers(Callback):
+    """Gives a trainer its loggers only once the datamodule's ``setup`` has succeeded.
+
+    Lightning starts every logger's experiment before it sets up the data (a CSV logger makes
+    its folder, W&B starts its run), so a wrong ``data_dir`` or a bad file, found in
+    ``setup``, would leave an empty run folder behind and take its number. The loggers wait
+    here instead and start in this callback's ``setup`` (which Lightning calls after the
+    datamodule's), W&B first as Lightning does. Attach it with :meth:`attach` after the
+    trainer is built; it goes first among the callbacks, so theirs see the loggers.
+
+    Args:
+        loggers: The trainer's loggers.
+    """
+
+    def __init__(self, loggers: list) -> None:
+        self.loggers = list(loggers)
+
+    @classmethod
+    def attach(cls, trainer: Trainer) -> None:
+        """Take ``trainer``'s loggers until its ``setup`` (nothing happens without loggers).
+
+        Args:
+            trainer: A trainer not yet fitted, tested or validated.
+        """
+        if not trainer.loggers:
+            return
+        trainer.callbacks.insert(0, cls(trainer.loggers))
+        trainer.loggers = []
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        trainer.loggers = self.loggers
+        # as Lightning's own setup: W&B before the others, so TensorBoard files sync to it
+        wandb_first = sorted(self.loggers, key=lambda lg: not isinstance(lg, _LightningWandbLogger))
+        for logger in wandb_first:
+            _ = logger.experiment

@@ -8,8 +8,13 @@
         config.yaml, run_info.json        the resolved config; versions, hardware, commit
         metrics.csv                       (CSV logger) or wandb/ (W&B's own files)
         overlays/, epoch_times.json, excluded_files.csv, ...
-        test/                             what `medvision test` on its checkpoint wrote
-        predictions/<timestamp>/          each `medvision predict` on its checkpoint
+        test/, test-<date-time>/          each `medvision test` on its checkpoint (the first
+                                          in test/; validate/ likewise)
+        predictions/<date-time>/          each `medvision predict` on its checkpoint
+
+No command writes into another's folder: a second ``test`` of a checkpoint gets a new
+``test-<date-time>/`` beside the first (:func:`evaluation_folder`), as every ``predict`` gets
+a new ``predictions/<date-time>/``; the newest is the one with the latest time.
 
 :func:`run_folder` finds a trainer's run folder without a collective call, so callbacks on
 one DDP rank can use it.
@@ -80,6 +85,18 @@ def new_folder(parent: Path, prefix: str = "") -> Path:
         count += 1
         folder = parent / f"{name}-{count}"
     return folder
+
+
+def evaluation_folder(run: str | Path, name: str) -> Path:
+    """Where a ``test`` (``validate``) of a run's checkpoint writes: ``run/<name>`` the first
+    time, then a new ``run/<name>-<date-time>`` (:func:`new_folder`), never one already there.
+
+    Args:
+        run: The run folder of the checkpoint.
+        name: ``test`` or ``validate``.
+    """
+    folder = Path(run) / name
+    return new_folder(Path(run), name) if folder.exists() else folder
 
 
 def checkpoint_run_folder(checkpoint: str | Path) -> Path | None:
