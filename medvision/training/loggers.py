@@ -154,11 +154,12 @@ class DeferredLoggers(Callback):
     """Gives a trainer its loggers only once the datamodule's ``setup`` has succeeded.
 
     Lightning starts every logger's experiment before it sets up the data (a CSV logger makes
-    its folder, W&B starts its run), so a wrong ``data_dir`` or a bad file, found in
-    ``setup``, would leave an empty run folder behind and take its number. The loggers wait
-    here instead and start in this callback's ``setup`` (which Lightning calls after the
-    datamodule's), W&B first as Lightning does. Attach it with :meth:`attach` after the
-    trainer is built; it goes first among the callbacks, so theirs see the loggers.
+    its folder, W&B starts its run; Lightning PR #17818), so a wrong ``data_dir`` or a bad
+    file, found in ``setup``, would leave an empty run folder behind and take its number
+    (Lightning issue #15655 asks for such folders to be removed; there is no hook for it).
+    The loggers wait here instead and start in this callback's ``setup`` (which Lightning
+    calls after the datamodule's), W&B first as Lightning does. Attach it with :meth:`attach`
+    after the trainer is built; it goes first among the callbacks, so theirs see the loggers.
 
     Args:
         loggers: The trainer's loggers.
