@@ -13,9 +13,9 @@ COMMANDS = {
     "fit": "Train a model from a config, validating every epoch, in a new run folder "
     "<default_root_dir>/version_<N>/ (checkpoints, metrics, config).",
     "validate": "Evaluate a checkpoint on the validation split; the metrics go into a new "
-    "validate/ folder of its run.",
+    "folder of its run (validate/, then validate-<date-time>/).",
     "test": "Evaluate a checkpoint on the test split: metrics, per-image and per-class reports "
-    "with 95% intervals, in a new test/ folder of its run.",
+    "with 95% intervals, in a new folder of its run (test/, then test-<date-time>/).",
     "predict": "Apply a checkpoint to a folder of images: masks and overlays (segmentation) or "
     "predictions.csv (classification), in a new predictions/<date-time>/ folder.",
     "export": "Write a checkpoint as ONNX, TorchScript or a slim weights file, with its "
