@@ -90,11 +90,19 @@ class WandbLogger(_LightningWandbLogger):
         """Finish this logger's W&B run, so that the next run in this process starts its own.
 
         Lightning leaves the run open after ``fit`` (a ``test`` in the same process would log
-        into it); ``medvision`` commands are one run each and end it when they are done.
+        into it); ``medvision`` commands are one run each and end it when they are done. W&B
+        writes a finished run's files in its service process, after ``finish`` returns; when no
+        other W&B run is active here, the service is shut down too (``wandb.teardown``), so
+        that the run's files are complete when the command returns (a later run starts it
+        again).
         """
         if self._experiment is not None:
             self._experiment.finish()
             self._experiment = None
+            import wandb
+
+            if wandb.run is None:
+                wandb.teardown()
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
