@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,17 @@ from medvision.data.synthetic import (
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """Torch computes on one thread in the test processes and the processes they start (DDP
+    workers, subprocesses), unless ``OMP_NUM_THREADS`` says otherwise: the tests' networks are
+    small, and a second thread costs more CPU time than it saves (with ``pytest -n 2`` each
+    worker already has a core of its own)."""
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
@@ -140,6 +153,41 @@ def train_extractor(config: str, root: Path, data_dir: Path, *extra: str, **kwar
     limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
     main(["fit", *config_run_args(config, root, data_dir, *limits, *extra, **kwargs)])
     return root / "version_0/checkpoints/best.ckpt"
+
+
+@dataclass(frozen=True)
+class TrainedCheckpoint:
+    """A checkpoint fitted once per session, with the synthetic data it was fitted on.
+
+    Both are shared by the tests that ask for them: read them, never write into their folders
+    (copy the checkpoint with :func:`copy_checkpoint` to write beside it, e.g. feature caches).
+    """
+
+    data_dir: Path
+    checkpoint: Path
+
+
+def copy_checkpoint(checkpoint: Path, folder: Path) -> Path:
+    """``checkpoint`` copied into ``folder`` (made if absent), for a test that writes beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(checkpoint, folder / checkpoint.name))
+
+
+@pytest.fixture(scope="session")
+def chest_extractor(tmp_path_factory) -> TrainedCheckpoint:
+    """Step 1 of the rebalancing study, fitted once per session: ``configs/cnn5_chestxray.yaml``
+    for one batch on the ``chest_dir`` X-rays (written anew, read-only here) at 32 px."""
+    base = tmp_path_factory.mktemp("chest_extractor")
+    data_dir = base / "chest_xray"
+    write_chest_xray(data_dir, scale=0.5, size=48, seed=0)
+    checkpoint = train_extractor(
+        "cnn5_chestxray.yaml", base / "extractor", data_dir, image_size=EXTRACTOR_IMAGE_SIZE
+    )
+    return TrainedCheckpoint(data_dir, checkpoint)
+
+
+#: the image size of :func:`chest_extractor`'s data: cnn5's feature maps are then 4 x 4
+EXTRACTOR_IMAGE_SIZE = 32
 
 
 def rebalance_run_args(

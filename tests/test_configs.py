@@ -8,7 +8,14 @@ import pytest
 
 from medvision.cli import main
 
-from .conftest import CONFIGS, fast_trainer_args, rebalance_run_args, train_extractor
+from .conftest import (
+    CONFIGS,
+    EXTRACTOR_IMAGE_SIZE,
+    copy_checkpoint,
+    fast_trainer_args,
+    rebalance_run_args,
+    train_extractor,
+)
 
 EXPERIMENTS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 # fragments compose onto an experiment; each one is run composed onto unet_lung.yaml
@@ -85,14 +92,23 @@ EXTRACTOR_CONFIGS = {
 
 
 def rebalance_one_batch_args(name: str, tmp_path: Path, request, *extra: str) -> list[str]:
-    """A rebalancing config on a one-batch extractor of its data, in fast_dev_run mode."""
-    config, fixture = EXTRACTOR_CONFIGS[name]
-    data_dir = request.getfixturevalue(fixture)
-    extractor = train_extractor(
-        config, tmp_path / "extractor", data_dir, "--model.init_args.model_name=resnet18"
-    )
+    """A rebalancing config on a one-batch extractor of its data, in fast_dev_run mode.
+
+    The chest X-ray extractor is the session's (``chest_extractor``: cnn5, 32 px), copied here
+    for its feature caches; the HAM10000 one, a ResNet-18, is fitted here.
+    """
+    if name == "rebalance_chestxray.yaml":
+        shared = request.getfixturevalue("chest_extractor")
+        data_dir, size = shared.data_dir, EXTRACTOR_IMAGE_SIZE
+        extractor = copy_checkpoint(shared.checkpoint, tmp_path / "extractor")
+    else:
+        config, fixture = EXTRACTOR_CONFIGS[name]
+        data_dir, size = request.getfixturevalue(fixture), 64
+        extractor = train_extractor(
+            config, tmp_path / "extractor", data_dir, "--model.init_args.model_name=resnet18"
+        )
     return rebalance_run_args(
-        name, tmp_path, data_dir, extractor, *extra, "--trainer.fast_dev_run=1"
+        name, tmp_path, data_dir, extractor, *extra, "--trainer.fast_dev_run=1", image_size=size
     )
 
 

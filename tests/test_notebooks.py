@@ -1,10 +1,14 @@
-"""The notebooks in notebooks/ execute top to bottom on their synthetic defaults.
+"""The notebooks in notebooks/ execute top to bottom on synthetic data.
 
 Each notebook runs in a fresh Jupyter kernel of this very interpreter (a kernelspec written to
 a temporary ``JUPYTER_PATH``, so no other installed ``python3`` kernel can stand in), with its
 working directory ``<tmp>/notebooks`` next to a copy of ``configs/``: the notebooks' own
 ``../configs`` and ``../runs/notebooks/...`` paths then resolve inside the temporary folder and
 nothing is written into the repository. A failing cell fails the test with that cell's error.
+
+The test runs them smaller than their defaults: right after a notebook's parameters cell (its
+first code cell, tagged ``parameters`` as in papermill) it adds a cell of its own settings,
+:data:`QUICK_SETTINGS` (one epoch, 32 px, fewer images); every other cell runs as written.
 """
 
 from __future__ import annotations
@@ -24,6 +28,20 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "medvision-pytest"
 #: seconds any one cell may take before the test fails (the notebooks take about a minute each)
 CELL_TIMEOUT = 600
+#: the test's settings per notebook, set in a cell after its parameters cell: every stage runs
+#: once, on small images, which is all that running the cells top to bottom needs
+QUICK_SETTINGS = {
+    "01_lung_segmentation": {"EPOCHS": 1, "IMAGE_SIZE": 32, "SYNTHETIC_SLICES": 20},
+    "02_chest_xray_classification": {"EPOCHS": 1, "IMAGE_SIZE": 32, "SYNTHETIC_SCALE": 0.5},
+    "03_gan_rebalancing": {
+        "EXTRACTOR_EPOCHS": 1,
+        "EPOCHS": 1,
+        "GAN_EPOCHS": 1,
+        "GAN_WIDTH": 8,
+        "IMAGE_SIZE": 32,
+        "SYNTHETIC_SCALE": 0.5,
+    },
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -86,6 +104,22 @@ def code_cells(path: Path) -> list[str]:
     return ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
 
 
+def with_settings(nbformat, notebook, settings: dict):
+    """``notebook`` with a cell setting ``settings`` right after its parameters cell.
+
+    Each name must be set in the parameters cell, so a renamed setting fails here instead of
+    leaving the notebook at its (slower) default.
+    """
+    index = next(
+        i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])
+    )
+    for name in settings:
+        assert re.search(rf"^{name} = ", notebook.cells[index].source, re.M), name
+    source = "\n".join(f"{name} = {value!r}" for name, value in settings.items())
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(source))
+    return notebook
+
+
 def test_the_three_notebooks_are_there():
     assert {p.name for p in NOTEBOOKS} >= {
         "01_lung_segmentation.ipynb",
@@ -106,6 +140,8 @@ def test_notebook_is_stored_clean_with_data_dir_on_top(path: Path):
             )
     first = code_cells(path)[0]
     assert re.search(r"^DATA_DIR = None  # set to the real folder", first, re.M), first
+    [parameters] = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert "".join(parameters["source"]) == first, "tag the first code cell 'parameters'"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -140,7 +176,8 @@ def test_notebook_executes_top_to_bottom(nb_tools, kernel, tmp_path, path: Path)
     shutil.copytree(CONFIGS, tmp_path / "configs")
     cwd = tmp_path / "notebooks"
     cwd.mkdir()
-    notebook = execute(nb_tools, kernel, nbformat.read(path, as_version=4), cwd)
+    notebook = with_settings(nbformat, nbformat.read(path, as_version=4), QUICK_SETTINGS[path.stem])
+    notebook = execute(nb_tools, kernel, notebook, cwd)
 
     assert outputs_of(notebook, "text/markdown"), "no results table was displayed"
     assert outputs_of(notebook, "image/png"), "no figure was displayed"

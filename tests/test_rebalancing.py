@@ -14,17 +14,22 @@ from medvision.models.nets.feature_gan import FeatureDiscriminator, FeatureGener
 from medvision.pipelines import FeatureDataModule
 from medvision.utils.files import read_csv
 
-from .conftest import CONFIGS, rebalance_run_args, train_extractor
+from .conftest import CONFIGS, EXTRACTOR_IMAGE_SIZE, copy_checkpoint, rebalance_run_args
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = EXTRACTOR_IMAGE_SIZE
 
 
 @pytest.fixture
-def extractor(tmp_path, chest_dir):
-    """Step 1: a cnn5 classifier checkpoint trained (one batch) on the synthetic X-rays."""
-    return train_extractor(
-        "cnn5_chestxray.yaml", tmp_path / "extractor", chest_dir, image_size=IMAGE_SIZE
-    )
+def chest_dir(chest_extractor):
+    """The synthetic X-rays the session's extractor was trained on (shared: read only)."""
+    return chest_extractor.data_dir
+
+
+@pytest.fixture
+def extractor(tmp_path, chest_extractor):
+    """Step 1: the session's cnn5 classifier checkpoint (one batch on the synthetic X-rays),
+    copied into the test's folder, where its feature caches are written."""
+    return copy_checkpoint(chest_extractor.checkpoint, tmp_path / "extractor")
 
 
 def image_data(chest_dir):
