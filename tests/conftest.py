@@ -35,6 +35,14 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """How many test processes ``-n auto`` (pyproject.toml's addopts) starts: one per usable
+    core, at most 4 (each repeats the session fixtures, and the largest test files bound the
+    time anyway)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(4, len(usable) if usable else os.cpu_count() or 1))
+
+
 @pytest.fixture
 def lung_dir(tmp_path: Path) -> Path:
     """A Kaggle-layout lung CT folder with 20 synthetic 64x64 uint8 slices."""

@@ -56,6 +56,7 @@ import yaml
 from jsonargparse import ArgumentError
 
 import medvision.cli
+import medvision.cli.commands
 from medvision.data.synthetic import (
     write_chest_xray,
     write_chexpert,
@@ -956,6 +957,7 @@ def run_python_block(command: DocCommand, workspace: Workspace, out: Path, monke
             super().__init__(args=[*args, *quick], run=run, **kwargs)
 
     monkeypatch.setattr(medvision.cli, "MedVisionCLI", QuickCLI)
+    monkeypatch.setattr(medvision.cli.commands, "MedVisionCLI", QuickCLI)  # main(...) builds it
     code = DATA_PATH.sub(lambda m: str(workspace.data_path(m.group(1), None)), command.text)
     exec(compile(code, command.where, "exec"), {"__name__": "__docs__"})
 
