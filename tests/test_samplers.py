@@ -79,7 +79,7 @@ def test_weighted_sampler_under_ddp_on_two_cpu_processes(chest_dir, tmp_path, mo
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_fork",  # forked workers: no second import of torch and Lightning
+        strategy="ddp_spawn",
         max_epochs=6,
         limit_val_batches=0,
         logger=False,
