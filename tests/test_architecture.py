@@ -211,3 +211,18 @@ def test_light_modules_load_light(module, not_loaded):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]", f"import {module} loaded {loaded}"
+
+
+def test_every_registered_name_is_defined_where_the_registry_says():
+    """The one registry (``medvision/utils/registry.py``) names each export's own module."""
+    import importlib
+
+    from medvision.utils.registry import REGISTRY, exported
+
+    for package in REGISTRY:
+        module = importlib.import_module(package)
+        for name, where in exported(package).items():
+            defined = getattr(importlib.import_module(f"{package}.{where}"), name)
+            assert getattr(module, name) is defined, f"{package}.{name}"
+            assert getattr(defined, "__module__", f"{package}.{where}") == f"{package}.{where}"
+        assert module.__all__ == sorted(exported(package))

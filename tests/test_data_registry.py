@@ -48,7 +48,9 @@ def test_the_scan_finds_the_datamodules_of_every_kind():
 def test_every_datamodule_is_in_the_registry_and_loads_from_it():
     found = datamodules_defined_in_data()
     missing = sorted(set(found) - set(medvision.data.__all__))
-    assert not missing, f"add these to _WHERE in medvision/data/__init__.py: {missing}"
+    assert not missing, (
+        f"add these to medvision.data's entry in medvision/utils/registry.py: {missing}"
+    )
     assert all(getattr(medvision.data, name) is cls for name, cls in found.items())
 
 

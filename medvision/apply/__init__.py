@@ -12,17 +12,6 @@
 The preprocessing record these read is :mod:`medvision.models.record`. Names load on first use.
 """
 
-from medvision.utils.imports import lazy_attributes
+from medvision.utils.registry import exports
 
-_WHERE = {
-    "ClassificationPredictionWriter": "prediction",
-    "PredictionWriter": "prediction",
-    "Predictor": "inference",
-    "SegmentationPredictionWriter": "prediction",
-    "VolumePredictionWriter": "volume_writer",
-    "VolumeResult": "volume_inference",
-    "load_model": "inference",
-}
-
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__getattr__, __dir__, __all__ = exports(__name__)

@@ -17,14 +17,6 @@
 ``from medvision.cli import MedVisionCLI, main``.
 """
 
-from medvision.cli.entry import main
-from medvision.utils.imports import lazy_attributes
+from medvision.utils.registry import exports
 
-_WHERE = {"MedVisionCLI": "commands"}
-
-__all__ = ["MedVisionCLI", "main"]
-__getattr__, _ = lazy_attributes(__name__, _WHERE)
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__getattr__, __dir__, __all__ = exports(__name__)

@@ -15,12 +15,6 @@
 Imports nothing of ``data``, ``models`` or any layer above; names load on first use.
 """
 
-from medvision.utils.imports import lazy_attributes
+from medvision.utils.registry import exports
 
-_WHERE = {
-    "ClassificationTestReport": "classification_report",
-    "SegmentationTestReport": "segmentation_report",
-}
-
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__getattr__, __dir__, __all__ = exports(__name__)

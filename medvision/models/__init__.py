@@ -4,14 +4,6 @@ Names load on first use, so ``import medvision.models.nets`` loads neither Light
 task module. ``class_path: medvision.models.SegmentationModule`` in YAML works as usual.
 """
 
-from medvision.utils.imports import lazy_attributes
+from medvision.utils.registry import exports
 
-_WHERE = {
-    "ClassificationModule": "classification",
-    "FeatureGANRebalancer": "rebalancing",
-    "FeatureHeadClassifier": "rebalancing",
-    "SegmentationModule": "segmentation",
-}
-
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__getattr__, __dir__, __all__ = exports(__name__)

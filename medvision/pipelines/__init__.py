@@ -4,10 +4,6 @@ These are the only modules (with ``cli``, ``crossval`` and ``compare``) that imp
 :mod:`medvision.data` and :mod:`medvision.models`.
 """
 
-from medvision.pipelines.features import FeatureDataModule
-from medvision.pipelines.segment_then_classify import (
-    HAM10000LesionCropDataModule,
-    predict_lesion_masks,
-)
+from medvision.utils.registry import exports
 
-__all__ = ["FeatureDataModule", "HAM10000LesionCropDataModule", "predict_lesion_masks"]
+__getattr__, __dir__, __all__ = exports(__name__)

@@ -13,22 +13,6 @@
 Names load on first use, so ``import medvision.training.guards`` stays light.
 """
 
-from medvision.utils.imports import lazy_attributes
+from medvision.utils.registry import exports
 
-_WHERE = {
-    "AtomicCheckpointIO": "checkpointing",
-    "CSVLogger": "loggers",
-    "EpochTimer": "timing",
-    "LastCheckpoint": "checkpointing",
-    "LearningCurves": "curves",
-    "LoggedSaveConfigCallback": "run_config",
-    "MedVisionProgressBar": "progress",
-    "NonFiniteError": "guards",
-    "NonFiniteGuard": "guards",
-    "TemperatureCalibration": "calibration",
-    "ValidationOverlays": "overlays",
-    "WandbLogger": "loggers",
-}
-
-__all__ = sorted(_WHERE)
-__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__getattr__, __dir__, __all__ = exports(__name__)
