@@ -62,14 +62,17 @@ TABLE = Table(
 
 def build_parser():
     """The command line of this benchmark."""
-    parser = script_parser(__doc__, rounds=3, batch_size=16, epochs=1, write_docs=True, arm=True)
+    parser = script_parser(
+        __doc__, rounds=3, batch_size=16, epochs=1, csv=None, write_docs=True, arm=True
+    )
     add = parser.add_argument
     add("--data-dir", type=Path, default=DATA / "lung_ct", help="a Kaggle-layout lung folder")
     add("--images", type=at_least(1), default=200, help="slices to predict")
     add("--bundle", type=Path, help="an existing bundle with model.onnx (no fit)")
     add("--encoder", default="resnet34", help="the U-Net's encoder (the quickstart's)")
     add("--image-size", type=at_least(8), default=64, help="the network's input size")
-    add("--threads", type=at_least(1), default=os.cpu_count(), help="torch/onnxruntime threads")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    add("--threads", type=at_least(1), default=cores, help="torch/onnxruntime threads per arm")
     return parser
 
 
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{f'--bundle {args.bundle}' if args.bundle else model}; {args.rounds} rounds, arms "
         "alternating, each in its own process\n```"
     )
+    if args.csv:
+        TABLE.write_csv(args.csv, rows)
     command = this_command("predict_throughput.py", leave_out=("--write-docs",))
     publish(
         header + "\n\n" + TABLE.markdown(rows), DOCS if args.write_docs else None, MARKERS, command

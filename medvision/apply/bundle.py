@@ -191,10 +191,12 @@ def read_config(folder: Path) -> tuple[dict, Preprocessing]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not the config of a medvision bundle (format {FORMAT!r}).")
     layout = config.get("bundle_version")
-    if not isinstance(layout, int) or layout > BUNDLE_VERSION:
+    if not isinstance(layout, int):
+        raise ValueError(f"{path}: no bundle_version (an int); export the bundle again.")
+    if layout > BUNDLE_VERSION:
         raise ValueError(
             f"{path}: written by medvision {config.get('medvision_version')} in bundle layout "
-            f"{layout!r}, newer than this medvision {medvision.__version__} reads "
+            f"{layout}, newer than this medvision {medvision.__version__} reads "
             f"({BUNDLE_VERSION}): upgrade medvision (pip install -U medvision-lightning)."
         )
     record = Preprocessing.from_dict(config.get("preprocessing") or {}, path)
