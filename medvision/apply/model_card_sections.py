@@ -146,7 +146,7 @@ def training_data(record: Preprocessing, facts) -> str:
     lines.append(f"- Image size: resized to {height} x {width} pixels for the network")
     if data.get("fingerprint"):
         lines.append(
-            f"- Data fingerprint: `{data['fingerprint']}` (the splits' file lists: paths, sizes)"
+            f"- Data fingerprint: `{data['fingerprint']}` (sha256 of the splits' file lists)"
         )
     text = "## Training data\n\n" + "\n".join(lines)
     splits = data.get("splits") or {}

@@ -4,7 +4,7 @@
 and for classifiers the images per class or the positives per label) and a fingerprint of its
 file list; ``medvision fit`` writes it into ``run_info.json`` (``data``), and ``medvision
 export --format bundle`` copies it into the model card. Only what the datasets already hold is
-read: no image is opened.
+read: no file is opened.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def _split_counts(dataset, class_names: list[str]) -> dict:
 
 
 def file_list(datasets: Mapping, root: Path | None) -> list[str]:
-    """One line per file of each split, ``<split> <path> <bytes>``: the images (and masks)
-    in sample order, paths relative to ``root`` when under it.
+    """One line per file of each split, ``<split> <path>``: the images (and masks) in sample
+    order, paths relative to ``root`` when under it (no file is opened or looked at).
 
     Args:
         datasets: Split name -> dataset (``image_paths`` or ``paths``, and ``mask_paths``).
@@ -80,14 +80,13 @@ def file_list(datasets: Mapping, root: Path | None) -> list[str]:
         files = list(getattr(dataset, "image_paths", None) or getattr(dataset, "paths", None) or [])
         files += list(getattr(dataset, "mask_paths", None) or [])
         for path in (Path(p) for p in files if isinstance(p, str | Path)):
-            size = path.stat().st_size if path.is_file() else -1
-            lines.append(f"{split} {_relative(path, root)} {size}")
+            lines.append(f"{split} {_relative(path, root)}")
     return lines
 
 
 def fingerprint(lines: list[str]) -> str:
     """``sha256:<hex>`` of ``lines`` joined by newlines: equal for the same files in the same
-    splits and order (names and sizes, not contents).
+    splits and order (their names, not their contents).
 
     Args:
         lines: The lines of :func:`file_list`.
