@@ -312,6 +312,7 @@ class Workspace:
     root: Path
     data: dict[str, Path] = field(default_factory=dict)
     fits: dict[tuple[str, ...], Path] = field(default_factory=dict)  # model key -> fit's root
+    bundles: dict[Path, Path] = field(default_factory=dict)  # checkpoint -> its bundle
 
     @classmethod
     def create(cls, root: Path) -> Workspace:
@@ -453,6 +454,23 @@ class Workspace:
                 if checkpoint.name != "best.ckpt":
                     checkpoint.unlink()
         return find_checkpoint(self.fits[key])
+
+    def bundle_of(self, checkpoint: Path) -> Path:
+        """The bundle (with model.onnx) of ``checkpoint``, exported once."""
+        if checkpoint not in self.bundles:
+            bundle = self.root / "bundles" / hashlib.sha1(str(checkpoint).encode()).hexdigest()[:10]
+            pytest.importorskip("onnxscript", reason="ONNX export needs the export extra")
+            medvision.cli.main(
+                [
+                    "export",
+                    f"--ckpt_path={checkpoint}",
+                    "--format=bundle",
+                    "--onnx",
+                    f"--output={bundle}",
+                ]
+            )
+            self.bundles[checkpoint] = bundle
+        return self.bundles[checkpoint]
 
     def ensure_run(self, config_name: str) -> None:
         """Make ``runs/<config_name>/version_0/`` (``best.ckpt``, ``config.yaml``, ...).
@@ -685,22 +703,30 @@ def has_output(args: list[str]) -> bool:
 def run_from_checkpoint(subcommand: str, args: list[str], workspace: Workspace, out: Path):
     """``medvision predict`` without ``--config``, or ``medvision export``: CKPT is the best
     checkpoint of a fit of the run's config the command names (``runs/<config>/...``), else
-    of :data:`CHECKPOINT_ONLY_CONFIG`; DIR holds that config's data. Relative ``--output``
-    files are written into the command's folder."""
-    named = RUN_CHECKPOINT.search(option_value(args, "--ckpt_path") or "")
+    of :data:`CHECKPOINT_ONLY_CONFIG`; DIR holds that config's data. A ``--ckpt_path`` that
+    names neither CKPT nor a ``.ckpt`` file is a bundle (a folder or a Hub repo id): that
+    checkpoint's bundle. Relative ``--output`` files are written into the command's folder."""
+    documented = option_value(args, "--ckpt_path") or ""
+    named = RUN_CHECKPOINT.search(documented)
     config_name = named.group(1) if named else CHECKPOINT_ONLY_CONFIG
     config_args = ["--config", str(REPO / "configs" / f"{config_name}.yaml")]
     kind = workspace.data_kind(workspace.introspect(["fit", *config_args]))
     filled = [workspace.fill(a, kind, out) for a in strip_option(args, "--ckpt_path")]
-    filled.append(f"--ckpt_path={workspace.checkpoint_of(config_args)}")
+    checkpoint = workspace.checkpoint_of(config_args)
+    if documented != "CKPT" and not documented.endswith(".ckpt"):
+        checkpoint = workspace.bundle_of(checkpoint)
+    filled.append(f"--ckpt_path={checkpoint}")
     if subcommand == "export":
-        if option_value(filled, "--format") == "onnx":
+        if option_value(filled, "--format") == "onnx" or "--onnx" in filled:
             pytest.importorskip("onnxscript", reason="ONNX export needs the export extra")
         output = Path(option_value(filled, "--output"))
         if not output.is_absolute():
             output = out / output
             filled = [*strip_option(filled, "--output"), f"--output={output}"]
         medvision.cli.main(["export", *filled])
+        if option_value(filled, "--format") == "bundle":
+            assert (output / "config.json").is_file() and (output / "README.md").is_file()
+            return
         assert output.is_file() and output.with_name(output.name + ".json").is_file()
         return
     if not has_output(filled):
@@ -958,6 +984,9 @@ def run_python_block(command: DocCommand, workspace: Workspace, out: Path, monke
 
     monkeypatch.setattr(medvision.cli, "MedVisionCLI", QuickCLI)
     monkeypatch.setattr(medvision.cli.commands, "MedVisionCLI", QuickCLI)  # main(...) builds it
+    # no network: a block that pushes to the Hugging Face Hub calls these with their arguments
+    monkeypatch.setattr("huggingface_hub.upload_folder", lambda *, repo_id, folder_path: None)
+    monkeypatch.setattr("huggingface_hub.create_repo", lambda repo_id, exist_ok=False: None)
     code = DATA_PATH.sub(lambda m: str(workspace.data_path(m.group(1), None)), command.text)
     exec(compile(code, command.where, "exec"), {"__name__": "__docs__"})
 

@@ -5,6 +5,9 @@
 - :mod:`~medvision.apply.tta`: test-time augmentation.
 - :mod:`~medvision.apply.explain`, :mod:`~medvision.apply.explanations`: Grad-CAM heat maps.
 - :mod:`~medvision.apply.export`: ONNX, TorchScript and weight files with their record.
+- :mod:`~medvision.apply.bundle`, :mod:`~medvision.apply.model_card`: bundles to share
+  (safetensors, config.json, model card, ONNX); :mod:`~medvision.apply.onnx_runtime`: the
+  bundle's ONNX file behind the same preparation and writers (``--runtime onnx``).
 - :mod:`~medvision.apply.prediction`, :mod:`~medvision.apply.prediction_output`,
   :mod:`~medvision.apply.volume_writer`, :mod:`~medvision.apply.seg_writer`: what
   ``medvision predict`` writes (DICOM SEG included).

@@ -20,6 +20,10 @@ onnxruntime when installed); a difference above ``1e-4`` is an error.
 ``weights``: the network's weights and the record, without optimizer state or a GAN's extra
 networks (a fraction of ``best.ckpt``); :func:`medvision.load_model` and ``medvision predict
 --ckpt_path`` take it like a checkpoint.
+
+``bundle``: a folder to share (:mod:`medvision.apply.bundle`): the weights as safetensors,
+config.json, a model card and, with ``onnx=True`` (``--onnx``), ``model.onnx`` checked as
+above; no pickle.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ import torch
 from torch import nn
 
 import medvision
+from medvision.apply.bundle import write_bundle
 from medvision.apply.inference import Predictor, load_model
 from medvision.models.record import RECORD_KEY, Preprocessing
 from medvision.utils.files import write_atomically, write_text
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "weights")
+FORMATS = ("onnx", "torchscript", "weights", "bundle")
 #: Largest difference allowed between the exported file's output and PyTorch's.
 TOLERANCE = 1e-4
 EXTRA_HINT = 'pip install "medvision-lightning[export]"'
@@ -80,19 +85,25 @@ class ExportedNetwork(nn.Module):
 
 
 def export(
-    ckpt_path: str | Path, format: str, output: str | Path, check: bool = True
+    ckpt_path: str | Path,
+    format: str,
+    output: str | Path,
+    check: bool = True,
+    onnx: bool = False,
 ) -> dict[str, object]:
     """Write ``output`` in ``format`` and its preprocessing to ``<output>.json``.
 
     Args:
         ckpt_path: A medvision checkpoint or weights file.
-        format: ``onnx``, ``torchscript`` or ``weights``.
-        output: The file to write; it must not exist.
+        format: ``onnx``, ``torchscript``, ``weights`` or ``bundle``.
+        output: The file to write (``bundle``: the folder); it must not exist.
         check: Run the written file on random images and compare with PyTorch.
+        onnx: ``bundle``: also write ``model.onnx`` into it.
 
     Returns:
         What ``<output>.json`` holds: ``format``, ``file``, ``input``, ``output``,
-        ``preprocessing`` and, when checked, ``max_difference``.
+        ``preprocessing`` and, when checked, ``max_difference``; for ``bundle`` its
+        config.json (no ``<output>.json`` is written beside a bundle).
 
     Raises:
         ValueError: for an unknown format, an existing ``output``, or an exported file whose
@@ -101,7 +112,11 @@ def export(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown --format {format!r}: use one of {list(FORMATS)}")
+    if onnx and format != "bundle":
+        raise ValueError(f"--onnx adds model.onnx to a bundle: use --format onnx for {format}.")
     output = Path(output)
+    if format == "bundle":
+        return _export_bundle(ckpt_path, output, check, onnx)
     sidecar = output.with_name(output.name + ".json")
     for path in (output, sidecar):
         if path.exists():
@@ -122,6 +137,22 @@ def export(
     write_text(sidecar, json.dumps(description, indent=2))
     log.info("Exported %s as %s to %s (preprocessing in %s)", ckpt_path, format, output, sidecar)
     return description
+
+
+def _export_bundle(ckpt_path, output: Path, check: bool, onnx: bool) -> dict[str, object]:
+    """The bundle of :mod:`medvision.apply.bundle`; its ``model.onnx`` written and checked here."""
+    predictor = load_model(ckpt_path)
+    network = ExportedNetwork(predictor).eval()
+    record = predictor.preprocessing
+
+    def write_onnx(path: Path) -> dict[str, object]:
+        _write_onnx(network, record, path)
+        description = describe(record, "onnx", path)
+        if check:
+            description["max_difference"] = check_export(path, "onnx", network, record)
+        return {k: v for k, v in description.items() if k != "preprocessing"}
+
+    return write_bundle(predictor, output, ckpt_path, write_onnx if onnx else None)
 
 
 def describe(record: Preprocessing, format: str, output: Path) -> dict[str, object]:

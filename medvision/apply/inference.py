@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from medvision.apply.bundle import ONNX, check_runtime, open_model, weights_file
 from medvision.apply.explanations import CamExplainer, Explanation
+from medvision.apply.onnx_runtime import onnx_module
 from medvision.apply.prediction import probabilities_at_size
 from medvision.apply.tta import check_tta, predict_with_tta
 from medvision.apply.volume_inference import VolumeResult, predict_volumes
 from medvision.data.io import read_image
 from medvision.data.predict_folder import ArrayImageDataset, predict_dataset, predict_transform
 from medvision.evaluation.label_maps import labels_from_probabilities
-from medvision.models.record import Preprocessing, require_record
-from medvision.utils.checkpoints import load_checkpoint
+from medvision.models.record import Preprocessing
 from medvision.utils.imports import import_object
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class Predictor:
         module: The LightningModule (``SegmentationModule`` or ``ClassificationModule``).
         preprocessing: Its record.
         device: Where it runs.
-        source: The file it came from.
+        source: The file (or bundle folder) it came from.
+        runtime: ``torch``, or ``onnx``: ``module`` is then an
+            :class:`~medvision.apply.onnx_runtime.OnnxModule` running the bundle's ONNX file.
 
     Attributes:
         module: The LightningModule, in eval mode, on ``device``.
@@ -112,12 +115,18 @@ class Predictor:
     """
 
     def __init__(
-        self, module, preprocessing: Preprocessing, device: torch.device, source: Path
+        self,
+        module,
+        preprocessing: Preprocessing,
+        device: torch.device,
+        source: Path,
+        runtime: str = "torch",
     ) -> None:
         self.module = module
         self.preprocessing = preprocessing
         self.device = device
         self.source = source
+        self.runtime = runtime
 
     @property
     def task(self) -> str:
@@ -134,7 +143,7 @@ class Predictor:
         return (
             f"Predictor({self.source}: {record.task}, {record.network['class_path']}, "
             f"image_size={list(record.image_size)}, in_channels={record.in_channels}, "
-            f"classes={list(record.class_names)}, device={self.device})"
+            f"classes={list(record.class_names)}, device={self.device}, runtime={self.runtime})"
         )
 
     @torch.inference_mode()
@@ -225,6 +234,11 @@ class Predictor:
                 the argument and the fix), or an unreadable input.
             ImportError: naming the ``trust`` extra when pytorch-grad-cam is missing.
         """
+        if self.runtime != "torch":
+            raise ValueError(
+                f"explain needs the network's layers and gradients: load {self.source} with "
+                "runtime='torch' (the default) to explain it."
+            )
         explainer = CamExplainer(self.module, method, target_layer, class_index)
         single = not isinstance(x, list | tuple)
         items = [x] if single else list(x)
@@ -303,49 +317,65 @@ def _as_array(item: np.ndarray | torch.Tensor) -> np.ndarray:
     return item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """A trained model from a medvision checkpoint or weights file, ready to predict.
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch"
+) -> Predictor:
+    """A trained model from a checkpoint, a weights file or a bundle, ready to predict.
 
-    Reads the file with ``weights_only`` loading (no code in it can run), rebuilds the
-    network its preprocessing record names and loads the weights; nothing is downloaded and
-    no training data or config is needed. Training-only parts (optimizer state, a
-    rebalancer's GAN) are left out.
+    A checkpoint is read with ``weights_only`` loading (no code in it can run); a bundle
+    (:mod:`medvision.apply.bundle`) from its JSON and safetensors files alone. The network its
+    preprocessing record names is rebuilt and given the weights; nothing is downloaded (but a
+    Hub repo id not yet in the cache, see below) and no training data or config is needed.
+    Training-only parts (optimizer state, a rebalancer's GAN) are left out.
 
     Args:
-        path: A ``best.ckpt``/``last.ckpt`` of ``medvision fit``, or a weights file of
-            ``medvision export --format weights``.
+        path: A ``best.ckpt``/``last.ckpt`` of ``medvision fit``, a weights file of
+            ``medvision export --format weights``, a bundle folder of ``--format bundle``, or
+            the Hugging Face Hub repo id (``owner/name``) of a bundle, resolved by
+            ``huggingface_hub`` (from its cache alone with ``HF_HUB_OFFLINE=1``).
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; never changed silently.
+        runtime: ``torch``, or ``onnx``: run a bundle's ``model.onnx`` with onnxruntime on
+            the CPU, with the same preparation of the images and the same results.
 
     Returns:
         A :class:`Predictor` in eval mode.
 
     Raises:
-        FileNotFoundError: for a missing file.
-        ValueError: naming the file, for one that is truncated, from another tool, without a
-            preprocessing record (older medvision: predict with its config instead), or
-            whose weights do not fit the network.
+        FileNotFoundError: for a missing file, folder or cached repo.
+        ValueError: naming the file, for one that is truncated or damaged, from another tool
+            or a newer medvision, without a preprocessing record (older medvision: predict
+            with its config instead), whose weights do not fit the network, or an ONNX file
+            whose input disagrees with the record; ``onnx`` for a checkpoint file or a GPU.
         RuntimeError: for a CUDA device on a machine without one.
     """
-    path = Path(path)
     device = torch.device(device)
+    check_runtime(runtime)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"load_model({str(path)!r}, device={str(device)!r}): no CUDA GPU is available "
             "here; use device='cpu'."
         )
-    checkpoint = load_checkpoint(path, mmap=True)
-    record = require_record(checkpoint, path)
+    if runtime == "onnx" and device.type != "cpu":
+        raise ValueError(
+            f"load_model({str(path)!r}, runtime='onnx') runs onnxruntime on the CPU: use "
+            "device='cpu', or runtime='torch' on the GPU."
+        )
+    opened = open_model(path, runtime)
+    record = opened.record
     if record.lesion_focus is not None:
         raise ValueError(
             f"{path}: was trained on images cropped to lesion masks (lesion_focus "
             f"{dict(record.lesion_focus)}); predict it with its config and the masks: "
             f"medvision predict --config CONFIG --ckpt_path {path} --data.predict_dir DIR."
         )
-    module = build_module(record)
-    load_weights(module, checkpoint, path)
-    module.eval().to(device)
-    log.info("Loaded %s (%s) on %s", path, record.task, device)
-    return Predictor(module, record, device, path)
+    if runtime == "onnx":
+        module = onnx_module(opened.bundle, record, opened.config, ONNX)
+    else:
+        module = build_module(record)
+        load_weights(module, opened.checkpoint, weights_file(opened.source))
+        module.eval().to(device)
+    log.info("Loaded %s (%s, %s runtime) on %s", opened.source, record.task, runtime, device)
+    return Predictor(module, record, device, opened.source, runtime)
 
 
 def build_module(record: Preprocessing):
@@ -388,10 +418,27 @@ def load_weights(
     module.on_load_checkpoint(loaded)
     try:
         module.load_state_dict(loaded["state_dict"], strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[:3]
+    except RuntimeError:
         raise ValueError(
             f"{path}: its weights do not fit {built_from} "
-            f"({' '.join(line.strip() for line in first)}). The file may be damaged or edited; "
-            "use the checkpoint medvision fit wrote."
+            f"({_misfit(module.state_dict(), loaded['state_dict'])}). The file may be damaged or "
+            "edited; use the checkpoint medvision fit wrote."
         ) from None
+
+
+def _misfit(expected: dict, given: dict) -> str:
+    """How ``given`` differs from the ``expected`` state dict: keys missing, unexpected, or of
+    another shape, a few of each named."""
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {list(given[k].shape)} for {list(expected[k].shape)}"
+        for k in expected
+        if k in given and hasattr(given[k], "shape") and given[k].shape != expected[k].shape
+    ]
+    parts = [("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)]
+    return "; ".join(f"{name}: {few(keys)}" for name, keys in parts if keys) or "other values"

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 #: The formats of :data:`medvision.apply.export.FORMATS` (kept equal by a test), here so that
 #: ``--help`` needs no torch.
-FORMATS = ("onnx", "torchscript", "weights")
+FORMATS = ("onnx", "torchscript", "weights", "bundle")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,18 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="medvision export",
         description="Export a medvision checkpoint as ONNX, TorchScript or a slim weights "
-        "file, with its preprocessing beside it (<output>.json). The exported file is run on "
-        "random images and compared with PyTorch (--no-check skips that).",
+        "file, with its preprocessing beside it (<output>.json), or as a bundle: a folder with "
+        "safetensors weights, config.json and a model card (README.md). The exported network "
+        "is run on random images and compared with PyTorch (--no-check skips that).",
         allow_abbrev=False,
     )
     parser.add_argument(
         "--ckpt_path", required=True, help="a checkpoint of a fit (best.ckpt, last.ckpt)"
     )
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--output", required=True, help="the file to write (must not exist)")
+    parser.add_argument(
+        "--output", required=True, help="the file, or a bundle's folder, to write (must not exist)"
+    )
     parser.add_argument(
         "--no-check", dest="check", action="store_false", help="skip comparing with PyTorch"
     )
+    parser.add_argument("--onnx", action="store_true", help="bundle: also write model.onnx")
     parser.add_argument("--debug", action="store_true", help="show whole tracebacks on errors")
     return parser
 
@@ -72,7 +76,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         from medvision.apply.export import export
 
-        export(options.ckpt_path, options.format, options.output, options.check)
+        export(options.ckpt_path, options.format, options.output, options.check, options.onnx)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         if debug:
             raise

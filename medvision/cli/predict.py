@@ -15,10 +15,10 @@ line (an override, logged); one the config leaves unset is the record's (never t
 datamodule's default). A checkpoint without a record (an older medvision) predicts with its
 config and a warning.
 
-``--output DIR``, ``--tta NAME``, ``--cam METHOD`` and ``--output_format seg,nifti`` are
-short for ``--prediction_writer.output_dir``, ``.tta``, ``.cam`` and ``.output_format``. They,
-a non-empty output folder, ``--cam`` on a segmenter and a format the model cannot write are
-refused before the model is loaded.
+``--output``, ``--tta``, ``--cam``, ``--output_format`` are short for the
+``--prediction_writer.*`` options, checked (with a non-empty output folder, ``--cam`` on a
+segmenter, a format the model cannot write) before the model loads. ``--ckpt_path`` may name a
+bundle (:mod:`medvision.apply.bundle`), and ``--runtime onnx`` runs its ``model.onnx``.
 :meth:`PredictRequest.prepare` loads the weights (as :func:`medvision.load_model` does: no
 training state, so Lightning restores no callbacks), hands the record to the
 :class:`~medvision.apply.PredictionWriter` (which picks its writer from it) and wraps the
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medvision.apply import onnx_runtime
+from medvision.apply.bundle import ONNX, bundle_folder, check_runtime, open_model, weights_file
 from medvision.apply.explanations import check_cam
 from medvision.apply.inference import load_weights
 from medvision.apply.prediction import PredictionWriter
@@ -79,6 +81,8 @@ def add_predict_arguments(parser) -> None:
     }
     for name, text in shorthand_help.items():
         parser.add_argument(f"--{name}", type=str | None, default=None, help=text)
+    onnx = "torch, or onnx: run a bundle's model.onnx with onnxruntime on the CPU."
+    parser.add_argument("--runtime", type=str, default="torch", help=onnx)
     parser.set_defaults(seed_everything=False)  # nothing random to seed
 
 
@@ -116,6 +120,8 @@ class PredictRequest:
         from_record: True when model and datamodule come from the record (no ``--config``).
         explicit: The checked settings given on the command line (deliberate overrides).
         configs: The ``--config`` files, for messages.
+        runtime: ``torch``, or ``onnx`` (``--runtime``): a bundle's ONNX file predicts.
+        onnx: The :class:`~medvision.apply.onnx_runtime.OnnxModule` of ``--runtime onnx``.
     """
 
     checkpoint: Path | None = None
@@ -124,6 +130,8 @@ class PredictRequest:
     from_record: bool = False
     explicit: set[str] = field(default_factory=set)
     configs: list[str] = field(default_factory=list)
+    runtime: str = "torch"
+    onnx: onnx_runtime.OnnxModule | None = None
 
     @classmethod
     def before_parsing(cls, args: list[str], parser) -> PredictRequest:
@@ -147,21 +155,22 @@ class PredictRequest:
         peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         peek.add_argument("--ckpt_path")
         peek.add_argument("-c", "--config", action="append", default=[])
+        peek.add_argument("--runtime", default="torch")
         for name in SHORTHANDS:
             peek.add_argument(f"--{name}")
         for key in CHECKED:
             peek.add_argument(f"--data.{key}", f"--data.init_args.{key}", dest=key)
         known, _ = peek.parse_known_args(args[1:])
-        check_options(known.tta, known.cam, known.output)
+        check_options(known.tta, known.cam, known.output, known.runtime)
         formats = parse_output_format(known.output_format)
         explicit = {key for key in CHECKED if getattr(known, key) is not None}
-        request = cls(explicit=explicit, configs=list(known.config))
+        request = cls(explicit=explicit, configs=list(known.config), runtime=known.runtime)
         if known.ckpt_path is None:
             return request
         request.read(Path(known.ckpt_path))
         if not request.configs:
             request.from_record = True
-            request.record = require_record(request.loaded, request.checkpoint)
+            request.record = request.record or require_record(request.loaded, request.checkpoint)
             request.check_cam(known.cam)
             refuse_lesion_focus(request.record, request.checkpoint)
             check_output_format(formats, request.record)
@@ -169,11 +178,19 @@ class PredictRequest:
         return request
 
     def read(self, checkpoint: Path) -> None:
-        """Load ``checkpoint`` (memory-mapped) and its record, if it has one.
+        """Load ``checkpoint`` (memory-mapped) and its record, if it has one; a bundle's
+        config.json and weights, or with ``--runtime onnx`` its ONNX file.
 
         Args:
-            checkpoint: The ``--ckpt_path`` file.
+            checkpoint: The ``--ckpt_path`` file, bundle folder or Hub repo id.
         """
+        folder = bundle_folder(checkpoint, self.runtime)
+        if folder is not None or self.runtime == "onnx":
+            opened = open_model(checkpoint if folder is None else folder, self.runtime)
+            self.checkpoint, self.loaded, self.record = folder, opened.checkpoint, opened.record
+            if self.runtime == "onnx":
+                self.onnx = onnx_runtime.onnx_module(folder, opened.record, opened.config, ONNX)
+            return
         self.checkpoint = checkpoint
         self.loaded = load_checkpoint(checkpoint, mmap=True)
         if not isinstance(self.loaded, Mapping) or "state_dict" not in self.loaded:
@@ -206,7 +223,10 @@ class PredictRequest:
                 )
             if value is not None:
                 writer[option] = value
-        check_options(writer.tta, writer.cam, writer.output_dir)
+        self.runtime = config.get("runtime") or "torch"
+        check_options(writer.tta, writer.cam, writer.output_dir, self.runtime)
+        if self.runtime == "onnx":
+            onnx_runtime.run_on_the_cpu(config.trainer)
         if self.checkpoint is None and config.get("ckpt_path"):  # from a config file
             self.read(Path(config.ckpt_path))
         self.check_cam(writer.cam)
@@ -323,13 +343,19 @@ class PredictRequest:
             writer: The command's :class:`~medvision.apply.PredictionWriter`.
 
         Returns:
-            The model wrapped with the writer's ``tta``.
+            The model wrapped with the writer's ``tta``; with ``--runtime onnx`` the bundle's
+            ONNX file in the model's place.
         """
+        if self.onnx is not None:
+            record = self._record_of_run(model, datamodule)
+            onnx_runtime.check_onnx_input(record, self.record, self.onnx.source)
+            writer.use(record, self.onnx, self.checkpoint)
+            return PredictionModule(self.onnx, writer.tta)
         if self.loaded is not None:
             built_from = (
                 "the network its record names" if self.from_record else "the config's model"
             )
-            load_weights(model, self.loaded, self.checkpoint, built_from)
+            load_weights(model, self.loaded, weights_file(self.checkpoint), built_from)
         writer.use(self._record_of_run(model, datamodule), model, self.checkpoint)
         return PredictionModule(model, writer.tta)
 
@@ -351,19 +377,25 @@ class PredictRequest:
         )
 
 
-def check_options(tta: str | None, cam: str | None, output: str | None) -> None:
-    """Refuse an unknown ``--tta`` or ``--cam``, or a non-empty ``--output`` folder.
+def check_options(
+    tta: str | None, cam: str | None, output: str | None, runtime: str = "torch"
+) -> None:
+    """Refuse an unknown ``--tta``, ``--cam`` or ``--runtime`` (``--cam`` needs torch), or a
+    non-empty ``--output`` folder.
 
     Args:
         tta: The test-time augmentation asked for.
         cam: The explanation method asked for.
         output: The output folder asked for.
+        runtime: The runtime asked for.
 
     Raises:
         ValueError: naming the option, the value and the fix.
     """
     check_tta(tta)
     check_cam(cam)
+    if check_runtime(runtime) != "torch" and cam is not None:
+        raise ValueError("--cam needs the network's layers and gradients: drop --runtime onnx.")
     if output is not None:
         check_output_folder(output)
 

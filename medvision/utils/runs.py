@@ -134,3 +134,26 @@ def run_version(checkpoint: Path) -> int | None:
         checkpoint: A checkpoint file.
     """
     return run_number(Path(checkpoint).parent.parent)
+
+
+#: What a finished ``medvision test`` leaves in its folder (see medvision.evaluation.summary).
+TEST_SUMMARY = "test_summary.csv"
+
+
+def newest_test_folder(run: str | Path) -> Path | None:
+    """The folder of a run's newest finished test: of its ``test*`` folders holding
+    ``test_summary.csv``, the one whose summary was written last; None when there is none.
+
+    Read test results through this, not a literal ``test/``: a run may be tested several
+    times, each test in a folder of its own.
+
+    Args:
+        run: A run folder (``<root>/version_<N>``).
+    """
+    summaries = [
+        folder / TEST_SUMMARY
+        for folder in Path(run).glob("test*")
+        if folder.is_dir() and (folder / TEST_SUMMARY).is_file()
+    ]
+    newest = max(summaries, key=lambda path: path.stat().st_mtime_ns, default=None)
+    return None if newest is None else newest.parent
