@@ -226,3 +226,39 @@ def test_every_registered_name_is_defined_where_the_registry_says():
             assert getattr(module, name) is defined, f"{package}.{name}"
             assert getattr(defined, "__module__", f"{package}.{where}") == f"{package}.{where}"
         assert module.__all__ == sorted(exported(package))
+
+
+def drawn_modules() -> dict[str, set[str]]:
+    """The modules docs/architecture.md's drawing names, by top-level package: ``name.py``
+    tokens, and ``sub/`` for every module of a subpackage."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    drawing = text.split("```\n")[1]
+    drawn: dict[str, set[str]] = defaultdict(set)
+    package = None
+    for line in drawing.splitlines():
+        words = line.split()
+        for word in words[:3]:  # a layer's package begins a section ("layer 3  data/")
+            if word.endswith("/") and (PACKAGE / word.rstrip("/") / "__init__.py").exists():
+                package = word.rstrip("/")
+                break
+        for word in words:
+            if package and (word.endswith(".py") or word.endswith("/")):
+                drawn[package].add(word)
+    return drawn
+
+
+def test_the_architecture_page_draws_every_module_and_only_real_ones():
+    drawn = drawn_modules()
+    assert sorted(drawn) == sorted(
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    )
+    for package, words in drawn.items():
+        folder = PACKAGE / package
+        named = {w for w in words if w.endswith(".py")}
+        subpackages = {w.rstrip("/") for w in words if w.endswith("/") and w != f"{package}/"}
+        assert all((folder / name).is_file() for name in named), (package, named)
+        assert all((folder / sub / "__init__.py").is_file() for sub in subpackages), package
+        actual = {p.name for p in folder.glob("*.py") if p.name != "__init__.py"}
+        assert actual - named == set(), (
+            f"docs/architecture.md does not draw {package}/{actual - named}"
+        )
