@@ -151,7 +151,7 @@ def test_medvision_help_lists_every_command_in_full(capsys):
     with pytest.raises(SystemExit) as shown:
         main(["export", "--help"])
     assert shown.value.code == 0
-    assert "--format {onnx,torchscript,weights}" in capsys.readouterr().out
+    assert "--format {onnx,torchscript,weights,bundle}" in capsys.readouterr().out
 
 
 def test_an_unknown_command_names_the_closest(caplog, as_users_run_it):
