@@ -1,7 +1,7 @@
 """Everyday costs, as whole processes: medvision's start-up and the size of its checkpoints.
 
     python benchmarks/everyday.py
-    python benchmarks/everyday.py --baseline /work/baseline --runs 10
+    python benchmarks/everyday.py --baseline ../medvision-e177d25 --runs 10
 
 Start-up: the wall time of fresh processes of ``medvision --help``, ``medvision fit --help``
 and ``python -c "import medvision"`` (``--commands``), ``--warmup`` untimed runs then
