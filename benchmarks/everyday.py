@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         with_ratios(sizes, "size_mb", "file")
     drop = () if args.baseline else ("vs baseline",)
     named = "; ".join(
-        f"{label}: {path} ({code_version(path)})" for label, path in checkouts.items()
+        f"{label}: {code_version(path)}" for label, path in checkouts.items()
     )
     header = (
         f"```\nMachine: {machine_line()}\nCheckouts: {named}\nStart-up: wall time of whole "

@@ -220,3 +220,21 @@ def _closest_init_arg(detail: str, class_path: str) -> str:
         return ""
     close = difflib.get_close_matches(found.group(1), parameters, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def cells_table(header: list[str], body: list[list[str]], markdown: bool = False) -> str:
+    """Text cells as a table: Markdown (``| a | b |``), or columns padded to their widest cell.
+
+    Args:
+        header: The column titles.
+        body: One list of cells per row, as many as ``header``.
+        markdown: A Markdown table instead of padded text.
+    """
+    if markdown:
+        lines = [header, ["---"] * len(header), *body]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *body]
+    )

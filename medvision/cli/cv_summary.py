@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medvision.cli.console import cells_table
 from medvision.utils.files import read_csv, write_csv, write_text
 
 #: Written in each run's folder once the run is trained and tested; its presence skips the run.
@@ -219,14 +220,7 @@ def format_summary(rows: Sequence[dict], markdown: bool = False) -> str:
         [r["metric"], f"{r['mean']:.4f} ± {r['std']:.4f}", *(f"{r[c]:.4f}" for c in columns)]
         for r in rows
     ]
-    if markdown:
-        lines = [header, ["---"] * len(header), *body]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *body]
-    )
+    return cells_table(header, body, markdown)
 
 
 def write_summary(output: Path, rows: Sequence[dict], name: str, study: str) -> tuple[Path, Path]:

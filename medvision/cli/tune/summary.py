@@ -21,6 +21,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from medvision.cli.console import cells_table
 from medvision.cli.tune.search import short_names
 from medvision.utils.files import write_atomically, write_csv, write_text
 
@@ -74,14 +75,7 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     names = short_names([c for c in columns if c not in fixed])
     header = [names.get(c, c) for c in columns]
     body = [[_cell(row[c], c) for c in columns] for row in rows]
-    if markdown:
-        lines = [header, ["---"] * len(header), *body]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *body]
-    )
+    return cells_table(header, body, markdown)
 
 
 def _cell(value, column: str) -> str:
