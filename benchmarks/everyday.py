@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                 sizes += checkpoint_rows(label, checkout, Path(tmp))
         with_ratios(sizes, "size_mb", "file")
     drop = () if args.baseline else ("vs baseline",)
-    named = "; ".join(
-        f"{label}: {code_version(path)}" for label, path in checkouts.items()
-    )
+    named = "; ".join(f"{label}: {code_version(path)}" for label, path in checkouts.items())
     header = (
         f"```\nMachine: {machine_line()}\nCheckouts: {named}\nStart-up: wall time of whole "
         f"processes, {args.warmup} untimed + {args.runs} timed runs of each command, commands "

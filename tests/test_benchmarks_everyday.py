@@ -75,7 +75,8 @@ def test_smoke_run_of_one_import_per_checkout(everyday, capsys):
         + ["--baseline", str(REPO)]
     )
     out = capsys.readouterr().out
-    assert "Machine: " in out and f"baseline: {REPO} (commit " in out
+    assert "Machine: " in out and "Checkouts: this: commit " in out
+    assert "; baseline: commit " in out  # checkouts named by commit, not by this machine's path
     rows = [line for line in out.splitlines() if line.startswith('| python -c "import')]
     assert [row.split("|")[2].strip() for row in rows] == ["this", "baseline"]
     assert float(rows[0].split("|")[6]) > 0  # a ratio of two measured times
