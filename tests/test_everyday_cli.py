@@ -220,6 +220,10 @@ def test_each_test_of_a_checkpoint_gets_a_new_folder(tmp_path, chest_dir):
             ["--checkpoint.monitr", "val/dice"],
             "(did you mean --checkpoint.monitor?)",
         ),
+        (  # an option the datamodule passes on to MedVisionDataModule in **kwargs
+            ["--data.init_args.batch_sise=4"],
+            "is not accepted by LungCTDataModule (did you mean batch_size?)",
+        ),
         (
             ["--model.init_args.encoder_nam=resnet18"],
             "Option 'encoder_nam' is not accepted by SegmentationModule (did you mean "

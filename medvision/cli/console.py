@@ -209,13 +209,27 @@ def closest_options(message: str, options: list[str]) -> str:
     return f" (did you mean {', '.join(meant)}?)" if meant else ""
 
 
+def init_parameters(cls: type) -> list[str]:
+    """The ``__init__`` parameters of ``cls`` and of the base classes its ``**kwargs`` reach
+    (as jsonargparse offers them): ``seed`` of a datamodule is ``MedVisionDataModule``'s."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return [name for name in dict.fromkeys(names) if name != "self"]
+
+
 def _closest_init_arg(detail: str, class_path: str) -> str:
     """`` (did you mean x?)`` when ``detail`` is "Option 'y' is not accepted" by the class."""
     found = re.match(r"Option '(\w+)' is not accepted", detail)
     if not found:
         return ""
     try:
-        parameters = list(inspect.signature(import_object(class_path)).parameters)
+        parameters = init_parameters(import_object(class_path))
     except (ValueError, TypeError):
         return ""
     close = difflib.get_close_matches(found.group(1), parameters, n=1, cutoff=0.75)
