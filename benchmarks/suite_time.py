@@ -68,11 +68,16 @@ def test_files(checkout: Path) -> set[str]:
     return {str(p.relative_to(checkout)) for p in (checkout / "tests").glob("test_*.py")}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Time the suites, print the table (``--write-docs``: into docs/performance.md)."""
+def build_parser():
+    """The command line of this benchmark."""
     parser = script_parser(__doc__, write_docs=True)
     parser.add_argument("--baseline", type=Path, help="a second checkout whose suite is timed")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time the suites, print the table (``--write-docs``: into docs/performance.md)."""
+    args = build_parser().parse_args(argv)
     rows = []
     if args.baseline is not None:
         baseline = args.baseline.resolve()
