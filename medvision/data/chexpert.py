@@ -145,7 +145,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self.frontal_only = frontal_only
         self.max_per_class = max_per_class
         self.val_fraction = val_fraction
-        self.split = self._split(val_fraction)
+        self.split = self._seeded_split(val_fraction)
         self.check_images = check_images
         self._save_hyperparameters()
 

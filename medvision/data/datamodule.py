@@ -159,7 +159,7 @@ class MedVisionDataModule(L.LightningDataModule):
         split = dict(seed=seed, num_folds=num_folds, fold=fold)
         self._shared_options = {"predict_dir": predict_dir, **loader, **split}
 
-    def _split(self, val_fraction: float, test_fraction: float = 0.0) -> Split:
+    def _seeded_split(self, val_fraction: float, test_fraction: float = 0.0) -> Split:
         """The seeded (or k-fold) :class:`~medvision.data.splits.Split` of this datamodule."""
         return Split(val_fraction, test_fraction, self.seed, self.num_folds, self.fold)
 

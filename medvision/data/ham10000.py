@@ -161,7 +161,7 @@ class HAM10000DataModule(MedVisionDataModule):
                 )
         self.task = task
         self.label_map = label_map
-        self.split = self._split(val_fraction, test_fraction)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.sampler = sampler
         self.check_images = check_images
         self.focus = None

@@ -105,7 +105,7 @@ class LungCTDataModule(MedVisionDataModule):
     ) -> None:
         super().__init__(data_dir, image_size, in_channels, augmentation, predict_dir, **kwargs)
         self.intensity_window = intensity_window
-        self.split = self._split(val_fraction, test_fraction)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb

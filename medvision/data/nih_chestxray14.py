@@ -138,7 +138,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
             raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
         self.labels = list(labels or self.findings)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split = self._split(val_fraction, test_fraction)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.missing_images = missing_images
         self.check_images = check_images
         self._save_hyperparameters()

@@ -98,7 +98,7 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
         self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
         self.intensity_window = intensity_window
-        self.split = self._split(val_fraction, test_fraction)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb

@@ -139,7 +139,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
         self.axis = axis
         self.intensity_window = intensity_window
         self.empty_slice_fraction = empty_slice_fraction
-        self.split = self._split(val_fraction, test_fraction)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.cache_limit_gb = cache_limit_gb
         self.predict_root: Path | None = None  # predict: the folder the volumes were found in
         self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
