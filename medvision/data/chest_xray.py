@@ -78,12 +78,6 @@ class ChestXrayDataModule(MedVisionDataModule):
             no ``val/`` folder validates (absent, merged, or the test split).
         test_split: The split folder used as the test set: ``test``, or ``val`` to keep the
             given ``val/`` folder untouched for testing (validation is then carved from train).
-        seed: Seed of the carved validation split (or of the folds) and of the weighted
-            sampler's draws (which also follow ``seed_everything``).
-        num_folds: Cut all images outside the test set into this many class-stratified folds
-            for cross-validation (``val/`` joins them; ``val_fraction`` and
-            ``merge_val_into_train`` are then unused); null: the splits above.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         sampler: ``weighted`` draws training images so that every class is equally frequent
             (see :class:`~medvision.data.samplers.WeightedClassSampler`; works under DDP);
             ``none`` shuffles.
@@ -113,9 +107,6 @@ class ChestXrayDataModule(MedVisionDataModule):
         merge_val_into_train: bool = False,
         val_fraction: float = 0.2,
         test_split: str = "test",
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         sampler: Literal["none", "weighted"] = "none",
         class_names: list[str] | None = None,
         group_pattern: str | None = None,
@@ -125,7 +116,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         **kwargs,
     ) -> None:
         super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
+            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
         )
         if sampler not in ("none", "weighted"):
             raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
@@ -133,7 +124,6 @@ class ChestXrayDataModule(MedVisionDataModule):
             raise ValueError("test_split cannot be 'train'")
         self.merge_val_into_train = merge_val_into_train
         self.val_fraction = val_fraction
-        self.num_folds, self.fold = num_folds, fold
         self.test_split = test_split
         self.sampler = sampler
         self.check_images = check_images

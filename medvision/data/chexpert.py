@@ -24,7 +24,6 @@ import numpy as np
 from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.screening import BadFile, check_image, scan_files
-from medvision.data.splits import Split
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -82,10 +81,6 @@ class CheXpertDataModule(MedVisionDataModule):
             :func:`~medvision.data.transforms.classification_transform`).
         val_fraction: Fraction of ``train.csv``'s patients held out for validation; unused
             with ``num_folds``.
-        seed: Seed of the patient split (or of the folds) and of ``max_per_class``.
-        num_folds: Cut ``train.csv``'s patients into this many folds for cross-validation;
-            null: a single split by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         check_images: Decode every image used once in ``setup`` and report unreadable ones.
         predict_dir: Folder of jpg/png images for ``medvision predict``, searched recursively.
     """
@@ -128,16 +123,13 @@ class CheXpertDataModule(MedVisionDataModule):
         in_channels: int = 1,
         augmentation: ClassificationAugmentation = "none",
         val_fraction: float = 0.1,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         check_images: bool = True,
         predict_dir: str | Path | None = None,
         batch_size: int = 32,
         **kwargs,
     ) -> None:
         super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
+            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
         )
         self.labels = list(labels or self.competition_labels)
         unknown = sorted(set(self.labels) - set(self.observations))
@@ -153,7 +145,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self.frontal_only = frontal_only
         self.max_per_class = max_per_class
         self.val_fraction = val_fraction
-        self.split = Split(val_fraction, 0.0, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction)
         self.check_images = check_images
         self._save_hyperparameters()
 

@@ -24,6 +24,7 @@ from medvision.data.screening import (
     problem_report,
     scan_files,
 )
+from medvision.data.splits import Split
 from medvision.data.transforms import BatchSegmentationAugmentation
 from medvision.utils.files import write_csv
 from medvision.utils.runs import run_folder
@@ -58,36 +59,6 @@ def stream_offset(seed: int) -> int:
     return int(np.random.SeedSequence([seed, int(trained)]).generate_state(1)[0])
 
 
-def batch_augmentation_for(
-    augmentation: str, cache: bool, gpu_augmentation: bool, seed: int
-) -> BatchSegmentationAugmentation | None:
-    """The batched augmentation that ``gpu_augmentation: true`` asks for, or None when off.
-
-    Refuses it (``ValueError``) without ``cache: true`` and for presets other than
-    ``none``/``basic``.
-
-    Args:
-        augmentation: The datamodule's augmentation preset.
-        cache: Whether the datamodule caches its samples in memory.
-        gpu_augmentation: Whether the batches are to be augmented on the device.
-        seed: Seed of the augmentation's random stream.
-    """
-    if not gpu_augmentation:
-        return None
-    if not cache:
-        raise ValueError(
-            "gpu_augmentation: true augments the in-memory cache's samples on the device and "
-            "needs cache: true (--data.init_args.cache=true); or set gpu_augmentation: false."
-        )
-    if augmentation not in BatchSegmentationAugmentation.presets:
-        raise ValueError(
-            f"augmentation: {augmentation} runs on the CPU only; with gpu_augmentation: true "
-            f"use augmentation {' or '.join(BatchSegmentationAugmentation.presets)}, or set "
-            "gpu_augmentation: false."
-        )
-    return BatchSegmentationAugmentation(augmentation, seed=seed)
-
-
 #: What a segmentation datamodule's ``class_names`` must be (see
 #: :func:`medvision.utils.class_names.check_class_names`).
 MASK_CLASS_NAMES = (
@@ -114,7 +85,7 @@ class MedVisionDataModule(L.LightningDataModule):
 
     A subclass lists the options whose default, type or description are its own and passes
     the others on in ``**kwargs`` (``super().__init__(data_dir, image_size, in_channels,
-    augmentation, seed, predict_dir, **kwargs)``): jsonargparse follows the call, so
+    augmentation, predict_dir, **kwargs)``): jsonargparse follows the call, so
     ``--data.help`` and the YAML show them as the subclass's options, with this class's types,
     defaults and descriptions. Its ``_save_hyperparameters`` saves them with its own.
 
@@ -131,15 +102,19 @@ class MedVisionDataModule(L.LightningDataModule):
             converted to it. null keeps the class attribute.
         augmentation: Name of the training augmentation preset (see
             :mod:`medvision.data.transforms`); ``none`` for no augmentation.
-        seed: Seed of the data split and of the augmentation streams. The streams (the
-            weighted sampler's draws, the device augmentation) also follow the run's
-            ``seed_everything`` (:func:`stream_offset`), so that runs of another seed on the
-            same split draw differently.
         predict_dir: Folder of images for ``medvision predict``; null: none (predict refuses).
         batch_size: Samples per batch, per process.
         num_workers: DataLoader worker processes; null: one per usable CPU core, at most 8.
         bad_files: What an unreadable or inconsistent input file does: ``error`` stops the
             run listing them all; ``exclude`` leaves them out and lists them.
+        seed: Seed of the data split (or of the folds), of the augmentation streams and of
+            what a datamodule subsamples (``max_per_class``, the empty slices kept). The
+            streams (the weighted sampler's draws, the device augmentation) also follow the run's
+            ``seed_everything`` (:func:`stream_offset`), so that runs of another seed on the
+            same split draw differently.
+        num_folds: Split the data that is not held out for testing into this many folds for
+            cross-validation (at least 2); null: one split by ``val_fraction``.
+        fold: With ``num_folds``, the fold (0-based) that is the validation set.
     """
 
     def __init__(
@@ -148,11 +123,13 @@ class MedVisionDataModule(L.LightningDataModule):
         image_size: int | tuple[int, int] | None = None,
         in_channels: int | None = None,
         augmentation: str = "none",
-        seed: int = 42,
         predict_dir: str | Path | None = None,
         batch_size: int = 16,
         num_workers: int | None = None,
         bad_files: BadFiles = "error",
+        seed: int = 42,
+        num_folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         if bad_files not in ("error", "exclude"):
@@ -171,21 +148,26 @@ class MedVisionDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.bad_files = bad_files
+        self.num_folds, self.fold = num_folds, fold
         self.datasets: dict[str, Dataset] = {}
         self.excluded_files: list[BadFile] = []
         self.predict_failures: list[BadFile] = []
         self._class_counts: dict[str, int] | None = None
         self._known_counts: dict[str, int] | None = None
         self.batch_augmentation: BatchSegmentationAugmentation | None = None
-        self._loader_options = dict(
-            batch_size=batch_size, num_workers=num_workers, bad_files=bad_files
-        )
+        loader = dict(batch_size=batch_size, num_workers=num_workers, bad_files=bad_files)
+        split = dict(seed=seed, num_folds=num_folds, fold=fold)
+        self._shared_options = {"predict_dir": predict_dir, **loader, **split}
+
+    def _seeded_split(self, val_fraction: float, test_fraction: float = 0.0) -> Split:
+        """The seeded (or k-fold) :class:`~medvision.data.splits.Split` of this datamodule."""
+        return Split(val_fraction, test_fraction, self.seed, self.num_folds, self.fold)
 
     def _save_hyperparameters(self, ignore: Sequence[str] = ()) -> None:
-        """Lightning's ``save_hyperparameters()`` for the calling ``__init__``, and the loader
-        options it passed on in ``**kwargs`` (``batch_size``, ``num_workers``, ``bad_files``)
-        also when they were left at their defaults."""
-        self.save_hyperparameters(self._loader_options)
+        """Lightning's ``save_hyperparameters()`` for the calling ``__init__``, and the options
+        of this class it passed on in ``**kwargs`` (``seed``, ``predict_dir``, ``batch_size``,
+        ``num_workers``, ``bad_files``, ``num_folds``, ``fold``), also at their defaults."""
+        self.save_hyperparameters(self._shared_options)
         self.save_hyperparameters(ignore=list(ignore), frame=inspect.currentframe().f_back)
 
     @property

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
-import numpy as np
-
 from medvision.data.dicom_case import CaseFiles, find_case_files, read_case
 from medvision.data.dicom_seg import Overlap, Unlisted, default_class_names
 from medvision.data.screening import BadFile, scan_files
@@ -75,9 +73,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
             fraction of the empty ones; null: all slices.
         val_fraction: Fraction of the patients drawn for validation (unused with ``num_folds``).
         test_fraction: Fraction of the patients held out for testing.
-        seed: Seed of the split and of the empty slices kept.
-        num_folds: Split the non-test patients into this many folds; null: by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         predict_dir: Folder of series folders (or NIfTI volumes) for ``medvision predict``.
         cache_limit_gb: Largest memory for the decoded slices of all splits, in GB.
     """
@@ -94,9 +89,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
         empty_slice_fraction: float | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         predict_dir: str | Path | None = None,
         cache_limit_gb: float = 4.0,
         **kwargs,
@@ -120,9 +112,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
             empty_slice_fraction=empty_slice_fraction,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
-            seed=seed,
-            num_folds=num_folds,
-            fold=fold,
             predict_dir=predict_dir,
             cache_limit_gb=cache_limit_gb,
             class_names=("foreground",) if class_names is None else class_names,
@@ -166,22 +155,14 @@ class DicomSegDataModule(VolumeSliceDataModule):
         patients = [scanned[c].patient_id if c in scanned else f"case:{c.name}" for c in cases]
         self._check_memory_of([scanned[c] for c in cases if c in scanned])
         indices = self.split.grouped_indices(patients, [0] * len(cases))
-        train = set(indices["train"].tolist())
-        decoded: dict[int, VolumeSlices] = {}
-
-        def decode(item: tuple[int, Path]) -> None:
-            index, case = item
-            fraction = self.empty_slice_fraction if index in train else None
-            rng = np.random.default_rng([self.seed, index])
-            decoded[index] = self._decode_case(scanned[case], fraction, rng)
-
         scannable = [(i, c) for i, c in enumerate(cases) if c in scanned]
-        _, unreadable = scan_files(scannable, decode, lambda item: item[1])
+
+        def decode(case: Path, fraction: float | None, rng) -> VolumeSlices:
+            return self._decode_case(scanned[case], fraction, rng)
+
+        decoded, unreadable = self._decode_parts(scannable, decode, indices)
         self._screen(strangers + bad + unreadable, "bad DICOM cases", "Fix or remove these cases.")
-        for stage, idx in indices.items():
-            parts = [decoded[i] for i in idx if i in decoded]
-            on_cpu = stage == "train" and self.batch_augmentation is None
-            self.datasets[stage] = self._dataset(parts, self.augmentation if on_cpu else "none")
+        self._fill_datasets(indices, decoded)
         log.info(
             "DICOM cases %s: %s",
             self.data_dir,

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
+from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import ClassificationDataset, fill_caches
 from medvision.data.ham10000_metadata import (
     DIAGNOSES,
@@ -32,8 +32,7 @@ from medvision.data.screening import (
     problem_report,
     scan_files,
 )
-from medvision.data.splits import Split
-from medvision.data.transforms import classification_transform
+from medvision.data.transforms import batch_augmentation_for, classification_transform
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,6 @@ class HAM10000DataModule(MedVisionDataModule):
         val_fraction: Fraction of the lesions drawn for validation (unused with ``num_folds``).
         test_fraction: Fraction of the lesions held out for testing, drawn first; the same for
             every fold.
-        seed: Seed of the split and of the augmentation.
-        num_folds: Split the non-test lesions into this many folds for cross-validation; null:
-            a single split by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         sampler: ``weighted`` draws training images so that every class is equally frequent
             (classification only); ``none`` shuffles.
         check_images: Decode every image (and mask) once in ``setup``: readable, masks binary.
@@ -128,9 +123,6 @@ class HAM10000DataModule(MedVisionDataModule):
         augmentation: Literal["none", "basic", "elastic", "strong"] = "basic",
         val_fraction: float = 0.1,
         test_fraction: float = 0.15,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         sampler: Literal["none", "weighted"] = "none",
         check_images: bool = True,
         lesion_focus: Literal["none", "crop", "mask"] = "none",
@@ -143,7 +135,7 @@ class HAM10000DataModule(MedVisionDataModule):
         **kwargs,
     ) -> None:
         super().__init__(
-            data_dir, image_size, self.in_channels, augmentation, seed, predict_dir, **kwargs
+            data_dir, image_size, self.in_channels, augmentation, predict_dir, **kwargs
         )
         if cache and task != "segmentation":
             raise ValueError(
@@ -169,7 +161,7 @@ class HAM10000DataModule(MedVisionDataModule):
                 )
         self.task = task
         self.label_map = label_map
-        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.sampler = sampler
         self.check_images = check_images
         self.focus = None
@@ -178,7 +170,7 @@ class HAM10000DataModule(MedVisionDataModule):
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
         self.batch_augmentation = batch_augmentation_for(
-            augmentation, cache, gpu_augmentation, seed
+            augmentation, cache, gpu_augmentation, self.seed
         )
         self._save_hyperparameters()
 

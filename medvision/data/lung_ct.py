@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medvision.data.datamodule import MedVisionDataModule, batch_augmentation_for
+from medvision.data.datamodule import MedVisionDataModule
 from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images
 from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
-from medvision.data.splits import Split
 from medvision.data.synthetic import write_lung_ct
-from medvision.data.transforms import SegmentationAugmentation
+from medvision.data.transforms import SegmentationAugmentation, batch_augmentation_for
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,6 @@ class LungCTDataModule(MedVisionDataModule):
             ``num_folds``).
         test_fraction: Fraction of all pairs held out for testing, in [0, 1); the same for
             every fold.
-        seed: Seed of the split and of the augmentation.
-        num_folds: Split the non-test pairs into this many folds for cross-validation; null:
-            a single split by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         predict_dir: Folder of images for ``medvision predict`` (loose images, or the Kaggle
             layout to score the predictions against its masks).
         predict_mask_dir: Folder of masks named as the images of ``predict_dir``, to score
@@ -101,9 +96,6 @@ class LungCTDataModule(MedVisionDataModule):
         intensity_window: tuple[float, float] | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         predict_dir: str | Path | None = None,
         predict_mask_dir: str | Path | None = None,
         cache: bool = False,
@@ -111,16 +103,14 @@ class LungCTDataModule(MedVisionDataModule):
         gpu_augmentation: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
-        )
+        super().__init__(data_dir, image_size, in_channels, augmentation, predict_dir, **kwargs)
         self.intensity_window = intensity_window
-        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb
         self.batch_augmentation = batch_augmentation_for(
-            augmentation, cache, gpu_augmentation, seed
+            augmentation, cache, gpu_augmentation, self.seed
         )
         self._save_hyperparameters()
 

@@ -25,7 +25,6 @@ from medvision.data.screening import (
     scan_files,
     screen_csv_rows,
 )
-from medvision.data.splits import Split
 from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
@@ -86,10 +85,6 @@ class NIHChestXray14DataModule(MedVisionDataModule):
             lists: of the patients outside the test list); unused with ``num_folds``.
         test_fraction: Fraction of the patients held out for testing; unused with the official
             lists. The same for every fold.
-        seed: Seed of the patient split (and of the folds).
-        num_folds: Cut the patients outside the test set into this many folds for
-            cross-validation; null: a single split by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         missing_images: ``error``: a CSV row whose image is not on disk is a problem;
             ``skip``: such rows are left out with a logged count (a partial download).
         check_images: Decode every image once in ``setup`` and report unreadable ones.
@@ -127,9 +122,6 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         augmentation: ClassificationAugmentation = "none",
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         missing_images: Literal["error", "skip"] = "error",
         check_images: bool = True,
         predict_dir: str | Path | None = None,
@@ -137,7 +129,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         **kwargs,
     ) -> None:
         super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, batch_size, **kwargs
+            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
         )
         unknown = sorted(set(labels or []) - set(self.findings))
         if unknown:
@@ -146,7 +138,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
             raise ValueError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
         self.labels = list(labels or self.findings)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.missing_images = missing_images
         self.check_images = check_images
         self._save_hyperparameters()

@@ -17,7 +17,6 @@ from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule
 from medvision.data.datasets import SegmentationDataset, fill_caches
 from medvision.data.io import IMAGE_SUFFIXES, list_images
 from medvision.data.screening import BadFile, check_pair, distinct_stems, pair_by_key, scan_files
-from medvision.data.splits import Split
 from medvision.data.transforms import SegmentationAugmentation
 from medvision.utils.class_names import check_class_names
 
@@ -66,9 +65,6 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         intensity_window: ``[low, high]`` clipped and scaled to [0, 1]; None: per image.
         val_fraction: Share of the images for validation.
         test_fraction: Share for testing.
-        seed: Seed of the split.
-        num_folds: k-fold cross-validation instead of ``val_fraction``.
-        fold: The validation fold (0-based).
         predict_dir: Images to predict on.
         predict_mask_dir: Their masks, to score the predictions.
         cache: Decode and resize every sample once, into memory.
@@ -87,18 +83,13 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         intensity_window: tuple[float, float] | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         predict_dir: str | Path | None = None,
         predict_mask_dir: str | Path | None = None,
         cache: bool = False,
         cache_limit_gb: float = 4.0,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
-        )
+        super().__init__(data_dir, image_size, in_channels, augmentation, predict_dir, **kwargs)
         if image_dirname == mask_dirname:
             raise ValueError(
                 f"images and masks share the folder {image_dirname!r}: give the masks their own "
@@ -107,7 +98,7 @@ class SegmentationFolderDataModule(MedVisionDataModule):
         self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
         self.image_dirname, self.mask_dirname = image_dirname, mask_dirname
         self.intensity_window = intensity_window
-        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.predict_mask_dir = None if predict_mask_dir is None else Path(predict_mask_dir)
         self.cache = cache
         self.cache_limit_gb = cache_limit_gb

@@ -384,3 +384,33 @@ def _warp_some(
         images.index_copy(0, index, warped),
         masks.index_copy(0, index, warped_masks.to(masks.dtype)),
     )
+
+
+def batch_augmentation_for(
+    augmentation: str, cache: bool, gpu_augmentation: bool, seed: int
+) -> BatchSegmentationAugmentation | None:
+    """The batched augmentation that ``gpu_augmentation: true`` asks for, or None when off.
+
+    Refuses it (``ValueError``) without ``cache: true`` and for presets other than
+    ``none``/``basic``.
+
+    Args:
+        augmentation: The datamodule's augmentation preset.
+        cache: Whether the datamodule caches its samples in memory.
+        gpu_augmentation: Whether the batches are to be augmented on the device.
+        seed: Seed of the augmentation's random stream.
+    """
+    if not gpu_augmentation:
+        return None
+    if not cache:
+        raise ValueError(
+            "gpu_augmentation: true augments the in-memory cache's samples on the device and "
+            "needs cache: true (--data.init_args.cache=true); or set gpu_augmentation: false."
+        )
+    if augmentation not in BatchSegmentationAugmentation.presets:
+        raise ValueError(
+            f"augmentation: {augmentation} runs on the CPU only; with gpu_augmentation: true "
+            f"use augmentation {' or '.join(BatchSegmentationAugmentation.presets)}, or set "
+            "gpu_augmentation: false."
+        )
+    return BatchSegmentationAugmentation(augmentation, seed=seed)

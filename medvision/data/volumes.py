@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule, batch_augmentation_for
+from medvision.data.datamodule import MASK_CLASS_NAMES, MedVisionDataModule
 from medvision.data.dicom_series import is_dicom_file
 from medvision.data.nifti import canonical_shape, is_nifti, nifti_stem
 from medvision.data.screening import BadFile, distinct_names, pair_by_key, scan_files
-from medvision.data.splits import Split
-from medvision.data.transforms import SegmentationAugmentation, segmentation_transform
+from medvision.data.transforms import (
+    SegmentationAugmentation,
+    batch_augmentation_for,
+    segmentation_transform,
+)
 from medvision.data.volume_slices import VolumeSliceDataset, VolumeSlices, decode_volume
 from medvision.utils.class_names import check_class_names
 from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LAYOUT_HINT = (
     "Expected <data_dir>/<image_dirname>/*.nii[.gz] and <data_dir>/<mask_dirname>/*.nii[.gz] "
@@ -84,9 +89,6 @@ class VolumeSliceDataModule(MedVisionDataModule):
             ``num_folds``).
         test_fraction: Fraction of the volumes held out for testing, in [0, 1); the same for
             every fold.
-        num_folds: Split the non-test volumes into this many folds for cross-validation;
-            null: a single split by ``val_fraction``.
-        fold: With ``num_folds``, the fold (0-based) used for validation.
         predict_dir: Folder of volumes for ``medvision predict`` (NIfTI files and DICOM
             series folders, at any depth; see :func:`find_predict_volumes`), or one with the
             training layout (then ``<image_dirname>`` is read and masks are not used).
@@ -116,18 +118,13 @@ class VolumeSliceDataModule(MedVisionDataModule):
         empty_slice_fraction: float | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
-        seed: int = 42,
-        num_folds: int | None = None,
-        fold: int = 0,
         predict_dir: str | Path | None = None,
         cache_limit_gb: float = 4.0,
         gpu_augmentation: bool = False,
         class_names: Sequence[str] = ("foreground",),
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, seed, predict_dir, **kwargs
-        )
+        super().__init__(data_dir, image_size, in_channels, augmentation, predict_dir, **kwargs)
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (a canonical RAS axis), got {axis}")
         if empty_slice_fraction is not None and not 0 <= empty_slice_fraction <= 1:
@@ -142,7 +139,7 @@ class VolumeSliceDataModule(MedVisionDataModule):
         self.axis = axis
         self.intensity_window = intensity_window
         self.empty_slice_fraction = empty_slice_fraction
-        self.split = Split(val_fraction, test_fraction, seed, num_folds, fold)
+        self.split = self._seeded_split(val_fraction, test_fraction)
         self.cache_limit_gb = cache_limit_gb
         self.predict_root: Path | None = None  # predict: the folder the volumes were found in
         self.class_names = check_class_names(class_names, names_hint=MASK_CLASS_NAMES)
@@ -151,7 +148,9 @@ class VolumeSliceDataModule(MedVisionDataModule):
                 "gpu_augmentation: true warps binary masks only; with label maps "
                 f"({len(self.class_names)} class_names) set gpu_augmentation: false."
             )
-        self.batch_augmentation = batch_augmentation_for(augmentation, True, gpu_augmentation, seed)
+        self.batch_augmentation = batch_augmentation_for(
+            augmentation, True, gpu_augmentation, self.seed
+        )
         # the model records class_names; loggers merge both hparams and need equal values
         self._save_hyperparameters(ignore=["class_names"])
 
@@ -165,21 +164,13 @@ class VolumeSliceDataModule(MedVisionDataModule):
         )
         self._check_memory([image for image, _ in pairs], self.data_dir)
         indices = self.split.indices(len(pairs))
-        train = set(indices["train"].tolist())
-        decoded: dict[int, VolumeSlices] = {}
 
-        def decode(item: tuple[int, tuple[Path, Path]]) -> None:
-            index, (image, mask) = item
-            fraction = self.empty_slice_fraction if index in train else None
-            rng = np.random.default_rng([self.split.seed, index])
-            decoded[index] = self._decode(image, mask, fraction, rng)
+        def decode(pair: tuple[Path, Path], fraction: float | None, rng) -> VolumeSlices:
+            return self._decode(*pair, fraction, rng)
 
-        _, bad = scan_files(list(enumerate(pairs)), decode, lambda item: item[1][0])
+        decoded, bad = self._decode_parts(list(enumerate(pairs)), decode, indices, _image_of)
         self._screen(unpaired + bad, "bad volume pairs", "Fix or remove these files.")
-        for stage, idx in indices.items():
-            parts = [decoded[i] for i in idx if i in decoded]
-            on_cpu = stage == "train" and self.batch_augmentation is None
-            self.datasets[stage] = self._dataset(parts, self.augmentation if on_cpu else "none")
+        self._fill_datasets(indices, decoded)
         log.info(
             "Volumes %s: %s",
             self.data_dir,
@@ -189,6 +180,36 @@ class VolumeSliceDataModule(MedVisionDataModule):
                 for stage, idx in indices.items()
             ),
         )
+
+    def _decode_parts(
+        self,
+        items: list[tuple[int, T]],
+        decode,
+        indices: dict,
+        name_of: Callable[[T], Path] | None = None,
+    ) -> tuple[dict[int, VolumeSlices], list[BadFile]]:
+        """Decode every ``(index, item)`` with ``decode(item, fraction, rng)`` in parallel
+        (``fraction``: ``empty_slice_fraction`` for training items, else None; ``rng`` seeded
+        from ``seed`` and the index): the decoded parts by index, and the items that failed
+        as :class:`BadFile`, named by ``name_of(item)`` (default: the item)."""
+        train = set(indices["train"].tolist())
+        decoded: dict[int, VolumeSlices] = {}
+
+        def decode_one(item: tuple[int, T]) -> None:
+            index, thing = item
+            fraction = self.empty_slice_fraction if index in train else None
+            decoded[index] = decode(thing, fraction, np.random.default_rng([self.seed, index]))
+
+        _, bad = scan_files(items, decode_one, lambda item: (name_of or _same)(item[1]))
+        return decoded, bad
+
+    def _fill_datasets(self, indices: dict, decoded: dict[int, VolumeSlices]) -> None:
+        """Each split's dataset from its decoded parts (augmented on the CPU for training,
+        unless the batches are augmented on the device)."""
+        for stage, idx in indices.items():
+            parts = [decoded[i] for i in idx if i in decoded]
+            on_cpu = stage == "train" and self.batch_augmentation is None
+            self.datasets[stage] = self._dataset(parts, self.augmentation if on_cpu else "none")
 
     def describe_input(self) -> dict:
         """:meth:`MedVisionDataModule.describe_input`, with ``input: volume`` and the
@@ -338,6 +359,14 @@ def find_volume_pairs(
         lambda key: f"{image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}",
     )
     return sorted(pairs), unpaired
+
+
+def _same(item):
+    return item
+
+
+def _image_of(pair: tuple[Path, Path]) -> Path:
+    return pair[0]
 
 
 __all__ = ["VolumeSliceDataModule", "find_predict_volumes", "find_volume_pairs"]
