@@ -16,13 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from medvision.data.datamodule import MedVisionDataModule
+from medvision.data.classification import ClassificationDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.io import IMAGE_SUFFIXES, files_under
 from medvision.data.screening import BadFile, check_image, problem_report, scan_files
 from medvision.data.splits import grouped_split_indices, stratified_split
 from medvision.data.synthetic import write_chest_xray
-from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ _LAYOUT_HINT = (
 )
 
 
-class ChestXrayDataModule(MedVisionDataModule):
+class ChestXrayDataModule(ClassificationDataModule):
     """Single-label chest X-ray classification from ``<data_dir>/<split>/<CLASS>/<image>``.
 
     Class names are the class folder names, sorted; every split folder used must hold every
@@ -60,18 +59,12 @@ class ChestXrayDataModule(MedVisionDataModule):
     ``medvision predict`` reads ``predict_dir``: class subfolders (their names must be known
     classes; the true class is then reported beside the prediction) or loose images, searched
     recursively. A file that cannot be read (or, among loose images, is not an image) is left
-    out and reported; the others are predicted. ``batch_size``, ``num_workers`` and
-    ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+    out and reported; the others are predicted. The other options are
+    :class:`~medvision.data.classification.ClassificationDataModule`'s.
 
     Args:
         data_dir: The folder holding ``train/`` (required), ``val/`` and ``test/``, each with
             one subfolder per class.
-        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
-            in pixels.
-        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (RGB, for ImageNet
-            encoders); every file is converted to it.
-        augmentation: Training augmentation: ``none``, ``basic`` (flip, rotation, resized
-            crop) or ``strong`` (``basic`` plus photometric changes and dropout).
         merge_val_into_train: Move ``val/`` into train and carve validation from the whole,
             as the chest X-ray study did.
         val_fraction: Fraction of train carved out for validation, stratified by class, when
@@ -86,10 +79,6 @@ class ChestXrayDataModule(MedVisionDataModule):
         group_pattern: A regex whose first group is the patient in a file name (e.g.
             ``^(\\d{8})_`` for NIH names), keeping each patient's images on one side of the
             carved validation split; null: images are independent.
-        check_images: Decode every image once in ``setup`` and report all unreadable ones
-            before training.
-        predict_dir: Folder for ``medvision predict``: class subfolders (scored against their
-            class) or loose images, searched recursively.
     """
 
     split_dirnames = ("train", "val", "test")
@@ -101,23 +90,15 @@ class ChestXrayDataModule(MedVisionDataModule):
     def __init__(
         self,
         data_dir: str | Path = "data/chest_xray",
-        image_size: int | tuple[int, int] = 224,
-        in_channels: int = 1,
-        augmentation: ClassificationAugmentation = "none",
         merge_val_into_train: bool = False,
         val_fraction: float = 0.2,
         test_split: str = "test",
         sampler: Literal["none", "weighted"] = "none",
         class_names: list[str] | None = None,
         group_pattern: str | None = None,
-        check_images: bool = True,
-        predict_dir: str | Path | None = None,
-        batch_size: int = 32,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
-        )
+        super().__init__(data_dir, **kwargs)
         if sampler not in ("none", "weighted"):
             raise ValueError(f"sampler must be 'none' or 'weighted', got {sampler!r}")
         if test_split == "train":
@@ -126,7 +107,6 @@ class ChestXrayDataModule(MedVisionDataModule):
         self.val_fraction = val_fraction
         self.test_split = test_split
         self.sampler = sampler
-        self.check_images = check_images
         self.group_pattern = None if group_pattern is None else re.compile(group_pattern)
         self._class_names = None if class_names is None else tuple(class_names)
         # the model records class_names; loggers merge both hparams and need equal values
@@ -182,9 +162,7 @@ class ChestXrayDataModule(MedVisionDataModule):
         splits = {"train": (train_paths, train_labels), "val": val}
         if test is not None:
             splits["test"] = test
-        for name, (paths, labels) in splits.items():
-            augmentation = self.augmentation if name == "train" else "none"
-            self.datasets[name] = self._dataset(paths, labels, augmentation)
+        self._stage_datasets(splits)
         counts = Counter(train_labels)
         self._class_counts = {c: counts[i] for i, c in enumerate(self.class_names)}
         log.info(
@@ -253,19 +231,9 @@ class ChestXrayDataModule(MedVisionDataModule):
         items = self._scan_predict(
             items, lambda item: check_image(item[0]), lambda item: item[0], earlier=not_images
         )
-        log.info(
-            "Predicting on %d images from %s%s",
-            len(items),
-            self.predict_dir,
-            " with their class folders as truth" if labels else "",
-        )
-        labels = None if labels is None else [label for _, label in items]
-        return self._dataset([path for path, _ in items], labels, "none")
-
-    def _dataset(self, paths, labels, augmentation) -> ClassificationDataset:
-        return ClassificationDataset(
-            paths, labels, classification_transform(self.image_size, augmentation), self.in_channels
-        )
+        truth = "with their class folders as truth" if labels else None
+        paths, labels = self._predict_inputs(items, self.predict_dir, truth)
+        return self._classification_dataset(paths, labels, "none")
 
     def train_dataloader(self):
         if self.sampler == "none":

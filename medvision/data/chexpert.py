@@ -21,10 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.datamodule import MedVisionDataModule
+from medvision.data.classification import ClassificationDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.screening import BadFile, check_image, scan_files
-from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ _LAYOUT_HINT = (
 _PATIENT = re.compile(r"(patient\d+)")
 
 
-class CheXpertDataModule(MedVisionDataModule):
+class CheXpertDataModule(ClassificationDataModule):
     """CheXpert as multi-label (``mode: multilabel``) or single-label (``mode: multiclass``).
 
     ``multilabel``: targets for ``labels``, with the ``uncertainty`` and ``blank`` policies
@@ -58,8 +57,9 @@ class CheXpertDataModule(MedVisionDataModule):
     (``check_images``, for the images used). All problems are reported in one error, or those
     rows left out with ``bad_files: exclude`` (see
     :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable image is
-    left out and reported; the others are predicted. ``batch_size``, ``num_workers`` and
-    ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+    left out and reported; the others are predicted: the jpg and png files of ``predict_dir``,
+    at any depth. The other options are
+    :class:`~medvision.data.classification.ClassificationDataModule`'s.
 
     Args:
         data_dir: The release folder, the one holding ``train.csv`` and ``valid.csv``.
@@ -74,15 +74,8 @@ class CheXpertDataModule(MedVisionDataModule):
         frontal_only: Drop lateral views (by the ``Frontal/Lateral`` column).
         max_per_class: ``multiclass`` only: keep at most this many images per class, a seeded
             random subset; null: all.
-        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
-            in pixels.
-        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (for ImageNet encoders).
-        augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
-            :func:`~medvision.data.transforms.classification_transform`).
         val_fraction: Fraction of ``train.csv``'s patients held out for validation; unused
             with ``num_folds``.
-        check_images: Decode every image used once in ``setup`` and report unreadable ones.
-        predict_dir: Folder of jpg/png images for ``medvision predict``, searched recursively.
     """
 
     observations = (
@@ -119,18 +112,10 @@ class CheXpertDataModule(MedVisionDataModule):
         blank: Literal["zeros", "ignore"] = "zeros",
         frontal_only: bool = True,
         max_per_class: int | None = None,
-        image_size: int | tuple[int, int] = 224,
-        in_channels: int = 1,
-        augmentation: ClassificationAugmentation = "none",
         val_fraction: float = 0.1,
-        check_images: bool = True,
-        predict_dir: str | Path | None = None,
-        batch_size: int = 32,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
-        )
+        super().__init__(data_dir, **kwargs)
         self.labels = list(labels or self.competition_labels)
         unknown = sorted(set(self.labels) - set(self.observations))
         if unknown:
@@ -146,7 +131,6 @@ class CheXpertDataModule(MedVisionDataModule):
         self.max_per_class = max_per_class
         self.val_fraction = val_fraction
         self.split = self._seeded_split(val_fraction)
-        self.check_images = check_images
         self._save_hyperparameters()
 
     def _policies(self, uncertainty) -> dict[str, str]:
@@ -187,16 +171,8 @@ class CheXpertDataModule(MedVisionDataModule):
             parts, unreadable = _scan(parts)
             bad += unreadable
         self._screen(bad, "bad rows or images", "Fix the rows or files, or delete the rows.")
-        for stage, (stage_paths, targets) in parts.items():
-            augmentation = self.augmentation if stage == "train" else "none"
-            self.datasets[stage] = ClassificationDataset(
-                stage_paths,
-                targets,
-                classification_transform(self.image_size, augmentation),
-                self.in_channels,
-            )
-            if stage == "train":
-                self._count(targets)
+        self._stage_datasets(parts)
+        self._count(parts["train"][1])
         log.info(
             "CheXpert %s (%s, labels %s): %s",
             self.data_dir,
@@ -282,16 +258,7 @@ class CheXpertDataModule(MedVisionDataModule):
         self._known_counts = {n: int(known[j]) for j, n in enumerate(self.labels)}
 
     def _predict_dataset(self) -> ClassificationDataset:
-        self._predict_folder()
-        paths = sorted(
-            p for p in self.predict_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-        )
-        if not paths:
-            raise FileNotFoundError(f"{self.predict_dir}: no jpg/png images to predict on.")
-        paths = self._scan_predict(paths, check_image)
-        return ClassificationDataset(
-            paths, None, classification_transform(self.image_size, "none"), self.in_channels
-        )
+        return self._predict_images((".jpg", ".jpeg", ".png"))
 
 
 def patient_of(path: Path) -> str:

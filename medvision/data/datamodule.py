@@ -163,6 +163,11 @@ class MedVisionDataModule(L.LightningDataModule):
         """The seeded (or k-fold) :class:`~medvision.data.splits.Split` of this datamodule."""
         return Split(val_fraction, test_fraction, self.seed, self.num_folds, self.fold)
 
+    def _share(self, **options) -> None:
+        """Record options that an intermediate base class took from ``**kwargs``, so that
+        :meth:`_save_hyperparameters` saves them too."""
+        self._shared_options.update(options)
+
     def _save_hyperparameters(self, ignore: Sequence[str] = ()) -> None:
         """Lightning's ``save_hyperparameters()`` for the calling ``__init__``, and the options
         of this class it passed on in ``**kwargs`` (``seed``, ``predict_dir``, ``batch_size``,
@@ -329,6 +334,14 @@ class MedVisionDataModule(L.LightningDataModule):
         if not folder.is_dir():
             raise FileNotFoundError(f"predict_dir {folder} does not exist or is not a folder.")
         return folder
+
+    def _predict_inputs(self, items: list[tuple], folder: Path, truth: str | None = None):
+        """Log how many images predict reads from ``folder`` and ``truth``, what scores them;
+        the images of the ``(image, truth)`` items, and their truths (None without ``truth``)."""
+        scored = f" {truth}" if truth else ""
+        log.info("Predicting on %d images from %s%s", len(items), folder, scored)
+        truths = None if truth is None else [known for _, known in items]
+        return [image for image, _ in items], truths
 
     def _loader(self, stage: str, shuffle: bool = False, sampler=None) -> DataLoader:
         if stage not in self.datasets:

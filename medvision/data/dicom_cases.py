@@ -20,7 +20,6 @@ from medvision.data.screening import BadFile, scan_files
 from medvision.data.volume_slices import VolumeSlices, cut_slices
 from medvision.data.volumes import VolumeSliceDataModule
 from medvision.utils.class_names import check_class_names
-from medvision.utils.sizes import as_hw
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,12 @@ class DicomSegDataModule(VolumeSliceDataModule):
     case (no SEG, two series, a SEG of another study or referencing instances the series lacks,
     frames of another size, an unknown segment, overlapping classes of a label map, missing or
     duplicate slice positions) is reported with the others, or left out with
-    ``bad_files: exclude``. ``batch_size``, ``num_workers`` and ``bad_files`` are
-    :class:`~medvision.data.datamodule.MedVisionDataModule`'s; ``in_channels``,
-    ``augmentation`` and ``gpu_augmentation`` are the volume datamodule's.
+    ``bad_files: exclude``. The other options are those of the volume datamodule (``axis``,
+    ``image_size``, ``intensity_window`` in HU, ``empty_slice_fraction``, ``val_fraction`` and
+    ``test_fraction``, here fractions of the patients, ``predict_dir``, ``cache_limit_gb``,
+    ``in_channels``, ``augmentation``, ``gpu_augmentation``) and of
+    :class:`~medvision.data.datamodule.MedVisionDataModule` (``batch_size``, ``num_workers``,
+    ``bad_files``, ``seed``, ``num_folds``, ``fold``).
 
     Args:
         data_dir: The folder of case folders.
@@ -65,16 +67,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
             ``ignore`` (its pixels are background).
         overlap: Pixels of a label-map model in segments of two classes: ``error``, or
             ``last`` (the class listed later in ``class_names`` wins).
-        axis: Canonical (RAS+) axis to take slices along: 0, 1 or 2 (2: axial).
-        image_size: Size slices are resized to: one side of a square, or ``[height, width]``.
-        intensity_window: ``[low, high]`` HU clipped and scaled to [0, 1]; null: each series
-            min-max scaled.
-        empty_slice_fraction: Training only: keep every slice with foreground and this seeded
-            fraction of the empty ones; null: all slices.
-        val_fraction: Fraction of the patients drawn for validation (unused with ``num_folds``).
-        test_fraction: Fraction of the patients held out for testing.
-        predict_dir: Folder of series folders (or NIfTI volumes) for ``medvision predict``.
-        cache_limit_gb: Largest memory for the decoded slices of all splits, in GB.
     """
 
     def __init__(
@@ -83,14 +75,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
         class_names: Sequence[str] | None = None,
         unlisted_segments: Unlisted = "error",
         overlap: Overlap = "error",
-        axis: int = 2,
-        image_size: int | tuple[int, int] = 256,
-        intensity_window: tuple[float, float] | None = None,
-        empty_slice_fraction: float | None = None,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.2,
-        predict_dir: str | Path | None = None,
-        cache_limit_gb: float = 4.0,
         **kwargs,
     ) -> None:
         for name, value, kind in (
@@ -106,14 +90,6 @@ class DicomSegDataModule(VolumeSliceDataModule):
             mask_dirname="masks",
             image_prefix="",
             mask_prefix="",
-            axis=axis,
-            image_size=image_size,
-            intensity_window=intensity_window,
-            empty_slice_fraction=empty_slice_fraction,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            predict_dir=predict_dir,
-            cache_limit_gb=cache_limit_gb,
             class_names=("foreground",) if class_names is None else class_names,
             **kwargs,
         )
@@ -189,16 +165,7 @@ class DicomSegDataModule(VolumeSliceDataModule):
 
     def _check_memory_of(self, cases: list[CaseFiles]) -> None:
         """Refuse before decoding when all slices would exceed ``cache_limit_gb``."""
-        height, width = as_hw(self.image_size)
-        count = sum(case.shape[self.axis] for case in cases)
-        total = count * height * width * 3  # float16 image, uint8 mask
-        if total > self.cache_limit_gb * 1e9:
-            raise ValueError(
-                f"{count} slices from {self.data_dir} at {height}x{width} would take "
-                f"{total / 1e9:.2f} GB of memory, above cache_limit_gb={self.cache_limit_gb:g}. "
-                "Raise --data.init_args.cache_limit_gb if the machine has the memory, or lower "
-                "image_size."
-            )
+        self._refuse_over_memory(sum(case.shape[self.axis] for case in cases), self.data_dir)
 
 
 def find_cases(data_dir: Path) -> tuple[list[Path], list[BadFile]]:

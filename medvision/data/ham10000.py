@@ -375,9 +375,10 @@ class HAM10000DataModule(MedVisionDataModule):
         pairs = self._scan_predict(
             pairs, partial(check_pair, same_size=False), lambda pair: pair[0], earlier=failures
         )
-        log.info("Predicting on %d images from %s", len(pairs), self.predict_dir)
-        masks = [m for _, m in pairs] if with_masks else None
-        return self._dataset([p for p, _ in pairs], masks, None, "none")
+        images, masks = self._predict_inputs(
+            pairs, self.predict_dir, "with masks" if with_masks else None
+        )
+        return self._dataset(images, masks, None, "none")
 
     def _mask_of(self, image: Path, mask_dir: Path) -> Path:
         return mask_dir / f"{image.stem}{self.mask_suffix}"

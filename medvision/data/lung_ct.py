@@ -138,15 +138,9 @@ class LungCTDataModule(MedVisionDataModule):
         pairs, unpaired = self._predict_pairs(self._predict_folder())
         pairs, clashes = distinct_stems(pairs)
         pairs = self._scan_predict(pairs, check_pair, _first, earlier=unpaired + clashes)
-        with_masks = pairs[0][1] is not None
-        log.info(
-            "Predicting on %d images from %s%s",
-            len(pairs),
-            self.predict_dir,
-            " with masks" if with_masks else "",
-        )
-        masks = [mask for _, mask in pairs] if with_masks else None
-        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
+        truth = "with masks" if pairs[0][1] is not None else None
+        images, masks = self._predict_inputs(pairs, self.predict_dir, truth)
+        return self._segmentation_dataset(images, masks, "none")
 
     def _predict_pairs(self, folder: Path) -> tuple[list[tuple], list[BadFile]]:
         """``(image, mask or None)`` for the images of ``folder``, and those lacking a mask."""

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from medvision.data.datamodule import MedVisionDataModule
+from medvision.data.classification import ClassificationDataModule
 from medvision.data.datasets import ClassificationDataset
 from medvision.data.screening import (
     BadFile,
@@ -25,7 +25,6 @@ from medvision.data.screening import (
     scan_files,
     screen_csv_rows,
 )
-from medvision.data.transforms import ClassificationAugmentation, classification_transform
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class NIHRecord:
     findings: frozenset[str]
 
 
-class NIHChestXray14DataModule(MedVisionDataModule):
+class NIHChestXray14DataModule(ClassificationDataModule):
     """Multi-label classification of the 14 NIH ChestX-ray14 findings (or a subset, ``labels``).
 
     Samples: ``{"image": float32 in_channels x H x W in [0, 1], "label": float32 K of 0/1,
@@ -70,25 +69,19 @@ class NIHChestXray14DataModule(MedVisionDataModule):
     earlier image is a problem, and so is an image that cannot be decoded (``check_images``).
     All problems are reported in one error, or those rows left out with ``bad_files: exclude``
     (see :class:`~medvision.data.datamodule.MedVisionDataModule`). In ``predict`` an unreadable
-    image is left out and reported; the others are predicted. ``batch_size``, ``num_workers``
-    and ``bad_files`` are :class:`~medvision.data.datamodule.MedVisionDataModule`'s.
+    image is left out and reported; the others are predicted: the ``.png`` files of
+    ``predict_dir``, at any depth. The other options are
+    :class:`~medvision.data.classification.ClassificationDataModule`'s.
 
     Args:
         data_dir: The folder holding ``Data_Entry_2017.csv`` and ``images/``.
         labels: The findings to classify, in this order; null: all 14 (:attr:`findings`).
-        image_size: Size images are resized to: one side of a square, or ``[height, width]``,
-            in pixels.
-        in_channels: Channels of the image tensor: 1 (grayscale) or 3 (for ImageNet encoders).
-        augmentation: Training augmentation: ``none``, ``basic`` or ``strong`` (see
-            :func:`~medvision.data.transforms.classification_transform`).
         val_fraction: Fraction of the patients held out for validation (with the official
             lists: of the patients outside the test list); unused with ``num_folds``.
         test_fraction: Fraction of the patients held out for testing; unused with the official
             lists. The same for every fold.
         missing_images: ``error``: a CSV row whose image is not on disk is a problem;
             ``skip``: such rows are left out with a logged count (a partial download).
-        check_images: Decode every image once in ``setup`` and report unreadable ones.
-        predict_dir: Folder of ``.png`` images for ``medvision predict``, searched recursively.
     """
 
     findings = (
@@ -117,20 +110,12 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         self,
         data_dir: str | Path = "data/nih_chestxray14",
         labels: list[str] | None = None,
-        image_size: int | tuple[int, int] = 224,
-        in_channels: int = 1,
-        augmentation: ClassificationAugmentation = "none",
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         missing_images: Literal["error", "skip"] = "error",
-        check_images: bool = True,
-        predict_dir: str | Path | None = None,
-        batch_size: int = 32,
         **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
-        )
+        super().__init__(data_dir, **kwargs)
         unknown = sorted(set(labels or []) - set(self.findings))
         if unknown:
             raise ValueError(f"labels {unknown} are not NIH findings; known: {self.findings}")
@@ -140,7 +125,6 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split = self._seeded_split(val_fraction, test_fraction)
         self.missing_images = missing_images
-        self.check_images = check_images
         self._save_hyperparameters()
 
     @property
@@ -161,14 +145,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         )
         targets = self.targets(records)
         indices = self._split(records)
-        for stage, idx in indices.items():
-            augmentation = self.augmentation if stage == "train" else "none"
-            self.datasets[stage] = ClassificationDataset(
-                [paths[i] for i in idx],
-                targets[idx],
-                classification_transform(self.image_size, augmentation),
-                self.in_channels,
-            )
+        self._stage_datasets({k: ([paths[i] for i in v], targets[v]) for k, v in indices.items()})
         train = targets[indices["train"]]
         self._class_counts = dict(zip(self.labels, train.sum(0).astype(int).tolist(), strict=True))
         self._known_counts = {name: len(train) for name in self.labels}
@@ -243,14 +220,7 @@ class NIHChestXray14DataModule(MedVisionDataModule):
         }
 
     def _predict_dataset(self) -> ClassificationDataset:
-        self._predict_folder()
-        paths = sorted(self.predict_dir.rglob("*.png"))
-        if not paths:
-            raise FileNotFoundError(f"{self.predict_dir}: no .png images to predict on.")
-        paths = self._scan_predict(paths, check_image)
-        return ClassificationDataset(
-            paths, None, classification_transform(self.image_size, "none"), self.in_channels
-        )
+        return self._predict_images((".png",))
 
 
 def read_nih_rows(path: Path) -> tuple[list[NIHRecord], list[BadFile]]:

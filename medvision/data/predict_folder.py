@@ -257,16 +257,11 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
         self._nothing_found(pairs or failures)
         check = partial(check_pair, num_classes=self.num_classes)
         pairs = self._scan_predict(pairs, check, _first, earlier=failures + clashes)
-        log.info(
-            "Predicting on %d images from %s%s",
-            len(pairs),
-            folder,
-            f" scored against the masks in {mask_dir}" if mask_dir is not None else "",
-        )
-        masks = None if mask_dir is None else [m for _, m in pairs]
+        truth = None if mask_dir is None else f"scored against the masks in {mask_dir}"
+        images, masks = self._predict_inputs(pairs, folder, truth)
         return predict_dataset(
             "segmentation",
-            [p for p, _ in pairs],
+            images,
             self.image_size,
             self.in_channels,
             self.intensity_window,

@@ -159,14 +159,9 @@ class SegmentationFolderDataModule(MedVisionDataModule):
             raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}).")
         pairs, clashes = distinct_stems(pairs)
         pairs = self._scan_predict(pairs, self._check(), _first, earlier=unpaired + clashes)
-        log.info(
-            "Predicting on %d images from %s%s",
-            len(pairs),
-            folder,
-            f" with masks from {mask_dir}" if mask_dir is not None else "",
-        )
-        masks = None if mask_dir is None else [mask for _, mask in pairs]
-        return self._segmentation_dataset([image for image, _ in pairs], masks, "none")
+        truth = None if mask_dir is None else f"with masks from {mask_dir}"
+        images, masks = self._predict_inputs(pairs, folder, truth)
+        return self._segmentation_dataset(images, masks, "none")
 
 
 def pair_by_stem(

@@ -256,13 +256,17 @@ class VolumeSliceDataModule(MedVisionDataModule):
 
     def _check_memory(self, images: list[Path], source: Path) -> None:
         """Refuse before decoding when all slices would exceed ``cache_limit_gb``."""
-        height, width = as_hw(self.image_size)
         count = 0
         for path in images:
             try:
                 count += canonical_shape(path)[self.axis]
             except ValueError:  # reported with the other bad files when decoded
                 continue
+        self._refuse_over_memory(count, source)
+
+    def _refuse_over_memory(self, count: int, source: Path) -> None:
+        """Refuse ``count`` slices from ``source`` whose cache would exceed ``cache_limit_gb``."""
+        height, width = as_hw(self.image_size)
         total = count * height * width * 3  # float16 image, uint8 mask
         if total > self.cache_limit_gb * 1e9:
             raise ValueError(
