@@ -161,7 +161,8 @@ def plain_loop(bundle: Path, images: Path, out: Path, batch: int) -> None:
 
     config = json.loads((bundle / "config.json").read_text())
     record, network = config["preprocessing"], config["network"]["init_args"]
-    net = smp.Unet(network["encoder_name"], encoder_weights=None, in_channels=1, classes=1)
+    extra = network.get("arch_kwargs") or {}  # smp's own options (encoder_depth, ...)
+    net = smp.Unet(network["encoder_name"], encoder_weights=None, in_channels=1, classes=1, **extra)
     state = load_file(bundle / "model.safetensors")
     net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     net.eval()

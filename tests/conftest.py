@@ -24,6 +24,63 @@ CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+#: a small 2D lung U-Net (resnet18 encoder, 3 stages): untrained checkpoints need no fit
+SMALL_UNET_ARCH = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+
+
+def lung_record(**changes):
+    """The preprocessing record of a small binary lung U-Net at 32 px (``SMALL_UNET_ARCH``);
+    ``changes`` replace its fields."""
+    from medvision.models.record import Preprocessing
+
+    fields = dict(
+        task="segmentation",
+        image_size=(32, 32),
+        in_channels=1,
+        intensity_window=None,
+        class_names=("lung",),
+        network={
+            "class_path": "medvision.models.SegmentationModule",
+            "init_args": {
+                "arch": "Unet",
+                "encoder_name": "resnet18",
+                "arch_kwargs": SMALL_UNET_ARCH,
+            },
+        },
+        mask_threshold=0.5,
+    )
+    return Preprocessing(**{**fields, **changes})
+
+
+def record_checkpoint(path: Path, module, record) -> Path:
+    """A checkpoint of ``module``'s (untrained) weights with ``record``, as fit writes them."""
+    import torch
+
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "medvision": {"preprocessing": record.to_dict()},
+            "pytorch-lightning_version": "2.6.0",
+        },
+        path,
+    )
+    return path
+
+
+def cnn5_checkpoint(path: Path) -> Path:
+    """An untrained two-class (``a``, ``b``) CNN5 classifier's checkpoint at 32 px, with its
+    record, as fit writes them."""
+    from medvision.models import ClassificationModule
+    from medvision.models.record import FORMAT_VERSION, Preprocessing
+
+    module = ClassificationModule("cnn5", in_channels=1, num_classes=2, class_names=["a", "b"])
+    fields = {"task": "classification", "image_size": [32, 32], "in_channels": 1}
+    fields |= {"intensity_window": None, "version": FORMAT_VERSION}
+    record = Preprocessing.from_dict({**fields, **module.describe_output()})
+    return record_checkpoint(path, module, record)
+
+
 def pytest_configure(config):
     """Torch computes on one thread in the test processes and the processes they start (DDP
     workers, subprocesses), unless ``OMP_NUM_THREADS`` says otherwise: the tests' networks are

@@ -11,9 +11,8 @@ from PIL import Image
 from medvision.apply.export import export
 from medvision.apply.inference import build_module
 from medvision.data.synthetic import write_lung_ct
-from medvision.models.record import Preprocessing
 
-from .conftest import REPO, load_benchmark
+from .conftest import REPO, load_benchmark, lung_record
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +65,7 @@ def test_the_plain_loop_scales_as_the_record_says(bench):
 @pytest.mark.slow
 def test_smoke_run_of_the_three_arms(bench, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    record = Preprocessing(
-        task="segmentation",
-        image_size=(32, 32),
-        in_channels=1,
-        intensity_window=None,
-        class_names=("lung",),
-        network={
-            "class_path": "medvision.models.SegmentationModule",
-            "init_args": {"arch": "Unet", "encoder_name": "resnet18", "arch_kwargs": None},
-        },
-        mask_threshold=0.5,
-    )
+    record = lung_record()
     checkpoint = tmp_path / "unet.ckpt"
     state = build_module(record).state_dict()
     torch.save({"state_dict": state, "medvision": {"preprocessing": record.to_dict()}}, checkpoint)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
@@ -29,11 +28,16 @@ from medvision.data.nifti import load_volume  # noqa: E402
 from medvision.data.synthetic_dicom import write_dicom_seg_cases  # noqa: E402
 from medvision.data.synthetic_volumes import write_dicom_series  # noqa: E402
 from medvision.data.volumes import VolumeSliceDataModule  # noqa: E402
-from medvision.models import ClassificationModule, SegmentationModule, segmentation  # noqa: E402
-from medvision.models.record import FORMAT_VERSION, Preprocessing  # noqa: E402
+from medvision.models import SegmentationModule, segmentation  # noqa: E402
 from medvision.utils.files import read_csv  # noqa: E402
 
-from .conftest import CONFIGS  # noqa: E402
+from .conftest import (  # noqa: E402
+    CONFIGS,
+    SMALL_UNET_ARCH,
+    cnn5_checkpoint,
+    lung_record,
+    record_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -501,33 +505,11 @@ def test_nifti_and_dicom_give_the_same_dice(data, models, tmp_path):
 
 def untrained_checkpoint(path: Path, **record_changes) -> Path:
     """A small U-Net's untrained weights with a volume record, as fit writes them."""
-    arch = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
-    module = SegmentationModule(encoder_name="resnet18", class_names=["lung"], arch_kwargs=arch)
-    fields = dict(
-        task="segmentation",
-        image_size=(32, 32),
-        in_channels=1,
-        intensity_window=(-1000.0, 400.0),
-        class_names=("lung",),
-        network={
-            "class_path": "medvision.models.SegmentationModule",
-            "init_args": {"arch": "Unet", "encoder_name": "resnet18", "arch_kwargs": arch},
-        },
-        mask_threshold=0.5,
-        input="volume",
-        slice_axis=2,
+    module = SegmentationModule(
+        encoder_name="resnet18", class_names=["lung"], arch_kwargs=SMALL_UNET_ARCH
     )
-    record = Preprocessing(**{**fields, **record_changes})
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "medvision": {"preprocessing": record.to_dict()},
-            "pytorch-lightning_version": "2.6.0",
-        },
-        path,
-    )
-    return path
+    volume = dict(intensity_window=(-1000.0, 400.0), input="volume", slice_axis=2)
+    return record_checkpoint(path, module, lung_record(**{**volume, **record_changes}))
 
 
 def test_formats_a_model_cannot_write_are_refused_before_it_loads(tmp_path, monkeypatch):
@@ -572,27 +554,7 @@ def test_a_seg_needs_a_dicom_source_with_a_frame_of_reference(data, tmp_path, ca
 
 
 def test_predictions_csv_carries_the_uids_of_dicom_inputs(tmp_path):
-    module = ClassificationModule("cnn5", in_channels=1, num_classes=2, class_names=["a", "b"])
-    record = Preprocessing.from_dict(
-        {
-            "task": "classification",
-            "image_size": [32, 32],
-            "in_channels": 1,
-            "intensity_window": None,
-            "version": FORMAT_VERSION,
-            **module.describe_output(),
-        }
-    )
-    checkpoint = tmp_path / "cnn5.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "medvision": {"preprocessing": record.to_dict()},
-            "pytorch-lightning_version": "2.6.0",
-        },
-        checkpoint,
-    )
+    checkpoint = cnn5_checkpoint(tmp_path / "cnn5.ckpt")
     incoming = tmp_path / "in"
     write_dicom_series(incoming / "p1", num_slices=2, size=(32, 32))
     from PIL import Image

@@ -22,11 +22,11 @@ from medvision.apply.prediction import ClassificationPredictionWriter
 from medvision.cli import main
 from medvision.cli.predict import record_defaults
 from medvision.data.synthetic import lung_phantom, write_lung_ct
-from medvision.models import ClassificationModule, SegmentationModule, segmentation
-from medvision.models.record import FORMAT_VERSION, Preprocessing
+from medvision.models import SegmentationModule, segmentation
+from medvision.models.record import Preprocessing
 from medvision.utils.files import read_csv
 
-from .conftest import CONFIGS, unet_run_args
+from .conftest import CONFIGS, cnn5_checkpoint, lung_record, record_checkpoint, unet_run_args
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -93,40 +93,6 @@ def volume_models(tmp_path_factory) -> dict:
     write_dicom_series(new / "p3/series", num_slices=5, size=(24, 20))  # a DICOM series
     nib.save(series_image(new / "p3/series"), new / "p3_as_nifti.nii.gz")  # the same, as NIfTI
     return {"binary": binary, "three": three, "new": new, "base": base}
-
-
-def record_checkpoint(path: Path, module, record: Preprocessing) -> Path:
-    """A checkpoint of ``module``'s (untrained) weights with ``record``, as fit writes them."""
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "medvision": {"preprocessing": record.to_dict()},
-            "pytorch-lightning_version": "2.6.0",
-        },
-        path,
-    )
-    return path
-
-
-def lung_record(**changes) -> Preprocessing:
-    fields = dict(
-        task="segmentation",
-        image_size=(32, 32),
-        in_channels=1,
-        intensity_window=None,
-        class_names=("lung",),
-        network={
-            "class_path": "medvision.models.SegmentationModule",
-            "init_args": {
-                "arch": "Unet",
-                "encoder_name": "resnet18",
-                "arch_kwargs": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-            },
-        },
-        mask_threshold=0.5,
-    )
-    return Preprocessing(**{**fields, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -314,18 +280,7 @@ def test_patient_folders_with_the_same_file_names_are_mirrored_in_the_output(
 
 
 def test_a_classifier_keeps_each_files_path_in_predictions_csv(tmp_path):
-    module = ClassificationModule("cnn5", in_channels=1, num_classes=2, class_names=["a", "b"])
-    record = Preprocessing.from_dict(
-        {
-            "task": "classification",
-            "image_size": [32, 32],
-            "in_channels": 1,
-            "intensity_window": None,
-            "version": FORMAT_VERSION,
-            **module.describe_output(),
-        }
-    )
-    checkpoint = record_checkpoint(tmp_path / "cnn5.ckpt", module, record)
+    checkpoint = cnn5_checkpoint(tmp_path / "cnn5.ckpt")
     incoming = tmp_path / "incoming"
     write_images(incoming, ["p1/x.png", "p2/x.png"])
     out = tmp_path / "out"
