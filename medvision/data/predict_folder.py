@@ -234,10 +234,10 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
     def _predict_dataset(self) -> Dataset:
         folder = self._predict_folder()
         if self.task == "segmentation":
-            return self._segmentation_dataset(folder)
-        return self._classification_dataset(folder)
+            return self._segmentation_images(folder)
+        return self._classification_images(folder)
 
-    def _segmentation_dataset(self, folder: Path) -> Dataset:
+    def _segmentation_images(self, folder: Path) -> Dataset:
         folder, mask_dir = self._image_and_mask_folders(folder)
         self.predict_root = folder
         skipped = [folder / name for name in MASK_FOLDERS if (folder / name).is_dir()]
@@ -293,7 +293,7 @@ class ImageFolderPredictDataModule(MedVisionDataModule):
         )
         return images, masks
 
-    def _classification_dataset(self, folder: Path) -> Dataset:
+    def _classification_images(self, folder: Path) -> Dataset:
         self.predict_root = folder
         subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
