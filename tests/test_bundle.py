@@ -31,22 +31,12 @@ from medvision.models.record import Preprocessing
 from medvision.utils.files import read_csv
 from medvision.utils.runs import newest_test_folder
 
-from .conftest import CONFIGS, subprocess_env
+from .conftest import CONFIGS, lung_record, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-UNET = dict(
-    task="segmentation",
-    image_size=(64, 64),
-    in_channels=1,
-    intensity_window=None,
-    class_names=("lung",),
-    network={
-        "class_path": "medvision.models.SegmentationModule",
-        "init_args": {"arch": "Unet", "encoder_name": "resnet18", "arch_kwargs": None},
-    },
-    mask_threshold=0.5,
-)
+#: a small untrained lung U-Net at 64 px (conftest.lung_record)
+RECORD = lung_record(image_size=(64, 64))
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 
 
@@ -62,7 +52,7 @@ def front_matter_of(card: Path) -> dict:
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
     """A weights file of a freshly initialized U-Net (64 px) and its record, in no run folder."""
-    record = Preprocessing(**UNET)
+    record = RECORD
     module = build_module(record)
     path = tmp_path / "unet.ckpt"
     torch.save(
@@ -90,7 +80,7 @@ def test_a_checkpoint_outside_a_run_gets_a_card_of_what_its_record_knows(bundle)
     assert "## Training recipe" not in card and "## Evaluation" not in card  # nothing known
     assert "Not tested: this card knows of no test of the model" in card
     config = json.loads((bundle / CONFIG).read_text())
-    assert config["preprocessing"] == Preprocessing(**UNET).to_dict()
+    assert config["preprocessing"] == RECORD.to_dict()
     digest = hashlib.sha256((bundle / WEIGHTS).read_bytes()).hexdigest()
     assert config["files"][WEIGHTS]["sha256"] == digest
     assert config["medvision_version"] == medvision.__version__

@@ -807,16 +807,9 @@ def own_options(args: list[str], names: tuple[str, ...]) -> list[str]:
 def cv_options(args: list[str]) -> list[str]:
     """medvision-cv's own options from ``args``, with ``--folds`` and ``--seeds`` (a count)
     reduced to 2 (a quick run)."""
-    own, index = [], 0
-    while index < len(args):
-        name, equals, value = args[index].partition("=")
-        if name in CV_OPTIONS:
-            if not equals:
-                index += 1
-                value = args[index]
-            own += [name, "2" if name in ("--folds", "--seeds") else value]
-        index += 1
-    return own
+    quick = {"--folds", "--seeds"}
+    own = [option.partition("=") for option in own_options(args, CV_OPTIONS)]
+    return [f"{name}=2" if name in quick else f"{name}={value}" for name, _, value in own]
 
 
 def run_module(command: str, args: list[str]) -> None:

@@ -55,8 +55,8 @@ class ClassificationDataModule(MedVisionDataModule):
             data_dir, image_size, in_channels, augmentation, predict_dir, batch_size, **kwargs
         )
         self.check_images = check_images
-        self._share(image_size=image_size, in_channels=in_channels, augmentation=augmentation)
-        self._share(check_images=check_images)
+        options = dict(image_size=image_size, in_channels=in_channels, augmentation=augmentation)
+        self._share(**options, check_images=check_images)
 
     def _classification_dataset(
         self, paths: Sequence[Path], labels, augmentation: str = "none"

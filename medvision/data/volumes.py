@@ -200,7 +200,8 @@ class VolumeSliceDataModule(MedVisionDataModule):
             fraction = self.empty_slice_fraction if index in train else None
             decoded[index] = decode(thing, fraction, np.random.default_rng([self.seed, index]))
 
-        _, bad = scan_files(items, decode_one, lambda item: (name_of or _same)(item[1]))
+        name = name_of or (lambda thing: thing)
+        _, bad = scan_files(items, decode_one, lambda item: name(item[1]))
         return decoded, bad
 
     def _fill_datasets(self, indices: dict, decoded: dict[int, VolumeSlices]) -> None:
@@ -363,10 +364,6 @@ def find_volume_pairs(
         lambda key: f"{image_prefix}{key}.nii[.gz] in {data_dir / image_dirname}",
     )
     return sorted(pairs), unpaired
-
-
-def _same(item):
-    return item
 
 
 def _image_of(pair: tuple[Path, Path]) -> Path:
